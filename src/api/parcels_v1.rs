@@ -1,0 +1,302 @@
+//! v1 parcels: the JSON-and-hex format of the public AMO clients (DESIGN §4).
+
+use std::borrow::Cow;
+
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, Union,
+    param::{Header, Path, Query},
+    payload::Json,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ApiTags, ParcelIdBody, body::V1UploadBody, proof};
+use crate::{
+    auth::Authorizer,
+    domain::{Address, OperationKind, ParcelId},
+    error::{ApiResult, Error},
+    parcels::Parcels,
+    storage::{PutOutcome, StoredParcel},
+};
+
+/// A v1 upload.
+#[derive(Debug, Clone, Object)]
+pub struct V1UploadRequest {
+    /// The owner's address; must be the token's user.
+    pub owner: String,
+    /// A JSON object. An `owner` in it must be the token's user; the stored
+    /// metadata always carries `owner`.
+    pub metadata: Option<Value>,
+    /// The parcel body as hex (any case).
+    pub data: String,
+}
+
+/// The same, as parsed from the raw body without copying `data`.
+#[derive(Deserialize)]
+struct V1UploadWire<'a> {
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+/// A whole parcel.
+#[derive(Debug, Clone, Object)]
+pub struct V1Parcel {
+    /// Parcel id.
+    pub id: String,
+    /// Owner's address.
+    pub owner: String,
+    /// Metadata (carries `owner`).
+    pub metadata: Value,
+    /// The body as upper-case hex.
+    pub data: String,
+}
+
+/// A parcel's id, owner and metadata (`?key=metadata`).
+#[derive(Debug, Clone, Object)]
+pub struct V1ParcelMetadata {
+    /// Parcel id.
+    pub id: String,
+    /// Owner's address.
+    pub owner: String,
+    /// Metadata (carries `owner`).
+    pub metadata: Value,
+}
+
+/// A parcel's owner (`?key=owner`).
+#[derive(Debug, Clone, Object)]
+pub struct V1ParcelOwner {
+    /// Owner's address.
+    pub owner: String,
+}
+
+/// What `GET /api/v1/parcels/{id}` answers, depending on `key`.
+#[derive(Debug, Clone, Union)]
+pub enum V1ParcelView {
+    /// No `key`: the whole parcel (needs a download token).
+    Parcel(V1Parcel),
+    /// `key=metadata`.
+    Metadata(V1ParcelMetadata),
+    /// `key=owner`.
+    Owner(V1ParcelOwner),
+}
+
+/// Answers of a v1 upload.
+#[derive(ApiResponse)]
+pub enum V1UploadResponse {
+    /// A new parcel was stored.
+    #[oai(status = 201)]
+    Created(Json<ParcelIdBody>),
+    /// The caller already stores this content; nothing changed.
+    #[oai(status = 200)]
+    AlreadyStored(Json<ParcelIdBody>),
+}
+
+/// Answers of a v1 read.
+#[derive(ApiResponse)]
+pub enum V1GetResponse {
+    /// The parcel, its metadata or its owner.
+    #[oai(status = 200)]
+    Found(Json<V1ParcelView>),
+}
+
+/// Answers of a v1 remove.
+#[derive(ApiResponse)]
+pub enum V1RemoveResponse {
+    /// The parcel is gone.
+    #[oai(status = 204)]
+    Removed,
+}
+
+/// The v1 parcel endpoints.
+pub struct ParcelsV1Api {
+    authorizer: Authorizer,
+    parcels: Parcels,
+}
+
+impl ParcelsV1Api {
+    /// The endpoints over `authorizer` and `parcels`.
+    pub fn new(authorizer: Authorizer, parcels: Parcels) -> Self {
+        Self {
+            authorizer,
+            parcels,
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<ParcelId, Error> {
+    ParcelId::parse(id).map_err(Error::from)
+}
+
+fn metadata_view(id: &ParcelId, parcel: &StoredParcel) -> V1ParcelMetadata {
+    V1ParcelMetadata {
+        id: id.to_string(),
+        owner: parcel.owner.to_string(),
+        metadata: parcel.metadata.to_value(),
+    }
+}
+
+#[OpenApi(tag = "ApiTags::ParcelsV1")]
+impl ParcelsV1Api {
+    /// Upload a parcel (JSON, hex)
+    ///
+    /// Stores `data` for `owner`, who must be the token's user. The id is the
+    /// storage id followed by the SHA-256 of the body. If the token declares
+    /// a `hash`, the body must match it (422 otherwise). Uploading content the
+    /// caller already stores answers 200; content another account stores
+    /// answers 409. The body is bounded (413 past the limit): use v2 for large
+    /// parcels.
+    #[oai(
+        path = "/api/v1/parcels",
+        method = "post",
+        operation_id = "upload_parcel_v1"
+    )]
+    async fn upload(
+        &self,
+        body: V1UploadBody,
+        /// The one-time JWT from `/auth`, for operation `upload`.
+        #[oai(name = "X-Auth-Token")]
+        token: Header<Option<String>>,
+        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
+        #[oai(name = "X-Public-Key")]
+        public_key: Header<Option<String>>,
+        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
+        /// base64url.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+    ) -> ApiResult<V1UploadResponse> {
+        let wire: V1UploadWire = serde_json::from_slice(&body.0).map_err(|err| {
+            Error::BadRequest(format!("the body is not a valid v1 upload: {err}"))
+        })?;
+        let owner = Address::parse(&wire.owner)
+            .map_err(|err| Error::BadRequest(format!("owner: {err}")))?;
+        let limit = self.parcels.limits().whole_body_max_bytes;
+        if wire.data.len() as u64 > limit.saturating_mul(2) {
+            return Err(Error::TooLarge(format!(
+                "the data is over {limit} bytes, the v1 limit; use POST /api/v2/parcels"
+            ))
+            .into());
+        }
+        let data = hex::decode(wire.data.as_bytes())
+            .map_err(|err| Error::BadRequest(format!("data must be hex: {err}")))?;
+        let auth = self
+            .authorizer
+            .authorize(
+                proof(&token, &public_key, &signature),
+                OperationKind::Upload,
+                None,
+            )
+            .await?;
+        let (id, outcome) = self
+            .parcels
+            .upload_whole(auth, &owner, wire.metadata, data.into())
+            .await?;
+        let body = Json(ParcelIdBody { id: id.to_string() });
+        Ok(match outcome {
+            PutOutcome::Created => V1UploadResponse::Created(body),
+            PutOutcome::AlreadyExists => V1UploadResponse::AlreadyStored(body),
+        })
+    }
+
+    /// Download or inspect a parcel
+    ///
+    /// Without `key`: the whole parcel, for its owner, with a download token.
+    /// With `key=metadata` or `key=owner`: what the key names, without a
+    /// token.
+    #[oai(
+        path = "/api/v1/parcels/:id",
+        method = "get",
+        operation_id = "get_parcel_v1"
+    )]
+    async fn get(
+        &self,
+        /// The parcel id (72 hex digits).
+        id: Path<String>,
+        /// `metadata` or `owner` to inspect without a token.
+        key: Query<Option<String>>,
+        /// The one-time JWT from `/auth`, for operation `download`.
+        #[oai(name = "X-Auth-Token")]
+        token: Header<Option<String>>,
+        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
+        #[oai(name = "X-Public-Key")]
+        public_key: Header<Option<String>>,
+        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
+        /// base64url.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+    ) -> ApiResult<V1GetResponse> {
+        let id = parse_id(&id)?;
+        let view = match key.0.as_deref() {
+            Some("metadata") => {
+                V1ParcelView::Metadata(metadata_view(&id, &self.parcels.inspect(&id).await?))
+            }
+            Some("owner") => V1ParcelView::Owner(V1ParcelOwner {
+                owner: self.parcels.inspect(&id).await?.owner.to_string(),
+            }),
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "key must be \"metadata\" or \"owner\", not {other:?}"
+                ))
+                .into());
+            }
+            None => {
+                let auth = self
+                    .authorizer
+                    .authorize(
+                        proof(&token, &public_key, &signature),
+                        OperationKind::Download,
+                        Some(&id),
+                    )
+                    .await?;
+                let (parcel, body) = self.parcels.download_whole(auth, &id).await?;
+                let view = metadata_view(&id, &parcel);
+                V1ParcelView::Parcel(V1Parcel {
+                    id: view.id,
+                    owner: view.owner,
+                    metadata: view.metadata,
+                    data: hex::encode_upper(&body),
+                })
+            }
+        };
+        Ok(V1GetResponse::Found(Json(view)))
+    }
+
+    /// Remove a parcel
+    ///
+    /// Deletes a parcel of the caller, with a remove token.
+    #[oai(
+        path = "/api/v1/parcels/:id",
+        method = "delete",
+        operation_id = "remove_parcel_v1"
+    )]
+    async fn remove(
+        &self,
+        /// The parcel id (72 hex digits).
+        id: Path<String>,
+        /// The one-time JWT from `/auth`, for operation `remove`.
+        #[oai(name = "X-Auth-Token")]
+        token: Header<Option<String>>,
+        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
+        #[oai(name = "X-Public-Key")]
+        public_key: Header<Option<String>>,
+        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
+        /// base64url.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+    ) -> ApiResult<V1RemoveResponse> {
+        let id = parse_id(&id)?;
+        let auth = self
+            .authorizer
+            .authorize(
+                proof(&token, &public_key, &signature),
+                OperationKind::Remove,
+                Some(&id),
+            )
+            .await?;
+        self.parcels.remove(auth, &id).await?;
+        Ok(V1RemoveResponse::Removed)
+    }
+}

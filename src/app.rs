@@ -1,0 +1,183 @@
+//! Builds the service from its settings: state, routes, the OpenAPI spec,
+//! and the server loop.
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{
+    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
+    http::{StatusCode, header},
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    middleware::{CatchPanic, Tracing},
+};
+use poem_openapi::OpenApiService;
+
+use crate::{
+    api::{auth::AuthApi, body::V1BodyLimit, health::HealthApi, parcels_v1::ParcelsV1Api},
+    auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
+    config::Settings,
+    error::ErrorBody,
+    parcels::{Limits, Parcels},
+    storage::S3Store,
+};
+
+/// Where the spec is served.
+pub const SPEC_PATH: &str = "/api/openapi.json";
+
+/// How long in-flight requests may run after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Apis = (AuthApi, ParcelsV1Api, HealthApi);
+
+/// The shared parts every API is built on.
+struct State {
+    authorizer: Authorizer,
+    parcels: Parcels,
+}
+
+impl State {
+    fn new(settings: &Settings) -> Self {
+        let codec = TokenCodec::new(
+            settings.jwt_secret.expose(),
+            &settings.jwt_issuer,
+            settings.storage_id,
+            settings.token_ttl,
+        );
+        let client = redis::Client::open(settings.redis_url.as_str())
+            .expect("the Redis URL was checked when the settings were loaded");
+        let authorizer = Authorizer::new(codec, TokenStore::new(client));
+        let limits = Limits {
+            metadata_max_bytes: settings.metadata_max_bytes,
+            whole_body_max_bytes: settings.v1_max_data_bytes,
+        };
+        let parcels = Parcels::new(S3Store::new(&settings.s3), settings.storage_id, limits);
+        Self {
+            authorizer,
+            parcels,
+        }
+    }
+
+    fn apis(&self) -> Apis {
+        (
+            AuthApi::new(self.authorizer.clone()),
+            ParcelsV1Api::new(self.authorizer.clone(), self.parcels.clone()),
+            HealthApi::new(self.authorizer.clone(), self.parcels.store().clone()),
+        )
+    }
+}
+
+fn service(apis: Apis) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis, "AMO storage service", env!("CARGO_PKG_VERSION")).description(
+        "Data parcels of the AMO blockchain, stored in Ceph through S3. Get a one-time \
+         token from /auth, sign it with the account's P-256 key, and send it with \
+         X-Auth-Token, X-Public-Key and X-Signature to upload, download or remove a \
+         parcel. Every error answers JSON {\"error\", \"code\"}.",
+    )
+}
+
+/// The OpenAPI document the code describes, as pretty JSON. Contacts nothing.
+pub fn openapi_spec() -> String {
+    service(State::new(&Settings::offline()).apis()).spec()
+}
+
+/// The most bytes a v1 upload body may have: the hex data, plus room for the
+/// metadata (escapes may quadruple it) and the JSON around them.
+fn v1_body_limit(settings: &Settings) -> u64 {
+    settings
+        .v1_max_data_bytes
+        .saturating_mul(2)
+        .saturating_add(settings.metadata_max_bytes as u64 * 6)
+        .saturating_add(64 * 1024)
+}
+
+/// The whole HTTP application for `settings`.
+pub fn endpoint(settings: &Settings) -> impl Endpoint + 'static {
+    let service = service(State::new(settings).apis());
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service)
+        .at(SPEC_PATH, spec)
+        .nest("/docs", docs)
+        .data(V1BodyLimit(v1_body_limit(settings)))
+        .with(CatchPanic::new())
+        .around(|endpoint, request| async move { Ok(json_errors(endpoint, request).await) })
+        .with(Tracing)
+}
+
+/// Turns every error answer that is not JSON yet (a route that does not
+/// exist, a parameter poem could not parse, a panic) into `{"error", "code"}`.
+async fn json_errors<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Response {
+    let mut response = match endpoint.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(err) => err.into_response(),
+    };
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = response.take_body().into_string().await.unwrap_or_default();
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        status if status.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let mut rebuilt = ErrorBody::new(message, code).into_response();
+    rebuilt.set_status(status);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}
+
+/// A bound, ready-to-run service.
+pub struct App {
+    acceptor: TcpAcceptor,
+    local_addr: SocketAddr,
+    settings: Settings,
+}
+
+impl App {
+    /// Binds `addr` (port 0 picks a free port) for `settings`.
+    pub async fn bind(settings: Settings, addr: &str) -> io::Result<Self> {
+        let acceptor = TcpListener::bind(addr.to_owned()).into_acceptor().await?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .ok_or_else(|| io::Error::other("the listener has no socket address"))?;
+        Ok(Self {
+            acceptor,
+            local_addr,
+            settings,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish
+    /// for up to [`DRAIN_TIMEOUT`].
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let endpoint = endpoint(&self.settings).into_endpoint();
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(DRAIN_TIMEOUT))
+            .await
+    }
+}

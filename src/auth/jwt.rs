@@ -1,0 +1,124 @@
+//! The one-time JWT (DESIGN §3): HS256, algorithm pinned by the server.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Address, StorageId},
+    error::Error,
+};
+
+/// The claims of a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenClaims {
+    /// Issuer (configurable, default `amo-storage-service`).
+    pub iss: String,
+    /// Audience: this storage id as 8 hex digits.
+    pub aud: String,
+    /// The account the token was issued to.
+    pub user: String,
+    /// The operation, exactly as the client sent it to `/auth`.
+    pub operation: Value,
+    /// Random UUID v4; the key of the token's one-use record in Redis.
+    pub jti: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Expires at (Unix seconds).
+    pub exp: u64,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The encoded JWT.
+    pub jwt: String,
+    /// Its claims.
+    pub claims: TokenClaims,
+}
+
+/// Issues and verifies tokens with the shared HS256 secret.
+#[derive(Clone)]
+pub struct TokenCodec {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl TokenCodec {
+    /// A codec for `secret` (at least 32 bytes, checked by the settings).
+    pub fn new(secret: &[u8], issuer: &str, storage: StorageId, ttl: Duration) -> Self {
+        let audience = storage.to_string();
+        // The algorithm is fixed here and never read from the token.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[&audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(secret).expect("an HMAC secret is a valid key"),
+            decoding: DecodingKey::from_secret(secret).expect("an HMAC secret is a valid key"),
+            validation,
+            issuer: issuer.to_owned(),
+            audience,
+            ttl,
+        }
+    }
+
+    /// The lifetime of new tokens.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Issues a token for `user` to perform `operation` (already parsed and
+    /// found valid; it is embedded as received).
+    pub fn issue(&self, user: &Address, operation: Value) -> Result<IssuedToken, Error> {
+        let iat = unix_now();
+        let claims = TokenClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            user: user.to_string(),
+            operation,
+            jti: Uuid::new_v4().to_string(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+        };
+        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|err| Error::Internal(format!("encoding a JWT: {err}")))?;
+        Ok(IssuedToken { jwt, claims })
+    }
+
+    /// Checks the MAC, algorithm, `iss`, `aud` and `exp` of `jwt`.
+    pub fn verify(&self, jwt: &str) -> Result<TokenClaims, Error> {
+        jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => Error::unauthenticated(
+                    "token_expired",
+                    "the token has expired; get a new token",
+                ),
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => Error::unauthenticated(
+                    "token_invalid",
+                    "the token was not issued by this storage service",
+                ),
+                _ => Error::unauthenticated(
+                    "token_invalid",
+                    format!("the token is not valid: {err}"),
+                ),
+            })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,93 @@
+//! The proof of possession: the public key and signature headers (DESIGN §3).
+
+use base64::{
+    Engine, alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+};
+use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
+
+use crate::{domain::Address, error::Error};
+
+/// base64url with or without padding (the seed's form); the standard
+/// alphabet is accepted as well.
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The byte strings `text` may stand for: hex, then base64url, then base64.
+fn decodings(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let text = text.trim();
+    let hex = hex::decode(text).ok();
+    let url = URL_SAFE_LENIENT.decode(text).ok();
+    let standard = STANDARD_LENIENT.decode(text).ok();
+    hex.into_iter().chain(url).chain(standard)
+}
+
+/// An account's P-256 public key, from the `X-Public-Key` header.
+#[derive(Debug, Clone)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Parses a 65-byte uncompressed or 33-byte compressed SEC1 point written
+    /// as hex or base64url. The point must lie on the curve.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        decodings(text)
+            .filter(|bytes| bytes.len() == 65 || bytes.len() == 33)
+            .find_map(|bytes| VerifyingKey::from_sec1_bytes(&bytes).ok())
+            .map(Self)
+            .ok_or_else(|| {
+                Error::unauthenticated(
+                    "invalid_public_key",
+                    "X-Public-Key is not a P-256 public key (65 or 33 bytes, hex or base64url)",
+                )
+            })
+    }
+
+    /// The account address this key belongs to.
+    pub fn address(&self) -> Address {
+        Address::of_key(&self.0)
+    }
+
+    /// Checks `signature` over the ASCII bytes of `message` (ECDSA P-256,
+    /// SHA-256). High-S signatures are valid.
+    pub fn verify(&self, message: &str, signature: &TokenSignature) -> Result<(), Error> {
+        self.0
+            .verify(message.as_bytes(), &signature.0)
+            .map_err(|_| {
+                Error::unauthenticated(
+                    "invalid_signature",
+                    "X-Signature does not verify against X-Public-Key over the token",
+                )
+            })
+    }
+}
+
+/// An ECDSA signature from the `X-Signature` header.
+#[derive(Debug, Clone)]
+pub struct TokenSignature(Signature);
+
+impl TokenSignature {
+    /// Parses a 64-byte r‖s or a DER signature, written as hex or base64url.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        decodings(text)
+            .find_map(|bytes| {
+                if bytes.len() == 64 {
+                    Signature::from_slice(&bytes).ok()
+                } else {
+                    Signature::from_der(&bytes).ok()
+                }
+            })
+            .map(Self)
+            .ok_or_else(|| {
+                Error::unauthenticated(
+                    "invalid_signature",
+                    "X-Signature is not an ECDSA signature (64-byte r||s or DER, hex or base64url)",
+                )
+            })
+    }
+}

@@ -1,0 +1,187 @@
+//! The one place where failures become HTTP answers (DESIGN §4).
+//!
+//! Code inside the service returns [`Error`]; [`ErrorResponse`] is what the
+//! API answers: a status and a JSON body `{"error": …, "code": …}`. Server-side
+//! details (S3 or Redis messages) are logged and never sent to the client.
+
+use poem_openapi::{ApiResponse, Object, payload::Json};
+
+use crate::domain::{MetadataError, ParcelId, ParseError};
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or failed authentication; `code` says which check failed.
+    #[error("{message}")]
+    Unauthenticated {
+        /// Stable machine-readable reason.
+        code: &'static str,
+        /// What a person can act on.
+        message: String,
+    },
+    /// Authenticated, but this account or token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such parcel.
+    #[error("parcel {0} not found")]
+    NotFound(ParcelId),
+    /// The token is being used by another request right now.
+    #[error("this token is in use by another request; get a new token")]
+    TokenInUse,
+    /// Another account already stores a parcel with this content.
+    #[error("parcel {0} already exists and belongs to another account")]
+    OwnedByAnother(ParcelId),
+    /// The request or a part of it is over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body's SHA-256 is not the one the token declared.
+    #[error("the body's SHA-256 is {actual}, but the token declares {declared}")]
+    HashMismatch {
+        /// Declared by the token.
+        declared: String,
+        /// Measured on the body.
+        actual: String,
+    },
+    /// Redis or S3 could not be reached or failed.
+    #[error("{service} is unavailable; try again later")]
+    Unavailable {
+        /// "token store" or "parcel store".
+        service: &'static str,
+        /// The underlying error, for the log only.
+        detail: String,
+    },
+    /// A defect of this service. The detail is logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// A failure of Redis.
+    pub fn token_store(detail: impl ToString) -> Self {
+        Self::Unavailable {
+            service: "token store",
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A failure of S3.
+    pub fn parcel_store(detail: impl ToString) -> Self {
+        Self::Unavailable {
+            service: "parcel store",
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Failed authentication with a stable reason code.
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ParseError> for Error {
+    fn from(err: ParseError) -> Self {
+        Self::BadRequest(err.0)
+    }
+}
+
+impl From<MetadataError> for Error {
+    fn from(err: MetadataError) -> Self {
+        match err {
+            MetadataError::ForeignOwner => Self::Forbidden(err.to_string()),
+            MetadataError::TooLarge { .. } => Self::TooLarge(err.to_string()),
+            MetadataError::NotAnObject(_) => Self::BadRequest(err.to_string()),
+        }
+    }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// What went wrong, in words a person can act on.
+    pub error: String,
+    /// A stable machine-readable reason, e.g. `token_used`, `hash_mismatch`.
+    pub code: String,
+}
+
+impl ErrorBody {
+    /// A body with this message and code.
+    pub fn new(error: impl Into<String>, code: impl Into<String>) -> Json<Self> {
+        Json(Self {
+            error: error.into(),
+            code: code.into(),
+        })
+    }
+}
+
+/// The error answers of the API.
+#[derive(Debug, ApiResponse)]
+pub enum ErrorResponse {
+    /// Malformed input: a parameter, header or body that does not parse.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Authentication is missing or failed: no token, a token that is
+    /// invalid, expired, unknown or already used, a public key that does not
+    /// parse or does not belong to the token's user, a bad signature.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Authenticated, but not allowed: the token is for another operation or
+    /// parcel, or the caller does not own the parcel.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such parcel.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The token is in use by a concurrent request, or another account owns a
+    /// parcel with the same content.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body or its metadata is over the configured limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body does not match the SHA-256 the token declares.
+    #[oai(status = 422)]
+    UnprocessableEntity(Json<ErrorBody>),
+    /// A defect of the service; the details are in its log.
+    #[oai(status = 500)]
+    InternalServerError(Json<ErrorBody>),
+    /// Redis or S3 is unavailable; retry later.
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>),
+}
+
+impl From<Error> for ErrorResponse {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::BadRequest(_) => Self::BadRequest(ErrorBody::new(message, "bad_request")),
+            Error::Unauthenticated { code, .. } => {
+                Self::Unauthorized(ErrorBody::new(message, code))
+            }
+            Error::Forbidden(_) => Self::Forbidden(ErrorBody::new(message, "forbidden")),
+            Error::NotFound(_) => Self::NotFound(ErrorBody::new(message, "not_found")),
+            Error::TokenInUse => Self::Conflict(ErrorBody::new(message, "token_in_use")),
+            Error::OwnedByAnother(_) => Self::Conflict(ErrorBody::new(message, "owned_by_another")),
+            Error::TooLarge(_) => Self::PayloadTooLarge(ErrorBody::new(message, "too_large")),
+            Error::HashMismatch { .. } => {
+                Self::UnprocessableEntity(ErrorBody::new(message, "hash_mismatch"))
+            }
+            Error::Unavailable { service, detail } => {
+                tracing::warn!(service, %detail, "backend unavailable");
+                Self::ServiceUnavailable(ErrorBody::new(message, "unavailable"))
+            }
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Self::InternalServerError(ErrorBody::new(message, "internal"))
+            }
+        }
+    }
+}
+
+/// A handler's result: its own answers, or an error answer.
+pub type ApiResult<T> = Result<T, ErrorResponse>;

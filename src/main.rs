@@ -1,0 +1,80 @@
+//! `amo-storage [ADDR] [--config FILE]`: runs the service.
+//! `amo-storage openapi`: prints the OpenAPI spec.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use amo_storage::{app, config::Settings, telemetry};
+use clap::{Parser, Subcommand};
+
+/// The AMO storage service.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// A TOML settings file; `AMO_*` variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the OpenAPI spec the code describes.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", app::openapi_spec());
+        return ExitCode::SUCCESS;
+    }
+    let (settings, warnings) = match Settings::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("amo-storage: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let app = match app::App::bind(settings, &cli.addr).await {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("amo-storage: cannot listen on {}: {err}", cli.addr);
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(addr = %app.local_addr(), "amo-storage listening");
+    match app.run_until(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(%err, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: draining in-flight requests");
+}

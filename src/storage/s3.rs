@@ -1,0 +1,263 @@
+//! The parcel store on Ceph RGW (or any S3), through aws-sdk-s3.
+//!
+//! User-metadata fields (part of the contract between versions):
+//! `x-amz-meta-owner` (the owner's address) and `x-amz-meta-metadata` (the
+//! compact ASCII JSON metadata, which carries `owner` too).
+
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::{
+    Client,
+    config::{
+        BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        timeout::TimeoutConfig,
+    },
+    error::{ProvideErrorMetadata, SdkError},
+    primitives::ByteStream,
+};
+use bytes::Bytes;
+
+use super::{PutOutcome, StoredParcel};
+use crate::{
+    domain::{Address, ParcelId, ParcelMetadata},
+    error::Error,
+};
+
+const OWNER_FIELD: &str = "owner";
+const METADATA_FIELD: &str = "metadata";
+
+/// How to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `http://127.0.0.1:7480`.
+    pub endpoint: String,
+    /// Signing region.
+    pub region: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Prefix of every object key (may be empty).
+    pub prefix: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key.
+    pub secret_key: String,
+}
+
+/// Parcels as objects in one bucket.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// A store for `config`. Nothing is contacted yet.
+    pub fn new(config: &S3Config) -> Self {
+        let credentials = Credentials::new(
+            &config.access_key,
+            &config.secret_key,
+            None,
+            None,
+            "key-file",
+        );
+        let sdk_config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&config.endpoint)
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(credentials)
+            // Ceph RGW: path-style, and no checksums or aws-chunked bodies
+            // (Ceph 16 stores aws-chunked framing inside the object).
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(sdk_config),
+            bucket: config.bucket.clone(),
+            prefix: config.prefix.clone(),
+        }
+    }
+
+    /// The client, as configured for this store (the benchmarks reuse it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The object key of a parcel.
+    pub fn key(&self, id: &ParcelId) -> String {
+        format!("{}{}", self.prefix, id)
+    }
+
+    /// Checks that the bucket answers.
+    pub async fn check(&self) -> Result<(), Error> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Err(Error::parcel_store(format!(
+                "bucket {} does not exist",
+                self.bucket
+            ))),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
+    /// The owner, metadata and size of a parcel, if it exists.
+    pub async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error> {
+        let answer = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .send()
+            .await;
+        match answer {
+            Ok(head) => Ok(Some(stored_parcel(
+                id,
+                head.metadata(),
+                head.content_length(),
+            )?)),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
+    /// A parcel with its whole body, if it exists. The body is read only if
+    /// `wanted` accepts the parcel (for example, the caller owns it).
+    pub async fn get_whole(
+        &self,
+        id: &ParcelId,
+        wanted: impl FnOnce(&StoredParcel) -> Result<(), Error>,
+    ) -> Result<Option<(StoredParcel, Bytes)>, Error> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .send()
+            .await;
+        let object = match answer {
+            Ok(object) => object,
+            Err(err) if status_of(&err) == Some(404) => return Ok(None),
+            Err(err) => return Err(Error::parcel_store(describe(&err))),
+        };
+        let parcel = stored_parcel(id, object.metadata(), object.content_length())?;
+        wanted(&parcel)?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| Error::parcel_store(format!("reading {id}: {err}")))?
+            .into_bytes();
+        Ok(Some((parcel, body)))
+    }
+
+    /// Writes a parcel unless one with this id exists (`If-None-Match: *`).
+    pub async fn put_new(
+        &self,
+        id: &ParcelId,
+        body: Bytes,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PutOutcome, Error> {
+        let answer = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .if_none_match("*")
+            .content_type("application/octet-stream")
+            .content_length(body.len() as i64)
+            .metadata(OWNER_FIELD, owner.as_str())
+            .metadata(METADATA_FIELD, metadata.as_stored())
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(err) if status_of(&err) == Some(412) => Ok(PutOutcome::AlreadyExists),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
+    /// Deletes a parcel.
+    pub async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| Error::parcel_store(describe(&err)))
+    }
+}
+
+/// Reads owner and metadata back from an object's user metadata.
+fn stored_parcel(
+    id: &ParcelId,
+    fields: Option<&std::collections::HashMap<String, String>>,
+    size: Option<i64>,
+) -> Result<StoredParcel, Error> {
+    let field = |name: &str| fields.and_then(|fields| fields.get(name));
+    let owner = field(OWNER_FIELD)
+        .and_then(|owner| Address::parse(owner).ok())
+        .ok_or_else(|| Error::Internal(format!("object {id} has no valid owner field")))?;
+    let metadata = match field(METADATA_FIELD) {
+        Some(text) => ParcelMetadata::from_stored(text)
+            .map_err(|err| Error::Internal(format!("object {id}: stored metadata: {err}")))?,
+        None => ParcelMetadata::for_owner(None, &owner, usize::MAX)?,
+    };
+    Ok(StoredParcel {
+        owner,
+        metadata,
+        size: size.unwrap_or(0).max(0) as u64,
+    })
+}
+
+fn status_of<E, R>(err: &SdkError<E, R>) -> Option<u16>
+where
+    R: HttpStatus,
+{
+    err.raw_response().map(HttpStatus::status_code)
+}
+
+/// Access to the HTTP status of a raw S3 response.
+trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// A one-line description of an S3 failure, for the log.
+fn describe<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => format!(
+            "S3 answered {}: {} {}",
+            service.raw().status().as_u16(),
+            service.err().code().unwrap_or("(no code)"),
+            service.err().message().unwrap_or(""),
+        ),
+        other => format!(
+            "S3 request failed: {}",
+            aws_sdk_s3::error::DisplayErrorContext(other)
+        ),
+    }
+}

@@ -1,0 +1,148 @@
+//! One token, many requests, two replicas: at most one proceeds.
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn one_token_used_by_twenty_concurrent_uploads_on_two_replicas_stores_exactly_one() {
+    let (a, b) = spawn_pair().await;
+    let owner = Account::new();
+    let token = a.token(&owner.address, json!("upload")).await;
+    let proof = owner.prove(&token);
+    let bodies: Vec<_> = (0..20)
+        .map(|_| v1_body(&owner.address, json!({}), &random_body(256)))
+        .collect();
+    let requests = bodies.iter().enumerate().map(|(i, body)| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.upload_v1(Some(&proof), body)
+    });
+    let statuses: Vec<StatusCode> = join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [
+            StatusCode::CREATED,
+            StatusCode::CONFLICT,
+            StatusCode::UNAUTHORIZED
+        ]
+        .contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(a.stored_keys().await.len(), 1);
+}
+
+#[tokio::test]
+async fn one_token_used_by_twenty_concurrent_downloads_on_two_replicas_serves_exactly_one() {
+    let (a, b) = spawn_pair().await;
+    let owner = Account::new();
+    let id = store_parcel(&a, &owner, &random_body(1024)).await;
+    let token = b
+        .token(&owner.address, json!({"name": "download", "id": id}))
+        .await;
+    let proof = owner.prove(&token);
+    let requests = (0..20).map(|i| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.download_v1(Some(&proof), &id)
+    });
+    let statuses: Vec<StatusCode> = join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_issued_by_one_replica_works_once_on_the_other() {
+    let (a, b) = spawn_pair().await;
+    let owner = Account::new();
+    let id = store_parcel(&a, &owner, &random_body(64)).await;
+    let token = a.token(&owner.address, json!("remove")).await;
+    let proof = owner.prove(&token);
+    assert_eq!(
+        b.remove_v1(Some(&proof), &id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    expect_error(
+        a.remove_v1(Some(&proof), &id).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    expect_error(
+        b.remove_v1(Some(&proof), &id).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_claimed_by_another_request_answers_409_and_survives() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let id = store_parcel(&app, &owner, &random_body(64)).await;
+    let token = app.token(&owner.address, json!("download")).await;
+    let proof = owner.prove(&token);
+
+    // Another replica holds the claim right now.
+    let jti = {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["jti"].as_str().unwrap().to_owned()
+    };
+    let key = amo_storage::auth::tokens::token_key(&jti);
+    let mut redis = app.redis().await;
+    let before: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(before, "issued");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("claimed:elsewhere")
+        .arg("KEEPTTL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let code = expect_error(
+        app.download_v1(Some(&proof), &id).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(code, "token_in_use");
+
+    // The other request failed and released it: it works again, once.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("issued")
+        .arg("KEEPTTL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.download_v1(Some(&proof), &id).await.status(),
+        StatusCode::OK
+    );
+    let after: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(after, None, "a used token leaves no record");
+}

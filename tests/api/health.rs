@@ -1,0 +1,68 @@
+//! Liveness and readiness.
+
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn live_and_ready_on_real_backends() {
+    let app = spawn_app().await;
+    assert_eq!(
+        expect_json(app.get("/healthz").await, StatusCode::OK).await["status"],
+        "ok"
+    );
+    assert_eq!(
+        expect_json(app.get("/readyz").await, StatusCode::OK).await["status"],
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
+    // Port 1 on loopback: nothing listens there.
+    let no_redis = spawn_with(settings(&[("AMO_REDIS_URL", "redis://127.0.0.1:1")])).await;
+    let body = expect_json(
+        no_redis.get("/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let reason = body["error"].as_str().unwrap();
+    assert!(
+        reason.contains("redis") && !reason.contains("s3"),
+        "{reason}"
+    );
+    assert_eq!(
+        expect_json(no_redis.get("/healthz").await, StatusCode::OK).await["status"],
+        "ok"
+    );
+    let user = Account::new().address;
+    let response = no_redis
+        .auth_raw(serde_json::json!({"user": user, "operation": "upload"}))
+        .await;
+    assert_eq!(
+        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
+        "unavailable"
+    );
+
+    let no_s3 = spawn_with(settings(&[("AMO_S3_ENDPOINT", "http://127.0.0.1:1")])).await;
+    let body = expect_json(no_s3.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    let reason = body["error"].as_str().unwrap();
+    assert!(
+        reason.contains("s3") && !reason.contains("redis"),
+        "{reason}"
+    );
+    let id = "0".repeat(72);
+    let response = no_s3.inspect_v1(&id, "owner").await;
+    expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    let no_bucket = spawn_with(settings(&[("AMO_S3_BUCKET", "no-such-bucket-amo")])).await;
+    let body = expect_json(
+        no_bucket.get("/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(
+        body["error"].as_str().unwrap().contains("does not exist"),
+        "{body}"
+    );
+}

@@ -1,0 +1,335 @@
+//! Spawns the service in-process against the real Redis and Ceph RGW that
+//! `deploy/local/up.sh` starts, and offers typed request helpers.
+//!
+//! Settings come from the `AMO_*` environment, or else from the env file the
+//! script writes (`$AMO_LOCAL_DIR/env`, default `/tmp/amo-local/env`). Every
+//! app gets its own S3 key prefix, so a test can list exactly what it stored.
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use amo_storage::{app::App, config::Settings, storage::S3Store};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use p256::ecdsa::{DerSignature, Signature, SigningKey, signature::Signer};
+use rand::RngCore;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The `AMO_*` variables for the local backends.
+fn backend_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AMO_"))
+            .collect();
+        if !vars.contains_key("AMO_REDIS_URL") {
+            let dir = std::env::var("AMO_LOCAL_DIR").unwrap_or_else(|_| "/tmp/amo-local".into());
+            let path = format!("{dir}/env");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+                panic!(
+                    "no AMO_REDIS_URL and no {path} ({err}): start the backends with \
+                     deploy/local/up.sh first"
+                )
+            });
+            for line in text.lines() {
+                let line = line.trim().trim_start_matches("export ").trim();
+                if let Some((name, value)) = line.split_once('=') {
+                    let value = value.trim().trim_matches('"').trim_matches('\'');
+                    vars.entry(name.to_owned())
+                        .or_insert_with(|| value.to_owned());
+                }
+            }
+        }
+        vars.retain(|name, _| !name.starts_with("AMO_LOCAL_"));
+        vars
+    })
+}
+
+/// Settings for a test app: the local backends, a fresh key prefix, and
+/// `overrides` (pairs of `AMO_*` names and values).
+pub fn settings(overrides: &[(&str, &str)]) -> Settings {
+    let mut vars = backend_env().clone();
+    vars.insert(
+        "AMO_S3_PREFIX".into(),
+        format!("test-{}/", uuid::Uuid::new_v4()),
+    );
+    for (name, value) in overrides {
+        vars.insert((*name).into(), (*value).into());
+    }
+    Settings::load_from(None, vars).expect("test settings").0
+}
+
+/// One running replica.
+#[derive(Clone)]
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its settings.
+    pub settings: Settings,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// Starts a replica with `settings`.
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    let app = App::bind(settings.clone(), "127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        base,
+        settings,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Starts one replica on the local backends.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(settings(&[])).await
+}
+
+/// Starts two replicas that share the backends and the key prefix.
+pub async fn spawn_pair() -> (TestApp, TestApp) {
+    let shared = settings(&[]);
+    (spawn_with(shared.clone()).await, spawn_with(shared).await)
+}
+
+impl TestApp {
+    /// `POST /api/v1/auth` with a raw JSON body.
+    pub async fn auth_raw(&self, body: Value) -> Response {
+        self.http
+            .post(format!("{}/api/v1/auth", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A token for `user` and `operation`; fails the test otherwise.
+    pub async fn token(&self, user: &str, operation: Value) -> String {
+        let response = self
+            .auth_raw(json!({"user": user, "operation": operation}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /api/v1/parcels` with `body` and optional proof headers.
+    pub async fn upload_v1(&self, proof: Option<&Proof>, body: &Value) -> Response {
+        let request = self
+            .http
+            .post(format!("{}/api/v1/parcels", self.base))
+            .json(body);
+        with_proof(request, proof).send().await.unwrap()
+    }
+
+    /// `GET /api/v1/parcels/{id}` (download) with optional proof headers.
+    pub async fn download_v1(&self, proof: Option<&Proof>, id: &str) -> Response {
+        let request = self.http.get(format!("{}/api/v1/parcels/{id}", self.base));
+        with_proof(request, proof).send().await.unwrap()
+    }
+
+    /// `GET /api/v1/parcels/{id}?key=…` (inspect).
+    pub async fn inspect_v1(&self, id: &str, key: &str) -> Response {
+        self.http
+            .get(format!("{}/api/v1/parcels/{id}?key={key}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /api/v1/parcels/{id}` with optional proof headers.
+    pub async fn remove_v1(&self, proof: Option<&Proof>, id: &str) -> Response {
+        let request = self
+            .http
+            .delete(format!("{}/api/v1/parcels/{id}", self.base));
+        with_proof(request, proof).send().await.unwrap()
+    }
+
+    /// `GET` any path.
+    pub async fn get(&self, path: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The keys of every object this app stored (under its prefix).
+    pub async fn stored_keys(&self) -> Vec<String> {
+        let store = S3Store::new(&self.settings.s3);
+        let listed = store
+            .client()
+            .list_objects_v2()
+            .bucket(store.bucket())
+            .prefix(&self.settings.s3.prefix)
+            .send()
+            .await
+            .expect("list objects");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect()
+    }
+
+    /// A Redis connection to the token store.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.settings.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+fn with_proof(request: reqwest::RequestBuilder, proof: Option<&Proof>) -> reqwest::RequestBuilder {
+    match proof {
+        None => request,
+        Some(proof) => proof.apply(request),
+    }
+}
+
+/// The three proof headers; any may be left out to test refusals.
+#[derive(Debug, Clone)]
+pub struct Proof {
+    pub token: Option<String>,
+    pub public_key: Option<String>,
+    pub signature: Option<String>,
+}
+
+impl Proof {
+    fn apply(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        for (name, value) in [
+            ("X-Auth-Token", &self.token),
+            ("X-Public-Key", &self.public_key),
+            ("X-Signature", &self.signature),
+        ] {
+            if let Some(value) = value {
+                request = request.header(name, value);
+            }
+        }
+        request
+    }
+}
+
+/// A client account with its own P-256 key.
+pub struct Account {
+    key: SigningKey,
+    /// Upper-case hex address, computed here from the key independently.
+    pub address: String,
+}
+
+impl Account {
+    /// A new random account.
+    pub fn new() -> Self {
+        loop {
+            let mut secret = [0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            if let Ok(key) = SigningKey::from_slice(&secret) {
+                let public = key.verifying_key().to_sec1_point(false);
+                let address = hex::encode_upper(&Sha256::digest(public.as_bytes())[..20]);
+                return Self { key, address };
+            }
+        }
+    }
+
+    fn public_bytes(&self, compressed: bool) -> Vec<u8> {
+        self.key
+            .verifying_key()
+            .to_sec1_point(compressed)
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn sign(&self, token: &str) -> Signature {
+        self.key.sign(token.as_bytes())
+    }
+
+    /// The public clients' form: 65-byte key as hex, r‖s signature as hex.
+    pub fn prove(&self, token: &str) -> Proof {
+        Proof {
+            token: Some(token.to_owned()),
+            public_key: Some(hex::encode(self.public_bytes(false))),
+            signature: Some(hex::encode(self.sign(token).to_bytes())),
+        }
+    }
+
+    /// The seed's form: key and r‖s signature as base64url.
+    pub fn prove_seed(&self, token: &str) -> Proof {
+        Proof {
+            token: Some(token.to_owned()),
+            public_key: Some(URL_SAFE_NO_PAD.encode(self.public_bytes(false))),
+            signature: Some(URL_SAFE_NO_PAD.encode(self.sign(token).to_bytes())),
+        }
+    }
+
+    /// A 33-byte compressed hex key with a DER hex signature.
+    pub fn prove_compressed_der(&self, token: &str) -> Proof {
+        let der: DerSignature = self.sign(token).to_der();
+        Proof {
+            token: Some(token.to_owned()),
+            public_key: Some(hex::encode(self.public_bytes(true))),
+            signature: Some(hex::encode(der.as_bytes())),
+        }
+    }
+}
+
+/// `n` random bytes.
+pub fn random_body(n: usize) -> Vec<u8> {
+    let mut body = vec![0u8; n];
+    rand::rng().fill_bytes(&mut body);
+    body
+}
+
+/// Upper-case hex SHA-256, computed here independently of the service.
+pub fn sha256_upper(body: &[u8]) -> String {
+    hex::encode_upper(Sha256::digest(body))
+}
+
+/// The v1 upload body for `owner`.
+pub fn v1_body(owner: &str, metadata: Value, data: &[u8]) -> Value {
+    json!({"owner": owner, "metadata": metadata, "data": hex::encode(data)})
+}
+
+/// The JSON body of a response, with its status checked.
+pub async fn expect_json(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts an error answer: the status and a JSON body with `error`, and
+/// returns its `code`.
+pub async fn expect_error(response: Response, status: StatusCode) -> String {
+    let body = expect_json(response, status).await;
+    assert!(
+        body["error"].as_str().is_some_and(|text| !text.is_empty()),
+        "no error message in {body}"
+    );
+    body["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Uploads `data` for `account` through v1 with a scoped token; returns the id.
+pub async fn store_parcel(app: &TestApp, account: &Account, data: &[u8]) -> String {
+    let token = app
+        .token(
+            &account.address,
+            json!({"name": "upload", "hash": sha256_upper(data)}),
+        )
+        .await;
+    let response = app
+        .upload_v1(
+            Some(&account.prove(&token)),
+            &v1_body(&account.address, json!({}), data),
+        )
+        .await;
+    let body = expect_json(response, StatusCode::CREATED).await;
+    body["id"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,12 @@
+//! API tests against a real Redis and a real Ceph RGW (`deploy/local/up.sh`).
+//! One binary, one module per feature.
+
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod errors;
+mod health;
+mod openapi;
+mod refusals;
+mod roundtrip_v1;

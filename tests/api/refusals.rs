@@ -1,0 +1,545 @@
+//! Every rule of DESIGN §3, attacked. Each attempt is refused with the right
+//! status and leaves nothing stored, removed or consumed.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Splits a JWT and decodes its claims.
+fn claims_of(token: &str) -> Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn sign_claims(claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_replayed_token_is_refused() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(32);
+    let token = app.token(&owner.address, json!("upload")).await;
+    let proof = owner.prove(&token);
+    let body = v1_body(&owner.address, json!({}), &data);
+    expect_json(
+        app.upload_v1(Some(&proof), &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let code = expect_error(
+        app.upload_v1(Some(&proof), &body).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(code, "token_used");
+
+    let id = format!("00000001{}", sha256_upper(&data));
+    let token = app.token(&owner.address, json!("remove")).await;
+    let proof = owner.prove(&token);
+    assert_eq!(
+        app.remove_v1(Some(&proof), &id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    expect_error(
+        app.remove_v1(Some(&proof), &id).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_of_one_user_signed_with_another_key_is_refused_everywhere() {
+    let (app, _) = spawn_pair().await;
+    let alice = Account::new();
+    let mallory = Account::new();
+    let data = random_body(100);
+    let id = store_parcel(&app, &alice, &data).await;
+
+    // Mallory holds Alice's tokens but signs them with her own key.
+    for operation in ["upload", "download", "remove"] {
+        let token = app.token(&alice.address, json!(operation)).await;
+        let forged = mallory.prove(&token);
+        let response = match operation {
+            "upload" => {
+                app.upload_v1(
+                    Some(&forged),
+                    &v1_body(&alice.address, json!({}), &random_body(5)),
+                )
+                .await
+            }
+            "download" => app.download_v1(Some(&forged), &id).await,
+            _ => app.remove_v1(Some(&forged), &id).await,
+        };
+        let code = expect_error(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(code, "key_mismatch", "{operation}");
+        // Nothing was consumed: Alice can still use the same token.
+        if operation == "download" {
+            let ok = app.download_v1(Some(&alice.prove(&token)), &id).await;
+            assert_eq!(ok.status(), StatusCode::OK);
+        }
+    }
+    // Nothing stored, nothing removed.
+    assert_eq!(app.stored_keys().await.len(), 1);
+    expect_json(app.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn a_token_for_one_parcel_does_not_work_on_another() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let x = store_parcel(&app, &owner, &random_body(10)).await;
+    let y = store_parcel(&app, &owner, &random_body(11)).await;
+
+    let token = app
+        .token(&owner.address, json!({"name": "remove", "id": x}))
+        .await;
+    let code = expect_error(
+        app.remove_v1(Some(&owner.prove(&token)), &y).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(code, "forbidden");
+    expect_json(app.inspect_v1(&y, "owner").await, StatusCode::OK).await;
+
+    let token_dl = app
+        .token(&owner.address, json!({"name": "download", "id": x}))
+        .await;
+    expect_error(
+        app.download_v1(Some(&owner.prove(&token_dl)), &y).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    // Both tokens still work on the parcel they name (ids compare ignoring case).
+    let ok = app
+        .download_v1(Some(&owner.prove(&token_dl)), &x.to_lowercase())
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = app.remove_v1(Some(&owner.prove(&token)), &x).await;
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.stored_keys().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_for_another_operation_is_refused() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let id = store_parcel(&app, &owner, &random_body(10)).await;
+
+    let upload = app.token(&owner.address, json!("upload")).await;
+    expect_error(
+        app.download_v1(Some(&owner.prove(&upload)), &id).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let download = app
+        .token(&owner.address, json!({"name": "download", "id": id}))
+        .await;
+    expect_error(
+        app.remove_v1(Some(&owner.prove(&download)), &id).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let remove = app.token(&owner.address, json!("remove")).await;
+    let body = v1_body(&owner.address, json!({}), &random_body(3));
+    expect_error(
+        app.upload_v1(Some(&owner.prove(&remove)), &body).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(app.stored_keys().await.len(), 1);
+
+    // None was consumed.
+    let ok = app.upload_v1(Some(&owner.prove(&upload)), &body).await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.download_v1(Some(&owner.prove(&download)), &id)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn tampered_unsigned_and_foreign_secret_tokens_are_refused() {
+    let app = spawn_app().await;
+    let alice = Account::new();
+    let mallory = Account::new();
+    let id = store_parcel(&app, &alice, &random_body(20)).await;
+    let real = app.token(&mallory.address, json!("remove")).await;
+    let mut claims = claims_of(&real);
+
+    // Tampered payload: Mallory's token rewritten to Alice, old MAC kept.
+    claims["user"] = json!(alice.address);
+    let parts: Vec<&str> = real.split('.').collect();
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    // alg none, no MAC.
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    // A valid HS256 token made with another secret.
+    let foreign = sign_claims(&claims, &[7u8; 32]);
+    for token in [tampered, none, foreign] {
+        let code = expect_error(
+            app.remove_v1(Some(&alice.prove(&token)), &id).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert_eq!(code, "token_invalid", "{token}");
+    }
+    expect_json(app.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_even_while_its_record_lives() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let id = store_parcel(&app, &owner, &random_body(20)).await;
+    let real = app.token(&owner.address, json!("remove")).await;
+    let mut claims = claims_of(&real);
+    claims["exp"] = json!(claims["iat"].as_u64().unwrap() - 1);
+    let expired = sign_claims(&claims, app.settings.jwt_secret.expose());
+    // The jti of `expired` is the live one of `real`: only exp can refuse it.
+    let code = expect_error(
+        app.remove_v1(Some(&owner.prove(&expired)), &id).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(code, "token_expired");
+    expect_json(app.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+    assert_eq!(
+        app.remove_v1(Some(&owner.prove(&real)), &id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn a_token_of_another_issuer_or_storage_is_refused() {
+    let app = spawn_app().await;
+    let other_storage = spawn_with(settings(&[("AMO_STORAGE_ID", "2")])).await;
+    let owner = Account::new();
+    let id = store_parcel(&app, &owner, &random_body(20)).await;
+    let token = other_storage.token(&owner.address, json!("remove")).await;
+    let code = expect_error(
+        app.remove_v1(Some(&owner.prove(&token)), &id).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(code, "token_invalid");
+    expect_json(app.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_match_the_declared_hash_is_refused_and_the_token_survives() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let declared = random_body(50);
+    let token = app
+        .token(
+            &owner.address,
+            json!({"name": "upload", "hash": sha256_upper(&declared)}),
+        )
+        .await;
+    let proof = owner.prove(&token);
+    let other = v1_body(&owner.address, json!({}), &random_body(50));
+    let code = expect_error(
+        app.upload_v1(Some(&proof), &other).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(code, "hash_mismatch");
+    assert!(app.stored_keys().await.is_empty());
+    let right = v1_body(&owner.address, json!({}), &declared);
+    expect_json(
+        app.upload_v1(Some(&proof), &right).await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_headers_and_junk_keys_or_signatures_are_refused() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let id = store_parcel(&app, &owner, &random_body(20)).await;
+    let token = app.token(&owner.address, json!("remove")).await;
+    let good = owner.prove(&token);
+
+    let mut cases = Vec::new();
+    for missing in 0..3 {
+        let mut proof = good.clone();
+        match missing {
+            0 => proof.token = None,
+            1 => proof.public_key = None,
+            _ => proof.signature = None,
+        }
+        cases.push((proof, "missing_credentials"));
+    }
+    for junk_key in ["", "zz", "04abcd", &"04".repeat(65), &"A".repeat(87)] {
+        let mut proof = good.clone();
+        proof.public_key = Some(junk_key.to_owned());
+        cases.push((proof, "invalid_public_key"));
+    }
+    let other_signature = owner.prove("another message").signature;
+    for junk_signature in [
+        "",
+        "xyz",
+        &"00".repeat(64),
+        other_signature.as_deref().unwrap(),
+    ] {
+        let mut proof = good.clone();
+        proof.signature = Some(junk_signature.to_owned());
+        cases.push((proof, "invalid_signature"));
+    }
+    let mut junk_token = good.clone();
+    junk_token.token = Some("not.a.jwt".into());
+    cases.push((junk_token, "token_invalid"));
+
+    for (proof, expected) in cases {
+        let code = expect_error(
+            app.remove_v1(Some(&proof), &id).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert_eq!(code, expected, "{proof:?}");
+    }
+    expect_json(app.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+    assert_eq!(
+        app.remove_v1(Some(&good), &id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn non_owners_may_not_download_or_remove() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let stranger = Account::new();
+    let data = random_body(30);
+    let id = store_parcel(&app, &owner, &data).await;
+    for operation in ["download", "remove"] {
+        let token = app.token(&stranger.address, json!(operation)).await;
+        let proof = stranger.prove(&token);
+        let response = if operation == "download" {
+            app.download_v1(Some(&proof), &id).await
+        } else {
+            app.remove_v1(Some(&proof), &id).await
+        };
+        expect_error(response, StatusCode::FORBIDDEN).await;
+        // A 403 releases the token: it works on the stranger's own parcel.
+        let own = store_parcel(&app, &stranger, &random_body(31)).await;
+        let response = if operation == "download" {
+            app.download_v1(Some(&proof), &own).await
+        } else {
+            app.remove_v1(Some(&proof), &own).await
+        };
+        assert!(
+            response.status().is_success(),
+            "{operation}: {}",
+            response.status()
+        );
+    }
+    let downloaded = {
+        let token = app.token(&owner.address, json!("download")).await;
+        expect_json(
+            app.download_v1(Some(&owner.prove(&token)), &id).await,
+            StatusCode::OK,
+        )
+        .await
+    };
+    assert_eq!(
+        hex::decode(downloaded["data"].as_str().unwrap()).unwrap(),
+        data
+    );
+}
+
+#[tokio::test]
+async fn an_owner_other_than_the_token_user_is_refused() {
+    let app = spawn_app().await;
+    let alice = Account::new();
+    let bob = Account::new();
+    let token = app.token(&alice.address, json!("upload")).await;
+    let proof = alice.prove(&token);
+    let data = random_body(12);
+    let code = expect_error(
+        app.upload_v1(Some(&proof), &v1_body(&bob.address, json!({}), &data))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(code, "forbidden");
+    expect_error(
+        app.upload_v1(
+            Some(&proof),
+            &v1_body(&alice.address, json!({"owner": bob.address}), &data),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert!(app.stored_keys().await.is_empty());
+    expect_json(
+        app.upload_v1(Some(&proof), &v1_body(&alice.address, json!({}), &data))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_owner_uploading_the_same_content_gets_409() {
+    let app = spawn_app().await;
+    let alice = Account::new();
+    let bob = Account::new();
+    let data = random_body(40);
+    let id = store_parcel(&app, &alice, &data).await;
+    let token = app.token(&bob.address, json!("upload")).await;
+    let code = expect_error(
+        app.upload_v1(
+            Some(&bob.prove(&token)),
+            &v1_body(&bob.address, json!({}), &data),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(code, "owned_by_another");
+    let owner = expect_json(app.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+    assert_eq!(owner["owner"], json!(alice.address));
+}
+
+#[tokio::test]
+async fn a_key_parameter_never_skips_auth_on_post_or_delete() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let id = store_parcel(&app, &owner, &random_body(20)).await;
+    for key in ["metadata", "owner"] {
+        let response = app
+            .http
+            .delete(format!("{}/api/v1/parcels/{id}?key={key}", app.base))
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::UNAUTHORIZED).await;
+        let response = app
+            .http
+            .post(format!("{}/api/v1/parcels?key={key}", app.base))
+            .json(&v1_body(&owner.address, json!({}), &random_body(4)))
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::UNAUTHORIZED).await;
+    }
+    assert_eq!(app.stored_keys().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_v1_body_is_refused_with_413() {
+    let app = spawn_with(settings(&[("AMO_V1_MAX_DATA_BYTES", "1024")])).await;
+    let owner = Account::new();
+    let token = app.token(&owner.address, json!("upload")).await;
+    let proof = owner.prove(&token);
+    let big = random_body(8 * 1024);
+    let response = app
+        .upload_v1(Some(&proof), &v1_body(&owner.address, json!({}), &big))
+        .await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        body["error"].as_str().unwrap().contains("/api/v2/parcels"),
+        "{body}"
+    );
+    // Just over the limit in data, under it in body bytes: still 413.
+    let response = app
+        .upload_v1(
+            Some(&proof),
+            &v1_body(&owner.address, json!({}), &random_body(1025)),
+        )
+        .await;
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(app.stored_keys().await.is_empty());
+    let fits = v1_body(&owner.address, json!({}), &random_body(1024));
+    expect_json(
+        app.upload_v1(Some(&proof), &fits).await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_metadata_is_refused_with_413() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let token = app.token(&owner.address, json!("upload")).await;
+    let proof = owner.prove(&token);
+    let metadata = json!({"blob": "x".repeat(9 * 1024)});
+    let response = app
+        .upload_v1(
+            Some(&proof),
+            &v1_body(&owner.address, metadata, &random_body(4)),
+        )
+        .await;
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(app.stored_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_request_does_not_consume_its_token() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let token = app.token(&owner.address, json!("download")).await;
+    let proof = owner.prove(&token);
+    let unknown = format!("00000001{}", sha256_upper(b"never stored"));
+    let code = expect_error(
+        app.download_v1(Some(&proof), &unknown).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(code, "not_found");
+    let data = random_body(16);
+    let id = store_parcel(&app, &owner, &data).await;
+    let downloaded = expect_json(app.download_v1(Some(&proof), &id).await, StatusCode::OK).await;
+    assert_eq!(
+        hex::decode(downloaded["data"].as_str().unwrap()).unwrap(),
+        data
+    );
+    expect_error(
+        app.download_v1(Some(&proof), &id).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_v1_download_of_a_parcel_over_the_limit_points_to_v2_and_keeps_the_token() {
+    let (writer, _) = spawn_pair().await;
+    let owner = Account::new();
+    let id = store_parcel(&writer, &owner, &random_body(2048)).await;
+    let mut small = writer.settings.clone();
+    small.v1_max_data_bytes = 1024;
+    let reader = spawn_with(small).await;
+    let token = reader.token(&owner.address, json!("download")).await;
+    let response = reader.download_v1(Some(&owner.prove(&token)), &id).await;
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let response = writer.download_v1(Some(&owner.prove(&token)), &id).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
