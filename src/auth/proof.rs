@@ -91,3 +91,74 @@ impl TokenSignature {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::{SigningKey, signature::Signer};
+
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_slice(&[0x42; 32]).unwrap()
+    }
+
+    #[test]
+    fn keys_parse_in_every_accepted_encoding_to_one_address() {
+        let public = key().verifying_key().to_owned();
+        let long = public.to_sec1_point(false).as_bytes().to_vec();
+        let short = public.to_sec1_point(true).as_bytes().to_vec();
+        let address = Address::of_key(&public);
+        for text in [
+            hex::encode(&long),
+            hex::encode_upper(&long),
+            hex::encode(&short),
+            URL_SAFE_NO_PAD.encode(&long),
+            URL_SAFE_LENIENT.encode(&long),
+            URL_SAFE_NO_PAD.encode(&short),
+        ] {
+            assert_eq!(
+                PublicKey::parse(&text).unwrap().address(),
+                address,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn points_off_the_curve_and_wrong_lengths_are_refused() {
+        let mut long = key()
+            .verifying_key()
+            .to_sec1_point(false)
+            .as_bytes()
+            .to_vec();
+        long[64] ^= 1;
+        assert!(PublicKey::parse(&hex::encode(&long)).is_err());
+        assert!(PublicKey::parse(&hex::encode(&long[..64])).is_err());
+        assert!(PublicKey::parse("").is_err());
+    }
+
+    #[test]
+    fn signatures_verify_as_rs_der_base64url_and_high_s() {
+        let signer = key();
+        let public = PublicKey(signer.verifying_key().to_owned());
+        let message = "token.to.sign";
+        let signature: Signature = signer.sign(message.as_bytes());
+        let (r, s) = signature.split_scalars();
+        let high_s = Signature::from_scalars(r, -s).unwrap();
+        assert_ne!(high_s.to_bytes(), signature.to_bytes());
+        for text in [
+            hex::encode(signature.to_bytes()),
+            hex::encode(signature.to_der().as_bytes()),
+            URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+            URL_SAFE_LENIENT.encode(signature.to_der().as_bytes()),
+            hex::encode(high_s.to_bytes()),
+        ] {
+            let parsed = TokenSignature::parse(&text).unwrap();
+            assert!(public.verify(message, &parsed).is_ok(), "{text}");
+            assert!(public.verify("another message", &parsed).is_err(), "{text}");
+        }
+        assert!(TokenSignature::parse("zz").is_err());
+        assert!(TokenSignature::parse(&"00".repeat(64)).is_err());
+    }
+}
