@@ -12,11 +12,15 @@ use poem::{
 use poem_openapi::OpenApiService;
 
 use crate::{
-    api::{auth::AuthApi, body::V1BodyLimit, health::HealthApi, parcels_v1::ParcelsV1Api},
+    api::{
+        auth::AuthApi, body::V1BodyLimit, health::HealthApi, parcels_v1::ParcelsV1Api,
+        parcels_v2::ParcelsV2Api,
+    },
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
     config::Settings,
     error::ErrorBody,
     parcels::{Limits, Parcels},
+    redis_state::Redis,
     storage::S3Store,
 };
 
@@ -26,7 +30,7 @@ pub const SPEC_PATH: &str = "/api/openapi.json";
 /// How long in-flight requests may run after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Apis = (AuthApi, ParcelsV1Api, HealthApi);
+type Apis = (AuthApi, ParcelsV1Api, ParcelsV2Api, HealthApi);
 
 /// The shared parts every API is built on.
 struct State {
@@ -44,12 +48,20 @@ impl State {
         );
         let client = redis::Client::open(settings.redis_url.as_str())
             .expect("the Redis URL was checked when the settings were loaded");
-        let authorizer = Authorizer::new(codec, TokenStore::new(client));
+        let redis = Redis::new(client);
+        let authorizer = Authorizer::new(codec, TokenStore::new(redis.clone()));
         let limits = Limits {
             metadata_max_bytes: settings.metadata_max_bytes,
             whole_body_max_bytes: settings.v1_max_data_bytes,
+            max_parcel_bytes: settings.max_parcel_bytes,
+            part_size: settings.s3_part_size_bytes,
         };
-        let parcels = Parcels::new(S3Store::new(&settings.s3), settings.storage_id, limits);
+        let parcels = Parcels::new(
+            S3Store::new(&settings.s3),
+            redis,
+            settings.storage_id,
+            limits,
+        );
         Self {
             authorizer,
             parcels,
@@ -60,6 +72,7 @@ impl State {
         (
             AuthApi::new(self.authorizer.clone()),
             ParcelsV1Api::new(self.authorizer.clone(), self.parcels.clone()),
+            ParcelsV2Api::new(self.authorizer.clone(), self.parcels.clone()),
             HealthApi::new(self.authorizer.clone(), self.parcels.store().clone()),
         )
     }

@@ -30,6 +30,8 @@ struct RawSettings {
     token_ttl_secs: Option<u64>,
     v1_max_data_bytes: Option<u64>,
     metadata_max_bytes: Option<usize>,
+    max_parcel_bytes: Option<u64>,
+    s3_part_size_bytes: Option<usize>,
     log: Option<String>,
 }
 
@@ -48,8 +50,19 @@ const VARIABLES: &[&str] = &[
     "TOKEN_TTL_SECS",
     "V1_MAX_DATA_BYTES",
     "METADATA_MAX_BYTES",
+    "MAX_PARCEL_BYTES",
+    "S3_PART_SIZE_BYTES",
     "LOG",
 ];
+
+/// The largest object S3 stores: 5 TiB.
+const S3_MAX_OBJECT_BYTES: u64 = 5 << 40;
+/// S3's smallest part (but the last).
+const MIN_PART_SIZE: usize = 5 << 20;
+/// Parts beyond this would make memory per upload needlessly large.
+const MAX_PART_SIZE: usize = 256 << 20;
+/// The default part size.
+const DEFAULT_PART_SIZE: usize = 8 << 20;
 
 /// A configuration problem; its text is the one line printed at start.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +107,10 @@ pub struct Settings {
     pub v1_max_data_bytes: u64,
     /// Largest stored metadata JSON, in bytes.
     pub metadata_max_bytes: usize,
+    /// Largest parcel a v2 upload may store.
+    pub max_parcel_bytes: u64,
+    /// Multipart part size; bodies up to it go up in one PutObject.
+    pub s3_part_size_bytes: usize,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
 }
@@ -126,6 +143,8 @@ impl Settings {
             token_ttl: Duration::from_secs(300),
             v1_max_data_bytes: 64 * 1024 * 1024,
             metadata_max_bytes: 8 * 1024,
+            max_parcel_bytes: S3_MAX_OBJECT_BYTES,
+            s3_part_size_bytes: DEFAULT_PART_SIZE,
             log: "info".into(),
         }
     }
@@ -212,6 +231,12 @@ impl RawSettings {
         if let Some(value) = get("METADATA_MAX_BYTES") {
             self.metadata_max_bytes = Some(parse_number("AMO_METADATA_MAX_BYTES", &value)?);
         }
+        if let Some(value) = get("MAX_PARCEL_BYTES") {
+            self.max_parcel_bytes = Some(parse_number("AMO_MAX_PARCEL_BYTES", &value)?);
+        }
+        if let Some(value) = get("S3_PART_SIZE_BYTES") {
+            self.s3_part_size_bytes = Some(parse_number("AMO_S3_PART_SIZE_BYTES", &value)?);
+        }
         Ok(())
     }
 
@@ -274,6 +299,12 @@ impl RawSettings {
         if token_ttl_secs == 0 {
             return Err(ConfigError("AMO_TOKEN_TTL_SECS must be at least 1".into()));
         }
+        let s3_part_size_bytes = self.s3_part_size_bytes.unwrap_or(DEFAULT_PART_SIZE);
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&s3_part_size_bytes) {
+            return Err(ConfigError(format!(
+                "AMO_S3_PART_SIZE_BYTES must be between {MIN_PART_SIZE} (S3's minimum) and {MAX_PART_SIZE}"
+            )));
+        }
         Ok(Settings {
             redis_url,
             s3: S3Config {
@@ -293,6 +324,8 @@ impl RawSettings {
             token_ttl: Duration::from_secs(token_ttl_secs),
             v1_max_data_bytes: self.v1_max_data_bytes.unwrap_or(64 * 1024 * 1024),
             metadata_max_bytes: self.metadata_max_bytes.unwrap_or(8 * 1024),
+            max_parcel_bytes: self.max_parcel_bytes.unwrap_or(S3_MAX_OBJECT_BYTES),
+            s3_part_size_bytes,
             log: self.log.unwrap_or_else(|| "info".into()),
         })
     }

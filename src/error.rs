@@ -34,6 +34,15 @@ pub enum Error {
     /// Another account already stores a parcel with this content.
     #[error("parcel {0} already exists and belongs to another account")]
     OwnedByAnother(ParcelId),
+    /// Another request is writing a parcel with this content right now.
+    #[error("another upload of parcel {0} is in progress; retry in a moment")]
+    UploadInProgress(ParcelId),
+    /// No byte of the parcel is in the requested range.
+    #[error("the requested range is outside the parcel's {size} bytes")]
+    RangeNotSatisfiable {
+        /// The parcel's size.
+        size: u64,
+    },
     /// The request or a part of it is over a configured limit.
     #[error("{0}")]
     TooLarge(String),
@@ -137,13 +146,22 @@ pub enum ErrorResponse {
     /// No such parcel.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// The token is in use by a concurrent request, or another account owns a
-    /// parcel with the same content.
+    /// The token is in use by a concurrent request, another account owns a
+    /// parcel with the same content, or another upload of it is in progress.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// The body or its metadata is over the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The requested range is outside the parcel; `Content-Range` gives its
+    /// size as `bytes */N`.
+    #[oai(status = 416)]
+    RangeNotSatisfiable(
+        Json<ErrorBody>,
+        /// `bytes */<size>`.
+        #[oai(header = "Content-Range")]
+        String,
+    ),
     /// The body does not match the SHA-256 the token declares.
     #[oai(status = 422)]
     UnprocessableEntity(Json<ErrorBody>),
@@ -167,6 +185,13 @@ impl From<Error> for ErrorResponse {
             Error::NotFound(_) => Self::NotFound(ErrorBody::new(message, "not_found")),
             Error::TokenInUse => Self::Conflict(ErrorBody::new(message, "token_in_use")),
             Error::OwnedByAnother(_) => Self::Conflict(ErrorBody::new(message, "owned_by_another")),
+            Error::UploadInProgress(_) => {
+                Self::Conflict(ErrorBody::new(message, "upload_in_progress"))
+            }
+            Error::RangeNotSatisfiable { size } => Self::RangeNotSatisfiable(
+                ErrorBody::new(message, "range_not_satisfiable"),
+                format!("bytes */{size}"),
+            ),
             Error::TooLarge(_) => Self::PayloadTooLarge(ErrorBody::new(message, "too_large")),
             Error::HashMismatch { .. } => {
                 Self::UnprocessableEntity(ErrorBody::new(message, "hash_mismatch"))

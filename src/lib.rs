@@ -11,6 +11,8 @@
 //! - [`parcels`]: upload, download, inspect and remove, whatever the API
 //!   version; settles the token of every operation.
 //! - [`storage`]: the S3 object store of parcels.
+//! - [`redis_state`]: the Redis handle, and the leases that token claims and
+//!   parcel write locks are.
 //! - [`api`]: the poem-openapi endpoints; [`error`]: how failures answer.
 //! - [`app`]: wires it all into a server; [`telemetry`]: logging.
 
@@ -21,5 +23,6 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod parcels;
+pub mod redis_state;
 pub mod storage;
 pub mod telemetry;

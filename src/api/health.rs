@@ -82,7 +82,7 @@ impl HealthApi {
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadinessResponse {
         let (redis, s3) = tokio::join!(
-            probe("redis", self.authorizer.store().ping()),
+            probe("redis", self.authorizer.store().redis().ping()),
             probe("s3", self.store.check())
         );
         let problems: Vec<String> = redis.into_iter().chain(s3).collect();

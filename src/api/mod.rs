@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod health;
 pub mod parcels_v1;
+pub mod parcels_v2;
 
 use poem_openapi::{Object, Tags, param::Header};
 
@@ -18,6 +19,8 @@ pub enum ApiTags {
     Auth,
     /// Parcels in the public AMO clients' JSON-and-hex format (bounded size).
     ParcelsV1,
+    /// Parcels as raw bodies, streamed: any size, memory flat.
+    ParcelsV2,
     /// Liveness and readiness, for load balancers and Kubernetes.
     Health,
 }

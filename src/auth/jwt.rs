@@ -1,6 +1,6 @@
 //! The one-time JWT (DESIGN §3): HS256, algorithm pinned by the server.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{
     domain::{Address, StorageId},
     error::Error,
+    redis_state::unix_now,
 };
 
 /// The claims of a token.
@@ -113,12 +114,4 @@ impl TokenCodec {
                 ),
             })
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

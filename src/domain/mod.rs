@@ -2,12 +2,14 @@
 //! hold a valid value afterwards ("parse, don't validate").
 
 mod address;
+mod byte_range;
 mod hex_digest;
 mod metadata;
 mod operation;
 mod parcel_id;
 
 pub use address::Address;
+pub use byte_range::RangeRequest;
 pub use hex_digest::Sha256Hex;
 pub use metadata::{MetadataError, ParcelMetadata};
 pub use operation::{Operation, OperationKind};

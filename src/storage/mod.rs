@@ -2,7 +2,15 @@
 
 mod s3;
 
-pub use s3::{S3Config, S3Store};
+pub use s3::{MultipartUpload, S3Config, S3Store};
+
+use std::{io, pin::Pin};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A body streamed from or to the store.
+pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 use crate::domain::{Address, ParcelMetadata};
 

@@ -15,10 +15,12 @@ use aws_sdk_s3::{
     },
     error::{ProvideErrorMetadata, SdkError},
     primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
 };
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 
-use super::{PutOutcome, StoredParcel};
+use super::{BodyStream, PutOutcome, StoredParcel};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -190,6 +192,73 @@ impl S3Store {
         }
     }
 
+    /// A parcel's body, or bytes `first..=last` of it, as a stream. `None`
+    /// when the parcel does not exist.
+    pub async fn get_stream(
+        &self,
+        id: &ParcelId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<BodyStream>, Error> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .set_range(range.map(|(first, last)| format!("bytes={first}-{last}")))
+            .send()
+            .await;
+        let object = match answer {
+            Ok(object) => object,
+            Err(err) if status_of(&err) == Some(404) => return Ok(None),
+            Err(err) => return Err(Error::parcel_store(describe(&err))),
+        };
+        let stream = futures_util::stream::try_unfold(object.body, |mut body| async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                Ok(None) => Ok(None),
+                Err(err) => Err(std::io::Error::other(err)),
+            }
+        });
+        Ok(Some(Box::pin(stream)))
+    }
+
+    /// Starts a multipart upload of a parcel. Nothing is visible until
+    /// [`MultipartUpload::complete`]; dropped before that, it is aborted.
+    pub async fn start_multipart(
+        &self,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<MultipartUpload, Error> {
+        let key = self.key(id);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/octet-stream")
+            .metadata(OWNER_FIELD, owner.as_str())
+            .metadata(METADATA_FIELD, metadata.as_stored())
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| Error::parcel_store("CreateMultipartUpload answered no upload id"))?
+            .to_owned();
+        Ok(MultipartUpload {
+            target: PartTarget {
+                client: self.client.clone(),
+                bucket: self.bucket.clone(),
+                key,
+                upload_id,
+            },
+            done: Vec::new(),
+            in_flight: None,
+            finished: false,
+        })
+    }
+
     /// Deletes a parcel.
     pub async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
         self.client
@@ -200,6 +269,143 @@ impl S3Store {
             .await
             .map(drop)
             .map_err(|err| Error::parcel_store(describe(&err)))
+    }
+}
+
+/// Where the parts of one multipart upload go.
+#[derive(Clone)]
+struct PartTarget {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+}
+
+impl PartTarget {
+    async fn upload_part(self, number: i32, bytes: Bytes) -> Result<CompletedPart, Error> {
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .content_length(bytes.len() as i64)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(uploaded.e_tag().map(str::to_owned))
+            .build())
+    }
+
+    async fn abort(&self) {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+        match aborted {
+            Ok(_) => tracing::debug!(key = %self.key, "multipart upload aborted"),
+            Err(err) if status_of(&err) == Some(404) => {}
+            Err(err) => {
+                tracing::warn!(key = %self.key, error = %describe(&err), "could not abort a multipart upload")
+            }
+        }
+    }
+}
+
+/// A multipart upload in progress. One part uploads in the background while
+/// the next one fills, so memory stays at two parts at most.
+pub struct MultipartUpload {
+    target: PartTarget,
+    done: Vec<CompletedPart>,
+    in_flight: Option<JoinHandle<Result<CompletedPart, Error>>>,
+    finished: bool,
+}
+
+impl MultipartUpload {
+    /// How many parts were handed over so far.
+    pub fn parts(&self) -> usize {
+        self.done.len() + usize::from(self.in_flight.is_some())
+    }
+
+    async fn settle_in_flight(&mut self) -> Result<(), Error> {
+        if let Some(task) = self.in_flight.take() {
+            let part = task
+                .await
+                .map_err(|err| Error::Internal(format!("part upload task: {err}")))??;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    /// Hands over the next part; waits for the previous one to finish first.
+    pub async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error> {
+        self.settle_in_flight().await?;
+        let number = self.done.len() as i32 + 1;
+        let target = self.target.clone();
+        self.in_flight = Some(tokio::spawn(target.upload_part(number, bytes)));
+        Ok(())
+    }
+
+    /// Uploads `last` (if not empty) and completes the upload: the parcel
+    /// becomes visible.
+    pub async fn complete(mut self, last: Bytes) -> Result<(), Error> {
+        if !last.is_empty() || self.parts() == 0 {
+            self.push_part(last).await?;
+        }
+        self.settle_in_flight().await?;
+        let parts = CompletedMultipartUpload::builder()
+            .set_parts(Some(std::mem::take(&mut self.done)))
+            .build();
+        let target = &self.target;
+        target
+            .client
+            .complete_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(&target.upload_id)
+            .multipart_upload(parts)
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        self.finished = true;
+        Ok(())
+    }
+
+    /// Aborts the upload: its parts are deleted, nothing becomes visible.
+    pub async fn abort(mut self) {
+        self.finished = true;
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.target.abort().await;
+    }
+}
+
+impl Drop for MultipartUpload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let target = self.target.clone();
+        let in_flight = self.in_flight.take();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(task) = in_flight {
+                    task.abort();
+                    let _ = task.await;
+                }
+                target.abort().await;
+            });
+        }
     }
 }
 

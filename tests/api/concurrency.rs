@@ -98,13 +98,7 @@ async fn a_token_claimed_by_another_request_answers_409_and_survives() {
     let proof = owner.prove(&token);
 
     // Another replica holds the claim right now.
-    let jti = {
-        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-        let payload = token.split('.').nth(1).unwrap();
-        let claims: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        claims["jti"].as_str().unwrap().to_owned()
-    };
+    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
     let key = amo_storage::auth::tokens::token_key(&jti);
     let mut redis = app.redis().await;
     let before: String = redis::cmd("GET")

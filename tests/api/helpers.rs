@@ -151,6 +151,104 @@ impl TestApp {
         with_proof(request, proof).send().await.unwrap()
     }
 
+    /// `POST /api/v2/parcels` with a raw body.
+    pub async fn upload_v2(
+        &self,
+        proof: Option<&Proof>,
+        body: impl Into<reqwest::Body>,
+        metadata: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v2/parcels", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        if let Some(metadata) = metadata {
+            request = request.header("X-Parcel-Metadata", metadata);
+        }
+        with_proof(request, proof).send().await.unwrap()
+    }
+
+    /// `GET /api/v2/parcels/{id}` with an optional `Range`.
+    pub async fn download_v2(
+        &self,
+        proof: Option<&Proof>,
+        id: &str,
+        range: Option<&str>,
+    ) -> Response {
+        let mut request = self.http.get(format!("{}/api/v2/parcels/{id}", self.base));
+        if let Some(range) = range {
+            request = request.header("Range", range);
+        }
+        with_proof(request, proof).send().await.unwrap()
+    }
+
+    /// `DELETE /api/v2/parcels/{id}`.
+    pub async fn remove_v2(&self, proof: Option<&Proof>, id: &str) -> Response {
+        let request = self
+            .http
+            .delete(format!("{}/api/v2/parcels/{id}", self.base));
+        with_proof(request, proof).send().await.unwrap()
+    }
+
+    /// Uploads `data` for `account` through v2; returns the id.
+    pub async fn store_v2(&self, account: &Account, data: &[u8]) -> String {
+        let token = self
+            .token(
+                &account.address,
+                json!({"name": "upload", "hash": sha256_upper(data)}),
+            )
+            .await;
+        let response = self
+            .upload_v2(Some(&account.prove(&token)), data.to_vec(), None)
+            .await;
+        expect_json(response, StatusCode::CREATED).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Downloads a whole parcel through v2 with a new token.
+    pub async fn fetch_v2(&self, account: &Account, id: &str) -> Vec<u8> {
+        let token = self
+            .token(&account.address, json!({"name": "download", "id": id}))
+            .await;
+        let response = self
+            .download_v2(Some(&account.prove(&token)), id, None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap().to_vec()
+    }
+
+    /// The multipart uploads in progress under this app's prefix.
+    pub async fn multipart_uploads(&self) -> Vec<String> {
+        let store = S3Store::new(&self.settings.s3);
+        let listed = store
+            .client()
+            .list_multipart_uploads()
+            .bucket(store.bucket())
+            .prefix(&self.settings.s3.prefix)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        listed
+            .uploads()
+            .iter()
+            .filter_map(|upload| upload.upload_id().map(str::to_owned))
+            .collect()
+    }
+
+    /// The value of a token's record in Redis (`None`: gone).
+    pub async fn token_record(&self, token: &str) -> Option<String> {
+        let jti = claims_of(token)["jti"].as_str().unwrap().to_owned();
+        let mut redis = self.redis().await;
+        redis::cmd("GET")
+            .arg(amo_storage::auth::tokens::token_key(&jti))
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    }
+
     /// `GET` any path.
     pub async fn get(&self, path: &str) -> Response {
         self.http
@@ -277,6 +375,28 @@ impl Account {
             public_key: Some(hex::encode(self.public_bytes(true))),
             signature: Some(hex::encode(der.as_bytes())),
         }
+    }
+}
+
+/// The claims of a JWT, decoded without checking anything.
+pub fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `seconds`.
+pub async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -10,3 +10,5 @@ mod health;
 mod openapi;
 mod refusals;
 mod roundtrip_v1;
+mod roundtrip_v2;
+mod streaming_faults;

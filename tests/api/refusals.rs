@@ -7,13 +7,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Splits a JWT and decodes its claims.
-fn claims_of(token: &str) -> Value {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
 fn sign_claims(claims: &Value, secret: &[u8]) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

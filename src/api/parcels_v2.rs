@@ -1,0 +1,293 @@
+//! v2 parcels: raw bodies streamed between the client and S3 (DESIGN §4).
+
+use futures_util::TryStreamExt;
+use poem::{Body, Request};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path},
+    payload::{Binary, Json},
+};
+use serde_json::Value;
+
+use super::{ApiTags, ParcelIdBody, proof};
+use crate::{
+    auth::Authorizer,
+    domain::{OperationKind, ParcelId, ParcelMetadata},
+    error::{ApiResult, Error},
+    parcels::Parcels,
+    storage::PutOutcome,
+};
+
+/// A parcel's id, owner, metadata and size.
+#[derive(Debug, Clone, Object)]
+pub struct V2ParcelMetadata {
+    /// Parcel id.
+    pub id: String,
+    /// Owner's address.
+    pub owner: String,
+    /// Metadata (carries `owner`).
+    pub metadata: Value,
+    /// Body size in bytes.
+    pub size: u64,
+}
+
+/// Answers of a v2 upload.
+#[derive(ApiResponse)]
+pub enum V2UploadResponse {
+    /// A new parcel was stored.
+    #[oai(status = 201)]
+    Created(Json<ParcelIdBody>),
+    /// The caller already stores this content; nothing changed (the stored
+    /// metadata is kept).
+    #[oai(status = 200)]
+    AlreadyStored(Json<ParcelIdBody>),
+}
+
+/// Answers of a v2 download.
+#[derive(ApiResponse)]
+pub enum V2DownloadResponse {
+    /// The whole body.
+    #[oai(status = 200)]
+    Whole(
+        Binary<Body>,
+        /// The body's length.
+        #[oai(header = "Content-Length")]
+        u64,
+        /// `"<sha256 hex>"`: the content hash.
+        #[oai(header = "ETag")]
+        String,
+        /// `bytes`.
+        #[oai(header = "Accept-Ranges")]
+        String,
+    ),
+    /// The requested range.
+    #[oai(status = 206)]
+    Partial(
+        Binary<Body>,
+        /// The range's length.
+        #[oai(header = "Content-Length")]
+        u64,
+        /// `"<sha256 hex>"`: the content hash.
+        #[oai(header = "ETag")]
+        String,
+        /// `bytes`.
+        #[oai(header = "Accept-Ranges")]
+        String,
+        /// `bytes <first>-<last>/<size>`.
+        #[oai(header = "Content-Range")]
+        String,
+    ),
+}
+
+/// Answers of a v2 inspect.
+#[derive(ApiResponse)]
+pub enum V2MetadataResponse {
+    /// The parcel's id, owner, metadata and size.
+    #[oai(status = 200)]
+    Found(Json<V2ParcelMetadata>),
+}
+
+/// Answers of a v2 remove.
+#[derive(ApiResponse)]
+pub enum V2RemoveResponse {
+    /// The parcel is gone.
+    #[oai(status = 204)]
+    Removed,
+}
+
+/// The v2 parcel endpoints.
+pub struct ParcelsV2Api {
+    authorizer: Authorizer,
+    parcels: Parcels,
+}
+
+impl ParcelsV2Api {
+    /// The endpoints over `authorizer` and `parcels`.
+    pub fn new(authorizer: Authorizer, parcels: Parcels) -> Self {
+        Self {
+            authorizer,
+            parcels,
+        }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::ParcelsV2")]
+impl ParcelsV2Api {
+    /// Upload a parcel (streamed)
+    ///
+    /// Streams the raw body to storage. The upload token must declare the
+    /// body's SHA-256 (`{"name":"upload","hash":…}`); the body is hashed as
+    /// it arrives and the parcel becomes visible only if it matches (422
+    /// otherwise, and nothing is stored). Any size works, with or without
+    /// `Content-Length`. Content the caller already stores answers 200;
+    /// content another account stores answers 409.
+    #[oai(
+        path = "/api/v2/parcels",
+        method = "post",
+        operation_id = "upload_parcel_v2"
+    )]
+    async fn upload(
+        &self,
+        body: Binary<Body>,
+        /// Optional metadata: a JSON object in ASCII (other characters as
+        /// `\u` escapes). Absent, the metadata is `{"owner": <user>}`.
+        #[oai(name = "X-Parcel-Metadata")]
+        metadata: Header<Option<String>>,
+        request: &Request,
+        /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
+        #[oai(name = "X-Auth-Token")]
+        token: Header<Option<String>>,
+        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
+        #[oai(name = "X-Public-Key")]
+        public_key: Header<Option<String>>,
+        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
+        /// base64url.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+    ) -> ApiResult<V2UploadResponse> {
+        let metadata = metadata
+            .0
+            .as_deref()
+            .map(ParcelMetadata::parse_offered)
+            .transpose()
+            .map_err(Error::from)?;
+        let auth = self
+            .authorizer
+            .authorize(
+                proof(&token, &public_key, &signature),
+                OperationKind::Upload,
+                None,
+            )
+            .await?;
+        // Sizes the parts when known; chunked bodies have none.
+        let length = request
+            .header(poem::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.parse::<u64>().ok());
+        let stream = body.0.into_bytes_stream().map_err(std::io::Error::other);
+        let (id, outcome) = self
+            .parcels
+            .upload_stream(auth, metadata, stream, length)
+            .await?;
+        let body = Json(ParcelIdBody { id: id.to_string() });
+        Ok(match outcome {
+            PutOutcome::Created => V2UploadResponse::Created(body),
+            PutOutcome::AlreadyExists => V2UploadResponse::AlreadyStored(body),
+        })
+    }
+
+    /// Download a parcel (streamed)
+    ///
+    /// Streams the body to its owner, with a download token. A single
+    /// `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`) answers 206; a range
+    /// outside the body answers 416; several ranges or another unit answer
+    /// the whole body. Each request, ranged or not, uses one token.
+    #[oai(
+        path = "/api/v2/parcels/:id",
+        method = "get",
+        operation_id = "download_parcel_v2"
+    )]
+    async fn download(
+        &self,
+        /// The parcel id (72 hex digits).
+        id: Path<String>,
+        /// An optional single byte range.
+        #[oai(name = "Range")]
+        range: Header<Option<String>>,
+        /// The one-time JWT from `/auth`, for operation `download`.
+        #[oai(name = "X-Auth-Token")]
+        token: Header<Option<String>>,
+        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
+        #[oai(name = "X-Public-Key")]
+        public_key: Header<Option<String>>,
+        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
+        /// base64url.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+    ) -> ApiResult<V2DownloadResponse> {
+        let id = ParcelId::parse(&id).map_err(Error::from)?;
+        let auth = self
+            .authorizer
+            .authorize(
+                proof(&token, &public_key, &signature),
+                OperationKind::Download,
+                Some(&id),
+            )
+            .await?;
+        let download = self
+            .parcels
+            .download_stream(auth, &id, range.0.as_deref())
+            .await?;
+        let etag = format!("\"{}\"", download.hash);
+        let body = Binary(Body::from_bytes_stream(download.body));
+        let accept = "bytes".to_owned();
+        Ok(match download.range {
+            None => V2DownloadResponse::Whole(body, download.parcel.size, etag, accept),
+            Some((first, last)) => V2DownloadResponse::Partial(
+                body,
+                last - first + 1,
+                etag,
+                accept,
+                format!("bytes {first}-{last}/{}", download.parcel.size),
+            ),
+        })
+    }
+
+    /// Inspect a parcel
+    ///
+    /// The parcel's id, owner, metadata and size. Needs no token.
+    #[oai(
+        path = "/api/v2/parcels/:id/metadata",
+        method = "get",
+        operation_id = "inspect_parcel_v2"
+    )]
+    async fn metadata(
+        &self,
+        /// The parcel id (72 hex digits).
+        id: Path<String>,
+    ) -> ApiResult<V2MetadataResponse> {
+        let id = ParcelId::parse(&id).map_err(Error::from)?;
+        let parcel = self.parcels.inspect(&id).await?;
+        Ok(V2MetadataResponse::Found(Json(V2ParcelMetadata {
+            id: id.to_string(),
+            owner: parcel.owner.to_string(),
+            metadata: parcel.metadata.to_value(),
+            size: parcel.size,
+        })))
+    }
+
+    /// Remove a parcel
+    ///
+    /// Deletes a parcel of the caller, with a remove token.
+    #[oai(
+        path = "/api/v2/parcels/:id",
+        method = "delete",
+        operation_id = "remove_parcel_v2"
+    )]
+    async fn remove(
+        &self,
+        /// The parcel id (72 hex digits).
+        id: Path<String>,
+        /// The one-time JWT from `/auth`, for operation `remove`.
+        #[oai(name = "X-Auth-Token")]
+        token: Header<Option<String>>,
+        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
+        #[oai(name = "X-Public-Key")]
+        public_key: Header<Option<String>>,
+        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
+        /// base64url.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+    ) -> ApiResult<V2RemoveResponse> {
+        let id = ParcelId::parse(&id).map_err(Error::from)?;
+        let auth = self
+            .authorizer
+            .authorize(
+                proof(&token, &public_key, &signature),
+                OperationKind::Remove,
+                Some(&id),
+            )
+            .await?;
+        self.parcels.remove(auth, &id).await?;
+        Ok(V2RemoveResponse::Removed)
+    }
+}

@@ -1,0 +1,126 @@
+//! The `Range` header of a v2 download (RFC 9110 §14), single ranges only.
+
+/// What a `Range` header asks of a body of a known size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No header, several ranges, another unit or a malformed header: the
+    /// whole body (200), as RFC 9110 lets a server ignore such headers.
+    Whole,
+    /// Bytes `first..=last` (206).
+    Part {
+        /// First byte offset.
+        first: u64,
+        /// Last byte offset, included.
+        last: u64,
+    },
+    /// A single range that no byte of the body satisfies (416).
+    Unsatisfiable,
+}
+
+impl RangeRequest {
+    /// Resolves `header` against a body of `size` bytes.
+    pub fn resolve(header: Option<&str>, size: u64) -> Self {
+        let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+            return Self::Whole;
+        };
+        if spec.contains(',') {
+            return Self::Whole;
+        }
+        let Some((start, end)) = spec.trim().split_once('-') else {
+            return Self::Whole;
+        };
+        let number = |text: &str| -> Option<u64> {
+            let text = text.trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                None
+            } else {
+                // Digits that overflow u64 are still a valid, huge number.
+                Some(text.parse().unwrap_or(u64::MAX))
+            }
+        };
+        match (start.trim().is_empty(), end.trim().is_empty()) {
+            // `-n`: the last n bytes.
+            (true, false) => match number(end) {
+                Some(0) => Self::Unsatisfiable,
+                Some(_) if size == 0 => Self::Unsatisfiable,
+                Some(n) => Self::Part {
+                    first: size.saturating_sub(n),
+                    last: size - 1,
+                },
+                None => Self::Whole,
+            },
+            // `a-`: from a to the end.
+            (false, true) => match number(start) {
+                Some(first) if first < size => Self::Part {
+                    first,
+                    last: size - 1,
+                },
+                Some(_) => Self::Unsatisfiable,
+                None => Self::Whole,
+            },
+            // `a-b`.
+            (false, false) => match (number(start), number(end)) {
+                (Some(first), Some(last)) if first > last => Self::Whole,
+                (Some(first), Some(last)) if first < size => Self::Part {
+                    first,
+                    last: last.min(size - 1),
+                },
+                (Some(_), Some(_)) => Self::Unsatisfiable,
+                _ => Self::Whole,
+            },
+            (true, true) => Self::Whole,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RangeRequest::*;
+
+    fn r(header: &str, size: u64) -> RangeRequest {
+        RangeRequest::resolve(Some(header), size)
+    }
+
+    #[test]
+    fn single_ranges_of_every_form() {
+        assert_eq!(r("bytes=0-0", 10), Part { first: 0, last: 0 });
+        assert_eq!(r("bytes=9-9", 10), Part { first: 9, last: 9 });
+        assert_eq!(r("bytes=2-", 10), Part { first: 2, last: 9 });
+        assert_eq!(r("bytes=-3", 10), Part { first: 7, last: 9 });
+        assert_eq!(r("bytes=-30", 10), Part { first: 0, last: 9 });
+        assert_eq!(r("bytes=5-100", 10), Part { first: 5, last: 9 });
+        assert_eq!(
+            r("bytes=5-99999999999999999999999", 10),
+            Part { first: 5, last: 9 }
+        );
+    }
+
+    #[test]
+    fn unsatisfiable_ranges() {
+        assert_eq!(r("bytes=10-", 10), Unsatisfiable);
+        assert_eq!(r("bytes=10-20", 10), Unsatisfiable);
+        assert_eq!(r("bytes=-0", 10), Unsatisfiable);
+        assert_eq!(r("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(r("bytes=-5", 0), Unsatisfiable);
+        assert_eq!(r("bytes=99999999999999999999999-", 10), Unsatisfiable);
+    }
+
+    #[test]
+    fn anything_else_is_the_whole_body() {
+        assert_eq!(RangeRequest::resolve(None, 10), Whole);
+        for header in [
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=x-1",
+            "bytes=-",
+            "bytes=5-2",
+            "bytes=--1",
+            "bytes=-1-2",
+            "bytes=+1-2",
+            "0-1",
+        ] {
+            assert_eq!(r(header, 10), Whole, "{header}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! What can be done with parcels, independent of the HTTP API version.
+//!
+//! Every operation that needs a token takes an [`Authorized`] and settles it:
+//! the token is consumed when the operation succeeds, and released when it
+//! fails before anything became visible.
+
+mod upload;
+
+pub use upload::lock_key;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+
+use self::upload::NewParcel;
+use crate::{
+    auth::Authorized,
+    domain::{Address, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId},
+    error::Error,
+    redis_state::Redis,
+    storage::{BodyStream, PutOutcome, S3Store, StoredParcel},
+};
+
+/// Limits on what clients may store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest stored metadata JSON, in bytes.
+    pub metadata_max_bytes: usize,
+    /// Largest body the bounded (v1) API takes or returns.
+    pub whole_body_max_bytes: u64,
+    /// Largest parcel a streamed (v2) upload may store.
+    pub max_parcel_bytes: u64,
+    /// Size of the parts of a multipart upload; bodies up to this size go
+    /// up in one `PutObject`. Memory per upload is at most two parts.
+    pub part_size: usize,
+}
+
+/// A download ready to stream: what was found, and the bytes to send.
+pub struct Download {
+    /// The parcel.
+    pub parcel: StoredParcel,
+    /// Its content hash (the `ETag`).
+    pub hash: Sha256Hex,
+    /// `Some((first, last))` for a range answer (206).
+    pub range: Option<(u64, u64)>,
+    /// The bytes.
+    pub body: BodyStream,
+}
+
+/// The parcel operations.
+#[derive(Clone)]
+pub struct Parcels {
+    store: S3Store,
+    redis: Redis,
+    storage_id: StorageId,
+    limits: Limits,
+}
+
+impl Parcels {
+    /// Parcel operations on `store` for the storage `storage_id`; `redis`
+    /// holds the write locks.
+    pub fn new(store: S3Store, redis: Redis, storage_id: StorageId, limits: Limits) -> Self {
+        Self {
+            store,
+            redis,
+            storage_id,
+            limits,
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S3Store {
+        &self.store
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Stores a whole, already received body for the authorized caller, who
+    /// must be `owner`. Answers the parcel id and whether it was new.
+    pub async fn upload_whole(
+        &self,
+        auth: Authorized,
+        owner: &Address,
+        metadata: Option<Value>,
+        body: Bytes,
+    ) -> Result<(ParcelId, PutOutcome), Error> {
+        let outcome = async {
+            if owner != auth.caller() {
+                return Err(Error::Forbidden(
+                    "\"owner\" must be the token's user".into(),
+                ));
+            }
+            let metadata =
+                ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
+            let hash = {
+                let body = body.clone();
+                tokio::task::spawn_blocking(move || Sha256Hex::of(&body))
+                    .await
+                    .map_err(|err| Error::Internal(format!("hashing task: {err}")))?
+            };
+            if let Some(declared) = auth.declared_hash() {
+                if *declared != hash {
+                    return Err(Error::HashMismatch {
+                        declared: declared.to_string(),
+                        actual: hash.to_string(),
+                    });
+                }
+            }
+            let id = ParcelId::new(self.storage_id, &hash);
+            let parcel = NewParcel {
+                id: &id,
+                owner,
+                metadata: &metadata,
+            };
+            let outcome = self.write_whole(parcel, body).await?;
+            Ok((id, outcome))
+        }
+        .await;
+        auth.settle(outcome).await
+    }
+
+    /// Streams a body into a new parcel of the authorized caller. The token
+    /// must declare the body's SHA-256, which is the parcel id; the parcel
+    /// becomes visible only if the body matches it.
+    pub async fn upload_stream<S>(
+        &self,
+        auth: Authorized,
+        metadata: Option<Value>,
+        body: S,
+        length: Option<u64>,
+    ) -> Result<(ParcelId, PutOutcome), Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let outcome = async {
+            let declared = auth.declared_hash().ok_or_else(|| {
+                Error::BadRequest(
+                    "a v2 upload token must declare the body's SHA-256: get one with \
+                     {\"name\":\"upload\",\"hash\":\"<sha256 hex>\"}"
+                        .into(),
+                )
+            })?;
+            let owner = auth.caller();
+            let metadata =
+                ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
+            let id = ParcelId::new(self.storage_id, declared);
+            let parcel = NewParcel {
+                id: &id,
+                owner,
+                metadata: &metadata,
+            };
+            let outcome = self.write_stream(parcel, body, length).await?;
+            Ok((id, outcome))
+        }
+        .await;
+        auth.settle(outcome).await
+    }
+
+    /// Reads a whole parcel for the authorized caller (bounded by the v1 limit).
+    pub async fn download_whole(
+        &self,
+        auth: Authorized,
+        id: &ParcelId,
+    ) -> Result<(StoredParcel, Bytes), Error> {
+        let limit = self.limits.whole_body_max_bytes;
+        let caller = auth.caller().clone();
+        let outcome = self
+            .store
+            .get_whole(id, |parcel| {
+                may_download(id, parcel, &caller)?;
+                if parcel.size > limit {
+                    return Err(Error::TooLarge(format!(
+                        "parcel {id} is {} bytes; this API returns at most {limit}: \
+                         use GET /api/v2/parcels/{id}",
+                        parcel.size
+                    )));
+                }
+                Ok(())
+            })
+            .await
+            .and_then(|found| found.ok_or_else(|| Error::NotFound(id.clone())));
+        auth.settle(outcome).await
+    }
+
+    /// Opens a parcel, or the range of it that `range` asks for, for the
+    /// authorized caller. The token is consumed once the stream is open.
+    pub async fn download_stream(
+        &self,
+        auth: Authorized,
+        id: &ParcelId,
+        range: Option<&str>,
+    ) -> Result<Download, Error> {
+        let outcome = async {
+            let parcel = self.inspect(id).await?;
+            may_download(id, &parcel, auth.caller())?;
+            let range = match RangeRequest::resolve(range, parcel.size) {
+                RangeRequest::Whole => None,
+                RangeRequest::Part { first, last } => Some((first, last)),
+                RangeRequest::Unsatisfiable => {
+                    return Err(Error::RangeNotSatisfiable { size: parcel.size });
+                }
+            };
+            let body = self
+                .store
+                .get_stream(id, range)
+                .await?
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            Ok(Download {
+                parcel,
+                hash: id.content_hash(),
+                range,
+                body,
+            })
+        }
+        .await;
+        auth.settle(outcome).await
+    }
+
+    /// Removes a parcel of the authorized caller.
+    pub async fn remove(&self, auth: Authorized, id: &ParcelId) -> Result<(), Error> {
+        let outcome = async {
+            let parcel = self.inspect(id).await?;
+            if parcel.owner != *auth.caller() {
+                return Err(Error::Forbidden(format!(
+                    "only the owner may remove parcel {id}"
+                )));
+            }
+            self.store.delete(id).await
+        }
+        .await;
+        auth.settle(outcome).await
+    }
+
+    /// The owner, metadata and size of a parcel; needs no token.
+    pub async fn inspect(&self, id: &ParcelId) -> Result<StoredParcel, Error> {
+        self.store
+            .head(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+}
+
+/// Who may read a parcel: its owner. (Blockchain grants come later.)
+fn may_download(id: &ParcelId, parcel: &StoredParcel, caller: &Address) -> Result<(), Error> {
+    if parcel.owner == *caller {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "only the owner may download parcel {id}"
+        )))
+    }
+}

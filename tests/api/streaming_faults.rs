@@ -1,0 +1,216 @@
+//! v2 uploads that fail: nothing visible, no multipart upload left behind,
+//! and the token stays usable.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
+
+use crate::{
+    helpers::*,
+    roundtrip_v2::{PART, spawn_small_parts},
+};
+
+#[tokio::test]
+async fn a_hash_mismatch_leaves_nothing_and_keeps_the_token() {
+    let app = spawn_small_parts().await;
+    let owner = Account::new();
+    let declared = random_body(2 * PART + 3);
+    let token = app
+        .token(
+            &owner.address,
+            json!({"name": "upload", "hash": sha256_upper(&declared)}),
+        )
+        .await;
+    let proof = owner.prove(&token);
+    let mut other = declared.clone();
+    *other.last_mut().unwrap() ^= 1;
+    let code = expect_error(
+        app.upload_v2(Some(&proof), other, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(code, "hash_mismatch");
+    assert!(app.stored_keys().await.is_empty());
+    eventually(10, "the multipart upload is aborted", || async {
+        app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    let response = app.upload_v2(Some(&proof), declared.clone(), None).await;
+    expect_json(response, StatusCode::CREATED).await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_body_leaves_nothing_and_keeps_the_token() {
+    let app = spawn_small_parts().await;
+    let owner = Account::new();
+    let data = random_body(3 * PART);
+    let token = app
+        .token(
+            &owner.address,
+            json!({"name": "upload", "hash": sha256_upper(&data)}),
+        )
+        .await;
+    let proof = owner.prove(&token);
+
+    let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
+        data.len(),
+        token,
+        proof.public_key.as_ref().unwrap(),
+        proof.signature.as_ref().unwrap(),
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&data[..PART + PART / 2]).await.unwrap();
+    eventually(20, "a multipart upload has started", || async {
+        !app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    drop(socket);
+
+    eventually(20, "the multipart upload is aborted", || async {
+        app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    eventually(20, "the token is released", || async {
+        app.token_record(&token).await.as_deref() == Some("issued")
+    })
+    .await;
+    assert!(app.stored_keys().await.is_empty());
+    let response = app.upload_v2(Some(&proof), data.clone(), None).await;
+    let id = expect_json(response, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(app.fetch_v2(&owner, &id).await == data);
+}
+
+#[tokio::test]
+async fn an_s3_failure_mid_upload_leaves_nothing_and_keeps_the_token() {
+    let app = spawn_small_parts().await;
+    let owner = Account::new();
+    let data = random_body(4 * PART);
+    let token = app
+        .token(
+            &owner.address,
+            json!({"name": "upload", "hash": sha256_upper(&data)}),
+        )
+        .await;
+    let proof = owner.prove(&token);
+
+    // The body arrives through a channel, so the test decides when.
+    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(receiver));
+    let upload = tokio::spawn({
+        let app = app.clone();
+        let proof = proof.clone();
+        async move { app.upload_v2(Some(&proof), body, None).await }
+    });
+    for chunk in data[..2 * PART].chunks(PART / 2) {
+        sender.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    eventually(20, "a multipart upload has started", || async {
+        !app.multipart_uploads().await.is_empty()
+    })
+    .await;
+
+    // S3 loses the upload under the service's feet.
+    let store = amo_storage::storage::S3Store::new(&app.settings.s3);
+    let listed = store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .prefix(&app.settings.s3.prefix)
+        .send()
+        .await
+        .unwrap();
+    for upload in listed.uploads() {
+        store
+            .client()
+            .abort_multipart_upload()
+            .bucket(store.bucket())
+            .key(upload.key().unwrap())
+            .upload_id(upload.upload_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    for chunk in data[2 * PART..].chunks(PART / 2) {
+        if sender.send(Ok(chunk.to_vec())).await.is_err() {
+            break; // the service gave up reading: fine
+        }
+    }
+    drop(sender);
+    let response = tokio::time::timeout(Duration::from_secs(60), upload)
+        .await
+        .unwrap()
+        .unwrap();
+    let code = expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(code, "unavailable");
+
+    assert!(app.stored_keys().await.is_empty());
+    eventually(20, "no multipart upload is left", || async {
+        app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    let response = app.upload_v2(Some(&proof), data.clone(), None).await;
+    expect_json(response, StatusCode::CREATED).await;
+}
+
+/// A stream over an mpsc receiver.
+fn tokio_stream_from<T: Send + 'static>(
+    receiver: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+#[tokio::test]
+async fn two_owners_racing_on_one_content_exactly_one_wins() {
+    let (a, b) = spawn_pair_small_parts().await;
+    for round in 0..3 {
+        let alice = Account::new();
+        let bob = Account::new();
+        let data = random_body(2 * PART + round);
+        let hash = json!({"name": "upload", "hash": sha256_upper(&data)});
+        let alice_token = a.token(&alice.address, hash.clone()).await;
+        let bob_token = b.token(&bob.address, hash).await;
+        let (alice_proof, bob_proof) = (alice.prove(&alice_token), bob.prove(&bob_token));
+        let responses = join_all([
+            a.upload_v2(Some(&alice_proof), data.clone(), None),
+            b.upload_v2(Some(&bob_proof), data.clone(), None),
+        ])
+        .await;
+        let mut statuses: Vec<StatusCode> = responses.iter().map(|r| r.status()).collect();
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "round {round}"
+        );
+        let winner = if responses[0].status() == StatusCode::CREATED {
+            &alice
+        } else {
+            &bob
+        };
+        let id = format!("00000001{}", sha256_upper(&data));
+        let owner = expect_json(a.inspect_v1(&id, "owner").await, StatusCode::OK).await;
+        assert_eq!(owner["owner"], json!(winner.address), "round {round}");
+        assert!(a.fetch_v2(winner, &id).await == data);
+    }
+    assert!(a.multipart_uploads().await.is_empty());
+}
+
+async fn spawn_pair_small_parts() -> (TestApp, TestApp) {
+    let shared = settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())]);
+    (spawn_with(shared.clone()).await, spawn_with(shared).await)
+}
