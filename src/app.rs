@@ -17,6 +17,7 @@ use crate::{
         parcels_v2::ParcelsV2Api,
     },
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
+    chain::Chain,
     config::Settings,
     error::ErrorBody,
     parcels::{Limits, Parcels},
@@ -56,9 +57,13 @@ impl State {
             max_parcel_bytes: settings.max_parcel_bytes,
             part_size: settings.s3_part_size_bytes,
         };
+        let chain = settings.chain.as_ref().map(|config| {
+            Chain::new(config).expect("the chain client was built when the settings were loaded")
+        });
         let parcels = Parcels::new(
             S3Store::new(&settings.s3),
             redis,
+            chain,
             settings.storage_id,
             limits,
         );

@@ -11,7 +11,11 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{domain::StorageId, storage::S3Config};
+use crate::{
+    chain::{Chain, ChainConfig, UsageKey},
+    domain::StorageId,
+    storage::S3Config,
+};
 
 /// The settings a file may hold; every key can also be set as `AMO_<KEY>`.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +36,10 @@ struct RawSettings {
     metadata_max_bytes: Option<usize>,
     max_parcel_bytes: Option<u64>,
     s3_part_size_bytes: Option<usize>,
+    chain_rpc: Option<String>,
+    chain_usage_key: Option<String>,
+    chain_timeout_ms: Option<u64>,
+    chain_cache_secs: Option<u64>,
     log: Option<String>,
 }
 
@@ -52,6 +60,10 @@ const VARIABLES: &[&str] = &[
     "METADATA_MAX_BYTES",
     "MAX_PARCEL_BYTES",
     "S3_PART_SIZE_BYTES",
+    "CHAIN_RPC",
+    "CHAIN_USAGE_KEY",
+    "CHAIN_TIMEOUT_MS",
+    "CHAIN_CACHE_SECS",
     "LOG",
 ];
 
@@ -63,6 +75,12 @@ const MIN_PART_SIZE: usize = 5 << 20;
 const MAX_PART_SIZE: usize = 256 << 20;
 /// The default part size.
 const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// The default timeout of a blockchain query, in milliseconds.
+const DEFAULT_CHAIN_TIMEOUT_MS: u64 = 3_000;
+/// The longest timeout of a blockchain query: a download waits for it.
+const MAX_CHAIN_TIMEOUT_MS: u64 = 60_000;
+/// How long a blockchain grant is remembered by default, in seconds.
+const DEFAULT_CHAIN_CACHE_SECS: u64 = 30;
 
 /// A configuration problem; its text is the one line printed at start.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +129,9 @@ pub struct Settings {
     pub max_parcel_bytes: u64,
     /// Multipart part size; bodies up to it go up in one PutObject.
     pub s3_part_size_bytes: usize,
+    /// The AMO blockchain node asked about grants; `None`: only owners
+    /// download.
+    pub chain: Option<ChainConfig>,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
 }
@@ -145,6 +166,7 @@ impl Settings {
             metadata_max_bytes: 8 * 1024,
             max_parcel_bytes: S3_MAX_OBJECT_BYTES,
             s3_part_size_bytes: DEFAULT_PART_SIZE,
+            chain: None,
             log: "info".into(),
         }
     }
@@ -190,11 +212,31 @@ impl Settings {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError(format!("{name}={value:?} is not a valid number")))
+/// Sets `target` from `AMO_<name>` when that variable is set.
+fn number<T: std::str::FromStr>(
+    target: &mut Option<T>,
+    env: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<(), ConfigError> {
+    let name = format!("AMO_{name}");
+    if let Some(value) = env.get(&name) {
+        let parsed = value
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name}={value:?} is not a valid number")))?;
+        *target = Some(parsed);
+    }
+    Ok(())
+}
+
+/// Parses the value of `name` as an http(s) URL with a host.
+fn http_url(name: &str, value: &str) -> Result<url::Url, ConfigError> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        _ => Err(ConfigError(format!(
+            "{name}={value:?} is not an http(s) URL"
+        ))),
+    }
 }
 
 impl RawSettings {
@@ -212,6 +254,8 @@ impl RawSettings {
         text(&mut self.s3_prefix, "S3_PREFIX");
         text(&mut self.jwt_secret, "JWT_SECRET");
         text(&mut self.jwt_issuer, "JWT_ISSUER");
+        text(&mut self.chain_rpc, "CHAIN_RPC");
+        text(&mut self.chain_usage_key, "CHAIN_USAGE_KEY");
         text(&mut self.log, "LOG");
         if let Some(value) = get("KEY_FILE") {
             self.key_file = Some(value.into());
@@ -219,24 +263,14 @@ impl RawSettings {
         if let Some(value) = get("DATA_DIR") {
             self.data_dir = Some(value.into());
         }
-        if let Some(value) = get("STORAGE_ID") {
-            self.storage_id = Some(parse_number("AMO_STORAGE_ID", &value)?);
-        }
-        if let Some(value) = get("TOKEN_TTL_SECS") {
-            self.token_ttl_secs = Some(parse_number("AMO_TOKEN_TTL_SECS", &value)?);
-        }
-        if let Some(value) = get("V1_MAX_DATA_BYTES") {
-            self.v1_max_data_bytes = Some(parse_number("AMO_V1_MAX_DATA_BYTES", &value)?);
-        }
-        if let Some(value) = get("METADATA_MAX_BYTES") {
-            self.metadata_max_bytes = Some(parse_number("AMO_METADATA_MAX_BYTES", &value)?);
-        }
-        if let Some(value) = get("MAX_PARCEL_BYTES") {
-            self.max_parcel_bytes = Some(parse_number("AMO_MAX_PARCEL_BYTES", &value)?);
-        }
-        if let Some(value) = get("S3_PART_SIZE_BYTES") {
-            self.s3_part_size_bytes = Some(parse_number("AMO_S3_PART_SIZE_BYTES", &value)?);
-        }
+        number(&mut self.storage_id, env, "STORAGE_ID")?;
+        number(&mut self.token_ttl_secs, env, "TOKEN_TTL_SECS")?;
+        number(&mut self.v1_max_data_bytes, env, "V1_MAX_DATA_BYTES")?;
+        number(&mut self.metadata_max_bytes, env, "METADATA_MAX_BYTES")?;
+        number(&mut self.max_parcel_bytes, env, "MAX_PARCEL_BYTES")?;
+        number(&mut self.s3_part_size_bytes, env, "S3_PART_SIZE_BYTES")?;
+        number(&mut self.chain_timeout_ms, env, "CHAIN_TIMEOUT_MS")?;
+        number(&mut self.chain_cache_secs, env, "CHAIN_CACHE_SECS")?;
         Ok(())
     }
 
@@ -262,14 +296,7 @@ impl RawSettings {
                     .into(),
             )
             })?;
-        match url::Url::parse(&endpoint) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-            _ => {
-                return Err(ConfigError(format!(
-                    "AMO_S3_ENDPOINT={endpoint:?} is not an http(s) URL"
-                )));
-            }
-        }
+        http_url("AMO_S3_ENDPOINT", &endpoint)?;
         let key_file = self.key_file.unwrap_or_else(|| "key.json".into());
         let keys: KeyFile = std::fs::read_to_string(&key_file)
             .map_err(|err| {
@@ -305,6 +332,12 @@ impl RawSettings {
                 "AMO_S3_PART_SIZE_BYTES must be between {MIN_PART_SIZE} (S3's minimum) and {MAX_PART_SIZE}"
             )));
         }
+        let chain = chain_config(
+            self.chain_rpc,
+            self.chain_usage_key,
+            self.chain_timeout_ms,
+            self.chain_cache_secs,
+        )?;
         Ok(Settings {
             redis_url,
             s3: S3Config {
@@ -326,9 +359,52 @@ impl RawSettings {
             metadata_max_bytes: self.metadata_max_bytes.unwrap_or(8 * 1024),
             max_parcel_bytes: self.max_parcel_bytes.unwrap_or(S3_MAX_OBJECT_BYTES),
             s3_part_size_bytes,
+            chain,
             log: self.log.unwrap_or_else(|| "info".into()),
         })
     }
+}
+
+/// The blockchain settings: `None` when no RPC endpoint is set (an empty
+/// `AMO_CHAIN_RPC` is unset). The other values are checked either way, and
+/// the client is built once here, as the Redis client is, so that a TLS
+/// stack that cannot start is a configuration error.
+fn chain_config(
+    rpc: Option<String>,
+    usage_key: Option<String>,
+    timeout_ms: Option<u64>,
+    cache_secs: Option<u64>,
+) -> Result<Option<ChainConfig>, ConfigError> {
+    let usage_key = match usage_key.as_deref() {
+        None => UsageKey::Buyer,
+        Some(name) => UsageKey::parse(name).ok_or_else(|| {
+            ConfigError(format!(
+                "AMO_CHAIN_USAGE_KEY={name:?} must be \"buyer\" or \"recipient\""
+            ))
+        })?,
+    };
+    let timeout_ms = timeout_ms.unwrap_or(DEFAULT_CHAIN_TIMEOUT_MS);
+    if !(1..=MAX_CHAIN_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(ConfigError(format!(
+            "AMO_CHAIN_TIMEOUT_MS must be between 1 and {MAX_CHAIN_TIMEOUT_MS}"
+        )));
+    }
+    let Some(rpc) = rpc.filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let config = ChainConfig {
+        rpc: http_url("AMO_CHAIN_RPC", &rpc)?,
+        usage_key,
+        timeout: Duration::from_millis(timeout_ms),
+        cache_ttl: Duration::from_secs(cache_secs.unwrap_or(DEFAULT_CHAIN_CACHE_SECS)),
+    };
+    Chain::new(&config).map_err(|err| {
+        ConfigError(format!(
+            "AMO_CHAIN_RPC: cannot start its HTTP client ({err}); is the system's CA \
+             certificate store (ca-certificates) installed?"
+        ))
+    })?;
+    Ok(Some(config))
 }
 
 #[cfg(test)]
@@ -386,6 +462,38 @@ mod tests {
         assert_eq!(settings.jwt_issuer, "amo-storage-service");
         assert_eq!(settings.s3.access_key, "ak");
         assert!(!format!("{settings:?}").contains(&"x".repeat(32)));
+        assert!(settings.chain.is_none(), "no RPC: only owners download");
+    }
+
+    #[test]
+    fn the_chain_is_asked_only_when_its_rpc_is_set() {
+        let key = key_file();
+        let load = |extra: &[(&str, &str)]| Settings::load_from(None, env(&key.0, extra)).unwrap();
+        let (settings, warnings) = load(&[("AMO_CHAIN_RPC", "http://127.0.0.1:26657")]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let chain = settings.chain.unwrap();
+        assert_eq!(chain.rpc.as_str(), "http://127.0.0.1:26657/");
+        assert_eq!(chain.usage_key, UsageKey::Buyer);
+        assert_eq!(chain.timeout, Duration::from_secs(3));
+        assert_eq!(chain.cache_ttl, Duration::from_secs(30));
+
+        let (settings, _) = load(&[
+            ("AMO_CHAIN_RPC", "https://node.example/rpc"),
+            ("AMO_CHAIN_USAGE_KEY", "recipient"),
+            ("AMO_CHAIN_TIMEOUT_MS", "250"),
+            ("AMO_CHAIN_CACHE_SECS", "0"),
+        ]);
+        let chain = settings.chain.unwrap();
+        assert_eq!(chain.usage_key, UsageKey::Recipient);
+        assert_eq!(chain.timeout, Duration::from_millis(250));
+        assert!(chain.cache_ttl.is_zero());
+
+        let (settings, _) = load(&[("AMO_CHAIN_RPC", ""), ("AMO_CHAIN_TIMEOUT_MS", "100")]);
+        assert!(settings.chain.is_none(), "an empty AMO_CHAIN_RPC is unset");
+
+        let file = tempfile_path::TempKey::new("chain_rpc = \"http://10.0.0.1:26657\"\n");
+        let (settings, _) = Settings::load_from(Some(&file.0), env(&key.0, &[])).unwrap();
+        assert_eq!(settings.chain.unwrap().rpc.host_str(), Some("10.0.0.1"));
     }
 
     #[test]
@@ -401,6 +509,18 @@ mod tests {
         assert!(err(&[("AMO_REDIS_URL", "http://x")]).contains("AMO_REDIS_URL"));
         assert!(err(&[("AMO_STORAGE_ID", "-1")]).contains("AMO_STORAGE_ID"));
         assert!(err(&[("AMO_KEY_FILE", "/nonexistent/key.json")]).contains("key file"));
+        for (name, value) in [
+            ("AMO_CHAIN_RPC", "not a url"),
+            ("AMO_CHAIN_RPC", "ftp://node.example"),
+            ("AMO_CHAIN_USAGE_KEY", "owner"),
+            ("AMO_CHAIN_TIMEOUT_MS", "0"),
+            ("AMO_CHAIN_TIMEOUT_MS", "600000"),
+            ("AMO_CHAIN_TIMEOUT_MS", "3s"),
+            ("AMO_CHAIN_CACHE_SECS", "-1"),
+        ] {
+            let text = err(&[("AMO_CHAIN_RPC", "http://127.0.0.1:26657"), (name, value)]);
+            assert!(text.contains(name), "{name}={value}: {text}");
+        }
         let bad_key = tempfile_path::TempKey::new("{\"access_key\": 1}");
         let text = Settings::load_from(None, env(&bad_key.0, &[]))
             .unwrap_err()

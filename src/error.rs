@@ -2,7 +2,8 @@
 //!
 //! Code inside the service returns [`Error`]; [`ErrorResponse`] is what the
 //! API answers: a status and a JSON body `{"error": …, "code": …}`. Server-side
-//! details (S3 or Redis messages) are logged and never sent to the client.
+//! details (S3, Redis or blockchain node messages) are logged and never sent
+//! to the client.
 
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
@@ -60,6 +61,17 @@ pub enum Error {
         /// "token store" or "parcel store".
         service: &'static str,
         /// The underlying error, for the log only.
+        detail: String,
+    },
+    /// The AMO blockchain node could not say whether a non-owner may download
+    /// a parcel: unreachable, too slow, or an answer that is neither a grant
+    /// nor a refusal. Never a grant.
+    #[error(
+        "the AMO blockchain node could not be asked whether this parcel is granted to you; \
+         your token is still valid: try again later"
+    )]
+    ChainUnavailable {
+        /// What went wrong, for the log only.
         detail: String,
     },
     /// A defect of this service. The detail is logged, not sent.
@@ -140,7 +152,8 @@ pub enum ErrorResponse {
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
     /// Authenticated, but not allowed: the token is for another operation or
-    /// parcel, or the caller does not own the parcel.
+    /// parcel, or the caller does not own the parcel (and, for a download,
+    /// the AMO blockchain grants it none, or no blockchain is configured).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such parcel.
@@ -168,6 +181,11 @@ pub enum ErrorResponse {
     /// A defect of the service; the details are in its log.
     #[oai(status = 500)]
     InternalServerError(Json<ErrorBody>),
+    /// The AMO blockchain node, asked whether a non-owner may download the
+    /// parcel, is unreachable, timed out or gave an answer that is neither a
+    /// grant nor a refusal. Nothing was sent; the token stays usable.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// Redis or S3 is unavailable; retry later.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>),
@@ -199,6 +217,10 @@ impl From<Error> for ErrorResponse {
             Error::Unavailable { service, detail } => {
                 tracing::warn!(service, %detail, "backend unavailable");
                 Self::ServiceUnavailable(ErrorBody::new(message, "unavailable"))
+            }
+            Error::ChainUnavailable { detail } => {
+                tracing::warn!(%detail, "blockchain node unavailable");
+                Self::BadGateway(ErrorBody::new(message, "chain_unavailable"))
             }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -11,6 +11,8 @@
 //! - [`parcels`]: upload, download, inspect and remove, whatever the API
 //!   version; settles the token of every operation.
 //! - [`storage`]: the S3 object store of parcels.
+//! - [`chain`]: asks an AMO blockchain node whether a non-owner may download
+//!   a parcel (its `/usage` query), and remembers grants briefly.
 //! - [`redis_state`]: the Redis handle, and the leases that token claims and
 //!   parcel write locks are.
 //! - [`api`]: the poem-openapi endpoints; [`error`]: how failures answer.
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -21,7 +21,7 @@
 #   AMO_LOCAL_DIR             state dir (default /tmp/amo-local)
 #   AMO_LOCAL_MON_PORT        monitor port, msgr v2 (default 40789)
 #   AMO_LOCAL_RGW_PORT        RGW HTTP port (default 7480)
-#   AMO_LOCAL_CEPH_MEM        memstore_device_bytes (default 4 GiB)
+#   AMO_LOCAL_CEPH_MEM        memstore_device_bytes (default 12 GiB: the benchmark moves several GiB)
 #   AMO_LOCAL_S3_ACCESS_KEY   access key of user amoapi (default AMOLOCALDEVACCESSKEY)
 #   AMO_LOCAL_S3_SECRET_KEY   its secret key (default: a fixed dev value)
 #   AMO_S3_BUCKET             bucket to create (default amo)
@@ -36,7 +36,7 @@ KEY_FILE=$BASE_DIR/key.json
 
 MON_PORT=${AMO_LOCAL_MON_PORT:-40789}
 RGW_PORT=${AMO_LOCAL_RGW_PORT:-7480}
-MEM_BYTES=${AMO_LOCAL_CEPH_MEM:-4294967296}
+MEM_BYTES=${AMO_LOCAL_CEPH_MEM:-12884901888}
 ACCESS_KEY=${AMO_LOCAL_S3_ACCESS_KEY:-AMOLOCALDEVACCESSKEY}
 SECRET_KEY=${AMO_LOCAL_S3_SECRET_KEY:-amoLocalDevSecretKeyNotForProduction0000}
 BUCKET=${AMO_S3_BUCKET:-amo}

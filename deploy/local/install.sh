@@ -2,8 +2,10 @@
 # deploy/local/install.sh — install what the local dev stack needs (Debian 12).
 #
 # Installs Redis, a single-node Ceph (mon, OSD, RADOS Gateway, CLI tools),
-# curl and uuidgen with apt. Does nothing, and never touches apt, when every
-# binary the other deploy/local scripts use is already on PATH.
+# curl, uuidgen and the CA certificates with apt. Does nothing, and never
+# touches apt, when every binary the other deploy/local scripts use is already
+# on PATH and the CA store is there (the service's blockchain client and the
+# tests' HTTP client, reqwest with rustls, load it when they start).
 #
 # No service is started by the install: when this script has to write
 # /usr/sbin/policy-rc.d to keep the redis-server package from starting a
@@ -29,6 +31,8 @@ missing=()
 for bin in "${!PKG_OF[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
+ca_store=/etc/ssl/certs/ca-certificates.crt
+[ -s "$ca_store" ] || missing+=("$ca_store")
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install.sh: all binaries present, nothing to install"
@@ -47,7 +51,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # The full set, always: apt skips what is already installed.
-packages=(redis-server redis-tools ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime)
+packages=(redis-server redis-tools ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime ca-certificates)
 
 policy=/usr/sbin/policy-rc.d
 created_policy=0
@@ -72,6 +76,7 @@ still_missing=()
 for bin in "${!PKG_OF[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || still_missing+=("$bin")
 done
+[ -s "$ca_store" ] || still_missing+=("$ca_store")
 if [ "${#still_missing[@]}" -ne 0 ]; then
   echo "install.sh: still missing after install: ${still_missing[*]}" >&2
   exit 1

@@ -203,9 +203,11 @@ impl ParcelsV1Api {
 
     /// Download or inspect a parcel
     ///
-    /// Without `key`: the whole parcel, for its owner, with a download token.
-    /// With `key=metadata` or `key=owner`: what the key names, without a
-    /// token.
+    /// Without `key`: the whole parcel, with a download token, for its owner
+    /// or, when a blockchain RPC endpoint is configured, for an account the
+    /// AMO blockchain grants it to (its `/usage` query; 502 if the node cannot
+    /// answer, and the token stays usable). With `key=metadata` or
+    /// `key=owner`: what the key names, without a token.
     #[oai(
         path = "/api/v1/parcels/:id",
         method = "get",

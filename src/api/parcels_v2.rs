@@ -177,10 +177,12 @@ impl ParcelsV2Api {
 
     /// Download a parcel (streamed)
     ///
-    /// Streams the body to its owner, with a download token. A single
-    /// `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`) answers 206; a range
-    /// outside the body answers 416; several ranges or another unit answer
-    /// the whole body. Each request, ranged or not, uses one token.
+    /// Streams the body, with a download token, to its owner or, when a
+    /// blockchain RPC endpoint is configured, to an account the AMO
+    /// blockchain grants it to (502 if the node cannot answer; the token
+    /// stays usable). A single `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`)
+    /// answers 206; a range outside the body answers 416; several ranges or
+    /// another unit answer the whole body. Each request, ranged or not, uses one token.
     #[oai(
         path = "/api/v2/parcels/:id",
         method = "get",

@@ -3,6 +3,12 @@
 //! Every operation that needs a token takes an [`Authorized`] and settles it:
 //! the token is consumed when the operation succeeds, and released when it
 //! fails before anything became visible.
+//!
+//! Who may do what (DESIGN §4, "Access control"): anyone inspects; the owner
+//! removes; the owner downloads, and so does an account the AMO blockchain
+//! grants the parcel to, when a [`Chain`] is configured. Those rules apply
+//! after every check of the token and proof (DESIGN §3), and before any byte
+//! of the parcel is sent.
 
 mod upload;
 
@@ -15,6 +21,7 @@ use serde_json::Value;
 use self::upload::NewParcel;
 use crate::{
     auth::Authorized,
+    chain::Chain,
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId},
     error::Error,
     redis_state::Redis,
@@ -52,17 +59,26 @@ pub struct Download {
 pub struct Parcels {
     store: S3Store,
     redis: Redis,
+    chain: Option<Chain>,
     storage_id: StorageId,
     limits: Limits,
 }
 
 impl Parcels {
     /// Parcel operations on `store` for the storage `storage_id`; `redis`
-    /// holds the write locks.
-    pub fn new(store: S3Store, redis: Redis, storage_id: StorageId, limits: Limits) -> Self {
+    /// holds the write locks; `chain`, when there is one, grants downloads
+    /// to accounts other than the owner.
+    pub fn new(
+        store: S3Store,
+        redis: Redis,
+        chain: Option<Chain>,
+        storage_id: StorageId,
+        limits: Limits,
+    ) -> Self {
         Self {
             store,
             redis,
+            chain,
             storage_id,
             limits,
         }
@@ -159,18 +175,20 @@ impl Parcels {
         auth.settle(outcome).await
     }
 
-    /// Reads a whole parcel for the authorized caller (bounded by the v1 limit).
+    /// Reads a whole parcel for the authorized caller (bounded by the v1
+    /// limit). Who may read it is decided on the object's own metadata,
+    /// before its body is read.
     pub async fn download_whole(
         &self,
         auth: Authorized,
         id: &ParcelId,
     ) -> Result<(StoredParcel, Bytes), Error> {
         let limit = self.limits.whole_body_max_bytes;
-        let caller = auth.caller().clone();
+        let caller = auth.caller();
         let outcome = self
             .store
-            .get_whole(id, |parcel| {
-                may_download(id, parcel, &caller)?;
+            .get_whole(id, async |parcel| {
+                self.may_download(id, parcel, caller).await?;
                 if parcel.size > limit {
                     return Err(Error::TooLarge(format!(
                         "parcel {id} is {} bytes; this API returns at most {limit}: \
@@ -195,7 +213,7 @@ impl Parcels {
     ) -> Result<Download, Error> {
         let outcome = async {
             let parcel = self.inspect(id).await?;
-            may_download(id, &parcel, auth.caller())?;
+            self.may_download(id, &parcel, auth.caller()).await?;
             let range = match RangeRequest::resolve(range, parcel.size) {
                 RangeRequest::Whole => None,
                 RangeRequest::Part { first, last } => Some((first, last)),
@@ -241,15 +259,32 @@ impl Parcels {
             .await?
             .ok_or_else(|| Error::NotFound(id.clone()))
     }
-}
 
-/// Who may read a parcel: its owner. (Blockchain grants come later.)
-fn may_download(id: &ParcelId, parcel: &StoredParcel, caller: &Address) -> Result<(), Error> {
-    if parcel.owner == *caller {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(format!(
-            "only the owner may download parcel {id}"
-        )))
+    /// Who may read a parcel: its owner, without asking anyone; or, when a
+    /// chain is configured, an account it grants the parcel to. A chain that
+    /// cannot answer is an error, never a grant.
+    async fn may_download(
+        &self,
+        id: &ParcelId,
+        parcel: &StoredParcel,
+        caller: &Address,
+    ) -> Result<(), Error> {
+        if parcel.owner == *caller {
+            return Ok(());
+        }
+        let Some(chain) = &self.chain else {
+            return Err(Error::Forbidden(format!(
+                "only the owner may download parcel {id}"
+            )));
+        };
+        if chain.is_granted(caller, id).await? {
+            tracing::info!(buyer = %caller, parcel = %id, "download granted by the AMO blockchain");
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "parcel {id} belongs to another account, and the AMO blockchain grants \
+                 {caller} no usage of it"
+            )))
+        }
     }
 }

@@ -139,7 +139,7 @@ impl S3Store {
     pub async fn get_whole(
         &self,
         id: &ParcelId,
-        wanted: impl FnOnce(&StoredParcel) -> Result<(), Error>,
+        wanted: impl AsyncFnOnce(&StoredParcel) -> Result<(), Error>,
     ) -> Result<Option<(StoredParcel, Bytes)>, Error> {
         let answer = self
             .client
@@ -154,7 +154,7 @@ impl S3Store {
             Err(err) => return Err(Error::parcel_store(describe(&err))),
         };
         let parcel = stored_parcel(id, object.metadata(), object.content_length())?;
-        wanted(&parcel)?;
+        wanted(&parcel).await?;
         let body = object
             .body
             .collect()

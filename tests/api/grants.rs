@@ -1,0 +1,346 @@
+//! Issue 7: a buyer downloads what the AMO blockchain says it bought. A fake
+//! node ([`crate::fake_chain`]) stands in for the chain; Redis and Ceph are
+//! the real ones.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{
+    fake_chain::{Answer, FakeChain, Query, unreachable_url},
+    helpers::*,
+};
+
+/// A fake node, a replica that asks it, and a parcel of `owner` that `buyer`
+/// has not bought yet.
+struct Market {
+    fake: FakeChain,
+    app: TestApp,
+    owner: Account,
+    buyer: Account,
+    data: Vec<u8>,
+    id: String,
+}
+
+impl Market {
+    /// Opens a market whose replica has these settings besides
+    /// `AMO_CHAIN_RPC`.
+    async fn open(extra: &[(&str, &str)]) -> Self {
+        let fake = FakeChain::start().await;
+        let mut overrides = vec![("AMO_CHAIN_RPC", fake.url.as_str())];
+        overrides.extend_from_slice(extra);
+        let app = spawn_with(settings(&overrides)).await;
+        let (owner, buyer) = (Account::new(), Account::new());
+        let data = random_body(64);
+        let id = store_parcel(&app, &owner, &data).await;
+        Self {
+            fake,
+            app,
+            owner,
+            buyer,
+            data,
+            id,
+        }
+    }
+
+    /// The buyer buys the parcel, on the fake chain.
+    fn sell(&self) {
+        self.fake.grant(&self.buyer.address, &self.id);
+    }
+
+    /// The proof headers of a new download token of `account` for `id`.
+    async fn download_proof(&self, account: &Account, id: &str) -> (String, Proof) {
+        let token = download_token(&self.app, account, id).await;
+        let proof = account.prove(&token);
+        (token, proof)
+    }
+
+    /// The `/usage` query for the buyer and `id`, with the default key.
+    fn usage(&self, id: &str) -> Query {
+        usage(&self.buyer, id)
+    }
+
+    /// Asserts that a v1 download with `proof` answers the parcel.
+    async fn downloads_v1(&self, proof: &Proof) {
+        let response = self.app.download_v1(Some(proof), &self.id).await;
+        let body = expect_json(response, StatusCode::OK).await;
+        assert_eq!(body["data"], hex::encode_upper(&self.data));
+        assert_eq!(body["owner"], self.owner.address.as_str());
+    }
+
+    /// Asserts that v1 and v2 downloads with `proof` of the parcel `id` answer
+    /// `status` and leave the token `token` usable.
+    async fn both_refused(
+        &self,
+        token: &str,
+        proof: &Proof,
+        id: &str,
+        status: StatusCode,
+    ) -> String {
+        let v1 = expect_error(self.app.download_v1(Some(proof), id).await, status).await;
+        let v2 = expect_error(self.app.download_v2(Some(proof), id, None).await, status).await;
+        assert_eq!(v1, v2);
+        assert_eq!(
+            self.app.token_record(token).await.as_deref(),
+            Some("issued")
+        );
+        v1
+    }
+}
+
+/// A download token of `account` for parcel `id`.
+async fn download_token(app: &TestApp, account: &Account, id: &str) -> String {
+    app.token(&account.address, json!({"name": "download", "id": id}))
+        .await
+}
+
+/// The `/usage` query for `buyer` and `id`, with the default key.
+fn usage(buyer: &Account, id: &str) -> Query {
+    Query::usage("buyer", &buyer.address, id)
+}
+
+#[tokio::test]
+async fn a_granted_buyer_downloads_through_v1_and_v2() {
+    let market = Market::open(&[("AMO_CHAIN_CACHE_SECS", "0")]).await;
+    let (app, buyer, id, data) = (&market.app, &market.buyer, &market.id, &market.data);
+    market.sell();
+
+    let (token, proof) = market.download_proof(buyer, id).await;
+    market.downloads_v1(&proof).await;
+    assert_eq!(
+        app.token_record(&token).await,
+        None,
+        "a download uses its token"
+    );
+
+    let (_, proof) = market.download_proof(buyer, id).await;
+    let response = app.download_v2(Some(&proof), id, Some("bytes=10-19")).await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.bytes().await.unwrap(), data[10..20]);
+    assert_eq!(&app.fetch_v2(buyer, id).await, data);
+
+    // One query per download (the cache is off), each naming buyer and parcel.
+    assert_eq!(market.fake.queries(), vec![market.usage(id); 3]);
+}
+
+#[tokio::test]
+async fn a_buyer_without_a_grant_is_refused_and_the_refusal_is_not_cached() {
+    let market = Market::open(&[]).await;
+    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
+    let code = market
+        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(code, "forbidden");
+    assert_eq!(
+        market.fake.queries().len(),
+        2,
+        "a refusal is not remembered"
+    );
+
+    // The purchase lands on the chain: the same token works at once.
+    market.sell();
+    market.downloads_v1(&proof).await;
+    assert_eq!(market.fake.queries(), vec![market.usage(&market.id); 3]);
+}
+
+#[tokio::test]
+async fn a_grant_for_another_parcel_or_another_account_does_not_count() {
+    let market = Market::open(&[]).await;
+    market.sell();
+    let other = store_parcel(&market.app, &market.owner, &random_body(21)).await;
+
+    let (token, proof) = market.download_proof(&market.buyer, &other).await;
+    market
+        .both_refused(&token, &proof, &other, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(market.fake.queries(), vec![market.usage(&other); 2]);
+
+    let stranger = Account::new();
+    let (token, proof) = market.download_proof(&stranger, &market.id).await;
+    market
+        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(
+        market.fake.queries().last(),
+        Some(&usage(&stranger, &market.id))
+    );
+}
+
+/// With a node that answers `answer`, a granted buyer's downloads (v1 and v2)
+/// answer 502 `chain_unavailable`, send nothing, and leave the token usable:
+/// once the node answers properly, the same token downloads.
+async fn a_failing_node_never_grants(answer: Answer) {
+    let market = Market::open(&[("AMO_CHAIN_TIMEOUT_MS", "300")]).await;
+    market.sell();
+    market.fake.answer(answer.clone());
+
+    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
+    let code = market
+        .both_refused(&token, &proof, &market.id, StatusCode::BAD_GATEWAY)
+        .await;
+    assert_eq!(code, "chain_unavailable", "{answer:?}");
+
+    market.fake.answer(Answer::Grants);
+    market.downloads_v1(&proof).await;
+    assert_eq!(
+        market.fake.queries(),
+        vec![market.usage(&market.id); 3],
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_json_rpc_error_never_grants() {
+    a_failing_node_never_grants(Answer::RpcError).await;
+}
+
+#[tokio::test]
+async fn a_refused_query_never_grants() {
+    // amoabci's QueryCodeBadKey, e.g. for a wrong AMO_CHAIN_USAGE_KEY.
+    a_failing_node_never_grants(Answer::Code(3)).await;
+}
+
+#[tokio::test]
+async fn a_node_slower_than_the_timeout_never_grants() {
+    a_failing_node_never_grants(Answer::Slow(Duration::from_secs(10))).await;
+}
+
+#[tokio::test]
+async fn garbage_from_the_node_never_grants() {
+    a_failing_node_never_grants(Answer::Garbage).await;
+}
+
+#[tokio::test]
+async fn a_status_other_than_200_never_grants() {
+    a_failing_node_never_grants(Answer::Status(500)).await;
+    a_failing_node_never_grants(Answer::Status(301)).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_node_never_grants() {
+    let app = spawn_with(settings(&[
+        ("AMO_CHAIN_RPC", &unreachable_url()),
+        ("AMO_CHAIN_TIMEOUT_MS", "300"),
+    ]))
+    .await;
+    let (owner, buyer) = (Account::new(), Account::new());
+    let id = store_parcel(&app, &owner, &random_body(30)).await;
+
+    let token = download_token(&app, &buyer, &id).await;
+    let proof = buyer.prove(&token);
+    for response in [
+        app.download_v1(Some(&proof), &id).await,
+        app.download_v2(Some(&proof), &id, None).await,
+    ] {
+        let code = expect_error(response, StatusCode::BAD_GATEWAY).await;
+        assert_eq!(code, "chain_unavailable");
+        assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    }
+}
+
+#[tokio::test]
+async fn with_no_chain_configured_only_the_owner_downloads() {
+    // A market whose replica does not know the node: empty is unset.
+    let market = Market::open(&[("AMO_CHAIN_RPC", "")]).await;
+    market.sell();
+
+    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
+    market
+        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(
+        market.app.fetch_v2(&market.owner, &market.id).await,
+        market.data
+    );
+    assert!(market.fake.queries().is_empty());
+}
+
+#[tokio::test]
+async fn remove_stays_owner_only_even_for_a_granted_buyer() {
+    let market = Market::open(&[]).await;
+    let (app, buyer, id) = (&market.app, &market.buyer, &market.id);
+    market.sell();
+
+    let token = app
+        .token(&buyer.address, json!({"name": "remove", "id": id}))
+        .await;
+    let proof = buyer.prove(&token);
+    for response in [
+        app.remove_v1(Some(&proof), id).await,
+        app.remove_v2(Some(&proof), id).await,
+    ] {
+        assert_eq!(
+            expect_error(response, StatusCode::FORBIDDEN).await,
+            "forbidden"
+        );
+    }
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    assert!(
+        market.fake.queries().is_empty(),
+        "remove never asks the chain"
+    );
+    // The parcel is still there, and the grant is real: the buyer downloads.
+    assert_eq!(app.fetch_v2(buyer, id).await, market.data);
+    assert_eq!(market.fake.queries(), vec![market.usage(id)]);
+}
+
+#[tokio::test]
+async fn the_owner_never_asks_the_chain() {
+    let market = Market::open(&[("AMO_CHAIN_CACHE_SECS", "0")]).await;
+    // Any query would fail the download: the owner's must not make one.
+    market.fake.answer(Answer::Garbage);
+
+    let (_, proof) = market.download_proof(&market.owner, &market.id).await;
+    market.downloads_v1(&proof).await;
+    assert_eq!(
+        market.app.fetch_v2(&market.owner, &market.id).await,
+        market.data
+    );
+    assert!(market.fake.queries().is_empty());
+}
+
+#[tokio::test]
+async fn a_grant_is_remembered_by_each_replica_for_its_ttl() {
+    let market = Market::open(&[]).await;
+    let (first, buyer, id) = (&market.app, &market.buyer, &market.id);
+    let second = spawn_with(first.settings.clone()).await;
+    let other = store_parcel(first, &market.owner, &random_body(91)).await;
+    market.sell();
+
+    let (_, proof) = market.download_proof(buyer, id).await;
+    market.downloads_v1(&proof).await;
+    assert_eq!(first.fetch_v2(buyer, id).await, market.data);
+    assert_eq!(
+        market.fake.queries().len(),
+        1,
+        "the second download used the cache"
+    );
+
+    // The grant names one parcel: another one is asked about, and refused.
+    let (_, proof) = market.download_proof(buyer, &other).await;
+    expect_error(
+        first.download_v1(Some(&proof), &other).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    // Each replica has its own cache.
+    assert_eq!(second.fetch_v2(buyer, id).await, market.data);
+    assert_eq!(
+        market.fake.queries(),
+        vec![market.usage(id), market.usage(&other), market.usage(id)]
+    );
+}
+
+#[tokio::test]
+async fn the_buyer_can_be_named_recipient_in_the_query() {
+    let market = Market::open(&[("AMO_CHAIN_USAGE_KEY", "recipient")]).await;
+    market.sell();
+
+    let (_, proof) = market.download_proof(&market.buyer, &market.id).await;
+    market.downloads_v1(&proof).await;
+    assert_eq!(
+        market.fake.queries(),
+        vec![Query::usage("recipient", &market.buyer.address, &market.id)]
+    );
+}
