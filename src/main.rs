@@ -26,8 +26,30 @@ enum Command {
     Openapi,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// glibc raises its mmap threshold each time a large block is freed, up to
+/// 32 MiB, after which the 8 MiB part buffers come from the heap and are not
+/// given back: peak RSS then grows with parcel size and concurrency. A fixed
+/// threshold keeps every part buffer in its own mapping, returned on free.
+/// Measured by benches/streaming.rs: 1 GiB parcel 76 → 20 MiB, 8 concurrent
+/// 128 MiB uploads 253 → 143 MiB.
+fn keep_large_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+fn main() -> ExitCode {
+    keep_large_buffers_out_of_the_heap();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+        .block_on(run())
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         println!("{}", app::openapi_spec());
