@@ -18,6 +18,7 @@ use aws_sdk_s3::{
     types::{CompletedMultipartUpload, CompletedPart},
 };
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{BodyStream, PutOutcome, StoredParcel};
@@ -219,7 +220,16 @@ impl S3Store {
                 Err(err) => Err(std::io::Error::other(err)),
             }
         });
-        Ok(Some(Box::pin(stream)))
+        // Hand hyper fewer, larger writes: merge the chunks already received
+        // (S3 answers in small reads), at most 64 of them at a time.
+        let merged = stream.ready_chunks(64).map(|chunks| {
+            let chunks = chunks.into_iter().collect::<Result<Vec<Bytes>, _>>()?;
+            Ok(match chunks.len() {
+                1 => chunks.into_iter().next().unwrap_or_default(),
+                _ => Bytes::from(chunks.concat()),
+            })
+        });
+        Ok(Some(Box::pin(merged)))
     }
 
     /// Starts a multipart upload of a parcel. Nothing is visible until
