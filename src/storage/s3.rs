@@ -135,6 +135,28 @@ impl S3Store {
         }
     }
 
+    /// `GetObject` of a parcel (or a range of it); `None` when it does not
+    /// exist.
+    async fn get_object(
+        &self,
+        id: &ParcelId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, Error> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .set_range(range.map(|(first, last)| format!("bytes={first}-{last}")))
+            .send()
+            .await;
+        match answer {
+            Ok(object) => Ok(Some(object)),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
     /// A parcel with its whole body, if it exists. The body is read only if
     /// `wanted` accepts the parcel (for example, the caller owns it).
     pub async fn get_whole(
@@ -142,17 +164,8 @@ impl S3Store {
         id: &ParcelId,
         wanted: impl AsyncFnOnce(&StoredParcel) -> Result<(), Error>,
     ) -> Result<Option<(StoredParcel, Bytes)>, Error> {
-        let answer = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(id))
-            .send()
-            .await;
-        let object = match answer {
-            Ok(object) => object,
-            Err(err) if status_of(&err) == Some(404) => return Ok(None),
-            Err(err) => return Err(Error::parcel_store(describe(&err))),
+        let Some(object) = self.get_object(id, None).await? else {
+            return Ok(None);
         };
         let parcel = stored_parcel(id, object.metadata(), object.content_length())?;
         wanted(&parcel).await?;
@@ -200,18 +213,8 @@ impl S3Store {
         id: &ParcelId,
         range: Option<(u64, u64)>,
     ) -> Result<Option<BodyStream>, Error> {
-        let answer = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(id))
-            .set_range(range.map(|(first, last)| format!("bytes={first}-{last}")))
-            .send()
-            .await;
-        let object = match answer {
-            Ok(object) => object,
-            Err(err) if status_of(&err) == Some(404) => return Ok(None),
-            Err(err) => return Err(Error::parcel_store(describe(&err))),
+        let Some(object) = self.get_object(id, range).await? else {
+            return Ok(None);
         };
         let stream = futures_util::stream::try_unfold(object.body, |mut body| async move {
             match body.try_next().await {
