@@ -249,6 +249,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A token to upload exactly `data` (it declares its SHA-256), and the
+    /// account's proof over it.
+    pub async fn upload_token(&self, account: &Account, data: &[u8]) -> (String, Proof) {
+        let token = self
+            .token(
+                &account.address,
+                json!({"name": "upload", "hash": sha256_upper(data)}),
+            )
+            .await;
+        let proof = account.prove(&token);
+        (token, proof)
+    }
+
     /// `GET` any path.
     pub async fn get(&self, path: &str) -> Response {
         self.http

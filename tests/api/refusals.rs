@@ -245,13 +245,7 @@ async fn a_body_that_does_not_match_the_declared_hash_is_refused_and_the_token_s
     let app = spawn_app().await;
     let owner = Account::new();
     let declared = random_body(50);
-    let token = app
-        .token(
-            &owner.address,
-            json!({"name": "upload", "hash": sha256_upper(&declared)}),
-        )
-        .await;
-    let proof = owner.prove(&token);
+    let (_, proof) = app.upload_token(&owner, &declared).await;
     let other = v1_body(&owner.address, json!({}), &random_body(50));
     let code = expect_error(
         app.upload_v1(Some(&proof), &other).await,

@@ -18,13 +18,7 @@ async fn a_hash_mismatch_leaves_nothing_and_keeps_the_token() {
     let app = spawn_small_parts().await;
     let owner = Account::new();
     let declared = random_body(2 * PART + 3);
-    let token = app
-        .token(
-            &owner.address,
-            json!({"name": "upload", "hash": sha256_upper(&declared)}),
-        )
-        .await;
-    let proof = owner.prove(&token);
+    let (token, proof) = app.upload_token(&owner, &declared).await;
     let mut other = declared.clone();
     *other.last_mut().unwrap() ^= 1;
     let code = expect_error(
@@ -48,13 +42,7 @@ async fn a_client_that_disconnects_mid_body_leaves_nothing_and_keeps_the_token()
     let app = spawn_small_parts().await;
     let owner = Account::new();
     let data = random_body(3 * PART);
-    let token = app
-        .token(
-            &owner.address,
-            json!({"name": "upload", "hash": sha256_upper(&data)}),
-        )
-        .await;
-    let proof = owner.prove(&token);
+    let (token, proof) = app.upload_token(&owner, &data).await;
 
     let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
@@ -97,13 +85,7 @@ async fn an_s3_failure_mid_upload_leaves_nothing_and_keeps_the_token() {
     let app = spawn_small_parts().await;
     let owner = Account::new();
     let data = random_body(4 * PART);
-    let token = app
-        .token(
-            &owner.address,
-            json!({"name": "upload", "hash": sha256_upper(&data)}),
-        )
-        .await;
-    let proof = owner.prove(&token);
+    let (token, proof) = app.upload_token(&owner, &data).await;
 
     // The body arrives through a channel, so the test decides when.
     let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
