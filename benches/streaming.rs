@@ -15,9 +15,9 @@ use std::{
 };
 
 use amo_storage::{
-    config::Settings,
+    config::{Settings, StoreBackend},
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex, StorageId},
-    storage::S3Store,
+    storage::{ParcelStore, S3Store},
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, TryStreamExt, future::join_all, stream};
@@ -231,7 +231,7 @@ impl Direct {
         let metadata = ParcelMetadata::for_owner(None, &self.owner, 8192).unwrap();
         let mut upload = self
             .store
-            .start_multipart(&id, &self.owner, &metadata)
+            .start_upload(&id, &self.owner, &metadata)
             .await
             .unwrap();
         let mut buffer = BytesMut::with_capacity(self.part_size);
@@ -287,12 +287,15 @@ async fn main() {
     let rounds = env_number("AMO_BENCH_ROUNDS", 2).max(1);
     let run = uuid::Uuid::new_v4();
     let service_prefix = format!("bench-{run}/service/");
-    let mut direct_s3 = settings.s3.clone();
+    let StoreBackend::S3(s3) = &settings.store else {
+        panic!("the benchmark compares with S3: set AMO_S3_ENDPOINT (deploy/local/bench.sh does)");
+    };
+    let mut direct_s3 = s3.clone();
     direct_s3.prefix = format!("bench-{run}/direct/");
     let direct_store = S3Store::new(&direct_s3);
     let service_store = S3Store::new(&amo_storage::storage::S3Config {
         prefix: service_prefix.clone(),
-        ..settings.s3.clone()
+        ..s3.clone()
     });
 
     let service = Service::start(&service_prefix);

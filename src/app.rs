@@ -1,7 +1,7 @@
 //! Builds the service from its settings: state, routes, the OpenAPI spec,
 //! and the server loop.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use poem::{
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
@@ -13,44 +13,83 @@ use poem_openapi::OpenApiService;
 
 use crate::{
     api::{
-        auth::AuthApi, body::V1BodyLimit, health::HealthApi, parcels_v1::ParcelsV1Api,
+        auth::AuthApi,
+        body::V1BodyLimit,
+        health::{Draining, HealthApi},
+        parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
     },
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
     chain::Chain,
-    config::Settings,
+    config::{Settings, StateBackend, StoreBackend},
     error::ErrorBody,
     parcels::{Limits, Parcels},
-    redis_state::Redis,
-    storage::S3Store,
+    state::{MemoryState, RedisState, Shared},
+    storage::{DirStore, S3Store, Store},
 };
 
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api/openapi.json";
 
-/// How long in-flight requests may run after a shutdown signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 type Apis = (AuthApi, ParcelsV1Api, ParcelsV2Api, HealthApi);
+
+/// The backends of a replica: the state it shares with other replicas, and
+/// its parcel store.
+#[derive(Clone)]
+pub struct Backends {
+    /// Tokens, write locks and limits.
+    pub state: Shared,
+    /// Parcels.
+    pub store: Store,
+}
+
+impl Backends {
+    /// The backends `settings` name. Contacts nothing; opens the data
+    /// directory of the embedded store (and cleans up its unfinished
+    /// uploads).
+    pub fn from_settings(settings: &Settings) -> io::Result<Self> {
+        let state: Shared = match &settings.state {
+            StateBackend::Redis(topology) => Arc::new(RedisState::new(topology.clone())),
+            StateBackend::Embedded => Arc::new(MemoryState::new()),
+        };
+        let store: Store = match &settings.store {
+            StoreBackend::S3(config) => Arc::new(S3Store::new(config)),
+            StoreBackend::Directory(dir) => Arc::new(DirStore::open(dir).map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("data directory {}: {err}", dir.display()),
+                )
+            })?),
+        };
+        if matches!(settings.state, StateBackend::Embedded) {
+            tracing::warn!(
+                "embedded mode: tokens are kept in this process (AMO_REDIS_URL is unset), so \
+                 this replica must be the only one; set AMO_REDIS_URL to run several"
+            );
+        }
+        if let StoreBackend::Directory(dir) = &settings.store {
+            tracing::info!(dir = %dir.display(), "parcels are kept in a local directory (AMO_S3_ENDPOINT is unset)");
+        }
+        Ok(Self { state, store })
+    }
+}
 
 /// The shared parts every API is built on.
 struct State {
     authorizer: Authorizer,
     parcels: Parcels,
+    draining: Draining,
 }
 
 impl State {
-    fn new(settings: &Settings) -> Self {
+    fn new(settings: &Settings, backends: &Backends, draining: Draining) -> Self {
         let codec = TokenCodec::new(
             settings.jwt_secret.expose(),
             &settings.jwt_issuer,
             settings.storage_id,
             settings.token_ttl,
         );
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .expect("the Redis URL was checked when the settings were loaded");
-        let redis = Redis::new(client);
-        let authorizer = Authorizer::new(codec, TokenStore::new(redis.clone()));
+        let authorizer = Authorizer::new(codec, TokenStore::new(backends.state.clone()));
         let limits = Limits {
             metadata_max_bytes: settings.metadata_max_bytes,
             whole_body_max_bytes: settings.v1_max_data_bytes,
@@ -61,8 +100,8 @@ impl State {
             Chain::new(config).expect("the chain client was built when the settings were loaded")
         });
         let parcels = Parcels::new(
-            S3Store::new(&settings.s3),
-            redis,
+            backends.store.clone(),
+            backends.state.clone(),
             chain,
             settings.storage_id,
             limits,
@@ -70,6 +109,7 @@ impl State {
         Self {
             authorizer,
             parcels,
+            draining,
         }
     }
 
@@ -78,7 +118,11 @@ impl State {
             AuthApi::new(self.authorizer.clone()),
             ParcelsV1Api::new(self.authorizer.clone(), self.parcels.clone()),
             ParcelsV2Api::new(self.authorizer.clone(), self.parcels.clone()),
-            HealthApi::new(self.authorizer.clone(), self.parcels.store().clone()),
+            HealthApi::new(
+                self.authorizer.store().state().clone(),
+                self.parcels.store().clone(),
+                self.draining.clone(),
+            ),
         )
     }
 }
@@ -94,7 +138,18 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document the code describes, as pretty JSON. Contacts nothing.
 pub fn openapi_spec() -> String {
-    service(State::new(&Settings::offline()).apis()).spec()
+    let backends = Backends {
+        state: Arc::new(MemoryState::new()),
+        store: Arc::new(S3Store::new(&crate::storage::S3Config {
+            endpoint: "http://127.0.0.1:1".into(),
+            region: "us-east-1".into(),
+            bucket: "amo".into(),
+            prefix: String::new(),
+            access_key: String::new(),
+            secret_key: String::new(),
+        })),
+    };
+    service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec()
 }
 
 /// The most bytes a v1 upload body may have: the hex data, plus room for the
@@ -107,9 +162,13 @@ fn v1_body_limit(settings: &Settings) -> u64 {
         .saturating_add(64 * 1024)
 }
 
-/// The whole HTTP application for `settings`.
-pub fn endpoint(settings: &Settings) -> impl Endpoint + 'static {
-    let service = service(State::new(settings).apis());
+/// The whole HTTP application for `settings` on `backends`.
+pub fn endpoint(
+    settings: &Settings,
+    backends: &Backends,
+    draining: Draining,
+) -> impl Endpoint + 'static {
+    let service = service(State::new(settings, backends, draining).apis());
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -167,11 +226,21 @@ pub struct App {
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
     settings: Settings,
+    backends: Backends,
+    draining: Draining,
 }
 
 impl App {
-    /// Binds `addr` (port 0 picks a free port) for `settings`.
+    /// Binds `addr` (port 0 picks a free port) for `settings`, with the
+    /// backends they name.
     pub async fn bind(settings: Settings, addr: &str) -> io::Result<Self> {
+        let backends = Backends::from_settings(&settings)?;
+        Self::bind_with(settings, backends, addr).await
+    }
+
+    /// Binds `addr` for `settings`, on `backends` (which replicas in one
+    /// process may share).
+    pub async fn bind_with(settings: Settings, backends: Backends, addr: &str) -> io::Result<Self> {
         let acceptor = TcpListener::bind(addr.to_owned()).into_acceptor().await?;
         let local_addr = acceptor
             .local_addr()
@@ -182,7 +251,14 @@ impl App {
             acceptor,
             local_addr,
             settings,
+            backends,
+            draining: Draining::default(),
         })
+    }
+
+    /// The backends it serves from.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
     /// The address it listens on.
@@ -190,12 +266,18 @@ impl App {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish
-    /// for up to [`DRAIN_TIMEOUT`].
+    /// Serves until `shutdown` completes; then refuses new connections,
+    /// answers 503 on `/readyz`, and lets in-flight requests finish for up
+    /// to the drain timeout (`AMO_DRAIN_TIMEOUT_SECS`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let endpoint = endpoint(&self.settings).into_endpoint();
+        let draining = self.draining.clone();
+        let endpoint = endpoint(&self.settings, &self.backends, self.draining).into_endpoint();
+        let shutdown = async move {
+            shutdown.await;
+            draining.start();
+        };
         Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(DRAIN_TIMEOUT))
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.drain_timeout))
             .await
     }
 }

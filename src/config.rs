@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::{
     chain::{Chain, ChainConfig, UsageKey},
     domain::StorageId,
+    state::RedisTopology,
     storage::S3Config,
 };
 
@@ -40,6 +41,7 @@ struct RawSettings {
     chain_usage_key: Option<String>,
     chain_timeout_ms: Option<u64>,
     chain_cache_secs: Option<u64>,
+    drain_timeout_secs: Option<u64>,
     log: Option<String>,
 }
 
@@ -64,6 +66,7 @@ const VARIABLES: &[&str] = &[
     "CHAIN_USAGE_KEY",
     "CHAIN_TIMEOUT_MS",
     "CHAIN_CACHE_SECS",
+    "DRAIN_TIMEOUT_SECS",
     "LOG",
 ];
 
@@ -79,6 +82,8 @@ const DEFAULT_PART_SIZE: usize = 8 << 20;
 const DEFAULT_CHAIN_TIMEOUT_MS: u64 = 3_000;
 /// The longest timeout of a blockchain query: a download waits for it.
 const MAX_CHAIN_TIMEOUT_MS: u64 = 60_000;
+/// How long in-flight requests may run after a shutdown signal, by default.
+const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
 /// How long a blockchain grant is remembered by default, in seconds.
 const DEFAULT_CHAIN_CACHE_SECS: u64 = 30;
 
@@ -104,15 +109,31 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where the shared state (tokens, locks, limits) is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// Redis or a Redis Cluster (`AMO_REDIS_URL` set): any number of replicas.
+    Redis(RedisTopology),
+    /// In this process (`AMO_REDIS_URL` unset): one replica only.
+    Embedded,
+}
+
+/// Where parcels are kept.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// An S3 bucket (`AMO_S3_ENDPOINT` set).
+    S3(S3Config),
+    /// Files under this directory (`AMO_S3_ENDPOINT` unset; `AMO_DATA_DIR`).
+    Directory(PathBuf),
+}
+
 /// The validated settings of one replica.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Redis URL for the token store.
-    pub redis_url: String,
-    /// The S3 bucket and its credentials.
-    pub s3: S3Config,
-    /// The embedded store's directory (reserved for the embedded mode).
-    pub data_dir: PathBuf,
+    /// Where tokens, write locks and rate counters are kept.
+    pub state: StateBackend,
+    /// Where parcels are kept.
+    pub store: StoreBackend,
     /// HS256 secret shared by all replicas.
     pub jwt_secret: Secret,
     /// The `iss` of tokens.
@@ -132,6 +153,8 @@ pub struct Settings {
     /// The AMO blockchain node asked about grants; `None`: only owners
     /// download.
     pub chain: Option<ChainConfig>,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub drain_timeout: Duration,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
 }
@@ -148,16 +171,8 @@ impl Settings {
     /// as printing the OpenAPI spec).
     pub fn offline() -> Self {
         Self {
-            redis_url: "redis://127.0.0.1:1".into(),
-            s3: S3Config {
-                endpoint: "http://127.0.0.1:1".into(),
-                region: "us-east-1".into(),
-                bucket: "amo".into(),
-                prefix: String::new(),
-                access_key: String::new(),
-                secret_key: String::new(),
-            },
-            data_dir: "./data".into(),
+            state: StateBackend::Embedded,
+            store: StoreBackend::Directory(std::env::temp_dir().join("amo-storage-offline")),
             jwt_secret: Secret("offline-settings-never-serve-requests".into()),
             jwt_issuer: "amo-storage-service".into(),
             storage_id: StorageId(1),
@@ -167,6 +182,7 @@ impl Settings {
             max_parcel_bytes: S3_MAX_OBJECT_BYTES,
             s3_part_size_bytes: DEFAULT_PART_SIZE,
             chain: None,
+            drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
             log: "info".into(),
         }
     }
@@ -271,51 +287,42 @@ impl RawSettings {
         number(&mut self.s3_part_size_bytes, env, "S3_PART_SIZE_BYTES")?;
         number(&mut self.chain_timeout_ms, env, "CHAIN_TIMEOUT_MS")?;
         number(&mut self.chain_cache_secs, env, "CHAIN_CACHE_SECS")?;
+        number(&mut self.drain_timeout_secs, env, "DRAIN_TIMEOUT_SECS")?;
         Ok(())
     }
 
     fn validate(self) -> Result<Settings, ConfigError> {
-        let redis_url = self
-            .redis_url
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| {
-                ConfigError(
-                    "AMO_REDIS_URL is not set; this version needs Redis for its tokens \
-                 (e.g. redis://127.0.0.1:6379)"
-                        .into(),
-                )
-            })?;
-        redis::Client::open(redis_url.as_str())
-            .map_err(|err| ConfigError(format!("AMO_REDIS_URL is not a valid Redis URL: {err}")))?;
-        let endpoint = self
-            .s3_endpoint
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| {
-                ConfigError(
-                "AMO_S3_ENDPOINT is not set; this version needs an S3 endpoint such as Ceph RGW"
-                    .into(),
-            )
-            })?;
-        http_url("AMO_S3_ENDPOINT", &endpoint)?;
-        let key_file = self.key_file.unwrap_or_else(|| "key.json".into());
-        let keys: KeyFile = std::fs::read_to_string(&key_file)
-            .map_err(|err| {
-                ConfigError(format!(
-                    "cannot read key file {}: {err}",
-                    key_file.display()
-                ))
-            })
-            .and_then(|text| {
-                serde_json::from_str(&text).map_err(|err| {
-                    ConfigError(format!(
-                        "key file {} must be JSON with \"access_key\" and \"secret_key\": {err}",
-                        key_file.display()
-                    ))
+        let state = match self.redis_url.filter(|url| !url.trim().is_empty()) {
+            Some(url) => StateBackend::Redis(
+                RedisTopology::parse(&url)
+                    .map_err(|err| ConfigError(format!("AMO_REDIS_URL: {err}")))?,
+            ),
+            None => StateBackend::Embedded,
+        };
+        let store = match self.s3_endpoint.filter(|url| !url.trim().is_empty()) {
+            Some(endpoint) => {
+                http_url("AMO_S3_ENDPOINT", &endpoint)?;
+                let keys = read_key_file(self.key_file.unwrap_or_else(|| "key.json".into()))?;
+                StoreBackend::S3(S3Config {
+                    endpoint,
+                    region: self.s3_region.unwrap_or_else(|| "us-east-1".into()),
+                    bucket: self.s3_bucket.unwrap_or_else(|| "amo".into()),
+                    prefix: self.s3_prefix.unwrap_or_default(),
+                    access_key: keys.access_key,
+                    secret_key: keys.secret_key,
                 })
-            })?;
-        let jwt_secret = self.jwt_secret.ok_or_else(|| {
-            ConfigError("AMO_JWT_SECRET is not set; all replicas must share one secret".into())
-        })?;
+            }
+            None => StoreBackend::Directory(self.data_dir.unwrap_or_else(|| "./data".into())),
+        };
+        let jwt_secret = match (self.jwt_secret, &state) {
+            (Some(secret), _) => secret,
+            (None, StateBackend::Embedded) => random_secret(),
+            (None, StateBackend::Redis(_)) => {
+                return Err(ConfigError(
+                    "AMO_JWT_SECRET is not set; all replicas must share one secret".into(),
+                ));
+            }
+        };
         if jwt_secret.len() < 32 {
             return Err(ConfigError(format!(
                 "AMO_JWT_SECRET is {} bytes; it must be at least 32",
@@ -339,16 +346,8 @@ impl RawSettings {
             self.chain_cache_secs,
         )?;
         Ok(Settings {
-            redis_url,
-            s3: S3Config {
-                endpoint,
-                region: self.s3_region.unwrap_or_else(|| "us-east-1".into()),
-                bucket: self.s3_bucket.unwrap_or_else(|| "amo".into()),
-                prefix: self.s3_prefix.unwrap_or_default(),
-                access_key: keys.access_key,
-                secret_key: keys.secret_key,
-            },
-            data_dir: self.data_dir.unwrap_or_else(|| "./data".into()),
+            state,
+            store,
             jwt_secret: Secret(jwt_secret),
             jwt_issuer: self
                 .jwt_issuer
@@ -360,9 +359,35 @@ impl RawSettings {
             max_parcel_bytes: self.max_parcel_bytes.unwrap_or(S3_MAX_OBJECT_BYTES),
             s3_part_size_bytes,
             chain,
+            drain_timeout: Duration::from_secs(
+                self.drain_timeout_secs
+                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
+            ),
             log: self.log.unwrap_or_else(|| "info".into()),
         })
     }
+}
+
+/// Reads the S3 credentials of `key.json`.
+fn read_key_file(path: PathBuf) -> Result<KeyFile, ConfigError> {
+    let text = std::fs::read_to_string(&path)
+        .map_err(|err| ConfigError(format!("cannot read key file {}: {err}", path.display())))?;
+    serde_json::from_str(&text).map_err(|err| {
+        ConfigError(format!(
+            "key file {} must be JSON with \"access_key\" and \"secret_key\": {err}",
+            path.display()
+        ))
+    })
+}
+
+/// A JWT secret for one embedded replica: 244 random bits from two v4
+/// UUIDs (the operating system's generator), as 64 hex digits.
+fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// The blockchain settings: `None` when no RPC endpoint is set (an empty
@@ -450,17 +475,62 @@ mod tests {
         vars
     }
 
+    fn s3_of(settings: &Settings) -> &S3Config {
+        match &settings.store {
+            StoreBackend::S3(s3) => s3,
+            StoreBackend::Directory(dir) => panic!("expected S3, got the directory {dir:?}"),
+        }
+    }
+
+    #[test]
+    fn without_redis_and_s3_the_replica_is_embedded_with_its_own_secret() {
+        let only = |vars: &[(&str, &str)]| {
+            Settings::load_from(
+                None,
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let (settings, warnings) = only(&[("AMO_DATA_DIR", "/srv/amo")]).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(settings.state, StateBackend::Embedded);
+        assert!(
+            matches!(&settings.store, StoreBackend::Directory(dir) if dir == Path::new("/srv/amo"))
+        );
+        let (other, _) = only(&[]).unwrap();
+        assert_ne!(settings.jwt_secret.expose(), other.jwt_secret.expose());
+        assert!(settings.jwt_secret.expose().len() >= 32);
+        let err = only(&[("AMO_REDIS_URL", "redis://127.0.0.1:6379")]).unwrap_err();
+        assert!(err.to_string().contains("AMO_JWT_SECRET"), "{err}");
+        let (cluster, _) = only(&[
+            (
+                "AMO_REDIS_URL",
+                "redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+            ),
+            ("AMO_JWT_SECRET", &"s".repeat(32)),
+        ])
+        .unwrap();
+        assert!(matches!(
+            cluster.state,
+            StateBackend::Redis(RedisTopology::Cluster(nodes)) if nodes.len() == 2
+        ));
+    }
+
     #[test]
     fn defaults_are_those_of_the_design() {
         let key = key_file();
         let (settings, warnings) = Settings::load_from(None, env(&key.0, &[])).unwrap();
         assert!(warnings.is_empty());
-        assert_eq!(settings.s3.bucket, "amo");
-        assert_eq!(settings.s3.region, "us-east-1");
+        let s3 = s3_of(&settings);
+        assert_eq!(s3.bucket, "amo");
+        assert_eq!(s3.region, "us-east-1");
         assert_eq!(settings.storage_id, StorageId(1));
         assert_eq!(settings.token_ttl, Duration::from_secs(300));
         assert_eq!(settings.jwt_issuer, "amo-storage-service");
-        assert_eq!(settings.s3.access_key, "ak");
+        assert_eq!(s3.access_key, "ak");
+        assert_eq!(
+            settings.state,
+            StateBackend::Redis(RedisTopology::Single("redis://127.0.0.1:6379".into()))
+        );
         assert!(!format!("{settings:?}").contains(&"x".repeat(32)));
         assert!(settings.chain.is_none(), "no RPC: only owners download");
     }
@@ -537,7 +607,7 @@ mod tests {
             env(&key.0, &[("AMO_STORAGE_ID", "9"), ("AMO_S3_BUCKT", "typo")]),
         )
         .unwrap();
-        assert_eq!(settings.s3.bucket, "from-file");
+        assert_eq!(s3_of(&settings).bucket, "from-file");
         assert_eq!(settings.storage_id, StorageId(9));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("AMO_S3_BUCKT"));

@@ -1,11 +1,17 @@
 //! `GET /healthz` (liveness) and `GET /readyz` (readiness).
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{auth::Authorizer, error::ErrorBody, storage::S3Store};
+use crate::{error::ErrorBody, state::Shared, storage::Store};
 
 /// How long a readiness probe waits for each backend.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,16 +42,37 @@ pub enum ReadinessResponse {
     NotReady(Json<ErrorBody>),
 }
 
+/// Set once the replica shuts down: from then on it is not ready.
+#[derive(Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// The replica shuts down.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it does.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// The health endpoints.
 pub struct HealthApi {
-    authorizer: Authorizer,
-    store: S3Store,
+    state: Shared,
+    store: Store,
+    draining: Draining,
 }
 
 impl HealthApi {
-    /// Health over the token store and the parcel store.
-    pub fn new(authorizer: Authorizer, store: S3Store) -> Self {
-        Self { authorizer, store }
+    /// Health over the shared state and the parcel store.
+    pub fn new(state: Shared, store: Store, draining: Draining) -> Self {
+        Self {
+            state,
+            store,
+            draining,
+        }
     }
 }
 
@@ -77,15 +104,22 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// Answers 200 when Redis answers PING and the S3 bucket answers
-    /// HeadBucket, 503 with the reason otherwise.
+    /// Answers 200 when the shared state (Redis) answers PING and the
+    /// parcel store (the S3 bucket) answers, 503 with the reason otherwise,
+    /// and 503 from the moment the replica begins to shut down.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadinessResponse {
-        let (redis, s3) = tokio::join!(
-            probe("redis", self.authorizer.store().redis().ping()),
-            probe("s3", self.store.check())
+        if self.draining.is_draining() {
+            return ReadinessResponse::NotReady(ErrorBody::new(
+                "shutting down: finishing the requests in flight",
+                "not_ready",
+            ));
+        }
+        let (state, store) = tokio::join!(
+            probe(self.state.kind(), self.state.ping()),
+            probe(self.store.kind(), self.store.check())
         );
-        let problems: Vec<String> = redis.into_iter().chain(s3).collect();
+        let problems: Vec<String> = state.into_iter().chain(store).collect();
         if problems.is_empty() {
             ReadinessResponse::Ready(Json(HealthStatus {
                 status: "ok".into(),

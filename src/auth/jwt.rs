@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     domain::{Address, StorageId},
     error::Error,
-    redis_state::unix_now,
+    state::unix_now,
 };
 
 /// The claims of a token.

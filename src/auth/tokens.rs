@@ -1,4 +1,4 @@
-//! The one-use record of every token, in Redis (DESIGN §3).
+//! The one-use record of every token, in the shared state (DESIGN §3).
 //!
 //! Key layout (part of the contract between versions):
 //! `amo:token:{<jti>}` holds `issued` from issue until first use, with the
@@ -9,11 +9,9 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
-
 use crate::{
     error::Error,
-    redis_state::{Lease, Redis, TakeOutcome},
+    state::{ISSUED, Lease, Shared, TakeOutcome},
 };
 
 /// The Redis key of a token's record.
@@ -24,40 +22,33 @@ pub fn token_key(jti: &str) -> String {
 /// The shared token store.
 #[derive(Clone)]
 pub struct TokenStore {
-    redis: Redis,
+    state: Shared,
 }
 
 impl TokenStore {
-    /// A store on `redis`.
-    pub fn new(redis: Redis) -> Self {
-        Self { redis }
+    /// A store on `state`.
+    pub fn new(state: Shared) -> Self {
+        Self { state }
     }
 
-    /// The Redis handle, for readiness checks.
-    pub fn redis(&self) -> &Redis {
-        &self.redis
+    /// The shared state, for readiness checks.
+    pub fn state(&self) -> &Shared {
+        &self.state
     }
 
     /// Records a new token's `jti` for `ttl`.
     pub async fn issue(&self, jti: &str, ttl: Duration) -> Result<(), Error> {
-        let mut conn = self.redis.connection().await?;
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
-        let set: Option<String> = conn
-            .set_options(token_key(jti), "issued", options)
-            .await
-            .map_err(Error::token_store)?;
-        match set {
-            Some(_) => Ok(()),
-            None => Err(Error::Internal(format!("jti {jti} already recorded"))),
+        if self.state.set_new(&token_key(jti), ISSUED, ttl).await? {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!("jti {jti} already recorded")))
         }
     }
 
     /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
     /// Of concurrent claims on any replicas, at most one succeeds.
     pub async fn claim(&self, jti: &str, exp: u64) -> Result<TokenClaim, Error> {
-        match self.redis.take_issued(token_key(jti), exp).await? {
+        match Lease::take_issued(&self.state, token_key(jti), exp).await? {
             Ok(lease) => Ok(TokenClaim(lease)),
             Err(TakeOutcome::Held) => Err(Error::TokenInUse),
             Err(TakeOutcome::Absent) => Err(Error::unauthenticated(

@@ -14,8 +14,8 @@ mod upload;
 
 pub use upload::lock_key;
 
-use bytes::Bytes;
-use futures_util::Stream;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, TryStreamExt};
 use serde_json::Value;
 
 use self::upload::NewParcel;
@@ -24,8 +24,8 @@ use crate::{
     chain::Chain,
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId},
     error::Error,
-    redis_state::Redis,
-    storage::{BodyStream, PutOutcome, S3Store, StoredParcel},
+    state::Shared,
+    storage::{BodyStream, PutOutcome, Store, StoredParcel},
 };
 
 /// Limits on what clients may store.
@@ -57,27 +57,27 @@ pub struct Download {
 /// The parcel operations.
 #[derive(Clone)]
 pub struct Parcels {
-    store: S3Store,
-    redis: Redis,
+    store: Store,
+    state: Shared,
     chain: Option<Chain>,
     storage_id: StorageId,
     limits: Limits,
 }
 
 impl Parcels {
-    /// Parcel operations on `store` for the storage `storage_id`; `redis`
+    /// Parcel operations on `store` for the storage `storage_id`; `state`
     /// holds the write locks; `chain`, when there is one, grants downloads
     /// to accounts other than the owner.
     pub fn new(
-        store: S3Store,
-        redis: Redis,
+        store: Store,
+        state: Shared,
         chain: Option<Chain>,
         storage_id: StorageId,
         limits: Limits,
     ) -> Self {
         Self {
             store,
-            redis,
+            state,
             chain,
             storage_id,
             limits,
@@ -85,7 +85,7 @@ impl Parcels {
     }
 
     /// The underlying store.
-    pub fn store(&self) -> &S3Store {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -184,22 +184,34 @@ impl Parcels {
         id: &ParcelId,
     ) -> Result<(StoredParcel, Bytes), Error> {
         let limit = self.limits.whole_body_max_bytes;
-        let caller = auth.caller();
-        let outcome = self
-            .store
-            .get_whole(id, async |parcel| {
-                self.may_download(id, parcel, caller).await?;
-                if parcel.size > limit {
-                    return Err(Error::TooLarge(format!(
-                        "parcel {id} is {} bytes; this API returns at most {limit}: \
-                         use GET /api/v2/parcels/{id}",
-                        parcel.size
-                    )));
-                }
-                Ok(())
-            })
-            .await
-            .and_then(|found| found.ok_or_else(|| Error::NotFound(id.clone())));
+        let outcome = async {
+            let parcel = self.inspect(id).await?;
+            self.may_download(id, &parcel, auth.caller()).await?;
+            if parcel.size > limit {
+                return Err(Error::TooLarge(format!(
+                    "parcel {id} is {} bytes; this API returns at most {limit}: \
+                     use GET /api/v2/parcels/{id}",
+                    parcel.size
+                )));
+            }
+            let body = self
+                .store
+                .get_stream(id, None)
+                .await?
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            let body = body
+                .try_fold(
+                    BytesMut::with_capacity(parcel.size as usize),
+                    async |mut whole, chunk| {
+                        whole.extend_from_slice(&chunk);
+                        Ok(whole)
+                    },
+                )
+                .await
+                .map_err(|err| Error::parcel_store(format!("reading {id}: {err}")))?;
+            Ok((parcel, body.freeze()))
+        }
+        .await;
         auth.settle(outcome).await
     }
 

@@ -5,7 +5,7 @@
 //! `If-None-Match: *` after the check; a larger one goes up as a multipart
 //! upload that is completed only after the check and aborted otherwise.
 //! Ceph ignores `If-None-Match` on `CompleteMultipartUpload`, so every write
-//! holds a per-parcel lock in Redis (`amo:lock:{<parcel id>}`) and looks for
+//! holds a per-parcel lock in the shared state (`amo:lock:{<parcel id>}`) and looks for
 //! an existing parcel under it.
 
 use bytes::{Bytes, BytesMut};
@@ -16,14 +16,14 @@ use super::Parcels;
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::Error,
-    redis_state::Lease,
-    storage::{MultipartUpload, PutOutcome, StoredParcel},
+    state::Lease,
+    storage::{PartUpload, PutOutcome, StoredParcel},
 };
 
 /// S3 allows at most this many parts in one upload.
 const MAX_PARTS: u64 = 10_000;
 
-/// The Redis key of a parcel's write lock.
+/// The shared-state key of a parcel's write lock.
 pub fn lock_key(id: &ParcelId) -> String {
     format!("amo:lock:{{{id}}}")
 }
@@ -95,7 +95,7 @@ impl Parcels {
         let mut received: u64 = 0;
         let mut buffer =
             BytesMut::with_capacity(part_size.min(length.unwrap_or(u64::MAX) as usize));
-        let mut multipart: Option<MultipartUpload> = None;
+        let mut multipart: Option<Box<dyn PartUpload>> = None;
         while let Some(chunk) = body
             .try_next()
             .await
@@ -114,7 +114,7 @@ impl Parcels {
                     Some(upload) => upload,
                     None => multipart.insert(
                         self.store
-                            .start_multipart(parcel.id, parcel.owner, parcel.metadata)
+                            .start_upload(parcel.id, parcel.owner, parcel.metadata)
                             .await?,
                     ),
                 };
@@ -141,19 +141,14 @@ impl Parcels {
                     .put_new(parcel.id, buffer.freeze(), parcel.owner, parcel.metadata)
                     .await
             }
-            Some(upload) => {
-                upload.complete(buffer.freeze()).await?;
-                Ok(PutOutcome::Created)
-            }
+            Some(upload) => upload.complete(buffer.freeze()).await,
         }
     }
 
     /// Takes the parcel's write lock, then checks that no parcel with its id
     /// exists. `None`: the caller already stores it.
     async fn lock_new(&self, parcel: &NewParcel<'_>) -> Result<Option<Lease>, Error> {
-        let lock = self
-            .redis
-            .try_lease(lock_key(parcel.id))
+        let lock = Lease::try_take(&self.state, lock_key(parcel.id))
             .await?
             .ok_or_else(|| Error::UploadInProgress(parcel.id.clone()))?;
         match self.store.head(parcel.id).await {

@@ -1,18 +1,32 @@
-//! Where parcels live: one S3 object per parcel (DESIGN §5).
+//! Where parcels live (DESIGN §5): one object per parcel, holding its body,
+//! its owner and its metadata together.
+//!
+//! [`ParcelStore`] is what the parcel operations need of a store.
+//! [`S3Store`] keeps parcels in an S3 bucket (Ceph RGW in production);
+//! [`DirStore`] keeps them as files in a local directory, for the embedded
+//! one-replica mode. Both make a parcel visible only whole, never partly.
 
+mod dir;
 mod s3;
 
-pub use s3::{MultipartUpload, S3Config, S3Store};
+pub use self::{
+    dir::DirStore,
+    s3::{S3Config, S3Store},
+};
 
-use std::{io, pin::Pin};
+use std::{io, pin::Pin, sync::Arc};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::{
+    domain::{Address, ParcelId, ParcelMetadata},
+    error::Error,
+};
+
 /// A body streamed from or to the store.
 pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
-
-use crate::domain::{Address, ParcelMetadata};
 
 /// What the store knows of a parcel besides its body.
 #[derive(Debug, Clone)]
@@ -33,3 +47,73 @@ pub enum PutOutcome {
     /// A parcel with this id was already there; nothing was written.
     AlreadyExists,
 }
+
+/// A parcel store. Writes are conditional (a parcel is never replaced) and
+/// atomic (a parcel is visible whole or not at all).
+#[async_trait]
+pub trait ParcelStore: Send + Sync {
+    /// What this is, for logs (`s3`, `directory`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks that the store answers and can be written.
+    async fn check(&self) -> Result<(), Error>;
+
+    /// The owner, metadata and size of a parcel, if it exists.
+    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error>;
+
+    /// A parcel's body, or bytes `first..=last` of it, as a stream; `None`
+    /// when the parcel does not exist.
+    async fn get_stream(
+        &self,
+        id: &ParcelId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<BodyStream>, Error>;
+
+    /// Writes a whole parcel unless one with this id exists.
+    async fn put_new(
+        &self,
+        id: &ParcelId,
+        body: Bytes,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PutOutcome, Error>;
+
+    /// Starts writing a parcel in parts. Nothing is visible until
+    /// [`PartUpload::complete`]; dropped before that, it is discarded.
+    async fn start_upload(
+        &self,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<Box<dyn PartUpload>, Error>;
+
+    /// Deletes a parcel (deleting one that is not there is no error).
+    async fn delete(&self, id: &ParcelId) -> Result<(), Error>;
+
+    /// The ids of the stored parcels (for operators and tests).
+    async fn list(&self) -> Result<Vec<String>, Error>;
+
+    /// Uploads begun and neither completed nor discarded (for operators and
+    /// tests: after every request has ended, there are none).
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, Error>;
+}
+
+/// A parcel being written in parts.
+#[async_trait]
+pub trait PartUpload: Send {
+    /// How many parts were handed over so far.
+    fn parts(&self) -> usize;
+
+    /// Hands over the next part.
+    async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error>;
+
+    /// Writes `last` (if not empty) and makes the parcel visible, unless a
+    /// parcel with its id appeared meanwhile.
+    async fn complete(self: Box<Self>, last: Bytes) -> Result<PutOutcome, Error>;
+
+    /// Discards everything written: nothing becomes visible.
+    async fn abort(self: Box<Self>);
+}
+
+/// The parcel store of a replica.
+pub type Store = Arc<dyn ParcelStore>;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_sdk_s3::{
     Client,
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::{BodyStream, PutOutcome, StoredParcel};
+use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StoredParcel};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -103,38 +104,6 @@ impl S3Store {
         format!("{}{}", self.prefix, id)
     }
 
-    /// Checks that the bucket answers.
-    pub async fn check(&self) -> Result<(), Error> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(err) if status_of(&err) == Some(404) => Err(Error::parcel_store(format!(
-                "bucket {} does not exist",
-                self.bucket
-            ))),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
-        }
-    }
-
-    /// The owner, metadata and size of a parcel, if it exists.
-    pub async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error> {
-        let answer = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.key(id))
-            .send()
-            .await;
-        match answer {
-            Ok(head) => Ok(Some(stored_parcel(
-                id,
-                head.metadata(),
-                head.content_length(),
-            )?)),
-            Err(err) if status_of(&err) == Some(404) => Ok(None),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
-        }
-    }
-
     /// `GetObject` of a parcel (or a range of it); `None` when it does not
     /// exist.
     async fn get_object(
@@ -156,30 +125,45 @@ impl S3Store {
             Err(err) => Err(Error::parcel_store(describe(&err))),
         }
     }
+}
 
-    /// A parcel with its whole body, if it exists. The body is read only if
-    /// `wanted` accepts the parcel (for example, the caller owns it).
-    pub async fn get_whole(
-        &self,
-        id: &ParcelId,
-        wanted: impl AsyncFnOnce(&StoredParcel) -> Result<(), Error>,
-    ) -> Result<Option<(StoredParcel, Bytes)>, Error> {
-        let Some(object) = self.get_object(id, None).await? else {
-            return Ok(None);
-        };
-        let parcel = stored_parcel(id, object.metadata(), object.content_length())?;
-        wanted(&parcel).await?;
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|err| Error::parcel_store(format!("reading {id}: {err}")))?
-            .into_bytes();
-        Ok(Some((parcel, body)))
+#[async_trait]
+impl ParcelStore for S3Store {
+    fn kind(&self) -> &'static str {
+        "s3"
     }
 
-    /// Writes a parcel unless one with this id exists (`If-None-Match: *`).
-    pub async fn put_new(
+    async fn check(&self) -> Result<(), Error> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Err(Error::parcel_store(format!(
+                "bucket {} does not exist",
+                self.bucket
+            ))),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
+    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error> {
+        let answer = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .send()
+            .await;
+        match answer {
+            Ok(head) => Ok(Some(stored_parcel(
+                id,
+                head.metadata(),
+                head.content_length(),
+            )?)),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
+    async fn put_new(
         &self,
         id: &ParcelId,
         body: Bytes,
@@ -206,9 +190,7 @@ impl S3Store {
         }
     }
 
-    /// A parcel's body, or bytes `first..=last` of it, as a stream. `None`
-    /// when the parcel does not exist.
-    pub async fn get_stream(
+    async fn get_stream(
         &self,
         id: &ParcelId,
         range: Option<(u64, u64)>,
@@ -235,14 +217,12 @@ impl S3Store {
         Ok(Some(Box::pin(merged)))
     }
 
-    /// Starts a multipart upload of a parcel. Nothing is visible until
-    /// [`MultipartUpload::complete`]; dropped before that, it is aborted.
-    pub async fn start_multipart(
+    async fn start_upload(
         &self,
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<MultipartUpload, Error> {
+    ) -> Result<Box<dyn PartUpload>, Error> {
         let key = self.key(id);
         let created = self
             .client
@@ -259,7 +239,7 @@ impl S3Store {
             .upload_id()
             .ok_or_else(|| Error::parcel_store("CreateMultipartUpload answered no upload id"))?
             .to_owned();
-        Ok(MultipartUpload {
+        Ok(Box::new(MultipartUpload {
             target: PartTarget {
                 client: self.client.clone(),
                 bucket: self.bucket.clone(),
@@ -269,11 +249,10 @@ impl S3Store {
             done: Vec::new(),
             in_flight: None,
             finished: false,
-        })
+        }))
     }
 
-    /// Deletes a parcel.
-    pub async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
+    async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -282,6 +261,43 @@ impl S3Store {
             .await
             .map(drop)
             .map_err(|err| Error::parcel_store(describe(&err)))
+    }
+
+    async fn list(&self) -> Result<Vec<String>, Error> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| Error::parcel_store(describe(&err)))?;
+            ids.extend(page.contents().iter().filter_map(|object| {
+                object
+                    .key()
+                    .and_then(|key| key.strip_prefix(&self.prefix))
+                    .map(str::to_owned)
+            }));
+        }
+        Ok(ids)
+    }
+
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        Ok(listed
+            .uploads()
+            .iter()
+            .filter_map(|upload| upload.key().map(str::to_owned))
+            .collect())
     }
 }
 
@@ -335,7 +351,7 @@ impl PartTarget {
 
 /// A multipart upload in progress. One part uploads in the background while
 /// the next one fills, so memory stays at two parts at most.
-pub struct MultipartUpload {
+struct MultipartUpload {
     target: PartTarget,
     done: Vec<CompletedPart>,
     in_flight: Option<JoinHandle<Result<CompletedPart, Error>>>,
@@ -343,11 +359,6 @@ pub struct MultipartUpload {
 }
 
 impl MultipartUpload {
-    /// How many parts were handed over so far.
-    pub fn parts(&self) -> usize {
-        self.done.len() + usize::from(self.in_flight.is_some())
-    }
-
     async fn settle_in_flight(&mut self) -> Result<(), Error> {
         if let Some(task) = self.in_flight.take() {
             let part = task
@@ -357,9 +368,16 @@ impl MultipartUpload {
         }
         Ok(())
     }
+}
 
-    /// Hands over the next part; waits for the previous one to finish first.
-    pub async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error> {
+#[async_trait]
+impl PartUpload for MultipartUpload {
+    fn parts(&self) -> usize {
+        self.done.len() + usize::from(self.in_flight.is_some())
+    }
+
+    /// Waits for the previous part to finish first.
+    async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error> {
         self.settle_in_flight().await?;
         let number = self.done.len() as i32 + 1;
         let target = self.target.clone();
@@ -367,9 +385,10 @@ impl MultipartUpload {
         Ok(())
     }
 
-    /// Uploads `last` (if not empty) and completes the upload: the parcel
-    /// becomes visible.
-    pub async fn complete(mut self, last: Bytes) -> Result<(), Error> {
+    /// Ceph ignores `If-None-Match` on `CompleteMultipartUpload`: the
+    /// parcel write lock is what keeps an existing parcel from being
+    /// replaced.
+    async fn complete(mut self: Box<Self>, last: Bytes) -> Result<PutOutcome, Error> {
         if !last.is_empty() || self.parts() == 0 {
             self.push_part(last).await?;
         }
@@ -389,11 +408,10 @@ impl MultipartUpload {
             .await
             .map_err(|err| Error::parcel_store(describe(&err)))?;
         self.finished = true;
-        Ok(())
+        Ok(PutOutcome::Created)
     }
 
-    /// Aborts the upload: its parts are deleted, nothing becomes visible.
-    pub async fn abort(mut self) {
+    async fn abort(mut self: Box<Self>) {
         self.finished = true;
         if let Some(task) = self.in_flight.take() {
             task.abort();

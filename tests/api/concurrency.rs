@@ -1,5 +1,8 @@
 //! One token, many requests, two replicas: at most one proceeds.
 
+use std::time::Duration;
+
+use amo_storage::state::Taken;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -100,20 +103,11 @@ async fn a_token_claimed_by_another_request_answers_409_and_survives() {
     // Another replica holds the claim right now.
     let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
     let key = amo_storage::auth::tokens::token_key(&jti);
-    let mut redis = app.redis().await;
-    let before: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(before, "issued");
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("claimed:elsewhere")
-        .arg("KEEPTTL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let state = &app.backends.state;
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    let lease = Duration::from_secs(30);
+    let taken = state.take_issued(&key, "elsewhere", lease).await.unwrap();
+    assert_eq!(taken, Taken::Now);
     let code = expect_error(
         app.download_v1(Some(&proof), &id).await,
         StatusCode::CONFLICT,
@@ -122,21 +116,12 @@ async fn a_token_claimed_by_another_request_answers_409_and_survives() {
     assert_eq!(code, "token_in_use");
 
     // The other request failed and released it: it works again, once.
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("issued")
-        .arg("KEEPTTL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let remaining = Duration::from_secs(60);
+    assert!(state.restore(&key, "elsewhere", remaining).await.unwrap());
     assert_eq!(
         app.download_v1(Some(&proof), &id).await.status(),
         StatusCode::OK
     );
-    let after: Option<String> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let after = app.token_record(&token).await;
     assert_eq!(after, None, "a used token leaves no record");
 }

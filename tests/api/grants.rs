@@ -304,7 +304,7 @@ async fn the_owner_never_asks_the_chain() {
 async fn a_grant_is_remembered_by_each_replica_for_its_ttl() {
     let market = Market::open(&[]).await;
     let (first, buyer, id) = (&market.app, &market.buyer, &market.id);
-    let second = spawn_with(first.settings.clone()).await;
+    let second = spawn_beside(first, first.settings.clone()).await;
     let other = store_parcel(first, &market.owner, &random_body(91)).await;
     market.sell();
 

@@ -1,13 +1,21 @@
-//! Spawns the service in-process against the real Redis and Ceph RGW that
-//! `deploy/local/up.sh` starts, and offers typed request helpers.
+//! Spawns the service in-process and offers typed request helpers.
 //!
-//! Settings come from the `AMO_*` environment, or else from the env file the
-//! script writes (`$AMO_LOCAL_DIR/env`, default `/tmp/amo-local/env`). Every
-//! app gets its own S3 key prefix, so a test can list exactly what it stored.
+//! The suite runs twice (see `main.rs` and `embedded.rs`): on the real Redis
+//! and Ceph RGW that `deploy/local/up.sh` starts, and on the embedded
+//! backends (in-process state, a data directory). [`Backend`] says which.
+//!
+//! Real settings come from the `AMO_*` environment, or else from the env
+//! file the script writes (`$AMO_LOCAL_DIR/env`, default
+//! `/tmp/amo-local/env`). Every app gets its own S3 key prefix or data
+//! directory, so a test can list exactly what it stored.
 
-use std::{collections::HashMap, sync::OnceLock};
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
-use amo_storage::{app::App, config::Settings, storage::S3Store};
+use amo_storage::{
+    app::{App, Backends},
+    config::{Settings, StoreBackend},
+    storage::S3Store,
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use p256::ecdsa::{DerSignature, Signature, SigningKey, signature::Signer};
 use rand::RngCore;
@@ -24,13 +32,8 @@ fn backend_env() -> &'static HashMap<String, String> {
             .collect();
         if !vars.contains_key("AMO_REDIS_URL") {
             let dir = std::env::var("AMO_LOCAL_DIR").unwrap_or_else(|_| "/tmp/amo-local".into());
-            let path = format!("{dir}/env");
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
-                panic!(
-                    "no AMO_REDIS_URL and no {path} ({err}): start the backends with \
-                     deploy/local/up.sh first"
-                )
-            });
+            // Missing, it is needed only by the real suite (see settings_for).
+            let text = std::fs::read_to_string(format!("{dir}/env")).unwrap_or_default();
             for line in text.lines() {
                 let line = line.trim().trim_start_matches("export ").trim();
                 if let Some((name, value)) = line.split_once('=') {
@@ -45,14 +48,38 @@ fn backend_env() -> &'static HashMap<String, String> {
     })
 }
 
-/// Settings for a test app: the local backends, a fresh key prefix, and
-/// `overrides` (pairs of `AMO_*` names and values).
+/// The backend pair a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // each suite binary names one of them
+pub enum Backend {
+    /// The real Redis and Ceph RGW of `deploy/local/up.sh`.
+    Real,
+    /// The embedded backends: state in the process, parcels in a directory.
+    Embedded,
+}
+
+/// Settings for a test app on this suite's backends: a fresh key prefix or
+/// data directory, and `overrides` (pairs of `AMO_*` names and values).
 pub fn settings(overrides: &[(&str, &str)]) -> Settings {
+    settings_for(crate::BACKEND, overrides)
+}
+
+/// Settings for a test app on `backend`.
+pub fn settings_for(backend: Backend, overrides: &[(&str, &str)]) -> Settings {
     let mut vars = backend_env().clone();
-    vars.insert(
-        "AMO_S3_PREFIX".into(),
-        format!("test-{}/", uuid::Uuid::new_v4()),
+    assert!(
+        backend == Backend::Embedded || vars.contains_key("AMO_REDIS_URL"),
+        "no AMO_REDIS_URL and no env file: start the backends with deploy/local/up.sh \
+         first (or run only the embedded suite: cargo test --test api_embedded)"
     );
+    let unique = uuid::Uuid::new_v4();
+    vars.insert("AMO_S3_PREFIX".into(), format!("test-{unique}/"));
+    if backend == Backend::Embedded {
+        vars.remove("AMO_REDIS_URL");
+        vars.remove("AMO_S3_ENDPOINT");
+        let dir = std::env::temp_dir().join("amo-test-data").join(unique.to_string());
+        vars.insert("AMO_DATA_DIR".into(), dir.display().to_string());
+    }
     for (name, value) in overrides {
         vars.insert((*name).into(), (*value).into());
     }
@@ -66,16 +93,24 @@ pub struct TestApp {
     pub base: String,
     /// Its settings.
     pub settings: Settings,
+    /// Its backends.
+    pub backends: Backends,
     /// An HTTP client.
     pub http: reqwest::Client,
 }
 
-/// Starts a replica with `settings`.
+/// Starts a replica with `settings`, on the backends they name.
 pub async fn spawn_with(settings: Settings) -> TestApp {
+    let backends = Backends::from_settings(&settings).expect("backends");
+    spawn_on(settings, backends).await
+}
+
+/// Starts a replica with `settings` on `backends`.
+pub async fn spawn_on(settings: Settings, backends: Backends) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
     }
-    let app = App::bind(settings.clone(), "127.0.0.1:0")
+    let app = App::bind_with(settings.clone(), backends.clone(), "127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", app.local_addr());
@@ -83,19 +118,36 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     TestApp {
         base,
         settings,
+        backends,
         http: reqwest::Client::new(),
     }
 }
 
-/// Starts one replica on the local backends.
+/// Starts another replica beside `first`, with `settings`, sharing its
+/// backends: the same Redis and bucket prefix, or the same embedded state
+/// and directory.
+pub async fn spawn_beside(first: &TestApp, settings: Settings) -> TestApp {
+    match crate::BACKEND {
+        Backend::Real => spawn_with(settings).await,
+        Backend::Embedded => spawn_on(settings, first.backends.clone()).await,
+    }
+}
+
+/// Starts one replica on this suite's backends.
 pub async fn spawn_app() -> TestApp {
     spawn_with(settings(&[])).await
 }
 
-/// Starts two replicas that share the backends and the key prefix.
+/// Starts two replicas that share the backends.
 pub async fn spawn_pair() -> (TestApp, TestApp) {
-    let shared = settings(&[]);
-    (spawn_with(shared.clone()).await, spawn_with(shared).await)
+    spawn_pair_with(settings(&[])).await
+}
+
+/// Starts two replicas with `settings` that share the backends.
+pub async fn spawn_pair_with(settings: Settings) -> (TestApp, TestApp) {
+    let first = spawn_with(settings.clone()).await;
+    let second = spawn_beside(&first, settings).await;
+    (first, second)
 }
 
 impl TestApp {
@@ -220,31 +272,31 @@ impl TestApp {
         response.bytes().await.unwrap().to_vec()
     }
 
-    /// The multipart uploads in progress under this app's prefix.
+    /// The uploads begun and not yet completed or discarded.
     pub async fn multipart_uploads(&self) -> Vec<String> {
-        let store = S3Store::new(&self.settings.s3);
-        let listed = store
-            .client()
-            .list_multipart_uploads()
-            .bucket(store.bucket())
-            .prefix(&self.settings.s3.prefix)
-            .send()
+        self.backends
+            .store
+            .unfinished_uploads()
             .await
-            .expect("list multipart uploads");
-        listed
-            .uploads()
-            .iter()
-            .filter_map(|upload| upload.upload_id().map(str::to_owned))
-            .collect()
+            .expect("list unfinished uploads")
     }
 
-    /// The value of a token's record in Redis (`None`: gone).
+    /// The value of a token's record in the shared state (`None`: gone).
     pub async fn token_record(&self, token: &str) -> Option<String> {
         let jti = claims_of(token)["jti"].as_str().unwrap().to_owned();
-        let mut redis = self.redis().await;
-        redis::cmd("GET")
-            .arg(amo_storage::auth::tokens::token_key(&jti))
-            .query_async(&mut redis)
+        self.backends
+            .state
+            .value(&amo_storage::auth::tokens::token_key(&jti))
+            .await
+            .unwrap()
+    }
+
+    /// How long a token's record has left to live.
+    pub async fn token_lifetime(&self, token: &str) -> Option<Duration> {
+        let jti = claims_of(token)["jti"].as_str().unwrap().to_owned();
+        self.backends
+            .state
+            .remaining(&amo_storage::auth::tokens::token_key(&jti))
             .await
             .unwrap()
     }
@@ -271,31 +323,61 @@ impl TestApp {
             .unwrap()
     }
 
-    /// The keys of every object this app stored (under its prefix).
-    pub async fn stored_keys(&self) -> Vec<String> {
-        let store = S3Store::new(&self.settings.s3);
-        let listed = store
-            .client()
-            .list_objects_v2()
-            .bucket(store.bucket())
-            .prefix(&self.settings.s3.prefix)
-            .send()
-            .await
-            .expect("list objects");
-        listed
-            .contents()
-            .iter()
-            .filter_map(|object| object.key().map(str::to_owned))
-            .collect()
+    /// The store loses every unfinished upload under the service's feet: S3
+    /// aborts its multipart uploads, or the upload files vanish.
+    pub async fn lose_unfinished_uploads(&self) {
+        match &self.settings.store {
+            StoreBackend::S3(config) => {
+                let store = S3Store::new(config);
+                let listed = store
+                    .client()
+                    .list_multipart_uploads()
+                    .bucket(store.bucket())
+                    .prefix(&config.prefix)
+                    .send()
+                    .await
+                    .unwrap();
+                for upload in listed.uploads() {
+                    store
+                        .client()
+                        .abort_multipart_upload()
+                        .bucket(store.bucket())
+                        .key(upload.key().unwrap())
+                        .upload_id(upload.upload_id().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            StoreBackend::Directory(dir) => {
+                for name in self.multipart_uploads().await {
+                    std::fs::remove_file(dir.join("parcels").join(name)).unwrap();
+                }
+            }
+        }
     }
 
-    /// A Redis connection to the token store.
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.settings.redis_url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
+    /// The S3 ETag of a stored parcel (`"…-N"` for a multipart upload of N
+    /// parts); `None` on the directory store.
+    pub async fn s3_etag(&self, id: &str) -> Option<String> {
+        let StoreBackend::S3(config) = &self.settings.store else {
+            return None;
+        };
+        let store = S3Store::new(config);
+        let head = store
+            .client()
+            .head_object()
+            .bucket(store.bucket())
+            .key(format!("{}{id}", config.prefix))
+            .send()
             .await
-            .unwrap()
+            .unwrap();
+        Some(head.e_tag().unwrap().to_owned())
+    }
+
+    /// The ids of every parcel this app stored (under its prefix).
+    pub async fn stored_keys(&self) -> Vec<String> {
+        self.backends.store.list().await.expect("list parcels")
     }
 }
 

@@ -1,16 +1,8 @@
-//! API tests against a real Redis and a real Ceph RGW (`deploy/local/up.sh`).
-//! One binary, one module per feature.
+//! The API suite on a real Redis and a real Ceph RGW (`deploy/local/up.sh`).
+//! One binary, one module per feature; `embedded.rs` runs the same modules
+//! on the embedded backends.
 
-mod fake_chain;
-mod helpers;
+/// The backend pair of this run.
+const BACKEND: helpers::Backend = helpers::Backend::Real;
 
-mod auth;
-mod concurrency;
-mod errors;
-mod grants;
-mod health;
-mod openapi;
-mod refusals;
-mod roundtrip_v1;
-mod roundtrip_v2;
-mod streaming_faults;
+include!("suite.rs");

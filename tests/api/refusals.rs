@@ -523,7 +523,7 @@ async fn a_v1_download_of_a_parcel_over_the_limit_points_to_v2_and_keeps_the_tok
     let id = store_parcel(&writer, &owner, &random_body(2048)).await;
     let mut small = writer.settings.clone();
     small.v1_max_data_bytes = 1024;
-    let reader = spawn_with(small).await;
+    let reader = spawn_beside(&writer, small).await;
     let token = reader.token(&owner.address, json!("download")).await;
     let response = reader.download_v1(Some(&owner.prove(&token)), &id).await;
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;

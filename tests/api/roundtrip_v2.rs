@@ -13,20 +13,6 @@ pub async fn spawn_small_parts() -> TestApp {
     spawn_with(settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())])).await
 }
 
-/// The S3 ETag of a stored parcel: `"…-N"` for a multipart upload of N parts.
-async fn s3_etag(app: &TestApp, id: &str) -> String {
-    let store = amo_storage::storage::S3Store::new(&app.settings.s3);
-    let head = store
-        .client()
-        .head_object()
-        .bucket(store.bucket())
-        .key(format!("{}{id}", app.settings.s3.prefix))
-        .send()
-        .await
-        .unwrap();
-    head.e_tag().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn round_trips_at_zero_one_part_part_plus_one_and_several_parts() {
     let app = spawn_small_parts().await;
@@ -67,13 +53,15 @@ async fn round_trips_at_zero_one_part_part_plus_one_and_several_parts() {
         assert_eq!(inspected["owner"], json!(owner.address));
         assert_eq!(inspected["metadata"], json!({"owner": owner.address}));
 
-        let etag = s3_etag(&app, &id).await;
-        match parts {
-            None => assert!(
-                !etag.contains('-'),
-                "size {size} should be one PutObject: {etag}"
-            ),
-            Some(n) => assert!(etag.ends_with(&format!("-{n}\"")), "size {size}: {etag}"),
+        // On S3, the ETag shows how the parcel went up.
+        if let Some(etag) = app.s3_etag(&id).await {
+            match parts {
+                None => assert!(
+                    !etag.contains('-'),
+                    "size {size} should be one PutObject: {etag}"
+                ),
+                Some(n) => assert!(etag.ends_with(&format!("-{n}\"")), "size {size}: {etag}"),
+            }
         }
     }
     assert!(app.multipart_uploads().await.is_empty());

@@ -103,27 +103,8 @@ async fn an_s3_failure_mid_upload_leaves_nothing_and_keeps_the_token() {
     })
     .await;
 
-    // S3 loses the upload under the service's feet.
-    let store = amo_storage::storage::S3Store::new(&app.settings.s3);
-    let listed = store
-        .client()
-        .list_multipart_uploads()
-        .bucket(store.bucket())
-        .prefix(&app.settings.s3.prefix)
-        .send()
-        .await
-        .unwrap();
-    for upload in listed.uploads() {
-        store
-            .client()
-            .abort_multipart_upload()
-            .bucket(store.bucket())
-            .key(upload.key().unwrap())
-            .upload_id(upload.upload_id().unwrap())
-            .send()
-            .await
-            .unwrap();
-    }
+    // The store loses the upload under the service's feet.
+    app.lose_unfinished_uploads().await;
     for chunk in data[2 * PART..].chunks(PART / 2) {
         if sender.send(Ok(chunk.to_vec())).await.is_err() {
             break; // the service gave up reading: fine
@@ -193,6 +174,5 @@ async fn two_owners_racing_on_one_content_exactly_one_wins() {
 }
 
 async fn spawn_pair_small_parts() -> (TestApp, TestApp) {
-    let shared = settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())]);
-    (spawn_with(shared.clone()).await, spawn_with(shared).await)
+    spawn_pair_with(settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())])).await
 }

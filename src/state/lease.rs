@@ -1,0 +1,142 @@
+//! Leases: keys whose value names their holder (`claimed:<holder id>`) and
+//! that expire unless the holder keeps renewing them. Token claims and
+//! parcel write locks are both leases, so a replica that dies lets them
+//! lapse.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{Shared, Taken, claimed_by, unix_now};
+use crate::error::Error;
+
+/// How long a lease lives without being renewed.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// Why an issued key could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeOutcome {
+    /// The key is absent: never issued, expired or used up.
+    Absent,
+    /// Another request holds it now.
+    Held,
+}
+
+/// A key this request holds. It is renewed in the background while held.
+/// [`Lease::end`] deletes it (the work is done); [`Lease::give_up`] restores
+/// it if it was taken from `issued`, else deletes it. Dropped, it gives up.
+pub struct Lease {
+    state: Shared,
+    key: String,
+    holder: String,
+    restore_until: Option<u64>,
+    renewal: Option<JoinHandle<()>>,
+}
+
+impl Lease {
+    /// Takes `key` as a new lease if nobody holds it. `None`: it is taken.
+    pub async fn try_take(state: &Shared, key: String) -> Result<Option<Self>, Error> {
+        let holder = Uuid::new_v4().to_string();
+        let taken = state.set_new(&key, &claimed_by(&holder), LEASE).await?;
+        Ok(taken.then(|| Self::held(state.clone(), key, holder, None)))
+    }
+
+    /// Takes a lease on `key` if it holds `issued`, atomically: of any number
+    /// of concurrent attempts on any replicas, at most one succeeds. Given up
+    /// without being ended, the key returns to `issued` until `restore_until`
+    /// (Unix seconds).
+    pub async fn take_issued(
+        state: &Shared,
+        key: String,
+        restore_until: u64,
+    ) -> Result<Result<Self, TakeOutcome>, Error> {
+        let holder = Uuid::new_v4().to_string();
+        Ok(match state.take_issued(&key, &holder, LEASE).await? {
+            Taken::Now => Ok(Self::held(state.clone(), key, holder, Some(restore_until))),
+            Taken::ByAnother => Err(TakeOutcome::Held),
+            Taken::Absent => Err(TakeOutcome::Absent),
+        })
+    }
+
+    /// A lease on `key` already taken by `holder`; starts renewing it.
+    fn held(state: Shared, key: String, holder: String, restore_until: Option<u64>) -> Self {
+        let renewal = {
+            let (state, key, holder) = (state.clone(), key.clone(), holder.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LEASE / 3);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match state.renew(&key, &holder, LEASE).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(err) => tracing::warn!(%err, "could not renew a lease"),
+                    }
+                }
+            })
+        };
+        Self {
+            state,
+            key,
+            holder,
+            restore_until,
+            renewal: Some(renewal),
+        }
+    }
+
+    /// Deletes the key if this lease still holds it; answers whether it did.
+    pub async fn end(mut self) -> Result<bool, Error> {
+        self.stop_renewal();
+        self.state.end(&self.key, &self.holder).await
+    }
+
+    /// Gives the key up: back to `issued` for the rest of its lifetime, or
+    /// deleted.
+    pub async fn give_up(mut self) -> Result<bool, Error> {
+        self.stop_renewal();
+        give_up(&self.state, &self.key, &self.holder, self.restore_until).await
+    }
+
+    fn stop_renewal(&mut self) -> bool {
+        match self.renewal.take() {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+async fn give_up(
+    state: &Shared,
+    key: &str,
+    holder: &str,
+    restore_until: Option<u64>,
+) -> Result<bool, Error> {
+    let remaining = restore_until
+        .map(|deadline| Duration::from_secs(deadline.saturating_sub(unix_now())))
+        .unwrap_or_default();
+    state.restore(key, holder, remaining).await
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.stop_renewal() {
+            let (state, key, holder, restore_until) = (
+                self.state.clone(),
+                self.key.clone(),
+                self.holder.clone(),
+                self.restore_until,
+            );
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(err) = give_up(&state, &key, &holder, restore_until).await {
+                        tracing::warn!(%err, "could not give up a lease; it lapses by itself");
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! [`SharedState`] in this process, for the embedded one-replica mode.
+//!
+//! The same rules as in Redis (lifetimes, atomic take, compare-and-delete),
+//! under one mutex that is never held across an `await`. Expired keys are
+//! treated as absent at once and swept out as the map grows.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+
+use super::{ISSUED, SharedState, Taken, claimed_by, unix_now};
+use crate::error::Error;
+
+enum Value {
+    Text(String),
+    Counter(u64),
+    /// Members and their expiry (Unix seconds).
+    Set(HashMap<String, u64>),
+}
+
+struct Entry {
+    value: Value,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Keys {
+    entries: HashMap<String, Entry>,
+    /// Map size at which expired entries are swept next.
+    sweep_at: usize,
+}
+
+impl Keys {
+    /// The live entry at `key`; an expired one is removed.
+    fn live(&mut self, key: &str) -> Option<&mut Entry> {
+        let now = Instant::now();
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|entry| entry.expires <= now)
+        {
+            self.entries.remove(key);
+        }
+        self.entries.get_mut(key)
+    }
+
+    fn text(&mut self, key: &str) -> Option<&str> {
+        match self.live(key) {
+            Some(Entry {
+                value: Value::Text(text),
+                ..
+            }) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, key: &str, value: Value, ttl: Duration) {
+        if self.entries.len() >= self.sweep_at {
+            let now = Instant::now();
+            self.entries.retain(|_, entry| entry.expires > now);
+            self.sweep_at = (self.entries.len() * 2).max(1024);
+        }
+        let expires = Instant::now() + ttl;
+        self.entries
+            .insert(key.to_owned(), Entry { value, expires });
+    }
+
+    fn held_by(&mut self, key: &str, holder: &str) -> bool {
+        self.text(key) == Some(claimed_by(holder).as_str())
+    }
+}
+
+/// The shared state of a single replica, in memory. Cheap to clone; clones
+/// share the keys.
+#[derive(Clone, Default)]
+pub struct MemoryState {
+    keys: Arc<Mutex<Keys>>,
+}
+
+impl MemoryState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn keys(&self) -> MutexGuard<'_, Keys> {
+        // A panic while holding the lock cannot leave a key half-written
+        // (every change is one map operation), so a poisoned lock is usable.
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl SharedState for MemoryState {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
+        let mut keys = self.keys();
+        if keys.live(key).is_some() {
+            return Ok(false);
+        }
+        keys.put(key, Value::Text(value.to_owned()), ttl);
+        Ok(true)
+    }
+
+    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error> {
+        let mut keys = self.keys();
+        Ok(match keys.text(key) {
+            None => Taken::Absent,
+            Some(ISSUED) => {
+                keys.put(key, Value::Text(claimed_by(holder)), lease);
+                Taken::Now
+            }
+            Some(_) => Taken::ByAnother,
+        })
+    }
+
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error> {
+        let mut keys = self.keys();
+        if !keys.held_by(key, holder) {
+            return Ok(false);
+        }
+        keys.put(key, Value::Text(claimed_by(holder)), lease);
+        Ok(true)
+    }
+
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error> {
+        let mut keys = self.keys();
+        if !keys.held_by(key, holder) {
+            return Ok(false);
+        }
+        keys.entries.remove(key);
+        Ok(true)
+    }
+
+    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error> {
+        let mut keys = self.keys();
+        if !keys.held_by(key, holder) {
+            return Ok(false);
+        }
+        if remaining.is_zero() {
+            keys.entries.remove(key);
+        } else {
+            keys.put(key, Value::Text(ISSUED.to_owned()), remaining);
+        }
+        Ok(true)
+    }
+
+    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+        Ok(self.keys().text(key).map(str::to_owned))
+    }
+
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error> {
+        let now = Instant::now();
+        Ok(self
+            .keys()
+            .live(key)
+            .map(|entry| entry.expires.saturating_duration_since(now)))
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error> {
+        let mut keys = self.keys();
+        if let Some(Entry {
+            value: Value::Counter(count),
+            ..
+        }) = keys.live(key)
+        {
+            *count += 1;
+            return Ok(*count);
+        }
+        keys.put(key, Value::Counter(1), window);
+        Ok(1)
+    }
+
+    async fn add_bounded(
+        &self,
+        key: &str,
+        member: &str,
+        expires: u64,
+        cap: u64,
+    ) -> Result<Option<u64>, Error> {
+        let now = unix_now();
+        let mut keys = self.keys();
+        let mut members = match keys.entries.remove(key) {
+            Some(Entry {
+                value: Value::Set(members),
+                ..
+            }) => members,
+            _ => HashMap::new(),
+        };
+        members.retain(|_, until| *until > now);
+        let admitted = members.len() < cap as usize;
+        if admitted {
+            members.insert(member.to_owned(), expires);
+        }
+        let count = members.len() as u64;
+        if let Some(last) = members.values().max().copied() {
+            let ttl = Duration::from_secs(last.saturating_sub(now) + 1);
+            keys.put(key, Value::Set(members), ttl);
+        }
+        Ok(admitted.then_some(count))
+    }
+
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
+        if let Some(Entry {
+            value: Value::Set(members),
+            ..
+        }) = self.keys().live(key)
+        {
+            members.remove(member);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_issued_key_is_taken_once_and_restored_only_by_its_holder() {
+        let state = MemoryState::new();
+        let ttl = Duration::from_secs(60);
+        assert!(state.set_new("k", ISSUED, ttl).await.unwrap());
+        assert!(!state.set_new("k", ISSUED, ttl).await.unwrap());
+        assert_eq!(state.take_issued("k", "a", ttl).await.unwrap(), Taken::Now);
+        assert_eq!(
+            state.take_issued("k", "b", ttl).await.unwrap(),
+            Taken::ByAnother
+        );
+        assert!(!state.restore("k", "b", ttl).await.unwrap());
+        assert!(state.restore("k", "a", ttl).await.unwrap());
+        assert_eq!(state.take_issued("k", "b", ttl).await.unwrap(), Taken::Now);
+        assert!(!state.end("k", "a").await.unwrap());
+        assert!(state.end("k", "b").await.unwrap());
+        assert_eq!(
+            state.take_issued("k", "c", ttl).await.unwrap(),
+            Taken::Absent
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_expire() {
+        let state = MemoryState::new();
+        assert!(
+            state
+                .set_new("k", ISSUED, Duration::from_millis(1))
+                .await
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(state.value("k").await.unwrap(), None);
+        assert_eq!(
+            state.take_issued("k", "a", LEASE_FOR_TEST).await.unwrap(),
+            Taken::Absent
+        );
+    }
+
+    const LEASE_FOR_TEST: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_bounded_set_refuses_members_beyond_its_cap_until_some_leave() {
+        let state = MemoryState::new();
+        let later = unix_now() + 60;
+        assert_eq!(
+            state.add_bounded("s", "a", later, 2).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            state.add_bounded("s", "b", later, 2).await.unwrap(),
+            Some(2)
+        );
+        assert_eq!(state.add_bounded("s", "c", later, 2).await.unwrap(), None);
+        state.remove_member("s", "a").await.unwrap();
+        assert_eq!(
+            state.add_bounded("s", "c", later, 2).await.unwrap(),
+            Some(2)
+        );
+        assert_eq!(state.hit("h", Duration::from_secs(60)).await.unwrap(), 1);
+        assert_eq!(state.hit("h", Duration::from_secs(60)).await.unwrap(), 2);
+    }
+}

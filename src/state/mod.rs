@@ -1,0 +1,108 @@
+//! The state replicas share: token records, parcel write locks and rate
+//! counters, as keys with lifetimes.
+//!
+//! [`SharedState`] is the small set of atomic key operations the service
+//! needs. [`RedisState`] keeps them in Redis or a Redis Cluster, shared by
+//! every replica; [`MemoryState`] keeps them in this process, for the
+//! one-replica embedded mode. The rules built on them ([`Lease`], the token
+//! store, the limits) are written once, above the trait.
+
+mod lease;
+mod memory;
+mod redis;
+
+pub use self::{
+    lease::{LEASE, Lease, TakeOutcome},
+    memory::MemoryState,
+    redis::{RedisState, RedisTopology},
+};
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+use crate::error::Error;
+
+/// The value of a token record between issue and first use.
+pub const ISSUED: &str = "issued";
+
+/// The value of a key held by `holder`.
+pub fn claimed_by(holder: &str) -> String {
+    format!("claimed:{holder}")
+}
+
+/// How an attempt to take an issued key went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The key held [`ISSUED`]; it is now held by the caller.
+    Now,
+    /// Another holder has it.
+    ByAnother,
+    /// The key is absent: never set, expired or deleted.
+    Absent,
+}
+
+/// Atomic operations on keys with lifetimes. Every operation is atomic
+/// with respect to every other one on the same key, from any replica.
+#[async_trait]
+pub trait SharedState: Send + Sync {
+    /// What this is, for logs (`redis`, `redis cluster`, `memory`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks that the state answers.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Sets `key` to `value` for `ttl` unless it exists; answers whether it
+    /// was set.
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error>;
+
+    /// If `key` holds [`ISSUED`], sets it to [`claimed_by`]`(holder)` for
+    /// `lease`.
+    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error>;
+
+    /// Extends `key` to `lease` from now if `holder` holds it.
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error>;
+
+    /// Deletes `key` if `holder` holds it.
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error>;
+
+    /// If `holder` holds `key`: sets it back to [`ISSUED`] for `remaining`,
+    /// or deletes it when `remaining` is zero.
+    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error>;
+
+    /// The value of `key`, if any (for inspection and tests).
+    async fn value(&self, key: &str) -> Result<Option<String>, Error>;
+
+    /// How long `key` has left to live, if it exists (for inspection and
+    /// tests).
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error>;
+
+    /// Counts one hit on the counter `key`, which starts at zero and lives
+    /// for `window` from its first hit; answers the count so far.
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error>;
+
+    /// Adds `member` to the set `key` until `expires` (Unix seconds), drops
+    /// the members that expired, and answers how many are left, unless that
+    /// would be more than `cap`: then nothing is added and `None` answers.
+    async fn add_bounded(
+        &self,
+        key: &str,
+        member: &str,
+        expires: u64,
+        cap: u64,
+    ) -> Result<Option<u64>, Error>;
+
+    /// Removes `member` from the set `key`.
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error>;
+}
+
+/// The shared state of a replica.
+pub type Shared = Arc<dyn SharedState>;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

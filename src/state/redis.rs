@@ -1,0 +1,370 @@
+//! [`SharedState`] in Redis: one server, or a Redis Cluster.
+//!
+//! Every operation is one command or one Lua script on one key, so it is
+//! atomic across replicas and works the same on a cluster. The connection is
+//! made on first use: the service starts (and reports not ready) while Redis
+//! is down, and recovers by itself when it returns.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use redis::{
+    Cmd, Pipeline, RedisFuture, Script, Value,
+    aio::{ConnectionLike, ConnectionManager},
+    cluster_async::ClusterConnection,
+};
+use tokio::sync::OnceCell;
+
+use super::{SharedState, Taken, unix_now};
+use crate::error::Error;
+
+/// How long to wait for Redis to connect or answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Renews a lease held by `ARGV[1]` for `ARGV[2]` ms.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) ~= 'claimed:' .. ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Deletes a lease held by `ARGV[1]`.
+const END: &str = r"
+if redis.call('GET', KEYS[1]) ~= 'claimed:' .. ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Gives up a lease held by `ARGV[1]`: puts `issued` back for `ARGV[2]` ms,
+/// or deletes the key when that is 0.
+const RESTORE: &str = r"
+if redis.call('GET', KEYS[1]) ~= 'claimed:' .. ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], 'issued', 'PX', ARGV[2])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
+/// Takes a lease on a key that holds `issued`. Answers 1 when taken, 2 when
+/// another holder has it, 0 when absent.
+const TAKE_ISSUED: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if v == 'issued' then
+  redis.call('SET', KEYS[1], 'claimed:' .. ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 2
+";
+
+/// Counts a hit in a window of `ARGV[1]` ms that starts at the first hit.
+const HIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
+
+/// Adds `ARGV[1]` to a sorted set scored by expiry (`ARGV[2]`, seconds)
+/// after dropping members expired at `ARGV[3]`, unless `ARGV[4]` members are
+/// there already (answers -1). The set lives as long as its last member.
+const ADD_BOUNDED: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[4]) then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], tonumber(last[2]) + 1)
+return n + 1
+";
+
+/// Where Redis is: one server, or the seed nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (`redis://` or `rediss://`).
+    Single(String),
+    /// A Redis Cluster, found from these nodes.
+    Cluster(Vec<String>),
+}
+
+impl RedisTopology {
+    /// Parses `AMO_REDIS_URL`: one URL names one server; several URLs
+    /// separated by commas name the nodes of a cluster, and so does one URL
+    /// whose scheme is `redis+cluster://` (or `rediss+cluster://`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let urls: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let (cluster_scheme, urls): (Vec<bool>, Vec<String>) = urls
+            .into_iter()
+            .map(|url| match url.split_once("+cluster://") {
+                Some((scheme, rest)) => (true, format!("{scheme}://{rest}")),
+                None => (false, url),
+            })
+            .unzip();
+        for url in &urls {
+            redis::Client::open(url.as_str())
+                .map_err(|err| format!("{url} is not a valid Redis URL: {err}"))?;
+        }
+        match urls.as_slice() {
+            [] => Err("no Redis URL given".into()),
+            [url] if !cluster_scheme[0] => Ok(Self::Single(url.clone())),
+            _ => Ok(Self::Cluster(urls)),
+        }
+    }
+}
+
+/// One connection, to a server or a cluster; the scripts run on either.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+struct Scripts {
+    renew: Script,
+    end: Script,
+    restore: Script,
+    take_issued: Script,
+    hit: Script,
+    add_bounded: Script,
+}
+
+/// The shared state in Redis.
+#[derive(Clone)]
+pub struct RedisState {
+    topology: RedisTopology,
+    connection: Arc<OnceCell<Connection>>,
+    scripts: Arc<Scripts>,
+}
+
+impl RedisState {
+    /// A handle on `topology`; nothing is contacted yet.
+    pub fn new(topology: RedisTopology) -> Self {
+        Self {
+            topology,
+            connection: Arc::new(OnceCell::new()),
+            scripts: Arc::new(Scripts {
+                renew: Script::new(RENEW),
+                end: Script::new(END),
+                restore: Script::new(RESTORE),
+                take_issued: Script::new(TAKE_ISSUED),
+                hit: Script::new(HIT),
+                add_bounded: Script::new(ADD_BOUNDED),
+            }),
+        }
+    }
+
+    /// A connection; reconnects by itself once made.
+    async fn connection(&self) -> Result<Connection, Error> {
+        self.connection
+            .get_or_try_init(|| connect(&self.topology))
+            .await
+            .cloned()
+            .map_err(Error::token_store)
+    }
+
+    /// Runs a script with its keys and arguments.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        let mut conn = self.connection().await?;
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(Error::token_store)
+    }
+
+    /// Runs one command.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        let mut conn = self.connection().await?;
+        cmd.query_async(&mut conn).await.map_err(Error::token_store)
+    }
+}
+
+async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
+    match topology {
+        RedisTopology::Single(url) => {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT));
+            let client = redis::Client::open(url.as_str())?;
+            Ok(Connection::Single(
+                client.get_connection_manager_with_config(config).await?,
+            ))
+        }
+        RedisTopology::Cluster(nodes) => {
+            let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .build()?;
+            Ok(Connection::Cluster(client.get_async_connection().await?))
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    (duration.as_millis() as u64).max(1)
+}
+
+#[async_trait]
+impl SharedState for RedisState {
+    fn kind(&self) -> &'static str {
+        match self.topology {
+            RedisTopology::Single(_) => "redis",
+            RedisTopology::Cluster(_) => "redis cluster",
+        }
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
+        Ok(self.query::<Option<String>>(&cmd).await?.is_some())
+    }
+
+    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error> {
+        let answer: i64 = self
+            .run(
+                self.scripts
+                    .take_issued
+                    .key(key)
+                    .arg(holder)
+                    .arg(millis(lease)),
+            )
+            .await?;
+        Ok(match answer {
+            1 => Taken::Now,
+            2 => Taken::ByAnother,
+            _ => Taken::Absent,
+        })
+    }
+
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error> {
+        let done: i64 = self
+            .run(self.scripts.renew.key(key).arg(holder).arg(millis(lease)))
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error> {
+        let done: i64 = self.run(self.scripts.end.key(key).arg(holder)).await?;
+        Ok(done == 1)
+    }
+
+    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error> {
+        let done: i64 = self
+            .run(
+                self.scripts
+                    .restore
+                    .key(key)
+                    .arg(holder)
+                    .arg(remaining.as_millis() as u64),
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error> {
+        let millis: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
+        Ok(u64::try_from(millis).ok().map(Duration::from_millis))
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error> {
+        self.run(self.scripts.hit.key(key).arg(millis(window)))
+            .await
+    }
+
+    async fn add_bounded(
+        &self,
+        key: &str,
+        member: &str,
+        expires: u64,
+        cap: u64,
+    ) -> Result<Option<u64>, Error> {
+        let count: i64 = self
+            .run(
+                self.scripts
+                    .add_bounded
+                    .key(key)
+                    .arg(member)
+                    .arg(expires)
+                    .arg(unix_now())
+                    .arg(cap),
+            )
+            .await?;
+        Ok(u64::try_from(count).ok())
+    }
+
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
+        self.query::<i64>(redis::cmd("ZREM").arg(key).arg(member))
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_url_is_one_server_and_several_or_a_cluster_scheme_are_a_cluster() {
+        assert_eq!(
+            RedisTopology::parse("redis://127.0.0.1:6379"),
+            Ok(RedisTopology::Single("redis://127.0.0.1:6379".into()))
+        );
+        assert_eq!(
+            RedisTopology::parse("redis://a:1, redis://b:2"),
+            Ok(RedisTopology::Cluster(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into()
+            ]))
+        );
+        assert_eq!(
+            RedisTopology::parse("redis+cluster://a:1"),
+            Ok(RedisTopology::Cluster(vec!["redis://a:1".into()]))
+        );
+        assert!(RedisTopology::parse("").is_err());
+        assert!(RedisTopology::parse("http://a:1").is_err());
+    }
+}

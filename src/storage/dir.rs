@@ -1,0 +1,353 @@
+//! [`ParcelStore`] in a local directory, for the embedded one-replica mode.
+//!
+//! Each parcel is one file, `<data dir>/parcels/<parcel id>`, holding a
+//! header (owner and metadata) and then the body, so a parcel's metadata can
+//! never be seen without its body. A write goes to a temporary file
+//! `.upload-<uuid>` in the same directory, is fsynced, and is then linked
+//! to its final name, which fails if the parcel exists: the commit is
+//! atomic and never replaces a parcel. Temporary files left by a killed
+//! process are removed at start.
+//!
+//! File names come only from [`ParcelId`], which is hexadecimal digits by
+//! construction, so no id can name a path outside the directory.
+//!
+//! Header layout (part of the on-disk contract): the 4 bytes `AMO1`, a
+//! big-endian `u32` length N, then N bytes of JSON `{"owner", "metadata"}`.
+
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::io::ReaderStream;
+use uuid::Uuid;
+
+use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StoredParcel};
+use crate::{
+    domain::{Address, ParcelId, ParcelMetadata},
+    error::Error,
+};
+
+const MAGIC: &[u8; 4] = b"AMO1";
+const UPLOAD_PREFIX: &str = ".upload-";
+/// Bytes read from disk at a time when streaming a body.
+const READ_CHUNK: usize = 256 * 1024;
+/// The largest header accepted when reading a file back.
+const MAX_HEADER: u32 = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    owner: String,
+    metadata: String,
+}
+
+/// Parcels as files in one directory.
+#[derive(Clone)]
+pub struct DirStore {
+    root: Arc<PathBuf>,
+}
+
+impl DirStore {
+    /// Opens (creating it if needed) the store under `data_dir`, and removes
+    /// the temporary files of uploads that never finished.
+    pub fn open(data_dir: &Path) -> io::Result<Self> {
+        let root = data_dir.join("parcels");
+        std::fs::create_dir_all(&root)?;
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&root)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(UPLOAD_PREFIX)
+            {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, dir = %root.display(), "removed unfinished uploads");
+        }
+        Ok(Self {
+            root: Arc::new(root),
+        })
+    }
+
+    fn path(&self, id: &ParcelId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    /// Runs blocking file work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || work(&root))
+            .await
+            .map_err(|err| Error::Internal(format!("file task: {err}")))?
+            .map_err(|err| Error::parcel_store(format!("data directory: {err}")))
+    }
+}
+
+/// Opens a parcel file and reads its header. `None`: no such parcel.
+fn open_parcel(path: &Path, id: &ParcelId) -> io::Result<Option<(File, StoredParcel, u64)>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)?;
+    let length = u32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+    if &prefix[..4] != MAGIC || length > MAX_HEADER {
+        return Err(corrupt(id, "no parcel header"));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header)?;
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|err| corrupt(id, &err.to_string()))?;
+    let owner = Address::parse(&header.owner).map_err(|err| corrupt(id, &err.to_string()))?;
+    let metadata = ParcelMetadata::from_stored(&header.metadata)
+        .map_err(|err| corrupt(id, &err.to_string()))?;
+    let body_start = 8 + u64::from(length);
+    let size = file.metadata()?.len().saturating_sub(body_start);
+    Ok(Some((
+        file,
+        StoredParcel {
+            owner,
+            metadata,
+            size,
+        },
+        body_start,
+    )))
+}
+
+fn corrupt(id: &ParcelId, detail: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("parcel file {id} is damaged: {detail}"),
+    )
+}
+
+#[async_trait]
+impl ParcelStore for DirStore {
+    fn kind(&self) -> &'static str {
+        "directory"
+    }
+
+    async fn check(&self) -> Result<(), Error> {
+        self.blocking(|root| {
+            let probe = root.join(format!("{UPLOAD_PREFIX}probe-{}", Uuid::new_v4()));
+            File::create(&probe)?;
+            std::fs::remove_file(probe)
+        })
+        .await
+    }
+
+    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error> {
+        let (path, id) = (self.path(id), id.clone());
+        self.blocking(move |_| Ok(open_parcel(&path, &id)?.map(|(_, parcel, _)| parcel)))
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        id: &ParcelId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<BodyStream>, Error> {
+        let (path, id) = (self.path(id), id.clone());
+        let opened = self
+            .blocking(move |_| {
+                let Some((mut file, parcel, body_start)) = open_parcel(&path, &id)? else {
+                    return Ok(None);
+                };
+                let (first, length) = match range {
+                    Some((first, last)) => (first, last.saturating_sub(first) + 1),
+                    None => (0, parcel.size),
+                };
+                file.seek(SeekFrom::Start(body_start + first))?;
+                Ok(Some((file, length)))
+            })
+            .await?;
+        Ok(opened.map(|(file, length)| {
+            let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), length);
+            Box::pin(ReaderStream::with_capacity(reader, READ_CHUNK).map(|chunk| chunk))
+                as BodyStream
+        }))
+    }
+
+    async fn put_new(
+        &self,
+        id: &ParcelId,
+        body: Bytes,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PutOutcome, Error> {
+        self.start_upload(id, owner, metadata)
+            .await?
+            .complete(body)
+            .await
+    }
+
+    async fn start_upload(
+        &self,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<Box<dyn PartUpload>, Error> {
+        let header = serde_json::to_vec(&Header {
+            owner: owner.as_str().to_owned(),
+            metadata: metadata.as_stored().to_owned(),
+        })
+        .map_err(|err| Error::Internal(format!("parcel header: {err}")))?;
+        let temporary = self
+            .root
+            .join(format!("{UPLOAD_PREFIX}{}", Uuid::new_v4().simple()));
+        let target = self.path(id);
+        let path = temporary.clone();
+        let file = self
+            .blocking(move |_| {
+                let mut file = File::create_new(&path)?;
+                file.write_all(MAGIC)?;
+                file.write_all(&(header.len() as u32).to_be_bytes())?;
+                file.write_all(&header)?;
+                Ok(file)
+            })
+            .await?;
+        Ok(Box::new(FileUpload {
+            store: self.clone(),
+            file: Some(file),
+            temporary,
+            target,
+            parts: 0,
+        }))
+    }
+
+    async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
+        let path = self.path(id);
+        self.blocking(move |root| {
+            match std::fs::remove_file(path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+            File::open(root)?.sync_all()
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<String>, Error> {
+        self.blocking(|root| {
+            let mut ids = Vec::new();
+            for entry in std::fs::read_dir(root)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    ids.push(name);
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
+        self.blocking(|root| {
+            let mut uploads = Vec::new();
+            for entry in std::fs::read_dir(root)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name.starts_with(UPLOAD_PREFIX) {
+                    uploads.push(name);
+                }
+            }
+            Ok(uploads)
+        })
+        .await
+    }
+}
+
+/// A parcel being written to its temporary file.
+struct FileUpload {
+    store: DirStore,
+    /// `None` while a write runs, and after the upload ended.
+    file: Option<File>,
+    temporary: PathBuf,
+    target: PathBuf,
+    parts: usize,
+}
+
+impl FileUpload {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("a part after a failed write".into()))?;
+        let file = self
+            .store
+            .blocking(move |_| file.write_all(&bytes).map(|()| file))
+            .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PartUpload for FileUpload {
+    fn parts(&self) -> usize {
+        self.parts
+    }
+
+    async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error> {
+        self.write(bytes).await?;
+        self.parts += 1;
+        Ok(())
+    }
+
+    async fn complete(mut self: Box<Self>, last: Bytes) -> Result<PutOutcome, Error> {
+        if !last.is_empty() {
+            self.write(last).await?;
+        }
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("completing a failed upload".into()))?;
+        let (temporary, target) = (self.temporary.clone(), self.target.clone());
+        self.store
+            .blocking(move |root| {
+                file.sync_all()?;
+                drop(file);
+                let linked = std::fs::hard_link(&temporary, &target);
+                std::fs::remove_file(&temporary)?;
+                match linked {
+                    Ok(()) => {
+                        File::open(root)?.sync_all()?;
+                        Ok(PutOutcome::Created)
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        Ok(PutOutcome::AlreadyExists)
+                    }
+                    Err(err) => Err(err),
+                }
+            })
+            .await
+    }
+
+    async fn abort(self: Box<Self>) {
+        // Dropping removes the temporary file.
+    }
+}
+
+impl Drop for FileUpload {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_file(&self.temporary) {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(%err, file = %self.temporary.display(), "could not remove an upload's temporary file");
+            }
+        }
+    }
+}

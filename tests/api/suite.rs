@@ -1,0 +1,16 @@
+// The modules of the API suite; `main.rs` and `embedded.rs` include this
+// file, each after choosing its backend pair.
+
+mod fake_chain;
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod errors;
+mod grants;
+mod health;
+mod openapi;
+mod refusals;
+mod roundtrip_v1;
+mod roundtrip_v2;
+mod streaming_faults;
