@@ -24,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod chain;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;

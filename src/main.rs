@@ -1,9 +1,11 @@
 //! `amo-storage [ADDR] [--config FILE]`: runs the service.
 //! `amo-storage openapi`: prints the OpenAPI spec.
+//! `amo-storage key …`, `amo-storage parcel …`: the command-line client
+//! (`amo_storage::cli`).
 
 use std::{path::PathBuf, process::ExitCode};
 
-use amo_storage::{app, config::Settings, telemetry};
+use amo_storage::{app, cli, config::Settings, telemetry};
 use clap::{Parser, Subcommand};
 
 /// The AMO storage service.
@@ -24,6 +26,12 @@ struct Cli {
 enum Command {
     /// Print the OpenAPI spec the code describes.
     Openapi,
+    /// Account keys: create one, show its address.
+    #[command(subcommand)]
+    Key(cli::KeyCommand),
+    /// Upload, download, inspect and remove parcels on a running service.
+    #[command(subcommand)]
+    Parcel(cli::ParcelCommand),
 }
 
 /// glibc raises its mmap threshold each time a large block is freed, up to
@@ -50,12 +58,17 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Openapi) = cli.command {
-        println!("{}", app::openapi_spec());
-        return ExitCode::SUCCESS;
+    let args = Cli::parse();
+    match args.command {
+        None => {}
+        Some(Command::Openapi) => {
+            println!("{}", app::openapi_spec());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Key(command)) => return cli::run_key(command),
+        Some(Command::Parcel(command)) => return cli::run_parcel(command).await,
     }
-    let (settings, warnings) = match Settings::load(cli.config.as_deref()) {
+    let (settings, warnings) = match Settings::load(args.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("amo-storage: {err}");
@@ -66,10 +79,10 @@ async fn run() -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let app = match app::App::bind(settings, &cli.addr).await {
+    let app = match app::App::bind(settings, &args.addr).await {
         Ok(app) => app,
         Err(err) => {
-            eprintln!("amo-storage: cannot listen on {}: {err}", cli.addr);
+            eprintln!("amo-storage: cannot listen on {}: {err}", args.addr);
             return ExitCode::from(1);
         }
     };
