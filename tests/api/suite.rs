@@ -5,6 +5,7 @@ mod fake_chain;
 mod helpers;
 
 mod auth;
+mod cli;
 mod concurrency;
 mod errors;
 mod grants;

@@ -2,12 +2,11 @@
 //! run as a subprocess of the built binary against a service started in this
 //! process.
 //!
-//! One service serves every test of this binary; each test uses its own
-//! accounts and files. Which backend that service stores into is decided in
-//! one place, [`backend_settings`].
+//! One service serves every test of this module; each test uses its own
+//! accounts and files. It runs on the suite's backend pair, like every API
+//! test.
 
 use std::{
-    collections::HashMap,
     ffi::OsStr,
     io::{Read, Write},
     path::Path,
@@ -24,51 +23,11 @@ use sha2::{Digest, Sha256};
 // ---------------------------------------------------------------------------
 // The service
 
-/// The settings of the service under test. This is the one place that picks
-/// the backend: today the real Redis and Ceph RGW of `deploy/local/up.sh`,
-/// under a fresh S3 key prefix. Another backend (the embedded store, or a
-/// second S3) is another function returning its settings, called here.
+/// The settings of the service under test: this suite's backend pair
+/// (real or embedded, see `helpers`), under a fresh key prefix or data
+/// directory.
 fn backend_settings() -> Settings {
-    local_redis_and_ceph()
-}
-
-/// The local Redis and Ceph RGW: the `AMO_*` environment, or else the env
-/// file `deploy/local/up.sh` writes (`$AMO_LOCAL_DIR/env`, default
-/// `/tmp/amo-local/env`). No chain is configured, so only owners download.
-fn local_redis_and_ceph() -> Settings {
-    let mut vars: HashMap<String, String> = std::env::vars()
-        .filter(|(name, _)| name.starts_with("AMO_"))
-        .collect();
-    if !vars.contains_key("AMO_REDIS_URL") {
-        let dir = std::env::var("AMO_LOCAL_DIR").unwrap_or_else(|_| "/tmp/amo-local".into());
-        let path = format!("{dir}/env");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
-            panic!(
-                "no AMO_REDIS_URL and no {path} ({err}): start the backends with \
-                 deploy/local/up.sh first"
-            )
-        });
-        for line in text.lines() {
-            let line = line.trim().trim_start_matches("export ").trim();
-            if let Some((name, value)) = line.split_once('=') {
-                let value = value.trim().trim_matches('"').trim_matches('\'');
-                vars.entry(name.to_owned())
-                    .or_insert_with(|| value.to_owned());
-            }
-        }
-    }
-    vars.retain(|name, _| {
-        !name.starts_with("AMO_LOCAL_")
-            && !name.starts_with("AMO_CHAIN_")
-            && !["AMO_ENDPOINT", "AMO_KEY"].contains(&name.as_str())
-    });
-    vars.insert(
-        "AMO_S3_PREFIX".into(),
-        format!("test-cli-{}/", uuid::Uuid::new_v4()),
-    );
-    Settings::load_from(None, vars)
-        .expect("settings for the local backends")
-        .0
+    crate::helpers::settings(&[])
 }
 
 /// The base URL of the running service, started on first use on its own
