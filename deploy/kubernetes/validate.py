@@ -1,0 +1,221 @@
+"""Offline checks of deploy/kubernetes, run by validate.sh inside its venv.
+
+usage: validate.py DIR [--rendered FILE --renderer NAME]
+
+1. Every *.yaml in DIR but kustomization.yaml: each document is validated in
+   strict mode against the bundled Kubernetes JSON schemas
+   (kubernetes-validate), for every version in $AMO_K8S_VERSIONS.
+2. kustomization.yaml: its kind and apiVersion; every resource it lists is a
+   file in DIR that passed step 1; no `namespace:` and no object that names
+   a namespace (the base is namespace-agnostic).
+3. Consistency: the Service, PDB and Deployment selectors match the pod
+   labels, the HPA targets the Deployment, the Ingress backend is the
+   Service's port, envFrom/secretKeyRef/secret volumes name objects (and
+   keys) defined here, probe ports are container ports.
+4. With --rendered: the renderer's output is validated like step 1.
+
+Prints one summary line on success; every problem, then exit 1, otherwise.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+problems = []
+
+
+def problem(where, msg):
+    problems.append(f"{where}: {msg}")
+
+
+def load_docs(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [d for d in yaml.safe_load_all(f) if d is not None]
+    except (OSError, yaml.YAMLError) as e:
+        problem(path, f"cannot read YAML: {e}")
+        return []
+
+
+def validate_docs(where, docs, versions):
+    ok = 0
+    for i, doc in enumerate(docs):
+        label = f"{where}[{i}] {doc.get('kind', '?')}/{(doc.get('metadata') or {}).get('name', '?')}" \
+            if isinstance(doc, dict) else f"{where}[{i}]"
+        if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
+            problem(label, "not a Kubernetes object (apiVersion and kind required)")
+            continue
+        good = True
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except ValidationError as e:
+                path = ".".join(str(p) for p in e.path) or "(top)"
+                problem(label, f"invalid for Kubernetes {version} at {path}: {e.message}")
+                good = False
+            except SchemaNotFoundError:
+                problem(label, f"no schema for {doc['apiVersion']} {doc['kind']} in Kubernetes {version}")
+                good = False
+        ok += good
+    return ok
+
+
+def by_kind(objs, kind):
+    return [o for o in objs if o.get("kind") == kind]
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def consistency(objs):
+    deploys = by_kind(objs, "Deployment")
+    services = by_kind(objs, "Service")
+    cms = {o["metadata"]["name"]: o for o in by_kind(objs, "ConfigMap")}
+    secrets = {o["metadata"]["name"]: o for o in by_kind(objs, "Secret")}
+    if not deploys:
+        problem("manifests", "no Deployment")
+        return
+    for d in deploys:
+        name = d["metadata"]["name"]
+        tmpl = d["spec"]["template"]
+        pod_labels = tmpl["metadata"].get("labels", {})
+        if not matches(d["spec"]["selector"].get("matchLabels"), pod_labels):
+            problem(f"Deployment/{name}", "selector does not match the pod labels")
+        pod = tmpl["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            where = f"Deployment/{name} container {c['name']}"
+            ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
+                if port is not None and port not in ports and port not in ports.values():
+                    problem(where, f"{probe} port {port!r} is not a container port")
+            for ef in c.get("envFrom", []):
+                ref = ef.get("configMapRef") or {}
+                if ref and ref["name"] not in cms:
+                    problem(where, f"envFrom ConfigMap {ref['name']} is not defined here")
+            for e in c.get("env", []):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    s = secrets.get(ref["name"])
+                    if s is None:
+                        problem(where, f"env {e['name']}: Secret {ref['name']} is not defined here")
+                    elif ref["key"] not in {**s.get("stringData", {}), **s.get("data", {})}:
+                        problem(where, f"env {e['name']}: Secret {ref['name']} has no key {ref['key']}")
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in volumes:
+                    problem(where, f"volumeMount {m['name']} has no volume")
+        for v in volumes.values():
+            sv = v.get("secret")
+            if sv:
+                s = secrets.get(sv["secretName"])
+                if s is None:
+                    problem(f"Deployment/{name}", f"volume {v['name']}: Secret {sv['secretName']} is not defined here")
+                else:
+                    keys = {**s.get("stringData", {}), **s.get("data", {})}
+                    for item in sv.get("items", []):
+                        if item["key"] not in keys:
+                            problem(f"Deployment/{name}", f"volume {v['name']}: Secret has no key {item['key']}")
+        for s in services:
+            if matches(s["spec"].get("selector"), pod_labels):
+                cports = {p.get("name") for c in pod["containers"] for p in c.get("ports", [])} | \
+                    {p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])}
+                for p in s["spec"]["ports"]:
+                    if p.get("targetPort", p["port"]) not in cports:
+                        problem(f"Service/{s['metadata']['name']}", f"targetPort {p.get('targetPort')!r} is not a container port")
+        if not any(matches(s["spec"].get("selector"), pod_labels) for s in services):
+            problem(f"Deployment/{name}", "no Service selects its pods")
+        for pdb in by_kind(objs, "PodDisruptionBudget"):
+            if not matches(pdb["spec"]["selector"].get("matchLabels"), pod_labels):
+                problem(f"PodDisruptionBudget/{pdb['metadata']['name']}", "selector does not match the pods")
+    deploy_names = {d["metadata"]["name"] for d in deploys}
+    for hpa in by_kind(objs, "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        if ref["kind"] != "Deployment" or ref["name"] not in deploy_names:
+            problem(f"HorizontalPodAutoscaler/{hpa['metadata']['name']}", f"targets {ref['kind']}/{ref['name']}, not a Deployment here")
+    svc_ports = {(s["metadata"]["name"], p.get("name")) for s in services for p in s["spec"]["ports"]} | \
+        {(s["metadata"]["name"], p["port"]) for s in services for p in s["spec"]["ports"]}
+    for ing in by_kind(objs, "Ingress"):
+        for rule in ing["spec"].get("rules", []):
+            for path in (rule.get("http") or {}).get("paths", []):
+                svc = path["backend"]["service"]
+                port = svc["port"].get("name", svc["port"].get("number"))
+                if (svc["name"], port) not in svc_ports:
+                    problem(f"Ingress/{ing['metadata']['name']}", f"backend {svc['name']}:{port} is not a Service port here")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--rendered")
+    ap.add_argument("--renderer", default="renderer")
+    args = ap.parse_args()
+    versions = os.environ.get("AMO_K8S_VERSIONS", "1.30.0 1.37.0").split()
+    d = Path(args.dir)
+
+    files = sorted(p for p in d.glob("*.yaml") if p.name != "kustomization.yaml")
+    docs_of = {}
+    n_objects = 0
+    for f in files:
+        docs = load_docs(f)
+        docs_of[f.name] = docs
+        n_objects += validate_docs(f.name, docs, versions)
+        for doc in docs:
+            if isinstance(doc, dict) and "namespace" in (doc.get("metadata") or {}):
+                problem(f.name, f"{doc.get('kind')}/{doc['metadata'].get('name')} names a namespace; the base is namespace-agnostic")
+
+    kpath = d / "kustomization.yaml"
+    kdocs = load_docs(kpath)
+    listed = []
+    if len(kdocs) != 1 or not isinstance(kdocs[0], dict):
+        problem(kpath.name, "expected one YAML document")
+    else:
+        k = kdocs[0]
+        if k.get("apiVersion") != "kustomize.config.k8s.io/v1beta1" or k.get("kind") != "Kustomization":
+            problem(kpath.name, "apiVersion/kind must be kustomize.config.k8s.io/v1beta1 Kustomization")
+        if "namespace" in k:
+            problem(kpath.name, "sets a namespace; the base is namespace-agnostic")
+        listed = k.get("resources") or []
+        if not listed:
+            problem(kpath.name, "lists no resources")
+        for r in listed:
+            if not (d / r).is_file():
+                problem(kpath.name, f"resource {r} does not exist")
+            elif r not in docs_of:
+                problem(kpath.name, f"resource {r} is not a *.yaml file of {d}")
+
+    # Consistency over what the kustomization deploys plus the example
+    # Secret, which stands for the one the secret manager provides.
+    objs = [o for r in listed for o in docs_of.get(r, []) if isinstance(o, dict)]
+    objs += [o for o in docs_of.get("secret.example.yaml", []) if isinstance(o, dict)]
+    if not problems:
+        consistency(objs)
+
+    rendered_note = "not rendered (no kustomize/kubectl on PATH)"
+    if args.rendered:
+        rdocs = load_docs(args.rendered)
+        n = validate_docs(f"{args.renderer} output", rdocs, versions)
+        kinds = sorted({o.get("kind") for o in rdocs if isinstance(o, dict)})
+        want = sorted({o.get("kind") for r in listed for o in docs_of.get(r, []) if isinstance(o, dict)})
+        if kinds != want:
+            problem(f"{args.renderer} output", f"kinds {kinds}, expected {want}")
+        rendered_note = f"{args.renderer} rendered {n} objects, valid"
+
+    if problems:
+        for p in problems:
+            print(f"validate.sh: INVALID: {p}", file=sys.stderr)
+        print(f"validate.sh: FAILED, {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"validate.sh: OK: {n_objects} objects in {len(files)} files valid against Kubernetes "
+          f"{', '.join(versions)} (strict); kustomization lists {len(listed)} resources; {rendered_note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
