@@ -7,7 +7,7 @@ use poem::{
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
     http::{StatusCode, header},
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    middleware::{CatchPanic, Tracing},
+    middleware::CatchPanic,
 };
 use poem_openapi::OpenApiService;
 
@@ -23,6 +23,7 @@ use crate::{
     chain::Chain,
     config::{Settings, StateBackend, StoreBackend},
     error::ErrorBody,
+    limits::RateLimiter,
     parcels::{Limits, Parcels},
     state::{MemoryState, RedisState, Shared},
     storage::{DirStore, S3Store, Store},
@@ -53,7 +54,9 @@ impl Backends {
             StateBackend::Embedded => Arc::new(MemoryState::new()),
         };
         let store: Store = match &settings.store {
-            StoreBackend::S3(config) => Arc::new(S3Store::new(config)),
+            StoreBackend::S3(config) => {
+                Arc::new(S3Store::new(config).with_timeout(settings.s3_timeout))
+            }
             StoreBackend::Directory(dir) => Arc::new(DirStore::open(dir).map_err(|err| {
                 io::Error::new(
                     err.kind(),
@@ -78,6 +81,7 @@ impl Backends {
 struct State {
     authorizer: Authorizer,
     parcels: Parcels,
+    limiter: RateLimiter,
     draining: Draining,
 }
 
@@ -89,12 +93,20 @@ impl State {
             settings.storage_id,
             settings.token_ttl,
         );
-        let authorizer = Authorizer::new(codec, TokenStore::new(backends.state.clone()));
+        let authorizer = Authorizer::new(
+            codec,
+            TokenStore::new(
+                backends.state.clone(),
+                settings.limits.max_outstanding_tokens,
+            ),
+        );
         let limits = Limits {
             metadata_max_bytes: settings.metadata_max_bytes,
             whole_body_max_bytes: settings.v1_max_data_bytes,
             max_parcel_bytes: settings.max_parcel_bytes,
             part_size: settings.s3_part_size_bytes,
+            body_idle_timeout: settings.body_idle_timeout,
+            max_concurrent_uploads: settings.limits.max_concurrent_uploads,
         };
         let chain = settings.chain.as_ref().map(|config| {
             Chain::new(config).expect("the chain client was built when the settings were loaded")
@@ -109,13 +121,14 @@ impl State {
         Self {
             authorizer,
             parcels,
+            limiter: RateLimiter::new(backends.state.clone(), settings.limits),
             draining,
         }
     }
 
     fn apis(&self) -> Apis {
         (
-            AuthApi::new(self.authorizer.clone()),
+            AuthApi::new(self.authorizer.clone(), self.limiter.clone()),
             ParcelsV1Api::new(self.authorizer.clone(), self.parcels.clone()),
             ParcelsV2Api::new(self.authorizer.clone(), self.parcels.clone()),
             HealthApi::new(
@@ -174,16 +187,23 @@ pub fn endpoint(
     Route::new()
         .nest("/", service)
         .at(SPEC_PATH, spec)
+        .at(
+            "/metrics",
+            poem::endpoint::make_sync(|_| crate::metrics::render()),
+        )
         .nest("/docs", docs)
         .data(V1BodyLimit(v1_body_limit(settings)))
         .with(CatchPanic::new())
         .around(|endpoint, request| async move { Ok(json_errors(endpoint, request).await) })
-        .with(Tracing)
+        .around(
+            |endpoint, request| async move { Ok(crate::observe::observe(endpoint, request).await) },
+        )
 }
 
 /// Turns every error answer that is not JSON yet (a route that does not
 /// exist, a parameter poem could not parse, a panic) into `{"error", "code"}`.
 async fn json_errors<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Response {
+    let route = crate::metrics::route_of(request.uri().path());
     let mut response = match endpoint.call(request).await {
         Ok(response) => response.into_response(),
         Err(err) => err.into_response(),
@@ -213,12 +233,33 @@ async fn json_errors<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Respons
     };
     let mut rebuilt = ErrorBody::new(message, code).into_response();
     rebuilt.set_status(status);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allowed) = allowed_methods(&route) {
+            rebuilt
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        }
+    }
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             rebuilt.headers_mut().insert(name.clone(), value.clone());
         }
     }
     rebuilt
+}
+
+/// The methods a route answers, for the `Allow` header of a 405.
+fn allowed_methods(route: &str) -> Option<&'static str> {
+    Some(match route {
+        "/api/v1/auth" | "/api/v2/auth" | "/api/v1/parcels" | "/api/v2/parcels" => "POST",
+        "/api/v1/parcels/{id}" | "/api/v2/parcels/{id}" => "GET, DELETE",
+        "/api/v2/parcels/{id}/metadata"
+        | "/healthz"
+        | "/readyz"
+        | "/metrics"
+        | "/api/openapi.json" => "GET",
+        _ => return None,
+    })
 }
 
 /// A bound, ready-to-run service.
@@ -271,13 +312,33 @@ impl App {
     /// to the drain timeout (`AMO_DRAIN_TIMEOUT_SECS`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let draining = self.draining.clone();
+        let janitor = tokio::spawn(sweep_periodically(self.backends.clone()));
         let endpoint = endpoint(&self.settings, &self.backends, self.draining).into_endpoint();
         let shutdown = async move {
             shutdown.await;
             draining.start();
         };
-        Server::new_with_acceptor(self.acceptor)
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.drain_timeout))
-            .await
+            .await;
+        janitor.abort();
+        served
+    }
+}
+
+/// How often a replica looks for uploads that a dead replica abandoned.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Aborts abandoned uploads every [`SWEEP_INTERVAL`], on every replica
+/// (aborting twice is harmless).
+async fn sweep_periodically(backends: Backends) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(err) =
+            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state).await
+        {
+            tracing::debug!(%err, "could not sweep abandoned uploads; trying again later");
+        }
     }
 }

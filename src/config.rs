@@ -42,7 +42,15 @@ struct RawSettings {
     chain_timeout_ms: Option<u64>,
     chain_cache_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    auth_rate_per_ip: Option<u64>,
+    auth_rate_per_user: Option<u64>,
+    max_outstanding_tokens: Option<u64>,
+    max_concurrent_uploads: Option<usize>,
+    trust_forwarded_for: Option<bool>,
+    s3_timeout_secs: Option<u64>,
+    body_idle_timeout_secs: Option<u64>,
     log: Option<String>,
+    log_format: Option<String>,
 }
 
 /// The environment variables this service reads, and their file keys.
@@ -67,7 +75,15 @@ const VARIABLES: &[&str] = &[
     "CHAIN_TIMEOUT_MS",
     "CHAIN_CACHE_SECS",
     "DRAIN_TIMEOUT_SECS",
+    "AUTH_RATE_PER_IP",
+    "AUTH_RATE_PER_USER",
+    "MAX_OUTSTANDING_TOKENS",
+    "MAX_CONCURRENT_UPLOADS",
+    "TRUST_FORWARDED_FOR",
+    "S3_TIMEOUT_SECS",
+    "BODY_IDLE_TIMEOUT_SECS",
     "LOG",
+    "LOG_FORMAT",
 ];
 
 /// The largest object S3 stores: 5 TiB.
@@ -82,6 +98,10 @@ const DEFAULT_PART_SIZE: usize = 8 << 20;
 const DEFAULT_CHAIN_TIMEOUT_MS: u64 = 3_000;
 /// The longest timeout of a blockchain query: a download waits for it.
 const MAX_CHAIN_TIMEOUT_MS: u64 = 60_000;
+/// How long one S3 call may take, by default.
+const DEFAULT_S3_TIMEOUT_SECS: u64 = 30;
+/// How long an upload body may stall, by default.
+const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 60;
 /// How long in-flight requests may run after a shutdown signal, by default.
 const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
 /// How long a blockchain grant is remembered by default, in seconds.
@@ -155,8 +175,53 @@ pub struct Settings {
     pub chain: Option<ChainConfig>,
     /// How long in-flight requests may run after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Limits against abuse.
+    pub limits: AbuseLimits,
+    /// How long one S3 call may take before it fails (503).
+    pub s3_timeout: Duration,
+    /// How long an upload's body may send nothing before the upload fails.
+    pub body_idle_timeout: Duration,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
+    /// Log lines as text or JSON.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits against abuse. A zero turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbuseLimits {
+    /// Token requests per minute from one client address, across replicas.
+    pub auth_per_ip_per_minute: u64,
+    /// Token requests per minute for one account, across replicas.
+    pub auth_per_user_per_minute: u64,
+    /// Tokens one account may hold unused and unexpired at once.
+    pub max_outstanding_tokens: u64,
+    /// Uploads one replica streams at once; more answer 503.
+    pub max_concurrent_uploads: usize,
+    /// Take the client address from the last `X-Forwarded-For` entry (set
+    /// this behind a proxy that appends it, such as the shipped nginx).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AbuseLimits {
+    fn default() -> Self {
+        Self {
+            auth_per_ip_per_minute: 6_000,
+            auth_per_user_per_minute: 600,
+            max_outstanding_tokens: 1_000,
+            max_concurrent_uploads: 64,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 /// The `key.json` file of the seed: S3 credentials.
@@ -183,7 +248,11 @@ impl Settings {
             s3_part_size_bytes: DEFAULT_PART_SIZE,
             chain: None,
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
+            limits: AbuseLimits::default(),
+            s3_timeout: Duration::from_secs(DEFAULT_S3_TIMEOUT_SECS),
+            body_idle_timeout: Duration::from_secs(DEFAULT_BODY_IDLE_TIMEOUT_SECS),
             log: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 
@@ -288,6 +357,26 @@ impl RawSettings {
         number(&mut self.chain_timeout_ms, env, "CHAIN_TIMEOUT_MS")?;
         number(&mut self.chain_cache_secs, env, "CHAIN_CACHE_SECS")?;
         number(&mut self.drain_timeout_secs, env, "DRAIN_TIMEOUT_SECS")?;
+        number(&mut self.auth_rate_per_ip, env, "AUTH_RATE_PER_IP")?;
+        number(&mut self.auth_rate_per_user, env, "AUTH_RATE_PER_USER")?;
+        number(
+            &mut self.max_outstanding_tokens,
+            env,
+            "MAX_OUTSTANDING_TOKENS",
+        )?;
+        number(
+            &mut self.max_concurrent_uploads,
+            env,
+            "MAX_CONCURRENT_UPLOADS",
+        )?;
+        number(&mut self.trust_forwarded_for, env, "TRUST_FORWARDED_FOR")?;
+        number(&mut self.s3_timeout_secs, env, "S3_TIMEOUT_SECS")?;
+        number(
+            &mut self.body_idle_timeout_secs,
+            env,
+            "BODY_IDLE_TIMEOUT_SECS",
+        )?;
+        text(&mut self.log_format, "LOG_FORMAT");
         Ok(())
     }
 
@@ -329,6 +418,7 @@ impl RawSettings {
                 jwt_secret.len()
             )));
         }
+        let defaults = AbuseLimits::default();
         let token_ttl_secs = self.token_ttl_secs.unwrap_or(300);
         if token_ttl_secs == 0 {
             return Err(ConfigError("AMO_TOKEN_TTL_SECS must be at least 1".into()));
@@ -363,8 +453,50 @@ impl RawSettings {
                 self.drain_timeout_secs
                     .unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
             ),
+            limits: AbuseLimits {
+                auth_per_ip_per_minute: self
+                    .auth_rate_per_ip
+                    .unwrap_or(defaults.auth_per_ip_per_minute),
+                auth_per_user_per_minute: self
+                    .auth_rate_per_user
+                    .unwrap_or(defaults.auth_per_user_per_minute),
+                max_outstanding_tokens: self
+                    .max_outstanding_tokens
+                    .unwrap_or(defaults.max_outstanding_tokens),
+                max_concurrent_uploads: self
+                    .max_concurrent_uploads
+                    .unwrap_or(defaults.max_concurrent_uploads),
+                trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
+            },
+            s3_timeout: positive_secs(
+                "AMO_S3_TIMEOUT_SECS",
+                self.s3_timeout_secs,
+                DEFAULT_S3_TIMEOUT_SECS,
+            )?,
+            body_idle_timeout: positive_secs(
+                "AMO_BODY_IDLE_TIMEOUT_SECS",
+                self.body_idle_timeout_secs,
+                DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            )?,
             log: self.log.unwrap_or_else(|| "info".into()),
+            log_format: match self.log_format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "AMO_LOG_FORMAT={other:?} must be \"text\" or \"json\""
+                    )));
+                }
+            },
         })
+    }
+}
+
+/// A duration in whole seconds that must be at least 1.
+fn positive_secs(name: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError(format!("{name} must be at least 1"))),
+        secs => Ok(Duration::from_secs(secs)),
     }
 }
 

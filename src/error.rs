@@ -74,14 +74,29 @@ pub enum Error {
         /// What went wrong, for the log only.
         detail: String,
     },
+    /// A client asked too often; it may retry after `retry_after` seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit, and how to stay under it.
+        message: String,
+        /// Seconds until the limit admits the client again.
+        retry_after: u64,
+    },
+    /// This replica is at its configured capacity; retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// A defect of this service. The detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
 }
 
+/// How long a client should wait after a 503, in seconds.
+pub const RETRY_AFTER_UNAVAILABLE: u64 = 2;
+
 impl Error {
     /// A failure of Redis.
     pub fn token_store(detail: impl ToString) -> Self {
+        crate::metrics::backend_error("redis");
         Self::Unavailable {
             service: "token store",
             detail: detail.to_string(),
@@ -90,6 +105,7 @@ impl Error {
 
     /// A failure of S3.
     pub fn parcel_store(detail: impl ToString) -> Self {
+        crate::metrics::backend_error("s3");
         Self::Unavailable {
             service: "parcel store",
             detail: detail.to_string(),
@@ -178,6 +194,19 @@ pub enum ErrorResponse {
     /// The body does not match the SHA-256 the token declares.
     #[oai(status = 422)]
     UnprocessableEntity(Json<ErrorBody>),
+    /// The body's `Content-Type` is missing or not the one this operation
+    /// takes.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Too many requests from this client address or for this account, or
+    /// too many outstanding tokens; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// A defect of the service; the details are in its log.
     #[oai(status = 500)]
     InternalServerError(Json<ErrorBody>),
@@ -186,9 +215,15 @@ pub enum ErrorResponse {
     /// grant nor a refusal. Nothing was sent; the token stays usable.
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
-    /// Redis or S3 is unavailable; retry later.
+    /// Redis or S3 is unavailable, or this replica is at capacity; retry
+    /// after `Retry-After` seconds.
     #[oai(status = 503)]
-    ServiceUnavailable(Json<ErrorBody>),
+    ServiceUnavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 impl From<Error> for ErrorResponse {
@@ -197,6 +232,7 @@ impl From<Error> for ErrorResponse {
         match err {
             Error::BadRequest(_) => Self::BadRequest(ErrorBody::new(message, "bad_request")),
             Error::Unauthenticated { code, .. } => {
+                crate::metrics::token_refused(code);
                 Self::Unauthorized(ErrorBody::new(message, code))
             }
             Error::Forbidden(_) => Self::Forbidden(ErrorBody::new(message, "forbidden")),
@@ -216,7 +252,16 @@ impl From<Error> for ErrorResponse {
             }
             Error::Unavailable { service, detail } => {
                 tracing::warn!(service, %detail, "backend unavailable");
-                Self::ServiceUnavailable(ErrorBody::new(message, "unavailable"))
+                Self::ServiceUnavailable(
+                    ErrorBody::new(message, "unavailable"),
+                    RETRY_AFTER_UNAVAILABLE,
+                )
+            }
+            Error::RateLimited { retry_after, .. } => {
+                Self::TooManyRequests(ErrorBody::new(message, "rate_limited"), retry_after)
+            }
+            Error::Busy(_) => {
+                Self::ServiceUnavailable(ErrorBody::new(message, "busy"), RETRY_AFTER_UNAVAILABLE)
             }
             Error::ChainUnavailable { detail } => {
                 tracing::warn!(%detail, "blockchain node unavailable");

@@ -18,6 +18,8 @@
 //!   embedded mode), and the leases that token claims and parcel write locks
 //!   are.
 //! - [`api`]: the poem-openapi endpoints; [`error`]: how failures answer.
+//! - [`limits`]: rate limits and upload capacity; [`metrics`]: Prometheus
+//!   counters; [`observe`]: request ids, access logs and metrics per request.
 //! - [`app`]: wires it all into a server; [`telemetry`]: logging.
 
 pub mod api;
@@ -28,6 +30,9 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod observe;
 pub mod parcels;
 pub mod state;
 pub mod storage;

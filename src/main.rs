@@ -75,7 +75,7 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
+    telemetry::init(&settings.log, settings.log_format);
     for warning in warnings {
         tracing::warn!("{warning}");
     }

@@ -1,5 +1,8 @@
 //! `POST /api/v1/auth` and `POST /api/v2/auth`: one-time tokens.
 
+use std::net::IpAddr;
+
+use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use serde_json::Value;
 
@@ -8,6 +11,7 @@ use crate::{
     auth::Authorizer,
     domain::Address,
     error::{ApiResult, Error},
+    limits::RateLimiter,
 };
 
 /// A token request.
@@ -44,17 +48,43 @@ pub enum AuthResponse {
 /// The token endpoints.
 pub struct AuthApi {
     authorizer: Authorizer,
+    limiter: RateLimiter,
 }
 
 impl AuthApi {
-    /// The endpoints over `authorizer`.
-    pub fn new(authorizer: Authorizer) -> Self {
-        Self { authorizer }
+    /// The endpoints over `authorizer`, within `limiter`'s rate limits.
+    pub fn new(authorizer: Authorizer, limiter: RateLimiter) -> Self {
+        Self {
+            authorizer,
+            limiter,
+        }
     }
 
-    async fn issue(&self, request: AuthRequest) -> ApiResult<AuthResponse> {
+    /// The client's address: the peer, or the last `X-Forwarded-For` entry
+    /// when the service is configured to trust its proxy.
+    fn client_of(&self, http: &Request) -> Option<IpAddr> {
+        if self.limiter.trusts_forwarded_for() {
+            let mut entries = http
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .filter_map(|entry| entry.trim().parse().ok());
+            let forwarded = entries.next_back();
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        http.remote_addr().as_socket_addr().map(|addr| addr.ip())
+    }
+
+    async fn issue(&self, http: &Request, request: AuthRequest) -> ApiResult<AuthResponse> {
         let user = Address::parse(&request.user)
             .map_err(|err| Error::BadRequest(format!("user: {err}")))?;
+        self.limiter
+            .admit_token_request(self.client_of(http), &user)
+            .await?;
         let issued = self.authorizer.issue(&user, request.operation).await?;
         Ok(AuthResponse::Issued(Json(AuthToken {
             token: issued.jwt,
@@ -70,15 +100,15 @@ impl AuthApi {
     /// Issues a token for `user` to perform `operation` once. Tokens from
     /// v1 and v2 are the same and work on either API.
     #[oai(path = "/api/v1/auth", method = "post", operation_id = "auth_v1")]
-    async fn auth_v1(&self, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
-        self.issue(request.0).await
+    async fn auth_v1(&self, http: &Request, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
+        self.issue(http, request.0).await
     }
 
     /// Get a one-time token (v2 path)
     ///
     /// The same as `POST /api/v1/auth`.
     #[oai(path = "/api/v2/auth", method = "post", operation_id = "auth_v2")]
-    async fn auth_v2(&self, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
-        self.issue(request.0).await
+    async fn auth_v2(&self, http: &Request, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
+        self.issue(http, request.0).await
     }
 }

@@ -182,6 +182,7 @@ impl ParcelsV1Api {
         }
         let data = hex::decode(wire.data.as_bytes())
             .map_err(|err| Error::BadRequest(format!("data must be hex: {err}")))?;
+        let _slot = self.parcels.upload_slot()?;
         let auth = self
             .authorizer
             .authorize(

@@ -151,6 +151,7 @@ impl ParcelsV2Api {
             .map(ParcelMetadata::parse_offered)
             .transpose()
             .map_err(Error::from)?;
+        let _slot = self.parcels.upload_slot()?;
         let auth = self
             .authorizer
             .authorize(

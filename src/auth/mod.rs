@@ -96,8 +96,14 @@ impl Authorizer {
         Operation::parse(&operation)?;
         let issued = self.codec.issue(user, operation)?;
         self.store
-            .issue(&issued.claims.jti, self.codec.ttl())
+            .issue(
+                &issued.claims.jti,
+                user,
+                self.codec.ttl(),
+                issued.claims.exp,
+            )
             .await?;
+        crate::metrics::token_issued();
         Ok(issued)
     }
 
@@ -145,7 +151,7 @@ impl Authorizer {
                 )));
             }
         }
-        let claim = self.store.claim(&claims.jti, claims.exp).await?;
+        let claim = self.store.claim(&claims.jti, &user, claims.exp).await?;
         Ok(Authorized {
             caller: user,
             operation,

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::{
+    domain::Address,
     error::Error,
     state::{ISSUED, Lease, Shared, TakeOutcome},
 };
@@ -19,16 +20,26 @@ pub fn token_key(jti: &str) -> String {
     format!("amo:token:{{{jti}}}")
 }
 
+/// The key of the set of an account's outstanding tokens.
+fn outstanding_key(user: &Address) -> String {
+    format!("amo:outstanding:{{{user}}}")
+}
+
 /// The shared token store.
 #[derive(Clone)]
 pub struct TokenStore {
     state: Shared,
+    max_outstanding: u64,
 }
 
 impl TokenStore {
-    /// A store on `state`.
-    pub fn new(state: Shared) -> Self {
-        Self { state }
+    /// A store on `state`; an account may hold at most `max_outstanding`
+    /// unused, unexpired tokens (0: no cap).
+    pub fn new(state: Shared, max_outstanding: u64) -> Self {
+        Self {
+            state,
+            max_outstanding,
+        }
     }
 
     /// The shared state, for readiness checks.
@@ -36,8 +47,32 @@ impl TokenStore {
         &self.state
     }
 
-    /// Records a new token's `jti` for `ttl`.
-    pub async fn issue(&self, jti: &str, ttl: Duration) -> Result<(), Error> {
+    /// Records a new token's `jti` for `user`, valid for `ttl` (until
+    /// `exp`), unless the account holds its maximum of outstanding tokens.
+    pub async fn issue(
+        &self,
+        jti: &str,
+        user: &Address,
+        ttl: Duration,
+        exp: u64,
+    ) -> Result<(), Error> {
+        if self.max_outstanding > 0 {
+            let added = self
+                .state
+                .add_bounded(&outstanding_key(user), jti, exp, self.max_outstanding)
+                .await?;
+            if added.is_none() {
+                crate::metrics::limited("outstanding_tokens");
+                return Err(Error::RateLimited {
+                    message: format!(
+                        "this account holds {} unused tokens, the most it may; use or let \
+                         some expire first",
+                        self.max_outstanding
+                    ),
+                    retry_after: ttl.as_secs().max(1),
+                });
+            }
+        }
         if self.state.set_new(&token_key(jti), ISSUED, ttl).await? {
             Ok(())
         } else {
@@ -47,9 +82,13 @@ impl TokenStore {
 
     /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
     /// Of concurrent claims on any replicas, at most one succeeds.
-    pub async fn claim(&self, jti: &str, exp: u64) -> Result<TokenClaim, Error> {
+    pub async fn claim(&self, jti: &str, user: &Address, exp: u64) -> Result<TokenClaim, Error> {
         match Lease::take_issued(&self.state, token_key(jti), exp).await? {
-            Ok(lease) => Ok(TokenClaim(lease)),
+            Ok(lease) => Ok(TokenClaim {
+                lease,
+                outstanding: (self.max_outstanding > 0)
+                    .then(|| (self.state.clone(), outstanding_key(user), jti.to_owned())),
+            }),
             Err(TakeOutcome::Held) => Err(Error::TokenInUse),
             Err(TakeOutcome::Absent) => Err(Error::unauthenticated(
                 "token_used",
@@ -63,12 +102,22 @@ impl TokenStore {
 /// once the operation had its effect, or [`TokenClaim::release`] if it failed
 /// before anything became visible. Dropped unfinished (a client that went
 /// away, a handler that failed), it releases itself.
-pub struct TokenClaim(Lease);
+pub struct TokenClaim {
+    lease: Lease,
+    /// Where the token counts as outstanding: state, set key, member.
+    outstanding: Option<(Shared, String, String)>,
+}
 
 impl TokenClaim {
     /// The operation succeeded: the token can never be used again.
     pub async fn consume(self) {
-        match self.0.end().await {
+        crate::metrics::token_consumed();
+        if let Some((state, key, jti)) = &self.outstanding {
+            if let Err(err) = state.remove_member(key, jti).await {
+                tracing::warn!(%err, "could not uncount a used token; it expires by itself");
+            }
+        }
+        match self.lease.end().await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("a token's claim had lapsed before it was consumed"),
             Err(err) => tracing::warn!(%err, "could not consume a token; it expires by itself"),
@@ -78,7 +127,7 @@ impl TokenClaim {
     /// The operation failed before anything became visible: the token may
     /// be used again until it expires.
     pub async fn release(self) {
-        if let Err(err) = self.0.give_up().await {
+        if let Err(err) = self.lease.give_up().await {
             tracing::warn!(%err, "could not release a token claim; it lapses by itself");
         }
     }

@@ -12,7 +12,7 @@
 
 mod upload;
 
-pub use upload::lock_key;
+pub use upload::{lock_key, sweep_abandoned_uploads};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
@@ -24,6 +24,7 @@ use crate::{
     chain::Chain,
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId},
     error::Error,
+    limits::{UploadSlot, UploadSlots},
     state::Shared,
     storage::{BodyStream, PutOutcome, Store, StoredParcel},
 };
@@ -40,6 +41,10 @@ pub struct Limits {
     /// Size of the parts of a multipart upload; bodies up to this size go
     /// up in one `PutObject`. Memory per upload is at most two parts.
     pub part_size: usize,
+    /// How long an upload's body may send nothing before it fails.
+    pub body_idle_timeout: std::time::Duration,
+    /// Uploads this replica streams at once (0: no cap).
+    pub max_concurrent_uploads: usize,
 }
 
 /// A download ready to stream: what was found, and the bytes to send.
@@ -62,6 +67,7 @@ pub struct Parcels {
     chain: Option<Chain>,
     storage_id: StorageId,
     limits: Limits,
+    upload_slots: UploadSlots,
 }
 
 impl Parcels {
@@ -81,7 +87,14 @@ impl Parcels {
             chain,
             storage_id,
             limits,
+            upload_slots: UploadSlots::new(limits.max_concurrent_uploads),
         }
+    }
+
+    /// A slot for one upload on this replica, or 503 `busy`; hold it while
+    /// the upload runs.
+    pub fn upload_slot(&self) -> Result<UploadSlot, Error> {
+        self.upload_slots.take()
     }
 
     /// The underlying store.
@@ -238,6 +251,9 @@ impl Parcels {
                 .get_stream(id, range)
                 .await?
                 .ok_or_else(|| Error::NotFound(id.clone()))?;
+            let body = Box::pin(body.inspect_ok(|chunk| {
+                crate::metrics::bytes_sent(chunk.len() as u64);
+            }));
             Ok(Download {
                 parcel,
                 hash: id.content_hash(),

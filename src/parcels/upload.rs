@@ -16,8 +16,8 @@ use super::Parcels;
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::Error,
-    state::Lease,
-    storage::{PartUpload, PutOutcome, StoredParcel},
+    state::{LEASE, Lease, Shared},
+    storage::{PartUpload, PutOutcome, Store, StoredParcel},
 };
 
 /// S3 allows at most this many parts in one upload.
@@ -26,6 +26,21 @@ const MAX_PARTS: u64 = 10_000;
 /// The shared-state key of a parcel's write lock.
 pub fn lock_key(id: &ParcelId) -> String {
     format!("amo:lock:{{{id}}}")
+}
+
+/// Aborts the unfinished uploads in `store` that no live request writes:
+/// older than a lease, and whose parcel's write lock in `state` has lapsed
+/// (the replica that wrote it died). Answers how many it aborted.
+pub async fn sweep_abandoned_uploads(store: &Store, state: &Shared) -> Result<usize, Error> {
+    let mut aborted = 0;
+    for upload in store.stale_uploads(LEASE).await? {
+        if state.value(&lock_key(&upload.id)).await?.is_none() {
+            store.abort_upload(&upload).await?;
+            tracing::info!(parcel = %upload.id, "aborted an upload its replica abandoned");
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
 }
 
 /// What a new parcel is made of.
@@ -96,12 +111,19 @@ impl Parcels {
         let mut buffer =
             BytesMut::with_capacity(part_size.min(length.unwrap_or(u64::MAX) as usize));
         let mut multipart: Option<Box<dyn PartUpload>> = None;
-        while let Some(chunk) = body
-            .try_next()
+        let idle = self.limits.body_idle_timeout;
+        while let Some(chunk) = tokio::time::timeout(idle, body.try_next())
             .await
+            .map_err(|_| {
+                Error::BadRequest(format!(
+                    "the body sent nothing for {} s; the upload is abandoned",
+                    idle.as_secs()
+                ))
+            })?
             .map_err(|err| Error::BadRequest(format!("the body ended early: {err}")))?
         {
             received += chunk.len() as u64;
+            crate::metrics::bytes_received(chunk.len() as u64);
             if received > max {
                 return Err(too_large(received, max));
             }

@@ -19,6 +19,7 @@ use std::{
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
-use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StoredParcel};
+use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -254,6 +255,16 @@ impl ParcelStore for DirStore {
             Ok(ids)
         })
         .await
+    }
+
+    /// One process owns the directory and removes leftovers at start: no
+    /// upload it finds later is stale.
+    async fn stale_uploads(&self, _older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
+        Ok(Vec::new())
+    }
+
+    async fn abort_upload(&self, _upload: &StaleUpload) -> Result<(), Error> {
+        Ok(())
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {

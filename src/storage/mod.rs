@@ -14,7 +14,7 @@ pub use self::{
     s3::{S3Config, S3Store},
 };
 
-use std::{io, pin::Pin, sync::Arc};
+use std::{io, pin::Pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -96,6 +96,25 @@ pub trait ParcelStore: Send + Sync {
     /// Uploads begun and neither completed nor discarded (for operators and
     /// tests: after every request has ended, there are none).
     async fn unfinished_uploads(&self) -> Result<Vec<String>, Error>;
+
+    /// Unfinished uploads begun more than `older_than` ago, which a replica
+    /// that died may have left behind. (A store that cleans up at start
+    /// answers none.)
+    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error>;
+
+    /// Discards an unfinished upload.
+    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error>;
+}
+
+/// An unfinished upload found in the store.
+#[derive(Debug, Clone)]
+pub struct StaleUpload {
+    /// The parcel it was writing.
+    pub id: ParcelId,
+    /// The store's handle on it (an S3 key and upload id).
+    pub key: String,
+    /// The store's upload id.
+    pub upload_id: String,
 }
 
 /// A parcel being written in parts.

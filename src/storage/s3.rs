@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StoredParcel};
+use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -86,6 +86,29 @@ impl S3Store {
             client: Client::from_conf(sdk_config),
             bucket: config.bucket.clone(),
             prefix: config.prefix.clone(),
+        }
+    }
+
+    /// The same store, with every S3 call limited to `timeout` (attempt and
+    /// whole operation), and reads of a response body that stall for
+    /// `timeout` failing too.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .read_timeout(timeout)
+                    .operation_attempt_timeout(timeout)
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            ..self
         }
     }
 
@@ -282,6 +305,49 @@ impl ParcelStore for S3Store {
             }));
         }
         Ok(ids)
+    }
+
+    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        let cutoff = std::time::SystemTime::now() - older_than;
+        Ok(listed
+            .uploads()
+            .iter()
+            .filter(|upload| {
+                upload
+                    .initiated()
+                    .and_then(|at| std::time::SystemTime::try_from(*at).ok())
+                    .is_some_and(|at| at < cutoff)
+            })
+            .filter_map(|upload| {
+                let key = upload.key()?;
+                let id = ParcelId::parse(key.strip_prefix(&self.prefix)?).ok()?;
+                Some(StaleUpload {
+                    id,
+                    key: key.to_owned(),
+                    upload_id: upload.upload_id()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error> {
+        PartTarget {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: upload.key.clone(),
+            upload_id: upload.upload_id.clone(),
+        }
+        .abort()
+        .await;
+        Ok(())
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {

@@ -1,0 +1,229 @@
+//! Prometheus metrics, served at `GET /metrics` in the text format.
+//!
+//! One registry per process. Labels are bounded: routes are path templates
+//! (ids collapsed to `{id}`), statuses are numbers, reasons are the stable
+//! error codes.
+
+use std::{sync::LazyLock, time::Duration};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    bytes_received: IntCounter,
+    bytes_sent: IntCounter,
+    tokens_issued: IntCounter,
+    tokens_consumed: IntCounter,
+    tokens_refused: IntCounterVec,
+    backend_errors: IntCounterVec,
+    limited: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("a valid metric");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("registered once");
+    counter
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("registered once");
+    counter
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let latency = HistogramVec::new(
+        HistogramOpts::new(
+            "amo_http_request_duration_seconds",
+            "Time from request to response headers, by route and method.",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
+        ]),
+        &["route", "method"],
+    )
+    .expect("a valid metric");
+    registry
+        .register(Box::new(latency.clone()))
+        .expect("registered once");
+    Metrics {
+        requests: counter_vec(
+            &registry,
+            "amo_http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            &["route", "method", "status"],
+        ),
+        latency,
+        bytes_received: counter(
+            &registry,
+            "amo_parcel_bytes_received_total",
+            "Parcel body bytes received from clients.",
+        ),
+        bytes_sent: counter(
+            &registry,
+            "amo_parcel_bytes_sent_total",
+            "Parcel body bytes sent to clients.",
+        ),
+        tokens_issued: counter(&registry, "amo_tokens_issued_total", "Tokens issued."),
+        tokens_consumed: counter(
+            &registry,
+            "amo_tokens_consumed_total",
+            "Tokens used up by a successful operation.",
+        ),
+        tokens_refused: counter_vec(
+            &registry,
+            "amo_tokens_refused_total",
+            "Requests refused by the token and proof checks, by reason (error code).",
+            &["reason"],
+        ),
+        backend_errors: counter_vec(
+            &registry,
+            "amo_backend_errors_total",
+            "Failed calls to a backend, by backend (redis, s3).",
+            &["backend"],
+        ),
+        limited: counter_vec(
+            &registry,
+            "amo_limited_total",
+            "Requests refused by a limit, by limit.",
+            &["limit"],
+        ),
+        registry,
+    }
+});
+
+/// Records an answered request.
+pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let metrics = &*METRICS;
+    metrics
+        .requests
+        .with_label_values(&[route, method, &status.to_string()])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&[route, method])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Counts parcel bytes received.
+pub fn bytes_received(bytes: u64) {
+    METRICS.bytes_received.inc_by(bytes);
+}
+
+/// Counts parcel bytes sent.
+pub fn bytes_sent(bytes: u64) {
+    METRICS.bytes_sent.inc_by(bytes);
+}
+
+/// Counts an issued token.
+pub fn token_issued() {
+    METRICS.tokens_issued.inc();
+}
+
+/// Counts a consumed token.
+pub fn token_consumed() {
+    METRICS.tokens_consumed.inc();
+}
+
+/// Counts a request refused by the token checks, with its reason code.
+pub fn token_refused(reason: &str) {
+    METRICS.tokens_refused.with_label_values(&[reason]).inc();
+}
+
+/// Counts a failed backend call.
+pub fn backend_error(backend: &str) {
+    METRICS.backend_errors.with_label_values(&[backend]).inc();
+}
+
+/// Counts a request refused by the limit `limit`.
+pub fn limited(limit: &str) {
+    METRICS.limited.with_label_values(&[limit]).inc();
+}
+
+/// Every metric in the Prometheus text format.
+pub fn render() -> String {
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&METRICS.registry.gather(), &mut text)
+        .expect("the text encoder writes to memory");
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// The route template of `path`: segments that are ids become `{id}`, so
+/// labels stay few; paths the service does not serve are `other`.
+pub fn route_of(path: &str) -> String {
+    const KNOWN: &[&str] = &[
+        "/api/v1/auth",
+        "/api/v2/auth",
+        "/api/v1/parcels",
+        "/api/v1/parcels/{id}",
+        "/api/v2/parcels",
+        "/api/v2/parcels/{id}",
+        "/api/v2/parcels/{id}/metadata",
+        "/api/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ];
+    let template: Vec<&str> = path
+        .split('/')
+        .enumerate()
+        .map(|(index, segment)| {
+            if index == 4 && path.starts_with("/api/") {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    let template = template.join("/");
+    if KNOWN.contains(&template.as_str()) {
+        template
+    } else if path.starts_with("/docs") {
+        "/docs".into()
+    } else {
+        "other".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_collapse_ids_and_unknown_paths() {
+        let id = "A".repeat(72);
+        assert_eq!(
+            route_of(&format!("/api/v2/parcels/{id}/metadata")),
+            "/api/v2/parcels/{id}/metadata"
+        );
+        assert_eq!(
+            route_of(&format!("/api/v1/parcels/{id}")),
+            "/api/v1/parcels/{id}"
+        );
+        assert_eq!(route_of("/api/v1/auth"), "/api/v1/auth");
+        assert_eq!(route_of("/../etc/passwd"), "other");
+        assert_eq!(route_of("/api/v1/parcels/x/y/z"), "other");
+    }
+
+    #[test]
+    fn recorded_requests_appear_in_the_rendering() {
+        request("/healthz", "GET", 200, Duration::from_millis(3));
+        token_refused("token_used");
+        let text = render();
+        assert!(
+            text.contains(r#"amo_http_requests_total{method="GET",route="/healthz",status="200"}"#)
+        );
+        assert!(text.contains(r#"amo_tokens_refused_total{reason="token_used"}"#));
+    }
+}

@@ -1,0 +1,64 @@
+//! Per-request observability: a request id, one access-log line, metrics.
+//!
+//! The request id is the client's `X-Request-Id` when it is a sane token
+//! (1 to 128 visible ASCII characters), or a new UUID. Every log line of
+//! the request carries it (it is a field of the request's span), and the
+//! answer echoes it. Only the route template, method, status and timing
+//! are logged: never headers, so tokens, keys and signatures stay out of
+//! the logs.
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{HeaderName, HeaderValue},
+};
+use tracing::Instrument;
+
+use crate::metrics;
+
+/// The request id header.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's request id if it is usable, else a new one.
+pub fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Runs `request` through `endpoint` inside a span that names it, then logs
+/// and counts the answer and echoes the request id.
+pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Response {
+    let request_id = request_id_of(&request);
+    let method = request.method().to_string();
+    let route = metrics::route_of(request.uri().path());
+    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let started = Instant::now();
+    let mut response = async {
+        match endpoint.call(request).await {
+            Ok(response) => response.into_response(),
+            Err(err) => err.into_response(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::request(&route, &method, status, elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        )
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    response
+}
