@@ -4,26 +4,20 @@ use std::net::IpAddr;
 
 use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
-use serde_json::Value;
 
-use super::ApiTags;
-use crate::{
-    auth::Authorizer,
-    domain::Address,
-    error::{ApiResult, Error},
-    limits::RateLimiter,
-};
+use super::{ApiTags, types::RequestedOperation};
+use crate::{auth::Authorizer, domain::Address, error::ApiResult, limits::RateLimiter};
 
 /// A token request.
 #[derive(Debug, Clone, Object)]
 pub struct AuthRequest {
-    /// The account address: 40 hex digits (any case).
-    pub user: String,
+    /// The account that will sign the token.
+    pub user: Address,
     /// The operation: a bare name (`"upload"`, `"download"`, `"remove"`), or
     /// an object limiting the token: `{"name":"upload","hash":<SHA-256 hex of
     /// the body>}`, `{"name":"download","id":<parcel id>}`,
     /// `{"name":"remove","id":<parcel id>}`. A v2 upload needs `hash`.
-    pub operation: Value,
+    pub operation: RequestedOperation,
 }
 
 /// A new token.
@@ -80,12 +74,11 @@ impl AuthApi {
     }
 
     async fn issue(&self, http: &Request, request: AuthRequest) -> ApiResult<AuthResponse> {
-        let user = Address::parse(&request.user)
-            .map_err(|err| Error::BadRequest(format!("user: {err}")))?;
+        let user = request.user;
         self.limiter
             .admit_token_request(self.client_of(http), &user)
             .await?;
-        let issued = self.authorizer.issue(&user, request.operation).await?;
+        let issued = self.authorizer.issue(&user, request.operation.sent).await?;
         Ok(AuthResponse::Issued(Json(AuthToken {
             token: issued.jwt,
             expires_at: issued.claims.exp,

@@ -7,10 +7,11 @@ pub mod body;
 pub mod health;
 pub mod parcels_v1;
 pub mod parcels_v2;
+pub mod types;
 
 use poem_openapi::{Object, Tags, param::Header};
 
-use crate::auth::ProofHeaders;
+use crate::{auth::ProofHeaders, domain::ParcelId};
 
 /// The groups of operations in the spec.
 #[derive(Tags)]
@@ -43,5 +44,5 @@ pub(crate) fn proof<'a>(
 pub struct ParcelIdBody {
     /// The parcel id: 8 hex digits of storage id, then the SHA-256 of the
     /// body, upper case.
-    pub id: String,
+    pub id: ParcelId,
 }

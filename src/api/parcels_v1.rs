@@ -1,9 +1,9 @@
 //! v1 parcels: the JSON-and-hex format of the public AMO clients (DESIGN §4).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use poem_openapi::{
-    ApiResponse, Object, OpenApi, Union,
+    ApiResponse, Enum, Object, OpenApi, Union,
     param::{Header, Path, Query},
     payload::Json,
 };
@@ -23,11 +23,12 @@ use crate::{
 #[derive(Debug, Clone, Object)]
 pub struct V1UploadRequest {
     /// The owner's address; must be the token's user.
-    pub owner: String,
+    pub owner: Address,
     /// A JSON object. An `owner` in it must be the token's user; the stored
     /// metadata always carries `owner`.
-    pub metadata: Option<Value>,
+    pub metadata: Option<BTreeMap<String, Value>>,
     /// The parcel body as hex (any case).
+    #[oai(validator(pattern = "^([0-9A-Fa-f]{2})*$"))]
     pub data: String,
 }
 
@@ -46,9 +47,9 @@ struct V1UploadWire<'a> {
 #[derive(Debug, Clone, Object)]
 pub struct V1Parcel {
     /// Parcel id.
-    pub id: String,
+    pub id: ParcelId,
     /// Owner's address.
-    pub owner: String,
+    pub owner: Address,
     /// Metadata (carries `owner`).
     pub metadata: Value,
     /// The body as upper-case hex.
@@ -59,9 +60,9 @@ pub struct V1Parcel {
 #[derive(Debug, Clone, Object)]
 pub struct V1ParcelMetadata {
     /// Parcel id.
-    pub id: String,
+    pub id: ParcelId,
     /// Owner's address.
-    pub owner: String,
+    pub owner: Address,
     /// Metadata (carries `owner`).
     pub metadata: Value,
 }
@@ -70,7 +71,17 @@ pub struct V1ParcelMetadata {
 #[derive(Debug, Clone, Object)]
 pub struct V1ParcelOwner {
     /// Owner's address.
-    pub owner: String,
+    pub owner: Address,
+}
+
+/// What `?key=` selects: a part of the parcel that needs no token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum V1Key {
+    /// The id, owner and metadata.
+    Metadata,
+    /// The owner only.
+    Owner,
 }
 
 /// What `GET /api/v1/parcels/{id}` answers, depending on `key`.
@@ -127,14 +138,10 @@ impl ParcelsV1Api {
     }
 }
 
-fn parse_id(id: &str) -> Result<ParcelId, Error> {
-    ParcelId::parse(id).map_err(Error::from)
-}
-
 fn metadata_view(id: &ParcelId, parcel: &StoredParcel) -> V1ParcelMetadata {
     V1ParcelMetadata {
-        id: id.to_string(),
-        owner: parcel.owner.to_string(),
+        id: id.clone(),
+        owner: parcel.owner.clone(),
         metadata: parcel.metadata.to_value(),
     }
 }
@@ -195,7 +202,7 @@ impl ParcelsV1Api {
             .parcels
             .upload_whole(auth, &owner, wire.metadata, data.into())
             .await?;
-        let body = Json(ParcelIdBody { id: id.to_string() });
+        let body = Json(ParcelIdBody { id });
         Ok(match outcome {
             PutOutcome::Created => V1UploadResponse::Created(body),
             PutOutcome::AlreadyExists => V1UploadResponse::AlreadyStored(body),
@@ -216,10 +223,10 @@ impl ParcelsV1Api {
     )]
     async fn get(
         &self,
-        /// The parcel id (72 hex digits).
-        id: Path<String>,
+        /// The parcel id.
+        id: Path<ParcelId>,
         /// `metadata` or `owner` to inspect without a token.
-        key: Query<Option<String>>,
+        key: Query<Option<V1Key>>,
         /// The one-time JWT from `/auth`, for operation `download`.
         #[oai(name = "X-Auth-Token")]
         token: Header<Option<String>>,
@@ -231,20 +238,14 @@ impl ParcelsV1Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V1GetResponse> {
-        let id = parse_id(&id)?;
-        let view = match key.0.as_deref() {
-            Some("metadata") => {
+        let id = id.0;
+        let view = match key.0 {
+            Some(V1Key::Metadata) => {
                 V1ParcelView::Metadata(metadata_view(&id, &self.parcels.inspect(&id).await?))
             }
-            Some("owner") => V1ParcelView::Owner(V1ParcelOwner {
-                owner: self.parcels.inspect(&id).await?.owner.to_string(),
+            Some(V1Key::Owner) => V1ParcelView::Owner(V1ParcelOwner {
+                owner: self.parcels.inspect(&id).await?.owner,
             }),
-            Some(other) => {
-                return Err(Error::BadRequest(format!(
-                    "key must be \"metadata\" or \"owner\", not {other:?}"
-                ))
-                .into());
-            }
             None => {
                 let auth = self
                     .authorizer
@@ -277,8 +278,8 @@ impl ParcelsV1Api {
     )]
     async fn remove(
         &self,
-        /// The parcel id (72 hex digits).
-        id: Path<String>,
+        /// The parcel id.
+        id: Path<ParcelId>,
         /// The one-time JWT from `/auth`, for operation `remove`.
         #[oai(name = "X-Auth-Token")]
         token: Header<Option<String>>,
@@ -290,7 +291,7 @@ impl ParcelsV1Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V1RemoveResponse> {
-        let id = parse_id(&id)?;
+        let id = id.0;
         let auth = self
             .authorizer
             .authorize(

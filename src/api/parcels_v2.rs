@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{ApiTags, ParcelIdBody, proof};
 use crate::{
     auth::Authorizer,
-    domain::{OperationKind, ParcelId, ParcelMetadata},
+    domain::{Address, OperationKind, ParcelId, ParcelMetadata},
     error::{ApiResult, Error},
     parcels::Parcels,
     storage::PutOutcome,
@@ -22,9 +22,9 @@ use crate::{
 #[derive(Debug, Clone, Object)]
 pub struct V2ParcelMetadata {
     /// Parcel id.
-    pub id: String,
+    pub id: ParcelId,
     /// Owner's address.
-    pub owner: String,
+    pub owner: Address,
     /// Metadata (carries `owner`).
     pub metadata: Value,
     /// Body size in bytes.
@@ -145,12 +145,6 @@ impl ParcelsV2Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V2UploadResponse> {
-        let metadata = metadata
-            .0
-            .as_deref()
-            .map(ParcelMetadata::parse_offered)
-            .transpose()
-            .map_err(Error::from)?;
         let _slot = self.parcels.upload_slot()?;
         let auth = self
             .authorizer
@@ -160,6 +154,15 @@ impl ParcelsV2Api {
                 None,
             )
             .await?;
+        // After the token: a request that may not upload learns nothing from
+        // its metadata, and malformed metadata (400) leaves the token usable,
+        // as every refusal after the claim does.
+        let metadata = metadata
+            .0
+            .as_deref()
+            .map(ParcelMetadata::parse_offered)
+            .transpose()
+            .map_err(Error::from)?;
         // Sizes the parts when known; chunked bodies have none.
         let length = request
             .header(poem::http::header::CONTENT_LENGTH)
@@ -169,7 +172,7 @@ impl ParcelsV2Api {
             .parcels
             .upload_stream(auth, metadata, stream, length)
             .await?;
-        let body = Json(ParcelIdBody { id: id.to_string() });
+        let body = Json(ParcelIdBody { id });
         Ok(match outcome {
             PutOutcome::Created => V2UploadResponse::Created(body),
             PutOutcome::AlreadyExists => V2UploadResponse::AlreadyStored(body),
@@ -191,8 +194,8 @@ impl ParcelsV2Api {
     )]
     async fn download(
         &self,
-        /// The parcel id (72 hex digits).
-        id: Path<String>,
+        /// The parcel id.
+        id: Path<ParcelId>,
         /// An optional single byte range.
         #[oai(name = "Range")]
         range: Header<Option<String>>,
@@ -207,7 +210,7 @@ impl ParcelsV2Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V2DownloadResponse> {
-        let id = ParcelId::parse(&id).map_err(Error::from)?;
+        let id = id.0;
         let auth = self
             .authorizer
             .authorize(
@@ -245,14 +248,14 @@ impl ParcelsV2Api {
     )]
     async fn metadata(
         &self,
-        /// The parcel id (72 hex digits).
-        id: Path<String>,
+        /// The parcel id.
+        id: Path<ParcelId>,
     ) -> ApiResult<V2MetadataResponse> {
-        let id = ParcelId::parse(&id).map_err(Error::from)?;
+        let id = id.0;
         let parcel = self.parcels.inspect(&id).await?;
         Ok(V2MetadataResponse::Found(Json(V2ParcelMetadata {
-            id: id.to_string(),
-            owner: parcel.owner.to_string(),
+            id,
+            owner: parcel.owner,
             metadata: parcel.metadata.to_value(),
             size: parcel.size,
         })))
@@ -268,8 +271,8 @@ impl ParcelsV2Api {
     )]
     async fn remove(
         &self,
-        /// The parcel id (72 hex digits).
-        id: Path<String>,
+        /// The parcel id.
+        id: Path<ParcelId>,
         /// The one-time JWT from `/auth`, for operation `remove`.
         #[oai(name = "X-Auth-Token")]
         token: Header<Option<String>>,
@@ -281,7 +284,7 @@ impl ParcelsV2Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V2RemoveResponse> {
-        let id = ParcelId::parse(&id).map_err(Error::from)?;
+        let id = id.0;
         let auth = self
             .authorizer
             .authorize(

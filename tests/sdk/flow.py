@@ -48,8 +48,15 @@ from amo_storage_service_client.api.parcels_v2 import (
 from amo_storage_service_client.models import (
     AuthRequest,
     AuthToken,
+    DownloadOperation,
+    DownloadOperationName,
     ErrorBody,
     ParcelIdBody,
+    RemoveOperation,
+    RemoveOperationName,
+    UploadOperation,
+    UploadOperationName,
+    V1Key,
     V1ParcelMetadata,
     V1ParcelOwner,
     V2ParcelMetadata,
@@ -165,14 +172,19 @@ def expect(parsed, kind, what: str, response):
     return parsed
 
 
-def get_token(client: Client, user: str, operation: dict) -> str:
+def get_token(
+    client: Client, user: str, operation: UploadOperation | DownloadOperation | RemoveOperation
+) -> str:
     request = AuthRequest(user=user, operation=operation)
     response = auth_v1.sync_detailed(client=client, body=request)
     check(int(response.status_code) == 200, f"auth: HTTP {int(response.status_code)}")
     token = expect(response.parsed, AuthToken, "auth", response)
     claims = jwt_claims(token.token)
     check(claims.get("user", "").upper() == user, "token's user is not ours")
-    check(claims.get("operation") == operation, f"token's operation {claims.get('operation')}")
+    check(
+        claims.get("operation") == operation.to_dict(),
+        f"token's operation {claims.get('operation')}",
+    )
     check(token.expires_at == claims.get("exp"), "expires_at is not the token's exp")
     return token.token
 
@@ -200,7 +212,7 @@ def run_flow(endpoint: str) -> None:
     client = Client(base_url=endpoint, raise_on_unexpected_status=True, timeout=60.0)
 
     step("POST /api/v1/auth (upload, with hash)")
-    token = get_token(client, user, {"name": "upload", "hash": digest})
+    token = get_token(client, user, UploadOperation(name=UploadOperationName.UPLOAD, hash_=digest))
 
     step("POST /api/v2/parcels")
     response = upload_parcel_v2.sync_detailed(
@@ -228,15 +240,15 @@ def run_flow(endpoint: str) -> None:
     check(str(found.metadata.get("owner", "")).upper() == user, "metadata has no owner")
 
     step("GET /api/v1/parcels/{id}?key=metadata and ?key=owner (the anyOf answer)")
-    response = get_parcel_v1.sync_detailed(parcel_id, client=client, key="metadata")
+    response = get_parcel_v1.sync_detailed(parcel_id, client=client, key=V1Key.METADATA)
     view = expect(response.parsed, V1ParcelMetadata, "v1 key=metadata", response)
     check(view.id == parcel_id and view.owner.upper() == user, f"v1 metadata view {view}")
-    response = get_parcel_v1.sync_detailed(parcel_id, client=client, key="owner")
+    response = get_parcel_v1.sync_detailed(parcel_id, client=client, key=V1Key.OWNER)
     owner = expect(response.parsed, V1ParcelOwner, "v1 key=owner", response)
     check(owner.owner.upper() == user, f"v1 owner view {owner}")
 
     step("GET /api/v2/parcels/{id} (whole)")
-    token = get_token(client, user, {"name": "download", "id": parcel_id})
+    token = get_token(client, user, DownloadOperation(name=DownloadOperationName.DOWNLOAD, id=parcel_id))
     response = download_parcel_v2.sync_detailed(
         parcel_id, client=client, **proof(private_key, key_hex, token)
     )
@@ -249,7 +261,7 @@ def run_flow(endpoint: str) -> None:
     check(etag.lower() == f'"{digest}"', f"ETag {etag} is not the quoted SHA-256")
 
     step("GET /api/v2/parcels/{id} (Range: bytes=100-4195)")
-    token = get_token(client, user, {"name": "download", "id": parcel_id})
+    token = get_token(client, user, DownloadOperation(name=DownloadOperationName.DOWNLOAD, id=parcel_id))
     response = download_parcel_v2.sync_detailed(
         parcel_id, client=client, range_="bytes=100-4195", **proof(private_key, key_hex, token)
     )
@@ -260,7 +272,7 @@ def run_flow(endpoint: str) -> None:
           f"Content-Range {response.headers.get('content-range')}")
 
     step("DELETE /api/v2/parcels/{id}")
-    token = get_token(client, user, {"name": "remove", "id": parcel_id})
+    token = get_token(client, user, RemoveOperation(name=RemoveOperationName.REMOVE, id=parcel_id))
     response = remove_parcel_v2.sync_detailed(
         parcel_id, client=client, **proof(private_key, key_hex, token)
     )
