@@ -18,8 +18,17 @@ use tokio::sync::OnceCell;
 use super::{SharedState, Taken, unix_now};
 use crate::error::Error;
 
-/// How long to wait for Redis to connect or answer.
+/// How long to wait for Redis to connect or answer; also the most one
+/// operation may take in all, reconnecting included, before it fails (503).
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connection attempts after the first, when (re)connecting: few and close
+/// together (see `RECONNECT_MAX_DELAY`), so that requests fail fast while
+/// Redis is down and the connection is back soon after Redis is.
+const RECONNECT_RETRIES: usize = 2;
+
+/// The longest pause between two connection attempts.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(250);
 
 /// Renews a lease held by `ARGV[1]` for `ARGV[2]` ms.
 const RENEW: &str = r"
@@ -201,18 +210,37 @@ impl RedisState {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        let mut conn = self.connection().await?;
-        invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(Error::token_store)
+        bounded(async {
+            let mut conn = self.connection().await?;
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(Error::token_store)
+        })
+        .await
     }
 
     /// Runs one command.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        let mut conn = self.connection().await?;
-        cmd.query_async(&mut conn).await.map_err(Error::token_store)
+        bounded(async {
+            let mut conn = self.connection().await?;
+            cmd.query_async(&mut conn).await.map_err(Error::token_store)
+        })
+        .await
     }
+}
+
+/// `operation`, failed if it takes longer than [`TIMEOUT`] in all: the
+/// response timeout covers one command on a live connection, not the wait
+/// for a connection being made again.
+async fn bounded<T>(operation: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::time::timeout(TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::token_store(format!(
+                "no answer from Redis within {TIMEOUT:?}"
+            )))
+        })
 }
 
 async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
@@ -220,7 +248,9 @@ async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
         RedisTopology::Single(url) => {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT));
+                .set_response_timeout(Some(TIMEOUT))
+                .set_number_of_retries(RECONNECT_RETRIES)
+                .set_max_delay(RECONNECT_MAX_DELAY);
             let client = redis::Client::open(url.as_str())?;
             Ok(Connection::Single(
                 client.get_connection_manager_with_config(config).await?,

@@ -396,7 +396,38 @@ impl PartTarget {
             .build())
     }
 
+    /// Aborts the upload. If S3 cannot be reached (the very failure that
+    /// often ends an upload), keeps trying in the background, so the upload
+    /// is gone soon after S3 is back.
     async fn abort(&self) {
+        let Err(error) = self.try_abort().await else {
+            return;
+        };
+        tracing::warn!(key = %self.key, %error, "could not abort a multipart upload; trying again");
+        let target = self.clone();
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + ABORT_RETRY_FOR;
+            let mut pause = ABORT_FIRST_PAUSE;
+            while tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(pause).await;
+                match target.try_abort().await {
+                    Ok(()) => {
+                        tracing::info!(key = %target.key, "multipart upload aborted on a later try");
+                        return;
+                    }
+                    Err(error) => tracing::debug!(key = %target.key, %error, "still cannot abort"),
+                }
+                pause = (pause * 2).min(ABORT_MAX_PAUSE);
+            }
+            tracing::warn!(
+                key = %target.key,
+                "gave up aborting a multipart upload; the sweep of abandoned uploads will"
+            );
+        });
+    }
+
+    /// One attempt to abort; `Ok` once the upload is gone.
+    async fn try_abort(&self) -> Result<(), String> {
         let aborted = self
             .client
             .abort_multipart_upload()
@@ -406,14 +437,24 @@ impl PartTarget {
             .send()
             .await;
         match aborted {
-            Ok(_) => tracing::debug!(key = %self.key, "multipart upload aborted"),
-            Err(err) if status_of(&err) == Some(404) => {}
-            Err(err) => {
-                tracing::warn!(key = %self.key, error = %describe(&err), "could not abort a multipart upload")
+            Ok(_) => {
+                tracing::debug!(key = %self.key, "multipart upload aborted");
+                Ok(())
             }
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(describe(&err)),
         }
     }
 }
+
+/// The first pause before an abort that failed is tried again; it doubles
+/// up to [`ABORT_MAX_PAUSE`].
+const ABORT_FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts to abort.
+const ABORT_MAX_PAUSE: Duration = Duration::from_secs(2);
+/// How long an abort is tried again before it is left to the sweep of
+/// abandoned uploads.
+const ABORT_RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// A multipart upload in progress. One part uploads in the background while
 /// the next one fills, so memory stays at two parts at most.

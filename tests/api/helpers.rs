@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// The `AMO_*` variables for the local backends.
-fn backend_env() -> &'static HashMap<String, String> {
+pub fn backend_env() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut vars: HashMap<String, String> = std::env::vars()
@@ -77,7 +77,9 @@ pub fn settings_for(backend: Backend, overrides: &[(&str, &str)]) -> Settings {
     if backend == Backend::Embedded {
         vars.remove("AMO_REDIS_URL");
         vars.remove("AMO_S3_ENDPOINT");
-        let dir = std::env::temp_dir().join("amo-test-data").join(unique.to_string());
+        let dir = std::env::temp_dir()
+            .join("amo-test-data")
+            .join(unique.to_string());
         vars.insert("AMO_DATA_DIR".into(), dir.display().to_string());
     }
     for (name, value) in overrides {

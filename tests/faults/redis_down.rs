@@ -1,0 +1,403 @@
+//! Redis down, under load and at start: every operation that needs a token
+//! answers 503 (JSON, `Retry-After`), inspecting keeps working, `/readyz`
+//! says not ready, the service resumes by itself within 5 s of Redis coming
+//! back, and no token is ever honoured twice.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::{helpers::*, proxy::Mode, rig::*};
+
+/// The longest the service may take to serve again once Redis is back.
+const RECOVERY: Duration = Duration::from_secs(5);
+/// The longest any request may take while Redis is down.
+const ANSWER_BOUND: Duration = Duration::from_secs(4);
+
+/// Every token operation answers 503; inspecting answers 200; `/readyz`
+/// answers 503; the tokens are untouched.
+async fn only_inspection_works(
+    rig: &Rig,
+    owner: &Account,
+    id: &str,
+    fresh: &[u8],
+    tokens: &Tokens,
+) {
+    let app = &rig.app;
+    let mut took_each = Vec::new();
+    let (response, took) = timed(auth_once(app)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    assert!(took <= ANSWER_BOUND, "auth took {took:?}");
+    took_each.push(("auth", took));
+    let (response, took) =
+        timed(app.upload_v2(Some(&owner.prove(&tokens.upload)), fresh.to_vec(), None)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    assert!(took <= ANSWER_BOUND, "upload took {took:?}");
+    took_each.push(("upload", took));
+    let (response, took) =
+        timed(app.download_v2(Some(&owner.prove(&tokens.download)), id, None)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    assert!(took <= ANSWER_BOUND, "download took {took:?}");
+    took_each.push(("download", took));
+    let (response, took) = timed(app.remove_v2(Some(&owner.prove(&tokens.remove)), id)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    assert!(took <= ANSWER_BOUND, "remove took {took:?}");
+    took_each.push(("remove", took));
+
+    eprintln!("  with Redis down, token operations answered 503 after {took_each:?}");
+    let inspected = expect_json(inspect_v2(app, id).await, StatusCode::OK).await;
+    assert_eq!(inspected["owner"].as_str(), Some(owner.address.as_str()));
+    let inspected = expect_json(app.inspect_v1(id, "metadata").await, StatusCode::OK).await;
+    assert_eq!(inspected["owner"].as_str(), Some(owner.address.as_str()));
+
+    let code = expect_error(app.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(code, "not_ready");
+    let records = tokens.records(&rig.direct).await;
+    assert!(
+        records
+            .iter()
+            .all(|record| record.as_deref() == Some("issued")),
+        "a refused request changed a token: {records:?}"
+    );
+}
+
+/// Each token works exactly once.
+async fn tokens_work_once(
+    app: &TestApp,
+    owner: &Account,
+    id: &str,
+    stored: &[u8],
+    fresh: &[u8],
+    tokens: &Tokens,
+) {
+    let upload = owner.prove(&tokens.upload);
+    expect_json(
+        app.upload_v2(Some(&upload), fresh.to_vec(), None).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect_token_refused(app.upload_v2(Some(&upload), fresh.to_vec(), None).await).await;
+
+    let download = owner.prove(&tokens.download);
+    let response = app.download_v2(Some(&download), id, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap() == stored);
+    expect_token_refused(app.download_v2(Some(&download), id, None).await).await;
+
+    let remove = owner.prove(&tokens.remove);
+    assert_eq!(
+        app.remove_v2(Some(&remove), id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    expect_token_refused(app.remove_v2(Some(&remove), id).await).await;
+}
+
+#[tokio::test]
+async fn redis_down_under_load_refuses_token_operations_and_recovers_by_itself() {
+    let rig = rig(Mode::Pass, Mode::Pass, &[]).await;
+    let owner = Account::new();
+    let stored = random_body(4096);
+    let id = rig.direct.store_v2(&owner, &stored).await;
+    let fresh = random_body(4096);
+    let tokens = Tokens::issue(&rig.app, &owner, &id, &fresh).await;
+
+    let load = Load::start(&rig.app, &id);
+    load.until_answered(20).await;
+    rig.redis.set(Mode::Down).await;
+    let cut = Instant::now();
+    until_status(
+        10,
+        "auth with Redis down",
+        StatusCode::SERVICE_UNAVAILABLE,
+        || auth_once(&rig.app),
+    )
+    .await;
+    only_inspection_works(&rig, &owner, &id, &fresh, &tokens).await;
+
+    rig.redis.set(Mode::Pass).await;
+    let recovery = until_status(10, "auth with Redis back", StatusCode::OK, || {
+        auth_once(&rig.app)
+    })
+    .await;
+    eprintln!(
+        "redis down under load: served again {recovery:?} after Redis came back (outage {:?})",
+        cut.elapsed()
+    );
+    assert!(
+        recovery <= RECOVERY,
+        "the service took {recovery:?} to resume"
+    );
+    let restored = Instant::now();
+    load.until_answered_since(restored, 20).await;
+    let samples = load.finish().await;
+    check_load(&samples, cut, restored);
+
+    until_status(5, "/readyz with Redis back", StatusCode::OK, || {
+        rig.app.get("/readyz")
+    })
+    .await;
+    tokens_work_once(&rig.app, &owner, &id, &stored, &fresh, &tokens).await;
+}
+
+#[tokio::test]
+async fn redis_down_at_start_refuses_token_operations_and_recovers_by_itself() {
+    let rig = rig(Mode::Down, Mode::Pass, &[]).await;
+    let owner = Account::new();
+    let stored = random_body(4096);
+    let id = rig.direct.store_v2(&owner, &stored).await;
+    let fresh = random_body(4096);
+    // The replica on the real Redis issues them; both share the JWT secret.
+    let tokens = Tokens::issue(&rig.direct, &owner, &id, &fresh).await;
+
+    only_inspection_works(&rig, &owner, &id, &fresh, &tokens).await;
+
+    rig.redis.set(Mode::Pass).await;
+    let recovery = until_status(10, "auth with Redis up", StatusCode::OK, || {
+        auth_once(&rig.app)
+    })
+    .await;
+    eprintln!("redis down at start: served {recovery:?} after Redis came up");
+    assert!(
+        recovery <= RECOVERY,
+        "the service took {recovery:?} to resume"
+    );
+    until_status(5, "/readyz with Redis up", StatusCode::OK, || {
+        rig.app.get("/readyz")
+    })
+    .await;
+    tokens_work_once(&rig.app, &owner, &id, &stored, &fresh, &tokens).await;
+}
+
+/// A token in use when Redis goes away: the request finishes (its work does
+/// not need Redis), and the token, whose record Redis could not delete, is
+/// never honoured again: it stays claimed until its lease lapses, then it
+/// is gone.
+#[tokio::test]
+async fn a_token_in_use_when_redis_goes_away_is_honoured_at_most_once() {
+    let rig = rig(
+        Mode::Pass,
+        Mode::Pass,
+        &[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())],
+    )
+    .await;
+    let owner = Account::new();
+    let data = random_body(2 * PART + 17);
+    let (token, proof) = rig.app.upload_token(&owner, &data).await;
+
+    let (mut feed, body) = BodyFeed::new();
+    let upload = tokio::spawn({
+        let (app, proof) = (rig.app.clone(), proof.clone());
+        async move { app.upload_v2(Some(&proof), body, None).await }
+    });
+    // Mid-body: the token is claimed, the parcel locked, a part is up.
+    assert!(feed.send(&data[..PART + PART / 2]).await);
+    eventually(10, "the upload streams its body", || async {
+        !rig.direct.multipart_uploads().await.is_empty()
+    })
+    .await;
+    let claimed = rig.direct.token_record(&token).await;
+    assert!(
+        claimed
+            .as_deref()
+            .is_some_and(|record| record.starts_with("claimed:")),
+        "{claimed:?}"
+    );
+
+    rig.redis.set(Mode::Down).await;
+    assert!(feed.send(&data[PART + PART / 2..]).await);
+    feed.finish();
+    let (first, took) = timed(async { upload.await.unwrap() }).await;
+    let first_status = first.status();
+    eprintln!(
+        "token in use when Redis went away: the upload answered {first_status} {took:?} after its body ended"
+    );
+    let id = expect_json(first, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    rig.redis.set(Mode::Pass).await;
+    until_status(10, "auth with Redis back", StatusCode::OK, || {
+        auth_once(&rig.app)
+    })
+    .await;
+    // Used again, on either replica: refused.
+    let code =
+        expect_token_refused(rig.app.upload_v2(Some(&proof), data.clone(), None).await).await;
+    expect_token_refused(rig.direct.upload_v2(Some(&proof), data.clone(), None).await).await;
+    let record = rig.direct.token_record(&token).await;
+    eprintln!("  reuse after Redis came back: {code}; record {record:?}");
+    match record.as_deref() {
+        None => {}
+        Some(claimed) if claimed.starts_with("claimed:") => {
+            let left = rig.direct.token_lifetime(&token).await.unwrap();
+            assert!(left <= Duration::from_secs(30), "the claim lives {left:?}");
+        }
+        Some(other) => panic!("the used token's record is {other:?}: it could be used again"),
+    }
+    assert!(rig.direct.multipart_uploads().await.is_empty());
+    assert!(rig.direct.fetch_v2(&owner, &id).await == data);
+    remove_parcel(&rig.direct, &owner, &id).await;
+}
+
+/// One answer the load got.
+struct Sample {
+    what: &'static str,
+    at: Instant,
+    took: Duration,
+    status: StatusCode,
+    retry_after: bool,
+    code: String,
+}
+
+async fn sample(what: &'static str, request: impl Future<Output = Response>) -> Sample {
+    let at = Instant::now();
+    let response = request.await;
+    let took = at.elapsed();
+    let status = response.status();
+    let retry_after = response.headers().contains_key("retry-after");
+    let code = match status {
+        StatusCode::OK => String::new(),
+        _ => response
+            .json::<Value>()
+            .await
+            .map(|body| body["code"].as_str().unwrap_or("(none)").to_owned())
+            .unwrap_or_else(|_| "(not JSON)".into()),
+    };
+    Sample {
+        what,
+        at,
+        took,
+        status,
+        retry_after,
+        code,
+    }
+}
+
+/// Two clients asking for tokens and inspecting a parcel, about 25 times a
+/// second each, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answered: Arc<std::sync::Mutex<Vec<Instant>>>,
+    workers: Vec<JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    fn start(app: &TestApp, id: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = (0..2)
+            .map(|_| {
+                let (app, id, stop, answered) =
+                    (app.clone(), id.to_owned(), stop.clone(), answered.clone());
+                tokio::spawn(async move {
+                    let mut samples = Vec::new();
+                    let mut pace = tokio::time::interval(Duration::from_millis(40));
+                    while !stop.load(Ordering::SeqCst) {
+                        pace.tick().await;
+                        samples.push(sample("auth", auth_once(&app)).await);
+                        samples.push(sample("inspect", inspect_v2(&app, &id)).await);
+                        answered.lock().unwrap().push(Instant::now());
+                    }
+                    samples
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            answered,
+            workers,
+        }
+    }
+
+    /// Waits until the load made `rounds` rounds.
+    async fn until_answered(&self, rounds: usize) {
+        eventually(10, "the load runs", || async {
+            self.answered.lock().unwrap().len() >= rounds
+        })
+        .await;
+    }
+
+    /// Waits until the load made `rounds` rounds since `since`.
+    async fn until_answered_since(&self, since: Instant, rounds: usize) {
+        eventually(10, "the load runs", || async {
+            self.answered
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|at| **at >= since)
+                .count()
+                >= rounds
+        })
+        .await;
+    }
+
+    async fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut samples = Vec::new();
+        for worker in self.workers {
+            samples.extend(worker.await.unwrap());
+        }
+        samples
+    }
+}
+
+/// The load got 200 or a proper 503, never waited long, inspected
+/// throughout, was refused tokens during the outage and got them after.
+fn check_load(samples: &[Sample], cut: Instant, restored: Instant) {
+    for sample in samples {
+        match sample.status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => assert!(
+                sample.retry_after && sample.code == "unavailable",
+                "{} answered a 503 without Retry-After or code: {}",
+                sample.what,
+                sample.code
+            ),
+            other => panic!("{} answered {other} ({})", sample.what, sample.code),
+        }
+        assert!(
+            sample.took <= ANSWER_BOUND,
+            "{} took {:?}",
+            sample.what,
+            sample.took
+        );
+    }
+    let inspect: Vec<_> = samples.iter().filter(|s| s.what == "inspect").collect();
+    assert!(
+        inspect.iter().all(|s| s.status == StatusCode::OK),
+        "inspecting failed while Redis was down"
+    );
+    let refused = samples
+        .iter()
+        .filter(|s| s.what == "auth" && s.status == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    let during = samples
+        .iter()
+        .filter(|s| s.at >= cut && s.at < restored)
+        .count();
+    let served_after = samples
+        .iter()
+        .filter(|s| s.what == "auth" && s.at >= restored)
+        .all(|s| s.status == StatusCode::OK);
+    let slowest = samples.iter().map(|s| s.took).max().unwrap_or_default();
+    eprintln!(
+        "  load: {} answers, {during} during the outage, {refused} token requests refused (503), \
+         {} inspections all 200, slowest answer {slowest:?}",
+        samples.len(),
+        inspect.len()
+    );
+    assert!(refused > 0, "the load never saw the outage");
+    assert!(
+        served_after,
+        "a token request failed after the service resumed"
+    );
+}

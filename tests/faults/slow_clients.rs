@@ -1,0 +1,439 @@
+//! Clients that stop mid-transfer: one that stops sending an upload is timed
+//! out after `AMO_BODY_IDLE_TIMEOUT_SECS` (its multipart upload aborted, its
+//! token released); one that stops reading a download does not make the
+//! service buffer the parcel.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, stream};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    helpers::*,
+    rig::{PART, remove_parcel},
+};
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
+    let idle = Duration::from_secs(2);
+    let app = spawn_with(settings(&[
+        ("AMO_BODY_IDLE_TIMEOUT_SECS", "2"),
+        ("AMO_S3_PART_SIZE_BYTES", &PART.to_string()),
+    ]))
+    .await;
+    let owner = Account::new();
+    let data = random_body(3 * PART);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+
+    let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
+        data.len(),
+        token,
+        proof.public_key.as_ref().unwrap(),
+        proof.signature.as_ref().unwrap(),
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&data[..PART + PART / 2]).await.unwrap();
+    // The service received nothing after this instant.
+    let stopped = Instant::now();
+    eventually(10, "a multipart upload has started", || async {
+        !app.multipart_uploads().await.is_empty()
+    })
+    .await;
+
+    // The socket stays open, sending nothing; the service answers.
+    let (status, _, body) =
+        tokio::time::timeout(Duration::from_secs(15), read_response(&mut socket))
+            .await
+            .expect("the service answers a stalled upload");
+    let took = stopped.elapsed();
+    eprintln!("client stopped sending (idle timeout {idle:?}): answered {status} after {took:?}");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert_eq!(body["code"], json!("bad_request"));
+    assert!(
+        body["error"].as_str().unwrap().contains("sent nothing"),
+        "{body}"
+    );
+    assert!(
+        took >= idle - Duration::from_millis(100),
+        "timed out early: {took:?}"
+    );
+    assert!(
+        took <= idle + Duration::from_secs(3),
+        "timed out late: {took:?}"
+    );
+
+    eventually(10, "the multipart upload is aborted", || async {
+        app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    eventually(10, "the token is released", || async {
+        app.token_record(&token).await.as_deref() == Some("issued")
+    })
+    .await;
+    assert!(app.stored_keys().await.is_empty());
+    drop(socket);
+    let response = app.upload_v2(Some(&proof), data.clone(), None).await;
+    let id = expect_json(response, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(app.fetch_v2(&owner, &id).await == data);
+    remove_parcel(&app, &owner, &id).await;
+}
+
+/// How big the parcel of the download test is.
+const BIG: u64 = 256 * MIB;
+/// How much the service may grow while a client reads nothing.
+const MEMORY_BOUND_MIB: u64 = 64;
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_pin_memory() {
+    let service = Service::start();
+    let http = reqwest::Client::new();
+    service.wait_ready(&http).await;
+    let owner = Account::new();
+    let content = Content::new(BIG);
+    let hash = content.sha256();
+
+    let started = Instant::now();
+    let token = service
+        .token(&http, &owner, json!({"name": "upload", "hash": hash}))
+        .await;
+    let response = owner
+        .prove(&token)
+        .headers()
+        .into_iter()
+        .fold(
+            http.post(format!("{}/api/v2/parcels", service.base))
+                .header("content-type", "application/octet-stream")
+                .header("content-length", BIG)
+                .body(reqwest::Body::wrap_stream(
+                    content.chunks().map(Ok::<_, std::io::Error>),
+                )),
+            |request, (name, value)| request.header(name, value),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = expect_json(response, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eprintln!(
+        "client stops reading: stored {} MiB in {:?}",
+        BIG / MIB,
+        started.elapsed()
+    );
+
+    let idle_kib = service.reset_peak();
+    let token = service
+        .token(&http, &owner, json!({"name": "download", "id": id}))
+        .await;
+    let proof = owner.prove(&token);
+    let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut head = format!("GET /api/v2/parcels/{id} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in proof.headers() {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+
+    // Read nothing: at least 3 s, and until the service has stopped sending
+    // for a second (it waits for the client).
+    let opened = Instant::now();
+    let mut history: Vec<(Instant, u64)> = Vec::new();
+    loop {
+        let sent = service.bytes_sent(&http).await;
+        history.push((Instant::now(), sent));
+        let steady_since = history
+            .iter()
+            .rev()
+            .take_while(|(_, earlier)| *earlier == sent)
+            .last()
+            .map(|(at, _)| *at)
+            .unwrap();
+        if sent > 0
+            && opened.elapsed() >= Duration::from_secs(3)
+            && steady_since.elapsed() >= Duration::from_secs(1)
+        {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(20),
+            "the service never stopped sending to a client that reads nothing: {sent} bytes sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = history.last().unwrap().1;
+    let growth_mib = service.status_kib("VmHWM:").saturating_sub(idle_kib) / 1024;
+    eprintln!(
+        "  not reading for {:?}: the service sent {:.1} MiB of {} MiB, then waited; peak RSS growth {growth_mib} MiB",
+        opened.elapsed(),
+        sent as f64 / MIB as f64,
+        BIG / MIB
+    );
+    assert!(
+        sent < MEMORY_BOUND_MIB * MIB,
+        "sent {sent} bytes to a client that reads nothing"
+    );
+    assert!(
+        growth_mib < MEMORY_BOUND_MIB,
+        "RSS grew by {growth_mib} MiB"
+    );
+
+    // Reading again, the client gets the whole parcel.
+    let resumed = Instant::now();
+    let (status, headers, length, digest) = read_streamed(&mut socket).await;
+    eprintln!("  then read it all in {:?}", resumed.elapsed());
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("content-length").map(String::as_str),
+        Some(BIG.to_string().as_str())
+    );
+    assert_eq!(length, BIG);
+    assert_eq!(digest, hash);
+
+    let token = service
+        .token(&http, &owner, json!({"name": "remove", "id": id}))
+        .await;
+    let response = owner
+        .prove(&token)
+        .headers()
+        .into_iter()
+        .fold(
+            http.delete(format!("{}/api/v2/parcels/{id}", service.base)),
+            |request, (name, value)| request.header(name, value),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+impl Proof {
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("X-Auth-Token", self.token.clone().unwrap()),
+            ("X-Public-Key", self.public_key.clone().unwrap()),
+            ("X-Signature", self.signature.clone().unwrap()),
+        ]
+    }
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length`: status, headers
+/// (names in lower case), body.
+async fn read_response(socket: &mut TcpStream) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let (status, headers, mut body) = read_head(socket).await;
+    let length: usize = headers["content-length"].parse().unwrap();
+    while body.len() < length {
+        let mut buffer = vec![0u8; length - body.len()];
+        let n = socket.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the connection closed mid-body");
+        body.extend_from_slice(&buffer[..n]);
+    }
+    (status, headers, body)
+}
+
+/// Reads one HTTP/1.1 response, hashing its body: status, headers, body
+/// length and upper-case hex SHA-256.
+async fn read_streamed(socket: &mut TcpStream) -> (u16, HashMap<String, String>, u64, String) {
+    let (status, headers, start) = read_head(socket).await;
+    let length: u64 = headers["content-length"].parse().unwrap();
+    let mut hasher = Sha256::new();
+    hasher.update(&start);
+    let mut read = start.len() as u64;
+    let mut buffer = vec![0u8; 1024 * 1024];
+    while read < length {
+        let n = socket.read(&mut buffer).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        read += n as u64;
+    }
+    (status, headers, read, hex::encode_upper(hasher.finalize()))
+}
+
+/// Reads a response head; answers the status, the headers and the bytes
+/// of the body read with it.
+async fn read_head(socket: &mut TcpStream) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = socket.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the connection closed before a response");
+        received.extend_from_slice(&buffer[..n]);
+    };
+    let head = String::from_utf8(received[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    (status, headers, received[end + 4..].to_vec())
+}
+
+/// Content of `size` bytes, made again each time it is read, never held
+/// whole: 1 MiB blocks of one random block, each stamped with its index.
+#[derive(Clone)]
+struct Content {
+    block: Bytes,
+    size: u64,
+}
+
+impl Content {
+    fn new(size: u64) -> Self {
+        Self {
+            block: Bytes::from(random_body(MIB as usize)),
+            size,
+        }
+    }
+
+    fn chunk(&self, index: u64) -> Bytes {
+        let n = (self.size - index * MIB).min(MIB) as usize;
+        let mut chunk = BytesMut::from(&self.block[..n]);
+        let stamp = index.to_le_bytes();
+        let stamped = stamp.len().min(n);
+        chunk[..stamped].copy_from_slice(&stamp[..stamped]);
+        chunk.freeze()
+    }
+
+    fn chunks(&self) -> impl Stream<Item = Bytes> + Send + use<> {
+        let content = self.clone();
+        stream::iter((0..self.size.div_ceil(MIB)).map(move |index| content.chunk(index)))
+    }
+
+    fn sha256(&self) -> String {
+        let mut hasher = Sha256::new();
+        for index in 0..self.size.div_ceil(MIB) {
+            hasher.update(self.chunk(index));
+        }
+        hex::encode_upper(hasher.finalize())
+    }
+}
+
+/// The real binary, run as a child process on the real backends, so its
+/// memory is measured alone.
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Service {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_amo-storage"))
+            .arg(format!("127.0.0.1:{port}"))
+            .envs(backend_env())
+            .env("AMO_S3_PREFIX", format!("faults-{}/", uuid::Uuid::new_v4()))
+            .env("AMO_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the service");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = http.get(format!("{}/readyz", self.base)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn token(&self, http: &reqwest::Client, owner: &Account, operation: Value) -> String {
+        let response = http
+            .post(format!("{}/api/v2/auth", self.base))
+            .json(&json!({"user": owner.address, "operation": operation}))
+            .send()
+            .await
+            .unwrap();
+        expect_json(response, StatusCode::OK).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The parcel bytes it handed to clients so far (its own metric).
+    async fn bytes_sent(&self, http: &reqwest::Client) -> u64 {
+        let text = http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("amo_parcel_bytes_sent_total "))
+            .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Resets the peak (VmHWM) to the current RSS; answers that RSS.
+    fn reset_peak(&self) -> u64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").unwrap();
+        self.status_kib("VmRSS:")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

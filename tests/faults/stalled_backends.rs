@@ -1,0 +1,150 @@
+//! Backends that stop answering (the proxy accepts and relays nothing): a
+//! request hits the configured S3 timeout or the Redis response timeout and
+//! answers 503 within a bound, never hangs; the service resumes when the
+//! backend answers again.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::{helpers::*, proxy::Mode, rig::*};
+
+#[tokio::test]
+async fn a_stalled_s3_hits_the_configured_timeout_and_answers_503() {
+    let timeout = Duration::from_secs(2);
+    let rig = rig(Mode::Pass, Mode::Pass, &[("AMO_S3_TIMEOUT_SECS", "2")]).await;
+    let app = &rig.app;
+    let owner = Account::new();
+    let stored = random_body(4096);
+    let id = rig.direct.store_v2(&owner, &stored).await;
+    let fresh = random_body(4096);
+    let tokens = Tokens::issue(app, &owner, &id, &fresh).await;
+    // A connection to RGW is open and pooled before the stall.
+    expect_json(inspect_v2(app, &id).await, StatusCode::OK).await;
+
+    rig.s3.set(Mode::Stall).await;
+    let bound = timeout + Duration::from_secs(2);
+    let (response, took) = timed(inspect_v2(app, &id)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    eprintln!("s3 stalled (timeout {timeout:?}): inspect answered 503 after {took:?}");
+    assert!(took <= bound, "inspect took {took:?}");
+    let (response, took) =
+        timed(app.upload_v2(Some(&owner.prove(&tokens.upload)), fresh.clone(), None)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    eprintln!("  upload answered 503 after {took:?}");
+    assert!(took <= bound, "upload took {took:?}");
+    let (response, took) =
+        timed(app.download_v2(Some(&owner.prove(&tokens.download)), &id, None)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    eprintln!("  download answered 503 after {took:?}");
+    assert!(took <= bound, "download took {took:?}");
+    let (response, took) = timed(app.get("/readyz")).await;
+    assert_eq!(
+        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
+        "not_ready"
+    );
+    assert!(took <= bound, "/readyz took {took:?}");
+    let records = tokens.records(&rig.direct).await;
+    assert!(
+        records
+            .iter()
+            .all(|record| record.as_deref() == Some("issued")),
+        "a timed-out request used up a token: {records:?}"
+    );
+
+    rig.s3.set(Mode::Pass).await;
+    let recovery = until_status(10, "inspect with RGW answering", StatusCode::OK, || {
+        inspect_v2(app, &id)
+    })
+    .await;
+    eprintln!("  RGW answering again: served after {recovery:?}");
+    let response = app
+        .upload_v2(Some(&owner.prove(&tokens.upload)), fresh.clone(), None)
+        .await;
+    expect_json(response, StatusCode::CREATED).await;
+    let response = app
+        .download_v2(Some(&owner.prove(&tokens.download)), &id, None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap() == stored);
+    assert!(rig.direct.multipart_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_stalled_redis_hits_the_response_timeout_and_answers_503() {
+    let rig = rig(Mode::Pass, Mode::Pass, &[]).await;
+    let app = &rig.app;
+    let owner = Account::new();
+    let stored = random_body(4096);
+    let id = rig.direct.store_v2(&owner, &stored).await;
+    let fresh = random_body(4096);
+    let tokens = Tokens::issue(app, &owner, &id, &fresh).await;
+
+    rig.redis.set(Mode::Stall).await;
+    let bound = Duration::from_secs(4);
+    let (response, took) = timed(auth_once(app)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    eprintln!("redis stalled: auth answered 503 after {took:?}");
+    assert!(took <= bound, "auth took {took:?}");
+    let (response, took) =
+        timed(app.upload_v2(Some(&owner.prove(&tokens.upload)), fresh.clone(), None)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    eprintln!("  upload answered 503 after {took:?}");
+    assert!(took <= bound, "upload took {took:?}");
+    let (response, took) =
+        timed(app.download_v2(Some(&owner.prove(&tokens.download)), &id, None)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    assert!(took <= bound, "download took {took:?}");
+    let (response, took) = timed(auth_once(app)).await;
+    assert_eq!(expect_unavailable(response).await, "unavailable");
+    eprintln!("  auth again answered 503 after {took:?}");
+    assert!(took <= bound, "auth took {took:?}");
+    expect_json(inspect_v2(app, &id).await, StatusCode::OK).await;
+    let (response, took) = timed(app.get("/readyz")).await;
+    assert_eq!(
+        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
+        "not_ready"
+    );
+    assert!(took <= bound, "/readyz took {took:?}");
+
+    rig.redis.set(Mode::Pass).await;
+    let recovery = until_status(10, "auth with Redis answering", StatusCode::OK, || {
+        auth_once(app)
+    })
+    .await;
+    eprintln!("  Redis answering again: served after {recovery:?}");
+    assert!(
+        recovery <= Duration::from_secs(5),
+        "the service took {recovery:?} to resume"
+    );
+
+    // The stalled claims were relayed late: whatever they did, each token
+    // works at most once.
+    let upload = owner.prove(&tokens.upload);
+    let download = owner.prove(&tokens.download);
+    let mut honoured = Vec::new();
+    for _ in 0..2 {
+        let response = app.upload_v2(Some(&upload), fresh.clone(), None).await;
+        honoured.push(("upload", response.status()));
+        let response = app.download_v2(Some(&download), &id, None).await;
+        honoured.push(("download", response.status()));
+    }
+    eprintln!("  the tokens used during the stall, used twice after it: {honoured:?}");
+    for what in ["upload", "download"] {
+        let statuses: Vec<_> = honoured
+            .iter()
+            .filter(|(w, _)| *w == what)
+            .map(|(_, s)| *s)
+            .collect();
+        assert!(
+            statuses.iter().all(|s| s.is_success()
+                || *s == StatusCode::UNAUTHORIZED
+                || *s == StatusCode::CONFLICT),
+            "{what}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().filter(|s| s.is_success()).count() <= 1,
+            "the {what} token was honoured twice: {statuses:?}"
+        );
+    }
+}
