@@ -472,6 +472,132 @@ mod tests {
         }
     }
 
+    mod properties {
+        use proptest::{collection::vec, prelude::*, sample::select};
+        use serde_json::Map;
+
+        use super::*;
+
+        fn json_leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "\\PC{0,12}".prop_map(Value::from),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            json_leaf().prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    vec(("[a-z]{0,6}", inner), 0..4)
+                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A field that may be left out (`None`).
+        fn maybe(value: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<Value>> {
+            proptest::option::weighted(0.8, value)
+        }
+
+        /// What `value` says when it is the standard base64 of JSON that
+        /// is not null.
+        fn is_a_usage(value: &Value) -> bool {
+            value
+                .as_str()
+                .and_then(|text| STANDARD.decode(text).ok())
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .is_some_and(|usage| !usage.is_null())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// No answer of the node makes the reader panic: any bytes,
+            /// any JSON.
+            #[test]
+            fn any_answer_is_read_without_panic(
+                body in prop_oneof![
+                    vec(any::<u8>(), 0..200),
+                    json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+                    json_value().prop_map(reply),
+                ],
+            ) {
+                let _ = parse_reply(&body);
+            }
+
+            /// A grant only ever comes from code 0 (or none) without a
+            /// JSON-RPC error and with a value that is the base64 of JSON
+            /// other than null; code 4 is always a "no" and any other code
+            /// a failure.
+            #[test]
+            fn only_code_zero_with_a_usage_grants(
+                code in maybe(prop_oneof![
+                    Just(json!(0)),
+                    Just(json!(NO_MATCH_CODE)),
+                    any::<u32>().prop_map(Value::from),
+                    Just(json!(-1)),
+                    Just(json!("0")),
+                    Just(json!(1.5)),
+                    Just(json!(u64::from(u32::MAX) + 1)),
+                ]),
+                log in maybe(prop_oneof![Just(Value::Null), "\\PC{0,12}".prop_map(Value::from)]),
+                value in maybe(prop_oneof![
+                    Just(Value::Null),
+                    Just(json!("")),
+                    json_value().prop_map(|usage| json!(STANDARD.encode(usage.to_string()))),
+                    select(&["null", " \n", "{}", "not json"][..])
+                        .prop_map(|usage| json!(STANDARD.encode(usage))),
+                    "[A-Za-z0-9+/=!]{0,12}".prop_map(Value::from),
+                    json_leaf(),
+                ]),
+                error in maybe(json_value()),
+            ) {
+                let mut response = Map::new();
+                for (name, field) in [("code", &code), ("log", &log), ("value", &value)] {
+                    if let Some(field) = field {
+                        response.insert(name.into(), field.clone());
+                    }
+                }
+                let mut body = json!({"jsonrpc": "2.0", "id": 1,
+                                      "result": {"response": Value::Object(response)}});
+                if let Some(error) = &error {
+                    body["error"] = error.clone();
+                }
+                let answer = parse_reply(&serde_json::to_vec(&body).unwrap());
+                let failed = error.as_ref().is_some_and(|e| !e.is_null());
+                let code = code.as_ref().map_or(Some(0), Value::as_u64);
+                let log_ok = log.as_ref().is_none_or(|l| l.is_null() || l.is_string());
+                let value_ok = value.as_ref().is_none_or(|v| v.is_null() || v.is_string());
+                if answer == Ok(true) {
+                    prop_assert!(!failed && code == Some(0), "{}", body);
+                    prop_assert!(is_a_usage(value.as_ref().unwrap()), "{}", body);
+                }
+                if failed {
+                    prop_assert!(answer.is_err(), "{}", body);
+                } else if log_ok && value_ok {
+                    match code {
+                        Some(n) if n == u64::from(NO_MATCH_CODE) => {
+                            prop_assert_eq!(answer, Ok(false), "{}", body);
+                        }
+                        Some(0) => {
+                            let grant = value.as_ref().is_some_and(is_a_usage);
+                            if grant {
+                                prop_assert_eq!(answer, Ok(true), "{}", body);
+                            }
+                        }
+                        _ => prop_assert!(answer.is_err(), "{}", body),
+                    }
+                } else {
+                    prop_assert!(answer.is_err(), "{}", body);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_cache_holds_a_grant_for_its_ttl_only() {
         let cache = GrantCache::new(Duration::from_secs(30));
