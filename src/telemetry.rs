@@ -24,7 +24,7 @@ pub fn init(filter: &str, format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .init(),
     }
     if bad {

@@ -66,6 +66,14 @@ pub fn settings(overrides: &[(&str, &str)]) -> Settings {
 
 /// Settings for a test app on `backend`.
 pub fn settings_for(backend: Backend, overrides: &[(&str, &str)]) -> Settings {
+    Settings::load_from(None, env_for(backend, overrides))
+        .expect("test settings")
+        .0
+}
+
+/// The `AMO_*` variables of a test app on `backend`: the backends' own, a
+/// fresh key prefix or data directory, and `overrides`.
+pub fn env_for(backend: Backend, overrides: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars = backend_env().clone();
     assert!(
         backend == Backend::Embedded || vars.contains_key("AMO_REDIS_URL"),
@@ -85,7 +93,7 @@ pub fn settings_for(backend: Backend, overrides: &[(&str, &str)]) -> Settings {
     for (name, value) in overrides {
         vars.insert((*name).into(), (*value).into());
     }
-    Settings::load_from(None, vars).expect("test settings").0
+    vars
 }
 
 /// One running replica.

@@ -11,6 +11,7 @@ mod errors;
 mod grants;
 mod health;
 mod openapi;
+mod process;
 mod refusals;
 mod roundtrip_v1;
 mod roundtrip_v2;

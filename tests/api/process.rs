@@ -1,0 +1,378 @@
+//! The service as a real process: what only a process can show. A SIGKILL
+//! in the middle of an upload leaves no partial parcel after a restart (and
+//! the directory store cleans its temporary files at start); a SIGTERM lets
+//! an upload in flight finish, turns readiness off at once and exits 0; the
+//! logs carry request ids and never a token, a signature or a secret.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use amo_storage::app::Backends;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::mpsc as channel;
+
+use crate::helpers::*;
+
+/// A running `amo-storage` process and the JSON log lines it wrote.
+struct ServiceProcess {
+    child: Child,
+    base: String,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ServiceProcess {
+    /// Starts the binary with `env` (and nothing else of the test's
+    /// environment) on a port it picks, and waits until `/readyz` is 200.
+    async fn start(env: &HashMap<String, String>) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_amo-storage"))
+            .arg("127.0.0.1:0")
+            .env_clear()
+            .envs(env)
+            .env("AMO_LOG_FORMAT", "json")
+            .env("AMO_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting amo-storage");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (listening, address) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn({
+            let logs = logs.clone();
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                        panic!("a log line that is not JSON: {line}");
+                    };
+                    if entry["message"] == "amo-storage listening" {
+                        let _ = listening.send(entry["addr"].as_str().unwrap_or("").to_owned());
+                    }
+                    logs.lock().unwrap().push(entry);
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("the service logged no listening address within 30 s");
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+        eventually(30, "the process is ready", || {
+            let request = http.get(format!("{base}/readyz")).send();
+            async move { request.await.is_ok_and(|answer| answer.status().is_success()) }
+        })
+        .await;
+        Self { child, base, logs }
+    }
+
+    /// A test app that talks to this process over HTTP, on `backends`.
+    fn app(&self, env: &HashMap<String, String>, backends: Backends) -> TestApp {
+        let settings = amo_storage::config::Settings::load_from(None, env.clone())
+            .expect("settings")
+            .0;
+        TestApp {
+            base: self.base.clone(),
+            settings,
+            backends,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits (up to `seconds`) for the process to exit, and its exit code.
+    async fn exit_code(mut self, seconds: u64) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the child") {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the process did not exit within {seconds} s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment of one service process and the backends that see what
+/// it stores: the shared Redis and S3 prefix on the real pair; on the
+/// embedded pair only HTTP tells (the state is inside the process), so the
+/// test app's own backends are a scratch pair.
+fn process_env() -> (HashMap<String, String>, Backends) {
+    let env = env_for(crate::BACKEND, &[]);
+    let backends = match crate::BACKEND {
+        Backend::Real => Backends::from_settings(
+            &amo_storage::config::Settings::load_from(None, env.clone())
+                .unwrap()
+                .0,
+        ),
+        Backend::Embedded => Backends::from_settings(&settings(&[])),
+    }
+    .expect("backends");
+    (env, backends)
+}
+
+/// The directory-store files under the process's data directory.
+fn parcel_files(env: &HashMap<String, String>) -> Vec<String> {
+    let dir = PathBuf::from(&env["AMO_DATA_DIR"]).join("parcels");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Feeds the body of an upload in flight.
+type BodySender = channel::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// The answer of an upload in flight.
+type PendingAnswer = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// Starts a v2 upload whose body the returned sender feeds.
+fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnswer) {
+    let (sender, receiver) = channel::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ));
+    let request = app
+        .http
+        .post(format!("{}/api/v2/parcels", app.base))
+        .header("content-type", "application/octet-stream")
+        .header("X-Auth-Token", proof.token.as_deref().unwrap())
+        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
+        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .body(body);
+    (sender, tokio::spawn(request.send()))
+}
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test]
+async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
+    let (env, backends) = process_env();
+    let first = ServiceProcess::start(&env).await;
+    let app = first.app(&env, backends.clone());
+    let owner = Account::new();
+    let data = random_body(24 * MIB);
+    let id = format!("00000001{}", sha256_upper(&data));
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let (sender, upload) = streamed_upload(&app, &proof);
+    for chunk in data[..16 * MIB].chunks(MIB) {
+        sender.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    // The upload is really under way: bytes are in storage.
+    match crate::BACKEND {
+        Backend::Embedded => {
+            eventually(30, "a temporary upload file holds bytes", || async {
+                parcel_files(&env).iter().any(|name| name.starts_with(".upload-"))
+            })
+            .await
+        }
+        Backend::Real => {
+            eventually(30, "a multipart upload has started", || async {
+                !app.multipart_uploads().await.is_empty()
+            })
+            .await
+        }
+    }
+    first.signal(libc::SIGKILL);
+    assert_eq!(first.exit_code(10).await, None, "killed by a signal");
+    assert!(upload.await.unwrap().is_err(), "the client saw the connection die");
+    drop(sender);
+
+    let second = ServiceProcess::start(&env).await;
+    let app = second.app(&env, backends);
+    let answer = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
+    expect_error(answer, StatusCode::NOT_FOUND).await;
+    match crate::BACKEND {
+        Backend::Embedded => assert_eq!(
+            parcel_files(&env),
+            Vec::<String>::new(),
+            "the restart removed the temporary file and no parcel file exists"
+        ),
+        // The dead replica's lock expires (30 s) and the sweeper of the new
+        // one aborts its multipart upload (every 15 s).
+        Backend::Real => {
+            eventually(90, "the abandoned multipart upload is aborted", || async {
+                app.multipart_uploads().await.is_empty()
+            })
+            .await;
+            assert_eq!(app.stored_keys().await, Vec::<String>::new());
+        }
+    }
+    // And the same content can be stored whole afterwards.
+    let stored = app.store_v2(&owner, &data).await;
+    assert_eq!(stored, id);
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+}
+
+#[tokio::test]
+async fn a_sigterm_lets_the_upload_in_flight_finish_then_exits_0() {
+    let (env, backends) = process_env();
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends.clone());
+    let owner = Account::new();
+    let data = random_body(12 * MIB);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let (sender, upload) = streamed_upload(&app, &proof);
+    let (head, tail) = data.split_at(6 * MIB);
+    for chunk in head.chunks(MIB) {
+        sender.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    service.signal(libc::SIGTERM);
+    // From now on the replica is not ready: a new request either finds the
+    // listener closed or answers 503. It never answers 200 again.
+    let probe = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    eventually(10, "readiness is off", || {
+        let request = probe.get(format!("{}/readyz", app.base)).send();
+        async move {
+            match request.await {
+                Ok(answer) => answer.status() == StatusCode::SERVICE_UNAVAILABLE,
+                Err(_) => true,
+            }
+        }
+    })
+    .await;
+    // The upload in flight finishes.
+    for chunk in tail.chunks(MIB) {
+        sender.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    drop(sender);
+    let answer = upload.await.unwrap().expect("the upload's answer");
+    let id = expect_json(answer, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(service.exit_code(30).await, Some(0), "a drained exit is 0");
+
+    // What it stored is there, whole, for the next replica.
+    let next = ServiceProcess::start(&env).await;
+    let app = next.app(&env, backends);
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+}
+
+#[tokio::test]
+async fn logs_carry_request_ids_and_never_a_token_a_signature_or_a_secret() {
+    let (env, backends) = process_env();
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let data = random_body(4096);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    let request_id = format!("test-{}", uuid::Uuid::new_v4());
+    let answer = app
+        .http
+        .post(format!("{}/api/v2/parcels", app.base))
+        .header("content-type", "application/octet-stream")
+        .header("X-Request-Id", &request_id)
+        .header("X-Auth-Token", &token)
+        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
+        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-request-id"], request_id.as_str());
+    let id = expect_json(answer, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A refused request too: its token is in the log's reach.
+    let refused = app.remove_v2(Some(&owner.prove(&token)), &id).await;
+    let generated = refused.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!generated.is_empty(), "a request id is generated when none is sent");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "an upload token cannot remove");
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+
+    let logs = service.log_lines();
+    let ours: Vec<&Value> = logs
+        .iter()
+        .filter(|line| request_id_of(line) == Some(request_id.as_str()))
+        .collect();
+    assert!(
+        ours.iter().any(|line| line["status"] == 201),
+        "the upload's answer line carries its request id: {ours:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|line| request_id_of(line) == Some(generated.as_str())),
+        "the refused request's lines carry the generated id"
+    );
+    // Every line of our code written inside a request names its request id.
+    for line in &logs {
+        let ours = line["target"]
+            .as_str()
+            .is_some_and(|target| target.starts_with("amo_storage"));
+        let in_a_request = line["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|span| span["name"] == "request"));
+        if ours && line.get("spans").is_some() || in_a_request {
+            assert!(
+                request_id_of(line).is_some(),
+                "a request's line without a request id: {line}"
+            );
+        }
+    }
+    let text: String = logs.iter().map(|line| format!("{line}\n")).collect();
+    let signature = proof.signature.as_deref().unwrap();
+    let jwt_signature = token.rsplit('.').next().unwrap();
+    let mut secrets = vec![
+        ("the token", token.as_str()),
+        ("the token's signature part", jwt_signature),
+        ("the proof signature", signature),
+    ];
+    if let Some(value) = env.get("AMO_JWT_SECRET") {
+        secrets.push(("the JWT secret", value.as_str()));
+    }
+    let key_file = env
+        .get("AMO_KEY_FILE")
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    let s3_secret = key_file.as_ref().and_then(|key| key["secret_key"].as_str());
+    if let Some(value) = s3_secret {
+        secrets.push(("the S3 secret key", value));
+    }
+    for (what, secret) in secrets {
+        assert!(
+            !text.to_lowercase().contains(&secret.to_lowercase()),
+            "{what} appears in the logs"
+        );
+    }
+}
+
+/// The request id of a JSON log line, from the spans it was written in.
+fn request_id_of(line: &Value) -> Option<&str> {
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find_map(|span| span["request_id"].as_str())
+}
