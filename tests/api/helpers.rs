@@ -56,7 +56,15 @@ pub enum Backend {
     Real,
     /// The embedded backends: state in the process, parcels in a directory.
     Embedded,
+    /// The real Ceph RGW, with the shared state in the 3-master Redis
+    /// Cluster of `deploy/local/redis-cluster.sh` (its URLs in
+    /// `AMO_TEST_REDIS_CLUSTER_URL`, or the script's defaults).
+    RealCluster,
 }
+
+/// The Redis setting of `deploy/local/redis-cluster.sh`'s cluster.
+const LOCAL_REDIS_CLUSTER: &str =
+    "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003";
 
 /// Settings for a test app on this suite's backends: a fresh key prefix or
 /// data directory, and `overrides` (pairs of `AMO_*` names and values).
@@ -82,6 +90,11 @@ pub fn env_for(backend: Backend, overrides: &[(&str, &str)]) -> HashMap<String, 
     );
     let unique = uuid::Uuid::new_v4();
     vars.insert("AMO_S3_PREFIX".into(), format!("test-{unique}/"));
+    if backend == Backend::RealCluster {
+        let cluster = std::env::var("AMO_TEST_REDIS_CLUSTER_URL")
+            .unwrap_or_else(|_| LOCAL_REDIS_CLUSTER.to_owned());
+        vars.insert("AMO_REDIS_URL".into(), cluster);
+    }
     if backend == Backend::Embedded {
         vars.remove("AMO_REDIS_URL");
         vars.remove("AMO_S3_ENDPOINT");
@@ -138,7 +151,7 @@ pub async fn spawn_on(settings: Settings, backends: Backends) -> TestApp {
 /// and directory.
 pub async fn spawn_beside(first: &TestApp, settings: Settings) -> TestApp {
     match crate::BACKEND {
-        Backend::Real => spawn_with(settings).await,
+        Backend::Real | Backend::RealCluster => spawn_with(settings).await,
         Backend::Embedded => spawn_on(settings, first.backends.clone()).await,
     }
 }

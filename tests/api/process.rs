@@ -125,7 +125,7 @@ impl Drop for ServiceProcess {
 fn process_env() -> (HashMap<String, String>, Backends) {
     let env = env_for(crate::BACKEND, &[]);
     let backends = match crate::BACKEND {
-        Backend::Real => Backends::from_settings(
+        Backend::Real | Backend::RealCluster => Backends::from_settings(
             &amo_storage::config::Settings::load_from(None, env.clone())
                 .unwrap()
                 .0,
@@ -194,7 +194,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
             })
             .await
         }
-        Backend::Real => {
+        Backend::Real | Backend::RealCluster => {
             eventually(30, "a multipart upload has started", || async {
                 !app.multipart_uploads().await.is_empty()
             })
@@ -218,7 +218,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
         ),
         // The dead replica's lock expires (30 s) and the sweeper of the new
         // one aborts its multipart upload (every 15 s).
-        Backend::Real => {
+        Backend::Real | Backend::RealCluster => {
             eventually(90, "the abandoned multipart upload is aborted", || async {
                 app.multipart_uploads().await.is_empty()
             })
