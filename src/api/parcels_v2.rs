@@ -145,6 +145,17 @@ impl ParcelsV2Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V2UploadResponse> {
+        // poem passes over header values that are not visible ASCII as if
+        // they were absent: metadata the client sent must never be dropped.
+        let sent = request.headers().get_all("x-parcel-metadata");
+        if sent.iter().count() > 1 || sent.iter().any(|value| value.to_str().is_err()) {
+            return Err(Error::BadRequest(
+                "X-Parcel-Metadata must be sent once, as ASCII JSON (other characters as \\u \
+                 escapes)"
+                    .into(),
+            )
+            .into());
+        }
         let metadata = metadata
             .0
             .as_deref()
