@@ -14,7 +14,7 @@ use poem_openapi::OpenApiService;
 use crate::{
     api::{
         auth::AuthApi,
-        body::V1BodyLimit,
+        body::{V1BodyIdleTimeout, V1BodyLimit},
         health::{Draining, HealthApi},
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
@@ -193,6 +193,7 @@ pub fn endpoint(
         )
         .nest("/docs", docs)
         .data(V1BodyLimit(v1_body_limit(settings)))
+        .data(V1BodyIdleTimeout(settings.body_idle_timeout))
         .with(CatchPanic::new())
         .around(|endpoint, request| async move { Ok(json_errors(endpoint, request).await) })
         .around(

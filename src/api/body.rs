@@ -20,6 +20,11 @@ use super::parcels_v1::V1UploadRequest;
 #[derive(Debug, Clone, Copy)]
 pub struct V1BodyLimit(pub u64);
 
+/// How long a v1 upload body may send nothing (`AMO_BODY_IDLE_TIMEOUT_SECS`,
+/// as for v2). Put in the route's data.
+#[derive(Debug, Clone, Copy)]
+pub struct V1BodyIdleTimeout(pub std::time::Duration);
+
 /// A v1 upload body: JSON (`V1UploadRequest`), read whole up to the limit.
 pub struct V1UploadBody(pub Bytes);
 
@@ -66,11 +71,30 @@ impl ParsePayload for V1UploadBody {
         if declared.is_some_and(|length| length > limit) {
             return Err(too_large(limit));
         }
+        let idle = request
+            .data::<V1BodyIdleTimeout>()
+            .map(|idle| idle.0)
+            .unwrap_or(std::time::Duration::MAX);
         let mut stream = body.take()?.into_bytes_stream();
         let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-        while let Some(chunk) = stream.try_next().await.map_err(|err| {
-            poem::Error::from_string(format!("reading the body: {err}"), StatusCode::BAD_REQUEST)
-        })? {
+        while let Some(chunk) = tokio::time::timeout(idle, stream.try_next())
+            .await
+            .map_err(|_| {
+                poem::Error::from_string(
+                    format!(
+                        "the body sent nothing for {} s; the upload is abandoned",
+                        idle.as_secs()
+                    ),
+                    StatusCode::BAD_REQUEST,
+                )
+            })?
+            .map_err(|err| {
+                poem::Error::from_string(
+                    format!("reading the body: {err}"),
+                    StatusCode::BAD_REQUEST,
+                )
+            })?
+        {
             if (buffer.len() + chunk.len()) as u64 > limit {
                 return Err(too_large(limit));
             }

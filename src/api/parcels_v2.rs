@@ -157,6 +157,17 @@ impl ParcelsV2Api {
         // After the token: a request that may not upload learns nothing from
         // its metadata, and malformed metadata (400) leaves the token usable,
         // as every refusal after the claim does.
+        // poem passes over header values that are not visible ASCII as if
+        // they were absent: metadata the client sent must never be dropped.
+        let sent = request.headers().get_all("x-parcel-metadata");
+        if sent.iter().count() > 1 || sent.iter().any(|value| value.to_str().is_err()) {
+            return Err(Error::BadRequest(
+                "X-Parcel-Metadata must be sent once, as ASCII JSON (other characters as \\u \
+                 escapes)"
+                    .into(),
+            )
+            .into());
+        }
         let metadata = metadata
             .0
             .as_deref()

@@ -95,10 +95,13 @@ impl TokenCodec {
         Ok(IssuedToken { jwt, claims })
     }
 
-    /// Checks the MAC, algorithm, `iss`, `aud` and `exp` of `jwt`.
+    /// Checks the MAC, algorithm, header, `iss`, `aud` and `exp` of `jwt`.
+    /// The header must be exactly the one [`TokenCodec::issue`] writes: a
+    /// token that names a key (`kid`, `jwk`), a key URL (`jku`, `x5u`),
+    /// certificates or critical extensions was not issued here, whatever
+    /// its MAC.
     pub fn verify(&self, jwt: &str) -> Result<TokenClaims, Error> {
-        jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+        let data = jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => Error::unauthenticated(
                     "token_expired",
@@ -112,6 +115,13 @@ impl TokenCodec {
                     "token_invalid",
                     format!("the token is not valid: {err}"),
                 ),
-            })
+            })?;
+        if data.header != Header::new(Algorithm::HS256) {
+            return Err(Error::unauthenticated(
+                "token_invalid",
+                "the token's header is not the one this service issues",
+            ));
+        }
+        Ok(data.claims)
     }
 }

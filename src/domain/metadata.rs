@@ -115,17 +115,20 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
-/// Compact JSON with every non-ASCII character written as `\uXXXX` (UTF-16
-/// units). Outside strings JSON is ASCII already, so escaping every such
-/// character is valid.
+/// Compact JSON with every non-ASCII character, and DEL, written as
+/// `\uXXXX` (UTF-16 units): visible ASCII only, which an HTTP header (S3
+/// user metadata) can carry. serde_json escapes the other control
+/// characters itself; outside strings JSON is ASCII already, so escaping
+/// every such character is valid.
 fn ascii_json(value: &Value) -> String {
+    let escaped = |ch: char| !ch.is_ascii() || ch == '\u{7f}';
     let compact = value.to_string();
-    if compact.is_ascii() {
+    if !compact.chars().any(escaped) {
         return compact;
     }
     let mut out = String::with_capacity(compact.len() + 16);
     for ch in compact.chars() {
-        if ch.is_ascii() {
+        if !escaped(ch) {
             out.push(ch);
         } else {
             let mut units = [0u16; 2];
@@ -168,12 +171,18 @@ mod tests {
 
     #[test]
     fn stored_form_is_ascii_and_round_trips() {
-        let offered = json!({"title": "Grüße 🌍", "ctl": "\u{1}"});
+        let offered = json!({"title": "Grüße 🌍", "ctl": "\u{1}\u{7f}\t", "\u{7f}": 1});
         let meta = ParcelMetadata::for_owner(Some(offered.clone()), &owner(), 8192).unwrap();
-        assert!(meta.as_stored().is_ascii());
+        // Visible ASCII only: an HTTP header value can carry it.
+        assert!(
+            meta.as_stored().bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "{}",
+            meta.as_stored()
+        );
         let back = ParcelMetadata::from_stored(meta.as_stored()).unwrap();
         assert_eq!(back.to_value()["title"], offered["title"]);
         assert_eq!(back.to_value()["ctl"], offered["ctl"]);
+        assert_eq!(back.to_value()["\u{7f}"], offered["\u{7f}"]);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 mod fake_chain;
 mod helpers;
 
+mod adversarial;
 mod auth;
 mod cli;
 mod concurrency;
 mod errors;
 mod grants;
 mod health;
+mod limits;
 mod openapi;
 mod process;
 mod refusals;
