@@ -15,8 +15,11 @@ pub fn init(filter: &str, format: LogFormat) {
         Ok(parsed) => (parsed, false),
         Err(_) => (EnvFilter::new("info"), true),
     };
+    // Colours only for a person at a terminal, never into a file or a
+    // log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

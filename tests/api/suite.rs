@@ -12,6 +12,7 @@ mod errors;
 mod grants;
 mod health;
 mod limits;
+mod metrics;
 mod openapi;
 mod process;
 mod refusals;
