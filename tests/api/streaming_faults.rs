@@ -6,7 +6,11 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
 
 use crate::{
     helpers::*,
@@ -135,6 +139,48 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     })
+}
+
+/// An upload refused before its body is read still has the body read after
+/// the answer: a sender that keeps streaming it (nginx with
+/// `proxy_request_buffering off`) is not cut off with a broken pipe, which
+/// nginx would answer as 502 and count against the replica (tests/lb).
+#[tokio::test]
+async fn a_refused_upload_reads_the_rest_of_its_body_after_the_answer() {
+    let app = spawn_app().await;
+    const MIB: usize = 1024 * 1024;
+    let declared = 48 * MIB;
+    let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {declared}\r\nX-Auth-Token: not-a-token\r\nX-Public-Key: 00\r\n\
+         X-Signature: 00\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![7u8; MIB];
+    socket.write_all(&chunk).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("an answer before the body is sent")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Far more than the socket buffers hold: it all goes only if the service reads on.
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 1..declared / MIB {
+            socket.write_all(&chunk).await?;
+        }
+        socket.flush().await
+    })
+    .await
+    .expect("the service reads the refused body within 20 s");
+    assert!(
+        rest.is_ok(),
+        "the service stopped reading the refused body: {rest:?}"
+    );
 }
 
 #[tokio::test]
