@@ -156,11 +156,11 @@ impl ParcelsV2Api {
                     None,
                 )
                 .await?;
-            // After the token: a request that may not upload learns nothing from
-            // its metadata, and malformed metadata (400) leaves the token usable,
-            // as every refusal after the claim does.
-            // poem passes over header values that are not visible ASCII as if
-            // they were absent: metadata the client sent must never be dropped.
+            // Metadata is read after the token: a request that may not upload
+            // learns nothing from it, and malformed metadata (400) leaves the
+            // token usable, as every refusal after the claim does. poem reads a
+            // header value that is not visible ASCII as absent, so the raw
+            // header is checked first: sent metadata is never dropped.
             let sent = request.headers().get_all("x-parcel-metadata");
             if sent.iter().count() > 1 || sent.iter().any(|value| value.to_str().is_err()) {
                 return Err(Error::BadRequest(

@@ -13,10 +13,26 @@ use serde_json::{Value, json};
 
 use crate::domain::{Address, Operation, ParcelId, Sha256Hex};
 
+/// The inline string schema of a domain type.
+trait StringSchema {
+    fn string_schema() -> MetaSchema;
+}
+
 /// Makes a domain type that parses from a string a named string schema with
 /// a pattern, read from JSON and from parameters with its own `parse`.
 macro_rules! string_schema {
     ($ty:ty, $name:literal, $pattern:literal, $description:literal, $example:literal) => {
+        impl StringSchema for $ty {
+            fn string_schema() -> MetaSchema {
+                MetaSchema {
+                    description: Some($description),
+                    pattern: Some($pattern.into()),
+                    example: Some(Value::String($example.into())),
+                    ..MetaSchema::new("string")
+                }
+            }
+        }
+
         impl Type for $ty {
             const IS_REQUIRED: bool = true;
             type RawValueType = Self;
@@ -30,12 +46,7 @@ macro_rules! string_schema {
                 // Inline, not a named component: generators (openapi-python-client)
                 // cannot take the `allOf` that a described field of a named
                 // string schema becomes.
-                MetaSchemaRef::Inline(Box::new(MetaSchema {
-                    description: Some($description),
-                    pattern: Some($pattern.into()),
-                    example: Some(Value::String($example.into())),
-                    ..MetaSchema::new("string")
-                }))
+                MetaSchemaRef::Inline(Box::new(Self::string_schema()))
             }
 
             fn as_raw_value(&self) -> Option<&Self::RawValueType> {
@@ -152,7 +163,7 @@ impl Type for RequestedOperation {
             scoped_operation(
                 "upload",
                 "hash",
-                Sha256Hex::schema_ref(),
+                Sha256Hex::string_schema(),
                 "An upload token, limited to a body with this SHA-256 when `hash` \
                  is given. A v2 upload needs `hash`.",
             )
@@ -161,7 +172,7 @@ impl Type for RequestedOperation {
             scoped_operation(
                 "download",
                 "id",
-                ParcelId::schema_ref(),
+                ParcelId::string_schema(),
                 "A download token, limited to this parcel when `id` is given.",
             )
         });
@@ -169,7 +180,7 @@ impl Type for RequestedOperation {
             scoped_operation(
                 "remove",
                 "id",
-                ParcelId::schema_ref(),
+                ParcelId::string_schema(),
                 "A remove token, limited to this parcel when `id` is given.",
             )
         });
@@ -192,13 +203,9 @@ impl Type for RequestedOperation {
 fn scoped_operation(
     name: &'static str,
     scope: &'static str,
-    scope_schema: MetaSchemaRef,
+    scope_schema: MetaSchema,
     description: &'static str,
 ) -> MetaSchema {
-    let MetaSchemaRef::Inline(scope_schema) = scope_schema else {
-        unreachable!("the scope types have inline schemas")
-    };
-    let scope_schema = *scope_schema;
     MetaSchema {
         description: Some(description),
         properties: vec![

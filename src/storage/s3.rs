@@ -57,6 +57,20 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// The multipart uploads begun and not finished under this store's
+    /// prefix (the first 1,000, S3's page size).
+    async fn multipart_uploads(&self) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, Error> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        Ok(listed.uploads.unwrap_or_default())
+    }
+
     /// A store for `config`. Nothing is contacted yet.
     pub fn new(config: &S3Config) -> Self {
         let credentials = Credentials::new(
@@ -308,17 +322,10 @@ impl ParcelStore for S3Store {
     }
 
     async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .send()
-            .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
         let cutoff = std::time::SystemTime::now() - older_than;
-        Ok(listed
-            .uploads()
+        Ok(self
+            .multipart_uploads()
+            .await?
             .iter()
             .filter(|upload| {
                 upload
@@ -351,16 +358,9 @@ impl ParcelStore for S3Store {
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .send()
-            .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
-        Ok(listed
-            .uploads()
+        Ok(self
+            .multipart_uploads()
+            .await?
             .iter()
             .filter_map(|upload| upload.key().map(str::to_owned))
             .collect())
