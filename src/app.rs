@@ -14,7 +14,7 @@ use poem_openapi::OpenApiService;
 use crate::{
     api::{
         auth::AuthApi,
-        body::{V1BodyIdleTimeout, V1BodyLimit},
+        body::{V1BodyLimit, V1BodyTimeouts},
         health::{Draining, HealthApi},
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
@@ -98,6 +98,7 @@ impl State {
             TokenStore::new(
                 backends.state.clone(),
                 settings.limits.max_outstanding_tokens,
+                settings.lease,
             ),
         );
         let limits = Limits {
@@ -107,6 +108,8 @@ impl State {
             part_size: settings.s3_part_size_bytes,
             body_idle_timeout: settings.body_idle_timeout,
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
+            max_concurrent_v1_downloads: settings.limits.max_concurrent_v1_downloads,
+            lease: settings.lease,
         };
         let chain = settings.chain.as_ref().map(|config| {
             Chain::new(config).expect("the chain client was built when the settings were loaded")
@@ -193,8 +196,14 @@ pub fn endpoint(
         )
         .nest("/docs", docs)
         .data(V1BodyLimit(v1_body_limit(settings)))
-        .data(V1BodyIdleTimeout(settings.body_idle_timeout))
+        .data(V1BodyTimeouts {
+            idle: settings.body_idle_timeout,
+            deadline: settings.body_deadline,
+        })
         .with(CatchPanic::new())
+        .around(|endpoint, request| async move {
+            Ok(crate::api::bounded::bound_token_requests(endpoint, request).await)
+        })
         .around(|endpoint, request| async move { Ok(json_errors(endpoint, request).await) })
         .around(
             |endpoint, request| async move { Ok(crate::observe::observe(endpoint, request).await) },
@@ -313,13 +322,17 @@ impl App {
     /// to the drain timeout (`AMO_DRAIN_TIMEOUT_SECS`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let draining = self.draining.clone();
-        let janitor = tokio::spawn(sweep_periodically(self.backends.clone()));
+        let janitor = tokio::spawn(sweep_periodically(
+            self.backends.clone(),
+            self.settings.lease,
+        ));
         let endpoint = endpoint(&self.settings, &self.backends, self.draining).into_endpoint();
         let shutdown = async move {
             shutdown.await;
             draining.start();
         };
         let served = Server::new_with_acceptor(self.acceptor)
+            .http2_max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.drain_timeout))
             .await;
         janitor.abort();
@@ -327,17 +340,21 @@ impl App {
     }
 }
 
-/// How often a replica looks for uploads that a dead replica abandoned.
-const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+/// The streams one HTTP/2 connection may have open at once (h2c is served
+/// beside HTTP/1.1). Each stream is a request like any other, so the
+/// per-replica caps still apply; this bounds what one connection may
+/// hold.
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
 
-/// Aborts abandoned uploads every [`SWEEP_INTERVAL`], on every replica
-/// (aborting twice is harmless).
-async fn sweep_periodically(backends: Backends) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+/// Aborts abandoned uploads every half `lease`, on every replica (aborting
+/// twice is harmless).
+async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
+    let mut tick = tokio::time::interval(lease / 2);
     loop {
         tick.tick().await;
         if let Err(err) =
-            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state).await
+            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease)
+                .await
         {
             tracing::debug!(%err, "could not sweep abandoned uploads; trying again later");
         }

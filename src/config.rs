@@ -49,6 +49,9 @@ struct RawSettings {
     trust_forwarded_for: Option<bool>,
     s3_timeout_secs: Option<u64>,
     body_idle_timeout_secs: Option<u64>,
+    body_deadline_secs: Option<u64>,
+    max_concurrent_v1_downloads: Option<usize>,
+    lease_secs: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -82,6 +85,9 @@ const VARIABLES: &[&str] = &[
     "TRUST_FORWARDED_FOR",
     "S3_TIMEOUT_SECS",
     "BODY_IDLE_TIMEOUT_SECS",
+    "BODY_DEADLINE_SECS",
+    "MAX_CONCURRENT_V1_DOWNLOADS",
+    "LEASE_SECS",
     "LOG",
     "LOG_FORMAT",
 ];
@@ -106,6 +112,11 @@ const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
 /// How long a blockchain grant is remembered by default, in seconds.
 const DEFAULT_CHAIN_CACHE_SECS: u64 = 30;
+/// How long a v1 upload's whole body may take to arrive, by default.
+const DEFAULT_BODY_DEADLINE_SECS: u64 = 300;
+/// How long a lease (a token claim, a write lock, a live multipart upload)
+/// lives without renewal, by default.
+const DEFAULT_LEASE_SECS: u64 = 30;
 
 /// A configuration problem; its text is the one line printed at start.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +192,13 @@ pub struct Settings {
     pub s3_timeout: Duration,
     /// How long an upload's body may send nothing before the upload fails.
     pub body_idle_timeout: Duration,
+    /// How long a v1 upload's whole body may take to arrive (the v1 body is
+    /// read into memory, so it is bounded in time as well as in size).
+    pub body_deadline: Duration,
+    /// How long a lease (a token claim, a parcel write lock, the mark of a
+    /// live multipart upload) lives unless its holder renews it; holders
+    /// renew every third of it. A replica that dies lets its leases lapse.
+    pub lease: Duration,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
     /// Log lines as text or JSON.
@@ -201,12 +219,16 @@ pub enum LogFormat {
 pub struct AbuseLimits {
     /// Token requests per minute from one client address, across replicas.
     pub auth_per_ip_per_minute: u64,
-    /// Token requests per minute for one account, across replicas.
-    pub auth_per_user_per_minute: u64,
-    /// Tokens one account may hold unused and unexpired at once.
+    /// Tokens one account may hold unused and unexpired at once; issuing
+    /// one more evicts the account's oldest unused token (a stranger can
+    /// ask for tokens in anyone's name, so a refusal would lock the owner
+    /// out).
     pub max_outstanding_tokens: u64,
-    /// Uploads one replica streams at once; more answer 503.
+    /// Uploads (v1 and v2) one replica takes at once; more answer 503.
     pub max_concurrent_uploads: usize,
+    /// v1 downloads one replica serves at once (each is held whole and
+    /// hex-encoded in memory); more answer 503.
+    pub max_concurrent_v1_downloads: usize,
     /// Take the client address from the last `X-Forwarded-For` entry (set
     /// this behind a proxy that appends it, such as the shipped nginx).
     pub trust_forwarded_for: bool,
@@ -216,9 +238,9 @@ impl Default for AbuseLimits {
     fn default() -> Self {
         Self {
             auth_per_ip_per_minute: 6_000,
-            auth_per_user_per_minute: 600,
             max_outstanding_tokens: 1_000,
             max_concurrent_uploads: 64,
+            max_concurrent_v1_downloads: 8,
             trust_forwarded_for: false,
         }
     }
@@ -251,6 +273,8 @@ impl Settings {
             limits: AbuseLimits::default(),
             s3_timeout: Duration::from_secs(DEFAULT_S3_TIMEOUT_SECS),
             body_idle_timeout: Duration::from_secs(DEFAULT_BODY_IDLE_TIMEOUT_SECS),
+            body_deadline: Duration::from_secs(DEFAULT_BODY_DEADLINE_SECS),
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
             log: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -293,6 +317,14 @@ impl Settings {
             }
         }
         raw.overlay(&env)?;
+        if raw.auth_rate_per_user.is_some() {
+            warnings.push(
+                "AMO_AUTH_RATE_PER_USER is no longer used: a per-account limit on /auth let \
+                 strangers lock an account out; the per-address limit and the outstanding-token \
+                 cap bound token requests"
+                    .into(),
+            );
+        }
         Ok((raw.validate()?, warnings))
     }
 }
@@ -376,6 +408,13 @@ impl RawSettings {
             env,
             "BODY_IDLE_TIMEOUT_SECS",
         )?;
+        number(&mut self.body_deadline_secs, env, "BODY_DEADLINE_SECS")?;
+        number(
+            &mut self.max_concurrent_v1_downloads,
+            env,
+            "MAX_CONCURRENT_V1_DOWNLOADS",
+        )?;
+        number(&mut self.lease_secs, env, "LEASE_SECS")?;
         text(&mut self.log_format, "LOG_FORMAT");
         Ok(())
     }
@@ -457,15 +496,15 @@ impl RawSettings {
                 auth_per_ip_per_minute: self
                     .auth_rate_per_ip
                     .unwrap_or(defaults.auth_per_ip_per_minute),
-                auth_per_user_per_minute: self
-                    .auth_rate_per_user
-                    .unwrap_or(defaults.auth_per_user_per_minute),
                 max_outstanding_tokens: self
                     .max_outstanding_tokens
                     .unwrap_or(defaults.max_outstanding_tokens),
                 max_concurrent_uploads: self
                     .max_concurrent_uploads
                     .unwrap_or(defaults.max_concurrent_uploads),
+                max_concurrent_v1_downloads: self
+                    .max_concurrent_v1_downloads
+                    .unwrap_or(defaults.max_concurrent_v1_downloads),
                 trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
             },
             s3_timeout: positive_secs(
@@ -478,6 +517,12 @@ impl RawSettings {
                 self.body_idle_timeout_secs,
                 DEFAULT_BODY_IDLE_TIMEOUT_SECS,
             )?,
+            body_deadline: positive_secs(
+                "AMO_BODY_DEADLINE_SECS",
+                self.body_deadline_secs,
+                DEFAULT_BODY_DEADLINE_SECS,
+            )?,
+            lease: positive_secs("AMO_LEASE_SECS", self.lease_secs, DEFAULT_LEASE_SECS)?,
             log: self.log.unwrap_or_else(|| "info".into()),
             log_format: match self.log_format.as_deref() {
                 None | Some("text") => LogFormat::Text,

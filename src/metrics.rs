@@ -1,8 +1,10 @@
 //! Prometheus metrics, served at `GET /metrics` in the text format.
 //!
-//! One registry per process. Labels are bounded: routes are path templates
-//! (ids collapsed to `{id}`), statuses are numbers, reasons are the stable
-//! error codes.
+//! One registry per process. Every label comes from a closed set, whatever
+//! a client sends: routes are the templates this service serves (ids
+//! collapsed to `{id}`, anything else `other`), methods the standard ones
+//! (anything else `other`), statuses the codes this service answers,
+//! reasons the stable error codes.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -159,6 +161,23 @@ pub fn render() -> String {
     String::from_utf8(text).unwrap_or_default()
 }
 
+/// The label of a request method: a standard method's name, else `other`.
+pub fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// The route template of `path`: segments that are ids become `{id}`, so
 /// labels stay few; paths the service does not serve are `other`.
 pub fn route_of(path: &str) -> String {
@@ -214,6 +233,16 @@ mod tests {
         assert_eq!(route_of("/api/v1/auth"), "/api/v1/auth");
         assert_eq!(route_of("/../etc/passwd"), "other");
         assert_eq!(route_of("/api/v1/parcels/x/y/z"), "other");
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        use poem::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        for made_up in ["FOO", "BREW", "X1", "get"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other");
+        }
     }
 
     #[test]

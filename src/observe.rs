@@ -35,9 +35,9 @@ pub fn request_id_of(request: &Request) -> String {
 /// and counts the answer and echoes the request id.
 pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Response {
     let request_id = request_id_of(&request);
-    let method = request.method().to_string();
+    let method = metrics::method_label(request.method());
     let route = metrics::route_of(request.uri().path());
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let span = tracing::info_span!("request", request_id = %request_id, method, %route);
     let started = Instant::now();
     let mut response = async {
         match endpoint.call(request).await {
@@ -49,7 +49,7 @@ pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Respons
     .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics::request(&route, &method, status, elapsed);
+    metrics::request(&route, method, status, elapsed);
     span.in_scope(|| {
         tracing::info!(
             status,

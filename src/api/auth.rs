@@ -76,7 +76,7 @@ impl AuthApi {
     async fn issue(&self, http: &Request, request: AuthRequest) -> ApiResult<AuthResponse> {
         let user = request.user;
         self.limiter
-            .admit_token_request(self.client_of(http), &user)
+            .admit_token_request(self.client_of(http))
             .await?;
         let issued = self.authorizer.issue(&user, request.operation.sent).await?;
         Ok(AuthResponse::Issued(Json(AuthToken {

@@ -1,12 +1,18 @@
 //! The bounded JSON body of a v1 upload.
 //!
-//! poem's `Json` reads any amount of data; this payload reads at most the
-//! configured limit (413 past it, before the rest is read) and keeps the raw
-//! bytes, so the hex `data` can be decoded without an intermediate copy.
+//! poem's `Json` reads any amount of data before the handler runs; this
+//! payload reads nothing until the handler asks, after the proof headers
+//! passed and an upload slot was taken. Then it reads at most the
+//! configured limit (413 past it, before the rest is read), within the idle
+//! timeout and an overall deadline, and keeps the raw bytes, so the hex
+//! `data` can be decoded without an intermediate copy. A declared
+//! `Content-Length` over the limit answers 413 at once, unread.
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
-use poem::{Request, RequestBody, Result, http::StatusCode};
+use poem::{Body, IntoResponse, Request, RequestBody, Result};
 use poem_openapi::{
     impl_apirequest_for_payload,
     payload::{ParsePayload, Payload},
@@ -15,27 +21,77 @@ use poem_openapi::{
 };
 
 use super::parcels_v1::V1UploadRequest;
+use crate::error::{Error, ErrorResponse};
 
 /// The most bytes a v1 upload body may have. Put in the route's data.
 #[derive(Debug, Clone, Copy)]
 pub struct V1BodyLimit(pub u64);
 
 /// How long a v1 upload body may send nothing (`AMO_BODY_IDLE_TIMEOUT_SECS`,
-/// as for v2). Put in the route's data.
+/// as for v2), and how long it may take in all (`AMO_BODY_DEADLINE_SECS`).
+/// Put in the route's data.
 #[derive(Debug, Clone, Copy)]
-pub struct V1BodyIdleTimeout(pub std::time::Duration);
+pub struct V1BodyTimeouts {
+    /// The longest silence.
+    pub idle: Duration,
+    /// The longest whole body.
+    pub deadline: Duration,
+}
 
-/// A v1 upload body: JSON (`V1UploadRequest`), read whole up to the limit.
-pub struct V1UploadBody(pub Bytes);
+/// A v1 upload body: JSON (`V1UploadRequest`), not read yet.
+pub struct V1UploadBody {
+    body: Body,
+    limit: u64,
+    declared: Option<u64>,
+    timeouts: V1BodyTimeouts,
+}
 
-fn too_large(limit: u64) -> poem::Error {
-    poem::Error::from_string(
-        format!(
-            "the body is over {limit} bytes, the v1 limit; upload large parcels with \
-             POST /api/v2/parcels, which streams"
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE,
-    )
+fn too_large(limit: u64) -> Error {
+    Error::TooLarge(format!(
+        "the body is over {limit} bytes, the v1 limit; upload large parcels with \
+         POST /api/v2/parcels, which streams"
+    ))
+}
+
+impl V1UploadBody {
+    /// Reads the whole body, bounded in size and time.
+    pub async fn read(self) -> Result<Bytes, Error> {
+        let Self {
+            body,
+            limit,
+            declared,
+            timeouts,
+        } = self;
+        let mut stream = body.into_bytes_stream();
+        let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+        let whole = async {
+            while let Some(chunk) = tokio::time::timeout(timeouts.idle, stream.try_next())
+                .await
+                .map_err(|_| {
+                    Error::BadRequest(format!(
+                        "the body sent nothing for {} s; the upload is abandoned",
+                        timeouts.idle.as_secs()
+                    ))
+                })?
+                .map_err(|err| Error::BadRequest(format!("reading the body: {err}")))?
+            {
+                if (buffer.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large(limit));
+                }
+                buffer.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeouts.deadline, whole)
+            .await
+            .map_err(|_| {
+                Error::BadRequest(format!(
+                    "the body did not arrive whole within {} s; the upload is abandoned",
+                    timeouts.deadline.as_secs()
+                ))
+            })??;
+        Ok(buffer.freeze())
+    }
 }
 
 impl Payload for V1UploadBody {
@@ -69,38 +125,23 @@ impl ParsePayload for V1UploadBody {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit) {
-            return Err(too_large(limit));
+            return Err(poem::Error::from_response(
+                ErrorResponse::from(too_large(limit)).into_response(),
+            ));
         }
-        let idle = request
-            .data::<V1BodyIdleTimeout>()
-            .map(|idle| idle.0)
-            .unwrap_or(std::time::Duration::MAX);
-        let mut stream = body.take()?.into_bytes_stream();
-        let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-        while let Some(chunk) = tokio::time::timeout(idle, stream.try_next())
-            .await
-            .map_err(|_| {
-                poem::Error::from_string(
-                    format!(
-                        "the body sent nothing for {} s; the upload is abandoned",
-                        idle.as_secs()
-                    ),
-                    StatusCode::BAD_REQUEST,
-                )
-            })?
-            .map_err(|err| {
-                poem::Error::from_string(
-                    format!("reading the body: {err}"),
-                    StatusCode::BAD_REQUEST,
-                )
-            })?
-        {
-            if (buffer.len() + chunk.len()) as u64 > limit {
-                return Err(too_large(limit));
-            }
-            buffer.extend_from_slice(&chunk);
-        }
-        Ok(Self(buffer.freeze()))
+        let timeouts = request
+            .data::<V1BodyTimeouts>()
+            .copied()
+            .unwrap_or(V1BodyTimeouts {
+                idle: Duration::MAX,
+                deadline: Duration::MAX,
+            });
+        Ok(Self {
+            body: body.take()?,
+            limit,
+            declared,
+            timeouts,
+        })
     }
 }
 

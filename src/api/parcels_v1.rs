@@ -175,21 +175,9 @@ impl ParcelsV1Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V1UploadResponse> {
-        let wire: V1UploadWire = serde_json::from_slice(&body.0).map_err(|err| {
-            Error::BadRequest(format!("the body is not a valid v1 upload: {err}"))
-        })?;
-        let owner = Address::parse(&wire.owner)
-            .map_err(|err| Error::BadRequest(format!("owner: {err}")))?;
-        let limit = self.parcels.limits().whole_body_max_bytes;
-        if wire.data.len() as u64 > limit.saturating_mul(2) {
-            return Err(Error::TooLarge(format!(
-                "the data is over {limit} bytes, the v1 limit; use POST /api/v2/parcels"
-            ))
-            .into());
-        }
-        let data = hex::decode(wire.data.as_bytes())
-            .map_err(|err| Error::BadRequest(format!("data must be hex: {err}")))?;
-        let _slot = self.parcels.upload_slot()?;
+        // Nothing of the body is read before the proof passed and a slot
+        // is taken: a stranger cannot make this replica hold a body.
+        let slot = self.parcels.upload_slot()?;
         let auth = self
             .authorizer
             .authorize(
@@ -198,9 +186,34 @@ impl ParcelsV1Api {
                 None,
             )
             .await?;
+        let parsed = async {
+            let raw = body.read().await?;
+            let limit = self.parcels.limits().whole_body_max_bytes;
+            let wire: V1UploadWire = serde_json::from_slice(&raw).map_err(|err| {
+                Error::BadRequest(format!("the body is not a valid v1 upload: {err}"))
+            })?;
+            let owner = Address::parse(&wire.owner)
+                .map_err(|err| Error::BadRequest(format!("owner: {err}")))?;
+            if wire.data.len() as u64 > limit.saturating_mul(2) {
+                return Err(Error::TooLarge(format!(
+                    "the data is over {limit} bytes, the v1 limit; use POST /api/v2/parcels"
+                )));
+            }
+            let data = hex::decode(wire.data.as_bytes())
+                .map_err(|err| Error::BadRequest(format!("data must be hex: {err}")))?;
+            Ok((owner, wire.metadata, data))
+        }
+        .await;
+        let (owner, metadata, data) = match parsed {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                auth.failed().await;
+                return Err(err.into());
+            }
+        };
         let (id, outcome) = self
             .parcels
-            .upload_whole(auth, &owner, wire.metadata, data.into())
+            .upload_whole(auth, slot, owner, metadata, data.into())
             .await?;
         let body = Json(ParcelIdBody { id });
         Ok(match outcome {
@@ -247,6 +260,7 @@ impl ParcelsV1Api {
                 owner: self.parcels.inspect(&id).await?.owner,
             }),
             None => {
+                let slot = self.parcels.v1_download_slot()?;
                 let auth = self
                     .authorizer
                     .authorize(
@@ -255,7 +269,7 @@ impl ParcelsV1Api {
                         Some(&id),
                     )
                     .await?;
-                let (parcel, body) = self.parcels.download_whole(auth, &id).await?;
+                let (parcel, body) = self.parcels.download_whole(auth, slot, &id).await?;
                 let view = metadata_view(&id, &parcel);
                 V1ParcelView::Parcel(V1Parcel {
                     id: view.id,

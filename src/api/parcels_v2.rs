@@ -145,9 +145,9 @@ impl ParcelsV2Api {
         #[oai(name = "X-Signature")]
         signature: Header<Option<String>>,
     ) -> ApiResult<V2UploadResponse> {
-        let mut stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
-        let answer: ApiResult<V2UploadResponse> = async {
-            let _slot = self.parcels.upload_slot()?;
+        let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
+        let admitted: ApiResult<_> = async {
+            let slot = self.parcels.upload_slot()?;
             let auth = self
                 .authorizer
                 .authorize(
@@ -161,40 +161,43 @@ impl ParcelsV2Api {
             // token usable, as every refusal after the claim does. poem reads a
             // header value that is not visible ASCII as absent, so the raw
             // header is checked first: sent metadata is never dropped.
-            let sent = request.headers().get_all("x-parcel-metadata");
-            if sent.iter().count() > 1 || sent.iter().any(|value| value.to_str().is_err()) {
-                return Err(Error::BadRequest(
-                    "X-Parcel-Metadata must be sent once, as ASCII JSON (other characters as \\u \
-                 escapes)"
-                        .into(),
-                )
-                .into());
+            match offered_metadata(request, metadata.0.as_deref()) {
+                Ok(metadata) => Ok((slot, auth, metadata)),
+                Err(err) => {
+                    auth.failed().await;
+                    Err(err.into())
+                }
             }
-            let metadata = metadata
-                .0
-                .as_deref()
-                .map(ParcelMetadata::parse_offered)
-                .transpose()
-                .map_err(Error::from)?;
-            // Sizes the parts when known; chunked bodies have none.
-            let length = request
-                .header(poem::http::header::CONTENT_LENGTH)
-                .and_then(|value| value.parse::<u64>().ok());
-            let (id, outcome) = self
-                .parcels
-                .upload_stream(auth, metadata, &mut stream, length)
-                .await?;
-            let body = Json(ParcelIdBody { id });
-            Ok(match outcome {
-                PutOutcome::Created => V2UploadResponse::Created(body),
-                PutOutcome::AlreadyExists => V2UploadResponse::AlreadyStored(body),
-            })
         }
         .await;
-        if answer.is_err() {
-            drain_refused_body(stream);
+        let (slot, auth, metadata) = match admitted {
+            Ok(admitted) => admitted,
+            Err(err) => {
+                drain_refused_body(stream);
+                return Err(err);
+            }
+        };
+        // Sizes the first buffer when known; chunked bodies have none.
+        let length = request
+            .header(poem::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.parse::<u64>().ok());
+        let (outcome, stream) = self
+            .parcels
+            .upload_stream(auth, slot, metadata, stream, length)
+            .await?;
+        match outcome {
+            Ok((id, outcome)) => {
+                let body = Json(ParcelIdBody { id });
+                Ok(match outcome {
+                    PutOutcome::Created => V2UploadResponse::Created(body),
+                    PutOutcome::AlreadyExists => V2UploadResponse::AlreadyStored(body),
+                })
+            }
+            Err(err) => {
+                drain_refused_body(stream);
+                Err(err.into())
+            }
         }
-        answer
     }
 
     /// Download a parcel (streamed)
@@ -239,7 +242,7 @@ impl ParcelsV2Api {
             .await?;
         let download = self
             .parcels
-            .download_stream(auth, &id, range.0.as_deref())
+            .download_stream(auth, &id, range.0)
             .await?;
         let etag = format!("\"{}\"", download.hash);
         let body = Binary(Body::from_bytes_stream(download.body));
@@ -314,6 +317,23 @@ impl ParcelsV2Api {
         self.parcels.remove(auth, &id).await?;
         Ok(V2RemoveResponse::Removed)
     }
+}
+
+/// The metadata an upload offers in `X-Parcel-Metadata`, if any. A header
+/// sent twice, or not in ASCII, is refused rather than dropped.
+fn offered_metadata(request: &Request, parsed: Option<&str>) -> Result<Option<Value>, Error> {
+    let sent = request.headers().get_all("x-parcel-metadata");
+    if sent.iter().count() > 1 || sent.iter().any(|value| value.to_str().is_err()) {
+        return Err(Error::BadRequest(
+            "X-Parcel-Metadata must be sent once, as ASCII JSON (other characters as \\u \
+             escapes)"
+                .into(),
+        ));
+    }
+    parsed
+        .map(ParcelMetadata::parse_offered)
+        .transpose()
+        .map_err(Error::from)
 }
 
 /// How much of a refused upload's body is read and thrown away, at most.

@@ -3,7 +3,8 @@
 //! Key layout (part of the contract between versions):
 //! `amo:token:{<jti>}` holds `issued` from issue until first use, with the
 //! token's TTL. A request that uses the token takes it as a lease
-//! (`claimed:<holder id>`, 30 s, renewed while the request works). Consuming
+//! (`claimed:<holder id>`, `AMO_LEASE_SECS`, renewed while the request
+//! works). Consuming
 //! deletes the key; releasing puts `issued` back for the token's remaining
 //! lifetime. The braces make the jti the Redis Cluster hash tag.
 
@@ -30,15 +31,17 @@ fn outstanding_key(user: &Address) -> String {
 pub struct TokenStore {
     state: Shared,
     max_outstanding: u64,
+    lease: Duration,
 }
 
 impl TokenStore {
-    /// A store on `state`; an account may hold at most `max_outstanding`
-    /// unused, unexpired tokens (0: no cap).
-    pub fn new(state: Shared, max_outstanding: u64) -> Self {
+    /// A store on `state`; an account holds at most `max_outstanding`
+    /// unused, unexpired tokens (0: no cap); a claim is a lease of `lease`.
+    pub fn new(state: Shared, max_outstanding: u64, lease: Duration) -> Self {
         Self {
             state,
             max_outstanding,
+            lease,
         }
     }
 
@@ -48,7 +51,9 @@ impl TokenStore {
     }
 
     /// Records a new token's `jti` for `user`, valid for `ttl` (until
-    /// `exp`), unless the account holds its maximum of outstanding tokens.
+    /// `exp`). When the account then holds more than its cap of outstanding
+    /// tokens, its oldest unused ones are revoked: `/auth` needs no proof,
+    /// so refusing would let anyone lock the account's owner out.
     pub async fn issue(
         &self,
         jti: &str,
@@ -56,34 +61,28 @@ impl TokenStore {
         ttl: Duration,
         exp: u64,
     ) -> Result<(), Error> {
+        if !self.state.set_new(&token_key(jti), ISSUED, ttl).await? {
+            return Err(Error::Internal(format!("jti {jti} already recorded")));
+        }
         if self.max_outstanding > 0 {
-            let added = self
+            let evicted = self
                 .state
-                .add_bounded(&outstanding_key(user), jti, exp, self.max_outstanding)
+                .add_evicting(&outstanding_key(user), jti, exp, self.max_outstanding)
                 .await?;
-            if added.is_none() {
-                crate::metrics::limited("outstanding_tokens");
-                return Err(Error::RateLimited {
-                    message: format!(
-                        "this account holds {} unused tokens, the most it may; use or let \
-                         some expire first",
-                        self.max_outstanding
-                    ),
-                    retry_after: ttl.as_secs().max(1),
-                });
+            for old in evicted {
+                // A token in use is not revoked: its request settles it.
+                if self.state.end_issued(&token_key(&old)).await? {
+                    crate::metrics::limited("outstanding_tokens");
+                }
             }
         }
-        if self.state.set_new(&token_key(jti), ISSUED, ttl).await? {
-            Ok(())
-        } else {
-            Err(Error::Internal(format!("jti {jti} already recorded")))
-        }
+        Ok(())
     }
 
     /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
     /// Of concurrent claims on any replicas, at most one succeeds.
     pub async fn claim(&self, jti: &str, user: &Address, exp: u64) -> Result<TokenClaim, Error> {
-        match Lease::take_issued(&self.state, token_key(jti), exp).await? {
+        match Lease::take_issued(&self.state, token_key(jti), exp, self.lease).await? {
             Ok(lease) => Ok(TokenClaim {
                 lease,
                 outstanding: (self.max_outstanding > 0)

@@ -4,6 +4,13 @@
 //! the token is consumed when the operation succeeds, and released when it
 //! fails before anything became visible.
 //!
+//! Each such operation runs in a task of its own, with its settlement: a
+//! request future can be dropped at any point (a client that resets an
+//! HTTP/2 stream, a connection that closes), but the operation it started
+//! still runs to its end and settles its token as consumed or released
+//! according to what happened. One effect per token, whatever the client
+//! does.
+//!
 //! Who may do what (DESIGN §4, "Access control"): anyone inspects; the owner
 //! removes; the owner downloads, and so does an account the AMO blockchain
 //! grants the parcel to, when a [`Chain`] is configured. Those rules apply
@@ -12,7 +19,9 @@
 
 mod upload;
 
-pub use upload::{lock_key, sweep_abandoned_uploads};
+pub use upload::{lock_key, multipart_mark_key, sweep_abandoned_uploads};
+
+use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
@@ -24,7 +33,7 @@ use crate::{
     chain::Chain,
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId},
     error::Error,
-    limits::{UploadSlot, UploadSlots},
+    limits::{Slot, SlotKind, Slots},
     state::Shared,
     storage::{BodyStream, PutOutcome, Store, StoredParcel},
 };
@@ -39,12 +48,18 @@ pub struct Limits {
     /// Largest parcel a streamed (v2) upload may store.
     pub max_parcel_bytes: u64,
     /// Size of the parts of a multipart upload; bodies up to this size go
-    /// up in one `PutObject`. Memory per upload is at most two parts.
+    /// up in one `PutObject`. Memory per upload is at most two parts,
+    /// whatever length the client declares; a body that would need more
+    /// parts than S3 allows is refused (413).
     pub part_size: usize,
     /// How long an upload's body may send nothing before it fails.
     pub body_idle_timeout: std::time::Duration,
-    /// Uploads this replica streams at once (0: no cap).
+    /// Uploads this replica takes at once (0: no cap).
     pub max_concurrent_uploads: usize,
+    /// v1 downloads this replica serves at once (0: no cap).
+    pub max_concurrent_v1_downloads: usize,
+    /// The term of write locks and of the live marks of multipart uploads.
+    pub lease: std::time::Duration,
 }
 
 /// A download ready to stream: what was found, and the bytes to send.
@@ -67,7 +82,8 @@ pub struct Parcels {
     chain: Option<Chain>,
     storage_id: StorageId,
     limits: Limits,
-    upload_slots: UploadSlots,
+    upload_slots: Slots,
+    v1_download_slots: Slots,
 }
 
 impl Parcels {
@@ -87,14 +103,24 @@ impl Parcels {
             chain,
             storage_id,
             limits,
-            upload_slots: UploadSlots::new(limits.max_concurrent_uploads),
+            upload_slots: Slots::new(SlotKind::Upload, limits.max_concurrent_uploads),
+            v1_download_slots: Slots::new(
+                SlotKind::V1Download,
+                limits.max_concurrent_v1_downloads,
+            ),
         }
     }
 
-    /// A slot for one upload on this replica, or 503 `busy`; hold it while
-    /// the upload runs.
-    pub fn upload_slot(&self) -> Result<UploadSlot, Error> {
+    /// A slot for one upload on this replica, or 503 `busy`; take it before
+    /// the token is claimed, and hand it to the upload.
+    pub fn upload_slot(&self) -> Result<Slot, Error> {
         self.upload_slots.take()
+    }
+
+    /// A slot for one v1 download on this replica, or 503 `busy`; take it
+    /// before the token is claimed, and hand it to the download.
+    pub fn v1_download_slot(&self) -> Result<Slot, Error> {
+        self.v1_download_slots.take()
     }
 
     /// The underlying store.
@@ -112,51 +138,87 @@ impl Parcels {
     pub async fn upload_whole(
         &self,
         auth: Authorized,
+        slot: Slot,
+        owner: Address,
+        metadata: Option<Value>,
+        body: Bytes,
+    ) -> Result<(ParcelId, PutOutcome), Error> {
+        let this = self.clone();
+        detached(async move {
+            let _slot = slot;
+            let outcome = this.store_whole(&auth, &owner, metadata, body).await;
+            auth.settle(outcome).await
+        })
+        .await?
+    }
+
+    async fn store_whole(
+        &self,
+        auth: &Authorized,
         owner: &Address,
         metadata: Option<Value>,
         body: Bytes,
     ) -> Result<(ParcelId, PutOutcome), Error> {
-        let outcome = async {
-            if owner != auth.caller() {
-                return Err(Error::Forbidden(
-                    "\"owner\" must be the token's user".into(),
-                ));
-            }
-            let metadata =
-                ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
-            let hash = {
-                let body = body.clone();
-                tokio::task::spawn_blocking(move || Sha256Hex::of(&body))
-                    .await
-                    .map_err(|err| Error::Internal(format!("hashing task: {err}")))?
-            };
-            if let Some(declared) = auth.declared_hash() {
-                if *declared != hash {
-                    return Err(Error::HashMismatch {
-                        declared: declared.to_string(),
-                        actual: hash.to_string(),
-                    });
-                }
-            }
-            let id = ParcelId::new(self.storage_id, &hash);
-            let parcel = NewParcel {
-                id: &id,
-                owner,
-                metadata: &metadata,
-            };
-            let outcome = self.write_whole(parcel, body).await?;
-            Ok((id, outcome))
+        if owner != auth.caller() {
+            return Err(Error::Forbidden(
+                "\"owner\" must be the token's user".into(),
+            ));
         }
-        .await;
-        auth.settle(outcome).await
+        let metadata = ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
+        let hash = {
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || Sha256Hex::of(&body))
+                .await
+                .map_err(|err| Error::Internal(format!("hashing task: {err}")))?
+        };
+        if let Some(declared) = auth.declared_hash() {
+            if *declared != hash {
+                return Err(Error::HashMismatch {
+                    declared: declared.to_string(),
+                    actual: hash.to_string(),
+                });
+            }
+        }
+        let id = ParcelId::new(self.storage_id, &hash);
+        let parcel = NewParcel {
+            id: &id,
+            owner,
+            metadata: &metadata,
+        };
+        let outcome = self.write_whole(parcel, body).await?;
+        Ok((id, outcome))
     }
 
     /// Streams a body into a new parcel of the authorized caller. The token
     /// must declare the body's SHA-256, which is the parcel id; the parcel
-    /// becomes visible only if the body matches it.
+    /// becomes visible only if the body matches it. The body is handed back
+    /// with the outcome, so that what is left of a refused one can be
+    /// drained.
     pub async fn upload_stream<S>(
         &self,
         auth: Authorized,
+        slot: Slot,
+        metadata: Option<Value>,
+        mut body: S,
+        length: Option<u64>,
+    ) -> Result<(Result<(ParcelId, PutOutcome), Error>, S), Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let this = self.clone();
+        detached(async move {
+            let _slot = slot;
+            let outcome = this
+                .store_stream(&auth, metadata, &mut body, length)
+                .await;
+            (auth.settle(outcome).await, body)
+        })
+        .await
+    }
+
+    async fn store_stream<S>(
+        &self,
+        auth: &Authorized,
         metadata: Option<Value>,
         body: S,
         length: Option<u64>,
@@ -164,28 +226,23 @@ impl Parcels {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let outcome = async {
-            let declared = auth.declared_hash().ok_or_else(|| {
-                Error::BadRequest(
-                    "a v2 upload token must declare the body's SHA-256: get one with \
-                     {\"name\":\"upload\",\"hash\":\"<sha256 hex>\"}"
-                        .into(),
-                )
-            })?;
-            let owner = auth.caller();
-            let metadata =
-                ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
-            let id = ParcelId::new(self.storage_id, declared);
-            let parcel = NewParcel {
-                id: &id,
-                owner,
-                metadata: &metadata,
-            };
-            let outcome = self.write_stream(parcel, body, length).await?;
-            Ok((id, outcome))
-        }
-        .await;
-        auth.settle(outcome).await
+        let declared = auth.declared_hash().ok_or_else(|| {
+            Error::BadRequest(
+                "a v2 upload token must declare the body's SHA-256: get one with \
+                 {\"name\":\"upload\",\"hash\":\"<sha256 hex>\"}"
+                    .into(),
+            )
+        })?;
+        let owner = auth.caller();
+        let metadata = ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
+        let id = ParcelId::new(self.storage_id, declared);
+        let parcel = NewParcel {
+            id: &id,
+            owner,
+            metadata: &metadata,
+        };
+        let outcome = self.write_stream(parcel, body, length).await?;
+        Ok((id, outcome))
     }
 
     /// Reads a whole parcel for the authorized caller (bounded by the v1
@@ -194,38 +251,49 @@ impl Parcels {
     pub async fn download_whole(
         &self,
         auth: Authorized,
+        slot: Slot,
+        id: &ParcelId,
+    ) -> Result<(StoredParcel, Bytes), Error> {
+        let (this, id) = (self.clone(), id.clone());
+        detached(async move {
+            let _slot = slot;
+            let outcome = this.read_whole(auth.caller(), &id).await;
+            auth.settle(outcome).await
+        })
+        .await?
+    }
+
+    async fn read_whole(
+        &self,
+        caller: &Address,
         id: &ParcelId,
     ) -> Result<(StoredParcel, Bytes), Error> {
         let limit = self.limits.whole_body_max_bytes;
-        let outcome = async {
-            let parcel = self.inspect(id).await?;
-            self.may_download(id, &parcel, auth.caller()).await?;
-            if parcel.size > limit {
-                return Err(Error::TooLarge(format!(
-                    "parcel {id} is {} bytes; this API returns at most {limit}: \
-                     use GET /api/v2/parcels/{id}",
-                    parcel.size
-                )));
-            }
-            let body = self
-                .store
-                .get_stream(id, None)
-                .await?
-                .ok_or_else(|| Error::NotFound(id.clone()))?;
-            let body = body
-                .try_fold(
-                    BytesMut::with_capacity(parcel.size as usize),
-                    async |mut whole, chunk| {
-                        whole.extend_from_slice(&chunk);
-                        Ok(whole)
-                    },
-                )
-                .await
-                .map_err(|err| Error::parcel_store(format!("reading {id}: {err}")))?;
-            Ok((parcel, body.freeze()))
+        let parcel = self.inspect(id).await?;
+        self.may_download(id, &parcel, caller).await?;
+        if parcel.size > limit {
+            return Err(Error::TooLarge(format!(
+                "parcel {id} is {} bytes; this API returns at most {limit}: \
+                 use GET /api/v2/parcels/{id}",
+                parcel.size
+            )));
         }
-        .await;
-        auth.settle(outcome).await
+        let body = self
+            .store
+            .get_stream(id, None)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        let body = body
+            .try_fold(
+                BytesMut::with_capacity(parcel.size as usize),
+                async |mut whole, chunk| {
+                    whole.extend_from_slice(&chunk);
+                    Ok(whole)
+                },
+            )
+            .await
+            .map_err(|err| Error::parcel_store(format!("reading {id}: {err}")))?;
+        Ok((parcel, body.freeze()))
     }
 
     /// Opens a parcel, or the range of it that `range` asks for, for the
@@ -234,50 +302,65 @@ impl Parcels {
         &self,
         auth: Authorized,
         id: &ParcelId,
+        range: Option<String>,
+    ) -> Result<Download, Error> {
+        let (this, id) = (self.clone(), id.clone());
+        detached(async move {
+            let outcome = this.open(auth.caller(), &id, range.as_deref()).await;
+            auth.settle(outcome).await
+        })
+        .await?
+    }
+
+    async fn open(
+        &self,
+        caller: &Address,
+        id: &ParcelId,
         range: Option<&str>,
     ) -> Result<Download, Error> {
-        let outcome = async {
-            let parcel = self.inspect(id).await?;
-            self.may_download(id, &parcel, auth.caller()).await?;
-            let range = match RangeRequest::resolve(range, parcel.size) {
-                RangeRequest::Whole => None,
-                RangeRequest::Part { first, last } => Some((first, last)),
-                RangeRequest::Unsatisfiable => {
-                    return Err(Error::RangeNotSatisfiable { size: parcel.size });
-                }
-            };
-            let body = self
-                .store
-                .get_stream(id, range)
-                .await?
-                .ok_or_else(|| Error::NotFound(id.clone()))?;
-            let body = Box::pin(body.inspect_ok(|chunk| {
-                crate::metrics::bytes_sent(chunk.len() as u64);
-            }));
-            Ok(Download {
-                parcel,
-                hash: id.content_hash(),
-                range,
-                body,
-            })
-        }
-        .await;
-        auth.settle(outcome).await
+        let parcel = self.inspect(id).await?;
+        self.may_download(id, &parcel, caller).await?;
+        let range = match RangeRequest::resolve(range, parcel.size) {
+            RangeRequest::Whole => None,
+            RangeRequest::Part { first, last } => Some((first, last)),
+            RangeRequest::Unsatisfiable => {
+                return Err(Error::RangeNotSatisfiable { size: parcel.size });
+            }
+        };
+        let body = self
+            .store
+            .get_stream(id, range)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        let body = Box::pin(body.inspect_ok(|chunk| {
+            crate::metrics::bytes_sent(chunk.len() as u64);
+        }));
+        Ok(Download {
+            parcel,
+            hash: id.content_hash(),
+            range,
+            body,
+        })
     }
 
     /// Removes a parcel of the authorized caller.
     pub async fn remove(&self, auth: Authorized, id: &ParcelId) -> Result<(), Error> {
-        let outcome = async {
-            let parcel = self.inspect(id).await?;
-            if parcel.owner != *auth.caller() {
-                return Err(Error::Forbidden(format!(
-                    "only the owner may remove parcel {id}"
-                )));
-            }
-            self.store.delete(id).await
+        let (this, id) = (self.clone(), id.clone());
+        detached(async move {
+            let outcome = this.remove_as(auth.caller(), &id).await;
+            auth.settle(outcome).await
+        })
+        .await?
+    }
+
+    async fn remove_as(&self, caller: &Address, id: &ParcelId) -> Result<(), Error> {
+        let parcel = self.inspect(id).await?;
+        if parcel.owner != *caller {
+            return Err(Error::Forbidden(format!(
+                "only the owner may remove parcel {id}"
+            )));
         }
-        .await;
-        auth.settle(outcome).await
+        self.store.delete(id).await
     }
 
     /// The owner, metadata and size of a parcel; needs no token.
@@ -315,4 +398,15 @@ impl Parcels {
             )))
         }
     }
+}
+
+/// Runs `work` in a task of its own and waits for it. Dropping the waiting
+/// future does not stop the work: an operation that began runs to its end
+/// and settles its token.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work)
+        .await
+        .map_err(|err| Error::Internal(format!("an operation's task failed: {err}")))
 }

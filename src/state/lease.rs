@@ -11,9 +11,6 @@ use uuid::Uuid;
 use super::{Shared, Taken, claimed_by, unix_now};
 use crate::error::Error;
 
-/// How long a lease lives without being renewed.
-pub const LEASE: Duration = Duration::from_secs(30);
-
 /// Why an issued key could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TakeOutcome {
@@ -23,7 +20,8 @@ pub enum TakeOutcome {
     Held,
 }
 
-/// A key this request holds. It is renewed in the background while held.
+/// A key this request holds. It is renewed in the background, every third
+/// of its term, while held.
 /// [`Lease::end`] deletes it (the work is done); [`Lease::give_up`] restores
 /// it if it was taken from `issued`, else deletes it. Dropped, it gives up.
 pub struct Lease {
@@ -35,11 +33,16 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes `key` as a new lease if nobody holds it. `None`: it is taken.
-    pub async fn try_take(state: &Shared, key: String) -> Result<Option<Self>, Error> {
+    /// Takes `key` as a new lease of `term` if nobody holds it. `None`: it
+    /// is taken.
+    pub async fn try_take(
+        state: &Shared,
+        key: String,
+        term: Duration,
+    ) -> Result<Option<Self>, Error> {
         let holder = Uuid::new_v4().to_string();
-        let taken = state.set_new(&key, &claimed_by(&holder), LEASE).await?;
-        Ok(taken.then(|| Self::held(state.clone(), key, holder, None)))
+        let taken = state.set_new(&key, &claimed_by(&holder), term).await?;
+        Ok(taken.then(|| Self::held(state.clone(), key, holder, None, term)))
     }
 
     /// Takes a lease on `key` if it holds `issued`, atomically: of any number
@@ -50,25 +53,38 @@ impl Lease {
         state: &Shared,
         key: String,
         restore_until: u64,
+        term: Duration,
     ) -> Result<Result<Self, TakeOutcome>, Error> {
         let holder = Uuid::new_v4().to_string();
-        Ok(match state.take_issued(&key, &holder, LEASE).await? {
-            Taken::Now => Ok(Self::held(state.clone(), key, holder, Some(restore_until))),
+        Ok(match state.take_issued(&key, &holder, term).await? {
+            Taken::Now => Ok(Self::held(
+                state.clone(),
+                key,
+                holder,
+                Some(restore_until),
+                term,
+            )),
             Taken::ByAnother => Err(TakeOutcome::Held),
             Taken::Absent => Err(TakeOutcome::Absent),
         })
     }
 
     /// A lease on `key` already taken by `holder`; starts renewing it.
-    fn held(state: Shared, key: String, holder: String, restore_until: Option<u64>) -> Self {
+    fn held(
+        state: Shared,
+        key: String,
+        holder: String,
+        restore_until: Option<u64>,
+        term: Duration,
+    ) -> Self {
         let renewal = {
             let (state, key, holder) = (state.clone(), key.clone(), holder.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(LEASE / 3);
+                let mut tick = tokio::time::interval(term / 3);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    match state.renew(&key, &holder, LEASE).await {
+                    match state.renew(&key, &holder, term).await {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(err) => tracing::warn!(%err, "could not renew a lease"),

@@ -184,13 +184,13 @@ impl SharedState for MemoryState {
         Ok(1)
     }
 
-    async fn add_bounded(
+    async fn add_evicting(
         &self,
         key: &str,
         member: &str,
         expires: u64,
         cap: u64,
-    ) -> Result<Option<u64>, Error> {
+    ) -> Result<Vec<String>, Error> {
         let now = unix_now();
         let mut keys = self.keys();
         let mut members = match keys.entries.remove(key) {
@@ -200,17 +200,36 @@ impl SharedState for MemoryState {
             }) => members,
             _ => HashMap::new(),
         };
-        members.retain(|_, until| *until > now);
-        let admitted = members.len() < cap as usize;
-        if admitted {
-            members.insert(member.to_owned(), expires);
+        members.retain(|name, until| *until > now && name != member);
+        let mut by_expiry: Vec<(u64, String)> = members
+            .iter()
+            .map(|(name, until)| (*until, name.clone()))
+            .collect();
+        by_expiry.sort();
+        let over = (members.len() + 1).saturating_sub(cap.max(1) as usize);
+        let evicted: Vec<String> = by_expiry
+            .into_iter()
+            .take(over)
+            .map(|(_, name)| name)
+            .collect();
+        for name in &evicted {
+            members.remove(name);
         }
-        let count = members.len() as u64;
+        members.insert(member.to_owned(), expires);
         if let Some(last) = members.values().max().copied() {
             let ttl = Duration::from_secs(last.saturating_sub(now) + 1);
             keys.put(key, Value::Set(members), ttl);
         }
-        Ok(admitted.then_some(count))
+        Ok(evicted)
+    }
+
+    async fn end_issued(&self, key: &str) -> Result<bool, Error> {
+        let mut keys = self.keys();
+        if keys.text(key) != Some(ISSUED) {
+            return Ok(false);
+        }
+        keys.entries.remove(key);
+        Ok(true)
     }
 
     async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
@@ -271,24 +290,36 @@ mod tests {
     const LEASE_FOR_TEST: Duration = Duration::from_secs(30);
 
     #[tokio::test]
-    async fn a_bounded_set_refuses_members_beyond_its_cap_until_some_leave() {
+    async fn a_capped_set_evicts_the_members_that_expire_first() {
         let state = MemoryState::new();
-        let later = unix_now() + 60;
-        assert_eq!(
-            state.add_bounded("s", "a", later, 2).await.unwrap(),
-            Some(1)
-        );
-        assert_eq!(
-            state.add_bounded("s", "b", later, 2).await.unwrap(),
-            Some(2)
-        );
-        assert_eq!(state.add_bounded("s", "c", later, 2).await.unwrap(), None);
-        state.remove_member("s", "a").await.unwrap();
-        assert_eq!(
-            state.add_bounded("s", "c", later, 2).await.unwrap(),
-            Some(2)
-        );
+        let now = unix_now();
+        let added = |member: &'static str, expires: u64| {
+            let state = state.clone();
+            async move { state.add_evicting("s", member, expires, 2).await.unwrap() }
+        };
+        assert!(added("a", now + 60).await.is_empty());
+        assert!(added("b", now + 61).await.is_empty());
+        assert_eq!(added("c", now + 62).await, vec!["a".to_owned()]);
+        // Adding a member again does not evict another.
+        assert!(added("c", now + 63).await.is_empty());
+        state.remove_member("s", "b").await.unwrap();
+        assert!(added("d", now + 64).await.is_empty());
+        assert_eq!(added("e", now + 65).await, vec!["c".to_owned()]);
         assert_eq!(state.hit("h", Duration::from_secs(60)).await.unwrap(), 1);
         assert_eq!(state.hit("h", Duration::from_secs(60)).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn only_an_issued_key_is_ended_unclaimed() {
+        let state = MemoryState::new();
+        let ttl = Duration::from_secs(60);
+        state.set_new("k", ISSUED, ttl).await.unwrap();
+        state.set_new("held", ISSUED, ttl).await.unwrap();
+        state.take_issued("held", "a", ttl).await.unwrap();
+        assert!(state.end_issued("k").await.unwrap());
+        assert!(!state.end_issued("held").await.unwrap());
+        assert!(!state.end_issued("absent").await.unwrap());
+        assert_eq!(state.value("k").await.unwrap(), None);
+        assert_eq!(state.value("held").await.unwrap(), Some(claimed_by("a")));
     }
 }

@@ -12,7 +12,7 @@ mod memory;
 mod redis;
 
 pub use self::{
-    lease::{LEASE, Lease, TakeOutcome},
+    lease::{Lease, TakeOutcome},
     memory::MemoryState,
     redis::{RedisState, RedisTopology},
 };
@@ -81,16 +81,20 @@ pub trait SharedState: Send + Sync {
     /// for `window` from its first hit; answers the count so far.
     async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error>;
 
-    /// Adds `member` to the set `key` until `expires` (Unix seconds), drops
-    /// the members that expired, and answers how many are left, unless that
-    /// would be more than `cap`: then nothing is added and `None` answers.
-    async fn add_bounded(
+    /// Adds `member` to the set `key` until `expires` (Unix seconds), after
+    /// dropping the members that expired. If the set would then hold more
+    /// than `cap` members, the ones that expire first (other than `member`)
+    /// are taken out to make room; they are answered.
+    async fn add_evicting(
         &self,
         key: &str,
         member: &str,
         expires: u64,
         cap: u64,
-    ) -> Result<Option<u64>, Error>;
+    ) -> Result<Vec<String>, Error>;
+
+    /// Deletes `key` if it holds [`ISSUED`]; answers whether it did.
+    async fn end_issued(&self, key: &str) -> Result<bool, Error>;
 
     /// Removes `member` from the set `key`.
     async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error>;

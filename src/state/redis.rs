@@ -75,17 +75,30 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 ";
 
-/// Adds `ARGV[1]` to a sorted set scored by expiry (`ARGV[2]`, seconds)
-/// after dropping members expired at `ARGV[3]`, unless `ARGV[4]` members are
-/// there already (answers -1). The set lives as long as its last member.
-const ADD_BOUNDED: &str = r"
+/// Drops the members of a sorted set scored by expiry that expired at
+/// `ARGV[3]`, takes out the ones that expire first until fewer than
+/// `ARGV[4]` are left, and adds `ARGV[1]` scored `ARGV[2]`. Answers the
+/// members taken out. The set lives as long as its last member.
+const ADD_EVICTING: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-local n = redis.call('ZCARD', KEYS[1])
-if n >= tonumber(ARGV[4]) then return -1 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4]) + 1
+local evicted = {}
+if over > 0 then
+  evicted = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[1], tonumber(last[2]) + 1)
-return n + 1
+return evicted
+";
+
+/// Deletes a key that holds `issued`.
+const END_ISSUED: &str = r"
+if redis.call('GET', KEYS[1]) ~= 'issued' then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 ";
 
 /// Where Redis is: one server, or the seed nodes of a cluster.
@@ -168,7 +181,8 @@ struct Scripts {
     restore: Script,
     take_issued: Script,
     hit: Script,
-    add_bounded: Script,
+    add_evicting: Script,
+    end_issued: Script,
 }
 
 /// The shared state in Redis.
@@ -191,7 +205,8 @@ impl RedisState {
                 restore: Script::new(RESTORE),
                 take_issued: Script::new(TAKE_ISSUED),
                 hit: Script::new(HIT),
-                add_bounded: Script::new(ADD_BOUNDED),
+                add_evicting: Script::new(ADD_EVICTING),
+                end_issued: Script::new(END_ISSUED),
             }),
         }
     }
@@ -345,25 +360,28 @@ impl SharedState for RedisState {
             .await
     }
 
-    async fn add_bounded(
+    async fn add_evicting(
         &self,
         key: &str,
         member: &str,
         expires: u64,
         cap: u64,
-    ) -> Result<Option<u64>, Error> {
-        let count: i64 = self
-            .run(
-                self.scripts
-                    .add_bounded
-                    .key(key)
-                    .arg(member)
-                    .arg(expires)
-                    .arg(unix_now())
-                    .arg(cap),
-            )
-            .await?;
-        Ok(u64::try_from(count).ok())
+    ) -> Result<Vec<String>, Error> {
+        self.run(
+            self.scripts
+                .add_evicting
+                .key(key)
+                .arg(member)
+                .arg(expires)
+                .arg(unix_now())
+                .arg(cap.max(1)),
+        )
+        .await
+    }
+
+    async fn end_issued(&self, key: &str) -> Result<bool, Error> {
+        let done: i64 = self.run(&self.scripts.end_issued.key(key)).await?;
+        Ok(done == 1)
     }
 
     async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {

@@ -309,6 +309,13 @@ impl FileUpload {
 
 #[async_trait]
 impl PartUpload for FileUpload {
+    fn upload_id(&self) -> &str {
+        self.temporary
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default()
+    }
+
     fn parts(&self) -> usize {
         self.parts
     }

@@ -120,6 +120,9 @@ pub struct StaleUpload {
 /// A parcel being written in parts.
 #[async_trait]
 pub trait PartUpload: Send {
+    /// The store's id of this upload (an S3 upload id).
+    fn upload_id(&self) -> &str;
+
     /// How many parts were handed over so far.
     fn parts(&self) -> usize;
 

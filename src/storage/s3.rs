@@ -479,6 +479,10 @@ impl MultipartUpload {
 
 #[async_trait]
 impl PartUpload for MultipartUpload {
+    fn upload_id(&self) -> &str {
+        &self.target.upload_id
+    }
+
     fn parts(&self) -> usize {
         self.done.len() + usize::from(self.in_flight.is_some())
     }

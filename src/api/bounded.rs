@@ -1,0 +1,80 @@
+//! Token requests are bounded before anything else runs.
+//!
+//! `POST /api/v*/auth` needs no proof, so anyone may send one. Its JSON body
+//! is a few hundred bytes; this middleware reads at most
+//! [`TOKEN_REQUEST_MAX_BYTES`] of it, within [`TOKEN_REQUEST_DEADLINE`],
+//! before the handler parses it. A declared `Content-Length` over the bound
+//! answers 413 at once, without reading; a chunked body that crosses it
+//! answers 413 as soon as it does.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::TryStreamExt;
+use poem::{Endpoint, IntoResponse, Request, Response, http::header};
+
+use crate::error::{Error, ErrorResponse};
+
+/// The largest token request body, in bytes.
+pub const TOKEN_REQUEST_MAX_BYTES: usize = 4 * 1024;
+
+/// How long a token request body may take to arrive.
+pub const TOKEN_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The paths of the token endpoints.
+const TOKEN_PATHS: [&str; 2] = ["/api/v1/auth", "/api/v2/auth"];
+
+/// Reads a token request's body within its bounds, then hands the request
+/// on; every other request goes on untouched.
+pub async fn bound_token_requests<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> Response {
+    if TOKEN_PATHS.contains(&request.uri().path()) {
+        match read_bounded(&mut request).await {
+            Ok(body) => request.set_body(body),
+            Err(err) => return ErrorResponse::from(err).into_response(),
+        }
+    }
+    match endpoint.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn read_bounded(request: &mut Request) -> Result<Vec<u8>, Error> {
+    let too_large = || {
+        crate::metrics::limited("token_request_body");
+        Error::TooLarge(format!(
+            "a token request is at most {TOKEN_REQUEST_MAX_BYTES} bytes"
+        ))
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > TOKEN_REQUEST_MAX_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut stream = request.take_body().into_bytes_stream();
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let read = async {
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|err| Error::BadRequest(format!("reading the body: {err}")))?
+        {
+            if body.len() + chunk.len() > TOKEN_REQUEST_MAX_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(TOKEN_REQUEST_DEADLINE, read)
+        .await
+        .map_err(|_| {
+            Error::BadRequest(format!(
+                "the token request did not arrive within {} s",
+                TOKEN_REQUEST_DEADLINE.as_secs()
+            ))
+        })??;
+    Ok(body)
+}
