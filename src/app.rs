@@ -353,8 +353,7 @@ async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
     loop {
         tick.tick().await;
         if let Err(err) =
-            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease)
-                .await
+            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await
         {
             tracing::debug!(%err, "could not sweep abandoned uploads; trying again later");
         }

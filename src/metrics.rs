@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(method_label(&Method::GET), "GET");
         assert_eq!(method_label(&Method::DELETE), "DELETE");
         for made_up in ["FOO", "BREW", "X1", "get"] {
-            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other");
+            assert_eq!(
+                method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()),
+                "other"
+            );
         }
     }
 

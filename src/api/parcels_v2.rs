@@ -240,10 +240,7 @@ impl ParcelsV2Api {
                 Some(&id),
             )
             .await?;
-        let download = self
-            .parcels
-            .download_stream(auth, &id, range.0)
-            .await?;
+        let download = self.parcels.download_stream(auth, &id, range.0).await?;
         let etag = format!("\"{}\"", download.hash);
         let body = Binary(Body::from_bytes_stream(download.body));
         let accept = "bytes".to_owned();

@@ -96,12 +96,7 @@ impl Authorizer {
         Operation::parse(&operation)?;
         let issued = self.codec.issue(user, operation)?;
         self.store
-            .issue(
-                &issued.claims.jti,
-                user,
-                self.codec.ttl(),
-                issued.claims.exp,
-            )
+            .issue(&issued.claims.jti, user, self.codec.ttl())
             .await?;
         crate::metrics::token_issued();
         Ok(issued)

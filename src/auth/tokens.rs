@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::{
     domain::Address,
     error::Error,
-    state::{ISSUED, Lease, Shared, TakeOutcome},
+    state::{ISSUED, Lease, Shared, TakeOutcome, unix_now_millis},
 };
 
 /// The Redis key of a token's record.
@@ -50,24 +50,23 @@ impl TokenStore {
         &self.state
     }
 
-    /// Records a new token's `jti` for `user`, valid for `ttl` (until
-    /// `exp`). When the account then holds more than its cap of outstanding
-    /// tokens, its oldest unused ones are revoked: `/auth` needs no proof,
-    /// so refusing would let anyone lock the account's owner out.
-    pub async fn issue(
-        &self,
-        jti: &str,
-        user: &Address,
-        ttl: Duration,
-        exp: u64,
-    ) -> Result<(), Error> {
+    /// Records a new token's `jti` for `user`, valid for `ttl`. When the account then counts more than its cap of
+    /// outstanding tokens, its oldest leave the count, and those not in use
+    /// by a request are revoked: `/auth` needs no proof, so refusing would
+    /// let anyone lock the account's owner out.
+    pub async fn issue(&self, jti: &str, user: &Address, ttl: Duration) -> Result<(), Error> {
         if !self.state.set_new(&token_key(jti), ISSUED, ttl).await? {
             return Err(Error::Internal(format!("jti {jti} already recorded")));
         }
         if self.max_outstanding > 0 {
             let evicted = self
                 .state
-                .add_evicting(&outstanding_key(user), jti, exp, self.max_outstanding)
+                .add_evicting(
+                    &outstanding_key(user),
+                    jti,
+                    unix_now_millis() + ttl.as_millis() as u64,
+                    self.max_outstanding,
+                )
                 .await?;
             for old in evicted {
                 // A token in use is not revoked: its request settles it.

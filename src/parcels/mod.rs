@@ -104,10 +104,7 @@ impl Parcels {
             storage_id,
             limits,
             upload_slots: Slots::new(SlotKind::Upload, limits.max_concurrent_uploads),
-            v1_download_slots: Slots::new(
-                SlotKind::V1Download,
-                limits.max_concurrent_v1_downloads,
-            ),
+            v1_download_slots: Slots::new(SlotKind::V1Download, limits.max_concurrent_v1_downloads),
         }
     }
 
@@ -208,9 +205,7 @@ impl Parcels {
         let this = self.clone();
         detached(async move {
             let _slot = slot;
-            let outcome = this
-                .store_stream(&auth, metadata, &mut body, length)
-                .await;
+            let outcome = this.store_stream(&auth, metadata, &mut body, length).await;
             (auth.settle(outcome).await, body)
         })
         .await

@@ -155,7 +155,10 @@ impl Parcels {
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
         let part_size = self.limits.part_size;
-        let max = self.limits.max_parcel_bytes.min(MAX_PARTS * part_size as u64);
+        let max = self
+            .limits
+            .max_parcel_bytes
+            .min(MAX_PARTS * part_size as u64);
         if let Some(length) = length.filter(|length| *length > max) {
             return Err(too_large(length, max));
         }
@@ -288,7 +291,8 @@ impl Parcels {
     async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
-            if let Some(lock) = Lease::try_take(&self.state, lock_key(id), self.limits.lease).await?
+            if let Some(lock) =
+                Lease::try_take(&self.state, lock_key(id), self.limits.lease).await?
             {
                 return Ok(lock);
             }

@@ -156,3 +156,53 @@ impl Drop for Lease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::{ISSUED, MemoryState};
+
+    #[tokio::test]
+    async fn a_held_lease_is_renewed_past_its_term_and_lapses_once_dropped_unrenewed() {
+        let state: Shared = Arc::new(MemoryState::new());
+        let term = Duration::from_millis(300);
+        let lease = Lease::try_take(&state, "lock".into(), term)
+            .await
+            .unwrap()
+            .expect("free");
+        assert!(
+            Lease::try_take(&state, "lock".into(), term)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        tokio::time::sleep(term * 4).await;
+        assert!(
+            state.value("lock").await.unwrap().is_some(),
+            "renewed past four terms"
+        );
+        assert!(lease.end().await.unwrap());
+        assert_eq!(state.value("lock").await.unwrap(), None);
+
+        state
+            .set_new("token", ISSUED, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let claim = Lease::take_issued(&state, "token".into(), unix_now() + 60, term)
+            .await
+            .unwrap()
+            .expect("issued");
+        tokio::time::sleep(term * 4).await;
+        assert!(
+            state
+                .value("token")
+                .await
+                .unwrap()
+                .is_some_and(|value| value.starts_with("claimed:"))
+        );
+        assert!(claim.give_up().await.unwrap());
+        assert_eq!(state.value("token").await.unwrap().as_deref(), Some(ISSUED));
+    }
+}

@@ -330,20 +330,27 @@ async fn more_than_a_hundred_headers_are_refused_by_the_http_layer_with_431() {
 }
 
 // ---------------------------------------------------------------------------
-// 10,000 token requests for one account.
+// A flood of token requests for one account, from one address.
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_token_requests_for_one_account_are_limited_with_429() {
+async fn a_flood_of_token_requests_is_limited_per_address_and_keeps_the_newest_tokens() {
     use futures_util::StreamExt;
-    // The default limits (600 a minute per account, 6,000 per address),
-    // from a loopback address of this test's own so no other test shares
-    // the per-address count.
-    let app = spawn_app().await;
+    // 2,000 requests for one account from one loopback address of this
+    // test's own: the address may ask 1,200 a minute, and the account
+    // keeps its 100 newest unused tokens.
+    const SENT: usize = 2_000;
+    const PER_ADDRESS: usize = 1_200;
+    const KEPT: usize = 100;
+    let app = spawn_with(settings(&[
+        ("AMO_AUTH_RATE_PER_IP", &PER_ADDRESS.to_string()),
+        ("AMO_MAX_OUTSTANDING_TOKENS", &KEPT.to_string()),
+    ]))
+    .await;
     let client = crate::limits::client_from(crate::limits::unique_loopback());
     let owner = Account::new();
     let started = std::time::Instant::now();
-    let answers: Vec<(u16, Option<u64>, String)> = futures_util::stream::iter(0..10_000)
+    let answers: Vec<(u16, Option<u64>, String)> = futures_util::stream::iter(0..SENT)
         .map(|_| {
             let client = client.clone();
             let url = format!("{}/api/v1/auth", app.base);
@@ -365,51 +372,41 @@ async fn ten_thousand_token_requests_for_one_account_are_limited_with_429() {
                 (status, retry, text)
             }
         })
-        .buffer_unordered(32)
+        .buffered(32)
         .collect()
         .await;
     let elapsed = started.elapsed();
-    println!("10,000 token requests in {elapsed:?}");
-    let issued = answers.iter().filter(|(status, ..)| *status == 200).count();
-    let by_account = answers
+    println!("{SENT} token requests in {elapsed:?}");
+    // The per-address count lives for a minute from the first request; the
+    // exact counts below hold only if the flood fits in it, which it does
+    // with a wide margin (a few seconds). Say so if it did not.
+    assert!(
+        elapsed < std::time::Duration::from_secs(55),
+        "the flood took {elapsed:?}: the counts spread over two rate windows"
+    );
+    let issued: Vec<&String> = answers
         .iter()
-        .filter(|(status, _, text)| *status == 429 && text.contains("for this account"))
-        .count();
-    let by_address = answers
-        .iter()
-        .filter(|(status, _, text)| *status == 429 && text.contains("from this address"))
-        .count();
-    // The counts live for a minute from the first request. Within one
-    // minute (the usual case: well under 20 s), every request is counted
-    // against the address first (6,000 pass it), then those against the
-    // account (600 pass it). On a machine so loaded that the requests
-    // spread over several minutes, each minute issues at most 600.
-    let minutes = elapsed.as_secs() / 60 + 1;
-    if minutes == 1 {
-        assert_eq!(issued, 600);
-        assert_eq!(by_account, 5_400);
-        assert_eq!(by_address, 4_000);
-    } else {
-        println!("the requests spread over {minutes} minutes");
-        assert!((600..=600 * minutes as usize).contains(&issued), "{issued}");
+        .filter(|(status, ..)| *status == 200)
+        .map(|(_, _, token)| token)
+        .collect();
+    assert_eq!(issued.len(), PER_ADDRESS);
+    for (status, retry, text) in answers.iter().filter(|(status, ..)| *status != 200) {
+        assert_eq!(*status, 429);
+        assert!(text.contains("from this address"), "{text}");
+        assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}");
     }
-    for (status, retry, text) in &answers {
-        match status {
-            200 => assert_eq!(*retry, None),
-            // Past a minute, more than the 1,000 outstanding tokens an
-            // account may hold can be issued: that cap answers with the
-            // token lifetime as the wait.
-            429 if text.contains("unused tokens") => {
-                assert!(minutes > 1, "{text}");
-                assert_eq!(*retry, Some(300));
-            }
-            429 => assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}"),
-            other => panic!("unexpected status {other}"),
+    // The account keeps exactly its cap of tokens: the others were
+    // revoked (which ones depends on the order the concurrent requests
+    // were served in; `limits.rs` checks the order).
+    let mut usable = 0;
+    for token in &issued {
+        match app.token_record(token).await.as_deref() {
+            Some("issued") => usable += 1,
+            None => {}
+            other => panic!("unexpected record {other:?}"),
         }
     }
-    // Each issued token is recorded once, unused.
-    let token = &answers.iter().find(|(s, ..)| *s == 200).unwrap().2;
-    assert_eq!(app.token_record(token).await.as_deref(), Some("issued"));
+    assert_eq!(usable, KEPT);
     assert!(app.stored_keys().await.is_empty());
 }
 

@@ -52,23 +52,45 @@ async fn bodies_that_are_not_json_answer_json_errors() {
     let body: serde_json::Value = no_type.json().await.unwrap();
     assert!(body["error"].is_string());
 
+    // The body is read only once the proof passed: without one, 401.
+    let stranger = app
+        .http
+        .post(format!("{}/api/v1/parcels", app.base))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(stranger, StatusCode::UNAUTHORIZED).await,
+        "missing_credentials"
+    );
+    let owner = Account::new();
     for raw in [
         "{",
         "[]",
         r#"{"owner": 5, "data": ""}"#,
         r#"{"owner": "AA", "data": "zz"}"#,
     ] {
-        let response = app
+        let token = app.token(&owner.address, serde_json::json!("upload")).await;
+        let request = app
             .http
             .post(format!("{}/api/v1/parcels", app.base))
             .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
-        expect_error(response, StatusCode::BAD_REQUEST).await;
+            .body(raw);
+        let response = owner.prove(&token).apply(request).send().await.unwrap();
+        assert_eq!(
+            expect_error(response, StatusCode::BAD_REQUEST).await,
+            "bad_request"
+        );
+        // The token stays usable after a malformed body.
+        assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
     }
-    let owner = Account::new();
     let odd_hex = serde_json::json!({"owner": owner.address, "data": "abc"});
-    expect_error(app.upload_v1(None, &odd_hex).await, StatusCode::BAD_REQUEST).await;
+    let token = app.token(&owner.address, serde_json::json!("upload")).await;
+    expect_error(
+        app.upload_v1(Some(&owner.prove(&token)), &odd_hex).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }

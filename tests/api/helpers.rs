@@ -420,7 +420,8 @@ pub struct Proof {
 }
 
 impl Proof {
-    fn apply(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// Adds the headers this proof has to `request`.
+    pub fn apply(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         for (name, value) in [
             ("X-Auth-Token", &self.token),
             ("X-Public-Key", &self.public_key),

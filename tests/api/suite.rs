@@ -5,12 +5,14 @@ mod fake_chain;
 mod helpers;
 
 mod adversarial;
+mod attacks;
 mod auth;
 mod cli;
 mod concurrency;
 mod errors;
 mod grants;
 mod health;
+mod leases;
 mod limits;
 mod metrics;
 mod openapi;

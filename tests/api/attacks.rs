@@ -1,0 +1,480 @@
+//! The attacks a security review found, each tried against the service:
+//! one token used twice through cancelled HTTP/2 streams, metrics that grow
+//! with made-up methods, bodies held before authentication (the token
+//! request, the v1 upload, a declared length that sized a buffer), and an
+//! upload squatted by a stranger who declares someone else's content. (The
+//! account lockout through `/auth` is in `limits.rs`.) Each is refused, and
+//! nothing is stored, removed or used twice.
+
+use std::{collections::HashMap, process::Stdio, time::Duration};
+
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{helpers::*, limits::held_upload};
+
+const MIB: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------
+// One token, two removes: HTTP/2 streams reset while the remove runs.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remove_cancelled_at_any_point_uses_its_token_at_most_once() {
+    // A short lease, so a claim whose request vanished before it was even
+    // recorded lapses within the test.
+    let app = spawn_with(settings(&[("AMO_LEASE_SECS", "2")])).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let owner = Account::new();
+    let (mut removed, mut kept, mut lost) = (0, 0, 0);
+    const TRIES: usize = 200;
+    for attempt in 0..TRIES {
+        let data = random_body(32 + attempt);
+        let id = app.store_v2(&owner, &data).await;
+        let token = app
+            .token(&owner.address, json!({"name": "remove", "id": id}))
+            .await;
+        let cancel_after = Duration::from_micros(rand::rng().random_range(0..=8_000));
+        let request = owner
+            .prove(&token)
+            .apply(h2.delete(format!("{}/api/v2/parcels/{id}", app.base)));
+        // Dropping the request future resets its stream (RST_STREAM).
+        let _ = tokio::time::timeout(cancel_after, request.send()).await;
+        eventually(10, "the token's claim is settled or lapsed", || {
+            let (app, token) = (app.clone(), token.clone());
+            async move {
+                !app.token_record(&token)
+                    .await
+                    .is_some_and(|value| value.starts_with("claimed:"))
+            }
+        })
+        .await;
+        let present = app
+            .get(&format!("/api/v2/parcels/{id}/metadata"))
+            .await
+            .status()
+            == StatusCode::OK;
+        let record = app.token_record(&token).await;
+        match (present, record.as_deref()) {
+            (false, None) => removed += 1,
+            (true, Some("issued")) => {
+                kept += 1;
+                // Still usable: its one effect is still to come.
+                let response = app.remove_v2(Some(&owner.prove(&token)), &id).await;
+                assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            }
+            // The request vanished while Redis recorded its claim: the
+            // token is lost, nothing was removed.
+            (true, None) => lost += 1,
+            (present, record) => panic!(
+                "attempt {attempt} after {cancel_after:?}: parcel present {present}, token \
+                 record {record:?}: the token could be used again"
+            ),
+        }
+        // The used token removes nothing else.
+        let other = app.store_v2(&owner, &random_body(16 + attempt)).await;
+        let response = app.remove_v2(Some(&owner.prove(&token)), &other).await;
+        assert!(
+            matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ),
+            "a used remove token answered {}",
+            response.status()
+        );
+        assert_eq!(
+            app.get(&format!("/api/v2/parcels/{other}/metadata"))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    println!("{TRIES} cancelled removes: {removed} removed, {kept} kept, {lost} lost");
+    assert_eq!(removed + kept + lost, TRIES);
+}
+
+// ---------------------------------------------------------------------------
+// /metrics grows with made-up methods.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn made_up_methods_add_no_metric_labels() {
+    let app = spawn_app().await;
+    let marker = format!("ZZ{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("{marker}{i}").as_bytes()).unwrap();
+        let response = app
+            .http
+            .request(method, format!("{}/api/v2/parcels", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error());
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !text.contains(&marker),
+        "a made-up method became a metric label"
+    );
+    let known = [
+        "GET", "POST", "DELETE", "HEAD", "PUT", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+    ];
+    for line in text.lines().filter(|line| line.contains("method=\"")) {
+        let method = line.split("method=\"").nth(1).unwrap().split('"').next();
+        assert!(
+            method.is_some_and(|method| known.contains(&method)),
+            "{line}"
+        );
+    }
+    assert!(text.contains(r#"method="other""#));
+}
+
+// ---------------------------------------------------------------------------
+// Bodies bounded before authentication.
+// ---------------------------------------------------------------------------
+
+/// Sends a request head (and, if `chunked`, up to `body_bytes` of chunked
+/// body while no answer has come) over a raw connection; answers the status
+/// and body of the answer, which must come within 10 s.
+async fn raw_answer(base: &str, head: &str, chunked: bool, body_bytes: usize) -> (u16, Value) {
+    let address = base.trim_start_matches("http://");
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let feeding = tokio::spawn(async move {
+        if !chunked {
+            return 0;
+        }
+        let chunk = vec![b'7'; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_bytes {
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).as_bytes(),
+                &chunk,
+                b"\r\n",
+            ]
+            .concat();
+            if writer.write_all(&framed).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = reader.read(&mut buffer).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if answer.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    feeding.abort();
+    assert!(read.is_ok(), "no answer within 10 s: the body is being read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_token_request_over_its_bound_is_refused_unread() {
+    let app = spawn_app().await;
+    let declared = format!(
+        "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        64 * MIB
+    );
+    let (status, body) = raw_answer(&app.base, &declared, false, 0).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too_large")));
+    let chunked = "POST /api/v2/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n";
+    let (status, body) = raw_answer(&app.base, chunked, true, 64 * MIB).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too_large")));
+    // A token request within the bound still works.
+    app.token(&Account::new().address, json!("upload")).await;
+}
+
+#[tokio::test]
+async fn a_v1_upload_is_refused_on_its_proof_before_its_body_is_read() {
+    let app = spawn_app().await;
+    let head = format!(
+        "POST /api/v1/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        48 * MIB
+    );
+    let (status, body) = raw_answer(&app.base, &head, false, 0).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("missing_credentials"))
+    );
+    let owner = Account::new();
+    let token = app.token(&owner.address, json!("upload")).await;
+    let proof = owner.prove(&token);
+    let forged = format!(
+        "POST /api/v1/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nX-Auth-Token: {token}\r\nX-Public-Key: {}\r\n\
+         X-Signature: {}00\r\n\r\n",
+        proof.public_key.as_deref().unwrap(),
+        proof.signature.as_deref().unwrap(),
+    );
+    let (status, _) = raw_answer(&app.base, &forged, true, 48 * MIB).await;
+    assert_eq!(status, 401);
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    assert!(app.stored_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_v1_upload_takes_an_upload_slot_and_its_body_has_a_deadline() {
+    let app = spawn_with(settings(&[
+        ("AMO_MAX_CONCURRENT_UPLOADS", "1"),
+        ("AMO_BODY_DEADLINE_SECS", "2"),
+    ]))
+    .await;
+    let owner = Account::new();
+    // A v2 upload holds the only slot: a v1 upload is busy (503), before
+    // its proof is even looked at.
+    let data = random_body(1000);
+    let (held_token, held) = app.upload_token(&owner, &data).await;
+    let (sender, answer) = held_upload(&app, &held, &data, 10);
+    eventually(10, "the v2 upload holds its slot and its token", || {
+        let (app, token) = (app.clone(), held_token.clone());
+        async move {
+            app.token_record(&token)
+                .await
+                .is_some_and(|value| value.starts_with("claimed:"))
+        }
+    })
+    .await;
+    let token = app.token(&owner.address, json!("upload")).await;
+    let response = app
+        .upload_v1(
+            Some(&owner.prove(&token)),
+            &v1_body(&owner.address, json!({}), b"x"),
+        )
+        .await;
+    assert_eq!(
+        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
+        "busy"
+    );
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    sender.send(Ok(data[10..].to_vec())).await.unwrap();
+    drop(sender);
+    expect_json(answer.await.unwrap().unwrap(), StatusCode::CREATED).await;
+
+    // A v1 body that trickles past the deadline is cut (400), though it
+    // never paused as long as the idle timeout; the token stays usable.
+    let (trickle, answer) = {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        ));
+        let request = owner.prove(&token).apply(
+            app.http
+                .post(format!("{}/api/v1/parcels", app.base))
+                .header("content-type", "application/json")
+                .body(body),
+        );
+        (sender, tokio::spawn(request.send()))
+    };
+    let feeding = tokio::spawn(async move {
+        while trickle.send(Ok(b" ".to_vec())).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let response = answer.await.unwrap().unwrap();
+    feeding.abort();
+    let body = expect_json(response, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("within 2 s"),
+        "{body}"
+    );
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+}
+
+#[tokio::test]
+async fn a_declared_length_past_what_the_parts_allow_is_refused_unread() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let (token, proof) = app.upload_token(&owner, b"anything").await;
+    let head = format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nX-Auth-Token: {token}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
+        5u64 << 40,
+        proof.public_key.as_deref().unwrap(),
+        proof.signature.as_deref().unwrap(),
+    );
+    let (status, body) = raw_answer(&app.base, &head, false, 0).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too_large")));
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    assert!(app.multipart_uploads().await.is_empty());
+}
+
+/// A service process of its own, whose peak RSS the test reads.
+struct MeasuredService {
+    child: std::process::Child,
+    base: String,
+}
+
+impl MeasuredService {
+    async fn start(env: &HashMap<String, String>) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_amo-storage"))
+            .arg("127.0.0.1:0")
+            .env_clear()
+            .envs(env)
+            .env("AMO_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting amo-storage");
+        let stderr = child.stderr.take().unwrap();
+        let addr = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let addr = lines.by_ref().find_map(|line| {
+                let entry: Value = serde_json::from_str(&line.ok()?).ok()?;
+                (entry["message"] == "amo-storage listening")
+                    .then(|| entry["addr"].as_str().unwrap().to_owned())
+            });
+            // Keep reading, so the service never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            addr
+        })
+        .await
+        .unwrap()
+        .expect("the service logged no listening address");
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+        eventually(30, "the process is ready", || {
+            let request = http.get(format!("{base}/readyz")).send();
+            async move { request.await.is_ok_and(|answer| answer.status().is_success()) }
+        })
+        .await;
+        Self { child, base }
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the service's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+}
+
+impl Drop for MeasuredService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn bodies_sent_before_authentication_do_not_raise_peak_memory() {
+    let env = env_for(crate::BACKEND, &[]);
+    let service = MeasuredService::start(&env).await;
+    let client = reqwest::Client::new();
+    let owner = Account::new();
+    // Warm up the paths, then measure from here.
+    client
+        .post(format!("{}/api/v1/auth", service.base))
+        .json(&json!({"user": owner.address, "operation": "upload"}))
+        .send()
+        .await
+        .unwrap();
+    let before = service.status_kib("VmHWM:");
+    let auth = "POST /api/v1/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\n\r\n";
+    let v1 = "POST /api/v1/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n";
+    for _ in 0..4 {
+        assert_eq!(raw_answer(&service.base, auth, true, 64 * MIB).await.0, 413);
+        assert_eq!(raw_answer(&service.base, v1, true, 48 * MIB).await.0, 401);
+    }
+    let grown_mib = service.status_kib("VmHWM:").saturating_sub(before) / 1024;
+    println!("peak RSS grew by {grown_mib} MiB over 8 refused bodies of 48-64 MiB");
+    assert!(grown_mib < 8, "peak RSS grew by {grown_mib} MiB");
+}
+
+// ---------------------------------------------------------------------------
+// Squatting: a stranger declares someone else's content and trickles.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_stranger_trickling_someone_elses_content_does_not_block_its_upload() {
+    // 5 MiB parts: the large body starts a multipart upload.
+    let app = spawn_with(settings(&[("AMO_S3_PART_SIZE_BYTES", "5242880")])).await;
+    for size in [4 * 1024, 11 * MIB] {
+        let (victim, squatter) = (Account::new(), Account::new());
+        let data = random_body(size);
+        let (squat_token, squat_proof) = app.upload_token(&squatter, &data).await;
+        let head = if size > 5 * MIB { 6 * MIB } else { 10 };
+        let (sender, answer) = held_upload(&app, &squat_proof, &data, head);
+        eventually(10, "the squatter's upload is under way", || {
+            let (app, token) = (app.clone(), squat_token.clone());
+            async move {
+                app.token_record(&token)
+                    .await
+                    .is_some_and(|value| value.starts_with("claimed:"))
+            }
+        })
+        .await;
+        // The rightful owner uploads at once, while the squatter trickles.
+        let id = app.store_v2(&victim, &data).await;
+        let owner = expect_json(
+            app.get(&format!("/api/v2/parcels/{id}/metadata")).await,
+            StatusCode::OK,
+        )
+        .await["owner"]
+            .clone();
+        assert_eq!(owner, json!(victim.address));
+        // The squatter's body, once whole, finds the parcel taken.
+        sender.send(Ok(data[head..].to_vec())).await.unwrap();
+        drop(sender);
+        let response = answer.await.unwrap().unwrap();
+        assert_eq!(
+            expect_error(response, StatusCode::CONFLICT).await,
+            "owned_by_another"
+        );
+        assert_eq!(
+            app.token_record(&squat_token).await.as_deref(),
+            Some("issued")
+        );
+        eventually(15, "no multipart upload is left", || {
+            let app = app.clone();
+            async move { app.multipart_uploads().await.is_empty() }
+        })
+        .await;
+        assert_eq!(app.fetch_v2(&victim, &id).await, data);
+    }
+}
