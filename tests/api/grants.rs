@@ -173,18 +173,19 @@ async fn a_grant_for_another_parcel_or_another_account_does_not_count() {
 }
 
 /// With a node that answers `answer`, a granted buyer's downloads (v1 and v2)
-/// answer 502 `chain_unavailable`, send nothing, and leave the token usable:
-/// once the node answers properly, the same token downloads.
-async fn a_failing_node_never_grants(answer: Answer) {
+/// answer `status` with `code`, send nothing, and leave the token usable:
+/// once the node answers as amoabci does, the same token downloads (so
+/// nothing was remembered).
+async fn refused_while_the_node_answers(answer: Answer, status: StatusCode, code: &str) {
     let market = Market::open(&[("AMO_CHAIN_TIMEOUT_MS", "300")]).await;
     market.sell();
     market.fake.answer(answer.clone());
 
     let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
-    let code = market
-        .both_refused(&token, &proof, &market.id, StatusCode::BAD_GATEWAY)
+    let answered = market
+        .both_refused(&token, &proof, &market.id, status)
         .await;
-    assert_eq!(code, "chain_unavailable", "{answer:?}");
+    assert_eq!(answered, code, "{answer:?}");
 
     market.fake.answer(Answer::AsTheNode);
     market.downloads_v1(&proof).await;
@@ -193,6 +194,16 @@ async fn a_failing_node_never_grants(answer: Answer) {
         vec![market.usage(&market.id); 3],
         "{answer:?}"
     );
+}
+
+/// A node answering `answer` is a 502 `chain_unavailable`, never a grant.
+async fn a_failing_node_never_grants(answer: Answer) {
+    refused_while_the_node_answers(answer, StatusCode::BAD_GATEWAY, "chain_unavailable").await;
+}
+
+/// A node answering `answer` is a 403, not a grant.
+async fn not_granted_when_the_node_answers(answer: Answer) {
+    refused_while_the_node_answers(answer, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
 #[tokio::test]
@@ -355,17 +366,7 @@ async fn the_buyer_can_be_named_recipient_in_the_query() {
 
 #[tokio::test]
 async fn code_zero_with_no_value_is_not_a_grant() {
-    let market = Market::open(&[]).await;
-    market.sell();
-    market.fake.answer(Answer::NoValue);
-
-    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
-    let code = market
-        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
-        .await;
-    assert_eq!(code, "forbidden");
-    market.fake.answer(Answer::AsTheNode);
-    market.downloads_v1(&proof).await;
+    not_granted_when_the_node_answers(Answer::NoValue).await;
 }
 
 #[tokio::test]
@@ -379,24 +380,6 @@ async fn a_value_that_is_not_a_usage_never_grants() {
     a_failing_node_never_grants(Answer::Key(Some("{}".into()))).await;
 }
 
-/// With a node that answers `answer` (a well-formed usage, of someone or
-/// something else), a granted buyer is refused (403), the token stays
-/// usable, and nothing is remembered: the honest answer then downloads.
-async fn a_usage_of_another_is_refused(answer: Answer) {
-    let market = Market::open(&[]).await;
-    market.sell();
-    market.fake.answer(answer.clone());
-
-    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
-    let code = market
-        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
-        .await;
-    assert_eq!(code, "forbidden", "{answer:?}");
-    market.fake.answer(Answer::AsTheNode);
-    market.downloads_v1(&proof).await;
-    assert_eq!(market.fake.queries().len(), 3, "{answer:?}");
-}
-
 #[tokio::test]
 async fn a_usage_of_another_recipient_or_parcel_is_not_a_grant() {
     let stranger = Account::new();
@@ -404,10 +387,10 @@ async fn a_usage_of_another_recipient_or_parcel_is_not_a_grant() {
         r#"{{"custody":"C0FFEE","extra":{{}},"recipient":"{}"}}"#,
         stranger.address
     );
-    a_usage_of_another_is_refused(Answer::Value(usage)).await;
+    not_granted_when_the_node_answers(Answer::Value(usage)).await;
     let elsewhere = format!("00000001{}", "CD".repeat(32));
     let key = format!(r#"{{"recipient":"{ZERO_ADDRESS}","target":"{elsewhere}"}}"#);
-    a_usage_of_another_is_refused(Answer::Key(Some(key))).await;
+    not_granted_when_the_node_answers(Answer::Key(Some(key))).await;
 }
 
 #[tokio::test]
