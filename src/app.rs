@@ -112,7 +112,10 @@ impl State {
             lease: settings.lease,
         };
         let chain = settings.chain.as_ref().map(|config| {
-            Chain::new(config).expect("the chain client was built when the settings were loaded")
+            let chain = Chain::new(config)
+                .expect("the chain client was built when the settings were loaded");
+            chain.probe_in_background();
+            chain
         });
         let parcels = Parcels::new(
             backends.store.clone(),

@@ -1,6 +1,10 @@
 //! Blockchain grants: asks an AMO node whether an account that does not own a
 //! parcel may download it (DESIGN §4, "Access control").
 //!
+//! The node software is amoabci; the reference for everything below is its
+//! source, `amo/query.go` (`queryUsage`), `amo/code/code.go` and
+//! `amo/types/usage.go` (`Usage`, `UsageEx`), v1.7.0 to v1.9.x.
+//!
 //! # The query
 //!
 //! One Tendermint JSON-RPC call, `POST <AMO_CHAIN_RPC>` with
@@ -11,44 +15,76 @@
 //! ```
 //!
 //! `data` is the upper-case hex of the compact JSON
-//! `{"buyer":"<address>","target":"<parcel id>"}`. AMO nodes have named the
-//! buyer `buyer` (the AMO RPC document) or `recipient` (later amoabci
-//! releases): `AMO_CHAIN_USAGE_KEY` picks the name. The node answers:
+//! `{"recipient":"<address>","target":"<parcel id>"}`. amoabci names the
+//! buyer `recipient` since v1.7.0 (August 2020) and `buyer` before;
+//! `AMO_CHAIN_USAGE_KEY` picks the name (default `recipient`). A node that
+//! expects the other name answers `BadKey`.
 //!
-//! ```json
-//! {"jsonrpc":"2.0","id":1,"result":{"response":{"code":0,"log":"","info":"","index":"0",
-//!  "key":null,"value":"<base64 of the usage JSON>","height":"…","codespace":""}}}
-//! ```
+//! # The codes
 //!
-//! (Tendermint's URI form, `GET /abci_query?path="/usage"&data=0x<HEX>`,
-//! asks the same; this client does not use it.)
+//! amoabci's query codes are `QueryCodeOK` = 0, then `iota + 1001`:
+//! 1002 `BadPath`, 1003 `NoKey` (no query data), 1004 `BadKey` (bad JSON, a
+//! missing buyer key or `target`, an address that is not 20 bytes), 1005
+//! `NoMatch` ("error: no usage"). Before v1.5.4 (March 2020) they had no
+//! offset: 1 to 4, `NoMatch` = 4.
 //!
 //! # What the answer means
 //!
-//! - HTTP 200, a `result.response` whose `code` is 0 (Tendermint leaves a zero
-//!   code out) and whose `value` is base64 of JSON other than `null`:
-//!   **granted**.
-//! - `code` 0 with `value` absent, `null`, empty or JSON `null`, or `code` 4
-//!   (amoabci's `QueryCodeNoMatch`, "no usage"): **not granted** (403).
-//! - Anything else is a **failure, never a grant**: the node is unreachable or
-//!   does not answer within `AMO_CHAIN_TIMEOUT_MS`, a status other than 200, a
-//!   body that is not the JSON above, a JSON-RPC `error`, another `code` (the
-//!   node refused the query: a bad path or key, for instance a wrong
-//!   `AMO_CHAIN_USAGE_KEY`), a `value` that is not base64 of JSON. It answers
-//!   502 `chain_unavailable`, and the token stays usable.
+//! A grant is `code` 0 (Tendermint leaves a zero code out) with `value` the
+//! base64 of the `UsageEx` JSON, `{"custody":"<HEX>","extra":{…},
+//! "recipient":"<ADDRESS>"}` (`buyer` before v1.7.0), and `key` the base64
+//! of the query data, echoed. `UsageEx` names no parcel: the echoed `key`
+//! is what names it.
+//!
+//! - **Granted**: HTTP 200, `code` 0, a `value` that is a usage object whose
+//!   buyer field (the usage key) is this buyer, and a `key` whose `target` is
+//!   this parcel (hex compared in any case).
+//! - **Not granted** (403): `NoMatch`, 1005 or the legacy 4; `code` 0 with
+//!   `value` absent, empty or JSON `null`; and a well-formed usage that names
+//!   another buyer or another parcel (logged as a warning: the node answered
+//!   a question that was not asked).
+//! - **A failure, never a grant** (502 `chain_unavailable`, the token stays
+//!   usable): the node unreachable or slower than `AMO_CHAIN_TIMEOUT_MS`, a
+//!   status other than 200, a body that is not a JSON-RPC `abci_query`
+//!   answer, a JSON-RPC `error`, any other `code` (the log names it, and for
+//!   `BadKey` the usage key the node likely expects), and a `code` 0 whose
+//!   `value` is not a usage: not base64, not JSON, not an object (`false`,
+//!   `0`), or an object with no buyer address (`{}`), or with no echoed `key`
+//!   naming the parcel. A malformed grant is the node failing, not saying no.
+//!
+//! # The probe
+//!
+//! At start, [`Chain::probe_in_background`] asks once for a usage that
+//! cannot exist: the zero address and the zero parcel id. `NoMatch` (1005 or
+//! 4) means the node speaks this replica's dialect (logged at info);
+//! `BadKey` (1004 or 3) means `AMO_CHAIN_USAGE_KEY` is wrong (an error that
+//! names the setting to change); no answer is a warning. It never stops the
+//! start and never changes `/readyz`: owners download without the chain. The
+//! outcome is the metric `amo_chain_probe{node,outcome}`.
 //!
 //! # Caching
 //!
 //! A grant is remembered for `AMO_CHAIN_CACHE_SECS` (default 30 s, 0: never),
-//! in the memory of each replica; a refusal or a failure is never remembered,
-//! so a purchase counts at once. Per replica rather than in Redis because a
-//! Redis entry would cost a round trip on every check to save a query that is
-//! as cheap, and would add a second way for the check to fail; the price is
-//! at most one query per replica, buyer and parcel per TTL. A revoked grant
-//! stays usable on a replica until its entry expires, whichever the choice.
+//! in the memory of each replica, keyed by buyer, parcel and the parcel's
+//! owner; a refusal or a failure is never remembered, so a purchase counts at
+//! once. A remove on this replica forgets the parcel's grants
+//! ([`Chain::forget_parcel`]); on another replica an entry for the old owner
+//! cannot serve a re-upload by another owner, as the owner is in the key.
+//! Per replica rather than in Redis because a Redis entry would cost a round
+//! trip on every check to save a query that is as cheap, and would add a
+//! second way for the check to fail; the price is at most one query per
+//! replica, buyer and parcel per TTL. A revoked grant stays usable on a
+//! replica until its entry expires, whichever the choice.
+//!
+//! # Credentials
+//!
+//! `AMO_CHAIN_RPC` may carry `user:password@`: reqwest sends it as basic
+//! authentication, and every log line and error detail shows the URL with
+//! its userinfo replaced by `***` ([`redacted`]).
 
 use std::{
     collections::HashMap,
+    fmt,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -66,9 +102,20 @@ use crate::{
 /// The ABCI query path of granted usages.
 pub const USAGE_PATH: &str = "/usage";
 
-/// amoabci's `QueryCodeNoMatch`: the node has no usage for this buyer and
-/// parcel. Every other non-zero code is a refused query.
-pub const NO_MATCH_CODE: u32 = 4;
+/// amoabci's `QueryCodeOK`.
+pub const CODE_OK: u32 = 0;
+/// amoabci's `QueryCodeBadPath`.
+pub const CODE_BAD_PATH: u32 = 1002;
+/// amoabci's `QueryCodeNoKey`: no query data.
+pub const CODE_NO_KEY: u32 = 1003;
+/// amoabci's `QueryCodeBadKey`: bad JSON, a missing key, a bad address.
+pub const CODE_BAD_KEY: u32 = 1004;
+/// amoabci's `QueryCodeNoMatch`: no usage for this buyer and parcel.
+pub const CODE_NO_MATCH: u32 = 1005;
+/// `QueryCodeBadKey` before amoabci v1.5.4, when the codes had no offset.
+pub const LEGACY_CODE_BAD_KEY: u32 = 3;
+/// `QueryCodeNoMatch` before amoabci v1.5.4.
+pub const LEGACY_CODE_NO_MATCH: u32 = 4;
 
 /// The largest answer read from the node; a usage is a few hundred bytes.
 const MAX_REPLY_BYTES: usize = 1 << 20;
@@ -76,12 +123,28 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 /// The most grants a replica remembers; past it, new grants are not cached.
 const CACHE_CAPACITY: usize = 10_000;
 
-/// How the buyer is named in the `/usage` query.
+/// amoabci's name of a query code, `None` for a code it never answers.
+pub fn code_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        CODE_OK => "OK",
+        CODE_BAD_PATH => "BadPath",
+        CODE_NO_KEY => "NoKey",
+        CODE_BAD_KEY => "BadKey",
+        CODE_NO_MATCH => "NoMatch",
+        1 => "BadPath before amoabci v1.5.4",
+        2 => "NoKey before amoabci v1.5.4",
+        LEGACY_CODE_BAD_KEY => "BadKey before amoabci v1.5.4",
+        LEGACY_CODE_NO_MATCH => "NoMatch before amoabci v1.5.4",
+        _ => return None,
+    })
+}
+
+/// How the buyer is named in the `/usage` query and in the usage answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageKey {
-    /// `{"buyer": …, "target": …}`, the AMO RPC document's form.
+    /// `{"buyer": …, "target": …}`: amoabci before v1.7.0.
     Buyer,
-    /// `{"recipient": …, "target": …}`.
+    /// `{"recipient": …, "target": …}`: amoabci v1.7.0 and later.
     Recipient,
 }
 
@@ -102,12 +165,21 @@ impl UsageKey {
             Self::Recipient => "recipient",
         }
     }
+
+    /// The other key, and the amoabci releases that expect it.
+    fn other(self) -> (Self, &'static str) {
+        match self {
+            Self::Buyer => (Self::Recipient, "amoabci v1.7.0 and later"),
+            Self::Recipient => (Self::Buyer, "amoabci before v1.7.0"),
+        }
+    }
 }
 
 /// Where and how to ask the chain.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChainConfig {
-    /// The node's Tendermint JSON-RPC endpoint (`AMO_CHAIN_RPC`).
+    /// The node's Tendermint JSON-RPC endpoint (`AMO_CHAIN_RPC`); it may
+    /// carry credentials, so it is only ever shown [`redacted`].
     pub rpc: Url,
     /// How the buyer is named in the query (`AMO_CHAIN_USAGE_KEY`).
     pub usage_key: UsageKey,
@@ -115,6 +187,78 @@ pub struct ChainConfig {
     pub timeout: Duration,
     /// How long a grant is remembered; zero: never (`AMO_CHAIN_CACHE_SECS`).
     pub cache_ttl: Duration,
+}
+
+impl fmt::Debug for ChainConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainConfig")
+            .field("rpc", &redacted(&self.rpc))
+            .field("usage_key", &self.usage_key)
+            .field("timeout", &self.timeout)
+            .field("cache_ttl", &self.cache_ttl)
+            .finish()
+    }
+}
+
+/// `url` as it may be logged: any userinfo (`user:password@`) is `***@`.
+pub fn redacted(url: &Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Both only fail for URLs that cannot have userinfo, which have none.
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("***");
+    shown.to_string()
+}
+
+/// `text`, a URL that may not parse, with whatever stands between `://`
+/// and the last `@` of its authority replaced by `***`.
+pub fn redacted_text(text: &str) -> String {
+    let Some(start) = text.find("://").map(|at| at + 3) else {
+        return text.to_owned();
+    };
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |at| start + at);
+    match text[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
+    }
+}
+
+/// What the start-up probe found out about the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// `NoMatch` (1005 or 4): the node reads the query as this replica
+    /// writes it.
+    Dialect,
+    /// `BadKey` (1004 or 3): the node expects the other usage key.
+    WrongUsageKey,
+    /// No answer: refused, timed out.
+    Unreachable,
+    /// An answer that is none of the above.
+    Unexpected,
+}
+
+impl ProbeOutcome {
+    /// Every outcome, in the order of the metric's label values.
+    pub const ALL: [Self; 4] = [
+        Self::Dialect,
+        Self::WrongUsageKey,
+        Self::Unreachable,
+        Self::Unexpected,
+    ];
+
+    /// The label value of the metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dialect => "dialect",
+            Self::WrongUsageKey => "wrong_usage_key",
+            Self::Unreachable => "unreachable",
+            Self::Unexpected => "unexpected",
+        }
+    }
 }
 
 /// A client of one AMO node, with its cache of grants. Cheap to clone: the
@@ -127,6 +271,8 @@ pub struct Chain {
 struct Inner {
     http: reqwest::Client,
     rpc: Url,
+    /// `rpc` as logged.
+    shown: String,
     usage_key: UsageKey,
     timeout: Duration,
     cache: Option<GrantCache>,
@@ -144,12 +290,13 @@ impl Chain {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("amo-storage/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| error_chain(&err))?;
+            .map_err(|err| error_chain(&err.without_url()))?;
         let cache = (!config.cache_ttl.is_zero()).then(|| GrantCache::new(config.cache_ttl));
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 rpc: config.rpc.clone(),
+                shown: redacted(&config.rpc),
                 usage_key: config.usage_key,
                 timeout: config.timeout,
                 cache,
@@ -157,39 +304,133 @@ impl Chain {
         })
     }
 
-    /// Whether the chain grants `target` to `buyer`. `Ok(false)` is the
-    /// node's "no"; every failure to get a clear answer is an
-    /// [`Error::ChainUnavailable`], never a grant.
-    pub async fn is_granted(&self, buyer: &Address, target: &ParcelId) -> Result<bool, Error> {
-        let key = (buyer.clone(), target.clone());
+    /// Whether the chain grants `target`, a parcel of `owner`, to `buyer`.
+    /// `Ok(false)` is the node's "no"; every failure to get a clear answer
+    /// is an [`Error::ChainUnavailable`], never a grant.
+    pub async fn is_granted(
+        &self,
+        buyer: &Address,
+        target: &ParcelId,
+        owner: &Address,
+    ) -> Result<bool, Error> {
+        let key = GrantKey {
+            buyer: buyer.clone(),
+            parcel: target.clone(),
+            owner: owner.clone(),
+        };
         let cache = self.inner.cache.as_ref();
         if cache.is_some_and(|cache| cache.holds(&key, Instant::now())) {
             tracing::debug!(%buyer, %target, "grant found in the cache");
             return Ok(true);
         }
-        let request = usage_request(self.inner.usage_key, buyer, target);
-        let granted = self
-            .ask(&request)
+        let usage_key = self.inner.usage_key;
+        let unavailable = |detail: String| Error::ChainUnavailable {
+            detail: format!("abci_query {USAGE_PATH} at {}: {detail}", self.inner.shown),
+        };
+        let body = self
+            .ask(&usage_request(usage_key, buyer, target))
             .await
-            .map_err(|detail| Error::ChainUnavailable {
-                detail: format!("abci_query {USAGE_PATH} at {}: {detail}", self.inner.rpc),
-            })?;
-        if granted {
-            if let Some(cache) = cache {
-                cache.remember(key, Instant::now());
+            .map_err(|failure| unavailable(failure.detail))?;
+        let response = read_reply(&body).map_err(unavailable)?;
+        match judge(&response, usage_key, buyer, target)
+            .map_err(|failure| unavailable(failure.describe(usage_key)))?
+        {
+            Verdict::Granted => {
+                if let Some(cache) = cache {
+                    cache.remember(key, Instant::now());
+                }
+                Ok(true)
+            }
+            Verdict::NoUsage => Ok(false),
+            Verdict::Another(what) => {
+                tracing::warn!(%buyer, %target, node = %self.inner.shown,
+                    "the AMO node answered a usage of {what}; not a grant");
+                Ok(false)
             }
         }
-        Ok(granted)
     }
 
-    /// Sends one query and reads the answer.
-    async fn ask(&self, request: &Value) -> Result<bool, String> {
-        let describe = |err: reqwest::Error| {
-            if err.is_timeout() {
+    /// Forgets every remembered grant of `parcel`: call it once the parcel
+    /// is removed.
+    pub fn forget_parcel(&self, parcel: &ParcelId) {
+        if let Some(cache) = &self.inner.cache {
+            cache.forget(parcel);
+        }
+    }
+
+    /// Runs [`Chain::probe`] in a task of the current Tokio runtime; does
+    /// nothing outside one.
+    pub fn probe_in_background(&self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let chain = self.clone();
+            runtime.spawn(async move { chain.probe().await });
+        }
+    }
+
+    /// Asks once for a usage that cannot exist (the zero address, the zero
+    /// parcel id), logs what the answer says about the node, and records it
+    /// as the metric `amo_chain_probe`. Never fails.
+    pub async fn probe(&self) -> ProbeOutcome {
+        let usage_key = self.inner.usage_key;
+        let zero_address = Address::parse(&"0".repeat(40)).expect("40 hex digits");
+        let zero_parcel = ParcelId::parse(&"0".repeat(72)).expect("72 hex digits");
+        let node = self.inner.shown.as_str();
+        let key = usage_key.as_str();
+        let (other, releases) = usage_key.other();
+        let reply = match self
+            .ask(&usage_request(usage_key, &zero_address, &zero_parcel))
+            .await
+        {
+            Err(failure) if failure.unreachable => Err((ProbeOutcome::Unreachable, failure.detail)),
+            Err(failure) => Err((ProbeOutcome::Unexpected, failure.detail)),
+            Ok(body) => read_reply(&body).map_err(|detail| (ProbeOutcome::Unexpected, detail)),
+        };
+        let outcome = match reply {
+            Err((outcome, detail)) => {
+                tracing::warn!(%node, %detail, outcome = outcome.as_str(),
+                    "the AMO node did not answer the start-up probe; owners still download, \
+                     and each non-owner download asks the node again");
+                outcome
+            }
+            Ok(response) => match response.code {
+                CODE_NO_MATCH | LEGACY_CODE_NO_MATCH => {
+                    tracing::info!(%node, usage_key = key, code = response.code,
+                        "the AMO node speaks this replica's /usage dialect (NoMatch for a usage \
+                         that cannot exist)");
+                    ProbeOutcome::Dialect
+                }
+                CODE_BAD_KEY | LEGACY_CODE_BAD_KEY => {
+                    tracing::error!(%node, usage_key = key, code = response.code,
+                        log = response.log.as_deref().unwrap_or_default(),
+                        "the AMO node refuses this replica's /usage query as BadKey: it likely \
+                         expects the usage key {:?} ({releases}); set AMO_CHAIN_USAGE_KEY={} \
+                         (it is {key:?}). Until then every non-owner download answers 502",
+                        other.as_str(), other.as_str());
+                    ProbeOutcome::WrongUsageKey
+                }
+                code => {
+                    tracing::warn!(%node, usage_key = key, code,
+                        code_name = code_name(code).unwrap_or("unknown"),
+                        log = response.log.as_deref().unwrap_or_default(),
+                        "the AMO node answered the start-up probe with a code other than \
+                         NoMatch; is it an amoabci node?");
+                    ProbeOutcome::Unexpected
+                }
+            },
+        };
+        crate::metrics::chain_probe(node, outcome.as_str());
+        outcome
+    }
+
+    /// Sends one query and reads the body of its HTTP 200 answer.
+    async fn ask(&self, request: &Value) -> Result<Vec<u8>, AskFailure> {
+        let describe = |err: reqwest::Error| AskFailure {
+            unreachable: err.is_timeout() || err.is_connect(),
+            detail: if err.is_timeout() {
                 format!("no answer within {:?}", self.inner.timeout)
             } else {
-                error_chain(&err)
-            }
+                error_chain(&err.without_url())
+            },
         };
         let mut response = self
             .inner
@@ -201,17 +442,30 @@ impl Chain {
             .map_err(describe)?;
         let status = response.status();
         if status != reqwest::StatusCode::OK {
-            return Err(format!("the node answered HTTP {status}"));
+            return Err(AskFailure {
+                unreachable: false,
+                detail: format!("the node answered HTTP {status}"),
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(describe)? {
             if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(format!("the answer is over {MAX_REPLY_BYTES} bytes"));
+                return Err(AskFailure {
+                    unreachable: false,
+                    detail: format!("the answer is over {MAX_REPLY_BYTES} bytes"),
+                });
             }
             body.extend_from_slice(&chunk);
         }
-        parse_reply(&body)
+        Ok(body)
     }
+}
+
+/// A query that got no readable answer.
+struct AskFailure {
+    /// No connection, or no answer in time.
+    unreachable: bool,
+    detail: String,
 }
 
 /// The JSON-RPC request that asks for the usage of `target` by `buyer`.
@@ -251,43 +505,150 @@ struct AbciResponse {
     #[serde(default)]
     log: Option<String>,
     #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
     value: Option<String>,
 }
 
-/// Reads an `abci_query` answer (HTTP 200): `Ok(true)` a grant, `Ok(false)`
-/// the node's "no", `Err` anything that is neither.
-fn parse_reply(body: &[u8]) -> Result<bool, String> {
+/// Reads an `abci_query` answer (HTTP 200) down to its ABCI response; a
+/// JSON-RPC error or anything else is an `Err`.
+fn read_reply(body: &[u8]) -> Result<AbciResponse, String> {
     let reply: RpcReply = serde_json::from_slice(body)
         .map_err(|err| format!("the answer is not a JSON-RPC abci_query result: {err}"))?;
     if let Some(error) = reply.error.filter(|error| !error.is_null()) {
         return Err(format!("the node answered a JSON-RPC error: {error}"));
     }
-    let response = reply
+    Ok(reply
         .result
         .ok_or("the answer has neither a result nor an error")?
-        .response;
-    match response.code {
-        0 => {}
-        NO_MATCH_CODE => return Ok(false),
-        code => {
-            return Err(format!(
-                "the node refused the query with code {code}: {:?}",
-                response.log.unwrap_or_default()
-            ));
+        .response)
+}
+
+/// What a readable answer says about the buyer and parcel asked about.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A usage of this parcel by this buyer.
+    Granted,
+    /// No usage: `NoMatch`, or code 0 with no value.
+    NoUsage,
+    /// A well-formed usage of another buyer or parcel (what it names).
+    Another(String),
+}
+
+/// An answer that is neither a grant nor a "no".
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// A non-zero code other than `NoMatch`.
+    Refused { code: u32, log: String },
+    /// Code 0 with a value that is not a usage.
+    Malformed(String),
+}
+
+impl Failure {
+    /// The detail logged: the code and its name, and for `BadKey` the usage
+    /// key the node likely expects.
+    fn describe(&self, usage_key: UsageKey) -> String {
+        match self {
+            Self::Malformed(detail) => format!("code 0, but {detail}"),
+            Self::Refused { code, log } => {
+                let name = code_name(*code).unwrap_or("not an amoabci query code");
+                let mut text =
+                    format!("the node refused the query with code {code} ({name}): {log:?}");
+                if matches!(*code, CODE_BAD_KEY | LEGACY_CODE_BAD_KEY) {
+                    let (other, releases) = usage_key.other();
+                    text.push_str(&format!(
+                        "; the node likely expects the usage key {:?} ({releases}): set \
+                         AMO_CHAIN_USAGE_KEY={} (it is {:?})",
+                        other.as_str(),
+                        other.as_str(),
+                        usage_key.as_str()
+                    ));
+                }
+                text
+            }
         }
     }
-    let Some(value) = response.value.filter(|value| !value.is_empty()) else {
-        return Ok(false);
-    };
-    let usage = STANDARD
-        .decode(value.as_bytes())
-        .map_err(|err| format!("the value is not base64: {err}"))?;
-    if usage.iter().all(u8::is_ascii_whitespace) {
-        return Ok(false);
+}
+
+/// Judges a readable answer to the `/usage` query of `buyer` and `target`,
+/// as amoabci's `queryUsage` writes it (see the module documentation).
+fn judge(
+    response: &AbciResponse,
+    usage_key: UsageKey,
+    buyer: &Address,
+    target: &ParcelId,
+) -> Result<Verdict, Failure> {
+    match response.code {
+        CODE_OK => {}
+        CODE_NO_MATCH | LEGACY_CODE_NO_MATCH => return Ok(Verdict::NoUsage),
+        code => {
+            return Err(Failure::Refused {
+                code,
+                log: response.log.clone().unwrap_or_default(),
+            });
+        }
     }
-    let usage: Value =
-        serde_json::from_slice(&usage).map_err(|err| format!("the value is not JSON: {err}"))?;
-    Ok(!usage.is_null())
+    let Some(usage) = decode_json(response.value.as_deref(), "value")? else {
+        return Ok(Verdict::NoUsage);
+    };
+    let name = usage_key.as_str();
+    let Some(recipient) = usage.get(name).and_then(Value::as_str) else {
+        return Err(Failure::Malformed(format!(
+            "the value is not a usage naming its {name:?}: {}",
+            shorten(&usage)
+        )));
+    };
+    if Address::parse(recipient).is_err() {
+        return Err(Failure::Malformed(format!(
+            "the usage's {name:?} is not an address: {recipient:?}"
+        )));
+    }
+    let echoed = decode_json(response.key.as_deref(), "key")?;
+    let Some(parcel) = echoed.as_ref().and_then(|key| key.get("target")?.as_str()) else {
+        return Err(Failure::Malformed(
+            "the answer's key does not echo the query's \"target\", so it names no parcel".into(),
+        ));
+    };
+    if !recipient.eq_ignore_ascii_case(buyer.as_str()) {
+        return Ok(Verdict::Another(format!("{name} {recipient}")));
+    }
+    if !parcel.eq_ignore_ascii_case(target.as_str()) {
+        return Ok(Verdict::Another(format!("parcel {parcel}")));
+    }
+    Ok(Verdict::Granted)
+}
+
+/// The JSON object in a base64 field: `None` when the field is absent, empty
+/// or JSON `null`; a failure when it is anything but an object.
+fn decode_json(field: Option<&str>, name: &str) -> Result<Option<Value>, Failure> {
+    let Some(text) = field.filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    let bytes = STANDARD
+        .decode(text.as_bytes())
+        .map_err(|err| Failure::Malformed(format!("the {name} is not base64: {err}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|err| Failure::Malformed(format!("the {name} is not JSON: {err}")))?;
+    match value {
+        Value::Null => Ok(None),
+        Value::Object(_) => Ok(Some(value)),
+        other => Err(Failure::Malformed(format!(
+            "the {name} is not a JSON object: {}",
+            shorten(&other)
+        ))),
+    }
+}
+
+/// At most 200 characters of `value`, for a log line.
+fn shorten(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
 }
 
 /// An error and its sources, on one line.
@@ -302,10 +663,19 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// What a remembered grant is for: the parcel's owner is part of it, so that
+/// a parcel removed and stored again by another owner is asked about anew.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GrantKey {
+    buyer: Address,
+    parcel: ParcelId,
+    owner: Address,
+}
+
 /// Grants remembered until they expire, in this replica's memory.
 struct GrantCache {
     ttl: Duration,
-    until: Mutex<HashMap<(Address, ParcelId), Instant>>,
+    until: Mutex<HashMap<GrantKey, Instant>>,
 }
 
 impl GrantCache {
@@ -317,7 +687,7 @@ impl GrantCache {
     }
 
     /// Whether a grant for `key` is remembered at `now`.
-    fn holds(&self, key: &(Address, ParcelId), now: Instant) -> bool {
+    fn holds(&self, key: &GrantKey, now: Instant) -> bool {
         let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
         match until.get(key) {
             Some(&expiry) if now < expiry => true,
@@ -331,7 +701,7 @@ impl GrantCache {
 
     /// Remembers a grant for `key` from `now`. When the cache is full, expired
     /// entries go first; if none has expired, the grant is not remembered.
-    fn remember(&self, key: (Address, ParcelId), now: Instant) {
+    fn remember(&self, key: GrantKey, now: Instant) {
         let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
         if until.len() >= CACHE_CAPACITY {
             until.retain(|_, expiry| now < *expiry);
@@ -340,6 +710,12 @@ impl GrantCache {
             until.insert(key, now + self.ttl);
         }
     }
+
+    /// Forgets every grant of `parcel`.
+    fn forget(&self, parcel: &ParcelId) {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        until.retain(|key, _| key.parcel != *parcel);
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +723,11 @@ mod tests {
     use super::*;
 
     const BUYER: &str = "1E6C1528E4C04F5C879BE30F5A62121CE343308B";
+    const OTHER: &str = "0A0B0C0D0E0F101112131415161718191A1B1C1D";
+
+    fn buyer() -> Address {
+        Address::parse(BUYER).unwrap()
+    }
 
     fn target() -> ParcelId {
         ParcelId::parse(&format!("00000001{}", "AB".repeat(32))).unwrap()
@@ -358,14 +739,38 @@ mod tests {
             .unwrap()
     }
 
-    fn value_of(usage: &str) -> String {
-        STANDARD.encode(usage)
+    fn b64(text: &str) -> String {
+        STANDARD.encode(text)
+    }
+
+    /// The `UsageEx` amoabci answers for `recipient`, as Go marshals it.
+    fn usage_ex(recipient: &str) -> String {
+        format!(r#"{{"custody":"C0FFEE","extra":{{}},"recipient":"{recipient}"}}"#)
+    }
+
+    /// The query data amoabci echoes as `key`.
+    fn echoed(recipient: &str, target: &str) -> String {
+        b64(&format!(
+            r#"{{"recipient":"{recipient}","target":"{target}"}}"#
+        ))
+    }
+
+    /// amoabci's answer of a grant to the buyer of the target.
+    fn grant() -> Value {
+        json!({"log": usage_ex(BUYER), "key": echoed(BUYER, target().as_str()),
+               "value": b64(&usage_ex(BUYER)), "height": "12"})
+    }
+
+    /// What the service makes of `body`, for the buyer and target.
+    fn verdict(body: &[u8]) -> Result<Verdict, String> {
+        let response = read_reply(body)?;
+        judge(&response, UsageKey::Recipient, &buyer(), &target())
+            .map_err(|failure| failure.describe(UsageKey::Recipient))
     }
 
     #[test]
     fn the_request_is_an_abci_query_of_the_hex_of_compact_json() {
-        let buyer = Address::parse(BUYER).unwrap();
-        let request = usage_request(UsageKey::Buyer, &buyer, &target());
+        let request = usage_request(UsageKey::Recipient, &buyer(), &target());
         assert_eq!(request["jsonrpc"], "2.0");
         assert_eq!(request["method"], "abci_query");
         assert_eq!(request["params"]["path"], "/usage");
@@ -374,14 +779,14 @@ mod tests {
         let decoded = String::from_utf8(hex::decode(data).unwrap()).unwrap();
         assert_eq!(
             decoded,
-            format!(r#"{{"buyer":"{BUYER}","target":"{}"}}"#, target())
+            format!(r#"{{"recipient":"{BUYER}","target":"{}"}}"#, target())
         );
 
-        let request = usage_request(UsageKey::Recipient, &buyer, &target());
+        let request = usage_request(UsageKey::Buyer, &buyer(), &target());
         let decoded = hex::decode(request["params"]["data"].as_str().unwrap()).unwrap();
         assert_eq!(
             String::from_utf8(decoded).unwrap(),
-            format!(r#"{{"recipient":"{BUYER}","target":"{}"}}"#, target())
+            format!(r#"{{"buyer":"{BUYER}","target":"{}"}}"#, target())
         );
     }
 
@@ -394,58 +799,141 @@ mod tests {
     }
 
     #[test]
-    fn code_zero_with_a_usage_is_a_grant() {
-        let usage = value_of(r#"{"custody":"AA","exp":"2030-01-01T00:00:00Z"}"#);
+    fn the_codes_are_amoabcis() {
+        // amo/code/code.go: QueryCodeOK = 0, then iota + 1001 from BadPath.
         assert_eq!(
-            parse_reply(&reply(json!({"code": 0, "value": usage}))),
-            Ok(true)
+            [
+                CODE_OK,
+                CODE_BAD_PATH,
+                CODE_NO_KEY,
+                CODE_BAD_KEY,
+                CODE_NO_MATCH
+            ],
+            [0, 1002, 1003, 1004, 1005]
         );
-        // Tendermint leaves a zero code out, and may add any other field.
-        let full = json!({"log": "", "info": "", "index": "0", "key": null,
-                          "value": value_of("{}"), "height": "12", "codespace": ""});
-        assert_eq!(parse_reply(&reply(full)), Ok(true));
+        assert_eq!(code_name(1005), Some("NoMatch"));
+        assert_eq!(code_name(4), Some("NoMatch before amoabci v1.5.4"));
+        assert_eq!(code_name(1001), None);
     }
 
     #[test]
-    fn an_empty_absent_or_null_value_is_no_grant() {
+    fn the_usage_of_this_buyer_and_parcel_is_a_grant() {
+        assert_eq!(verdict(&reply(grant())), Ok(Verdict::Granted));
+        // Tendermint may send a zero code, and any other field; hex in any case.
+        let mut full = grant();
+        full["code"] = json!(0);
+        full["info"] = json!("");
+        full["proofOps"] = Value::Null;
+        full["value"] = json!(b64(&usage_ex(&BUYER.to_lowercase())));
+        full["key"] = json!(echoed(BUYER, &target().as_str().to_lowercase()));
+        assert_eq!(verdict(&reply(full)), Ok(Verdict::Granted));
+        // Before v1.7.0 the usage names the `buyer`.
+        let old = json!({"value": b64(&format!(r#"{{"custody":"","buyer":"{BUYER}"}}"#)),
+                         "key": b64(&format!(r#"{{"buyer":"{BUYER}","target":"{}"}}"#, target()))});
+        let response = read_reply(&reply(old)).unwrap();
+        assert_eq!(
+            judge(&response, UsageKey::Buyer, &buyer(), &target()),
+            Ok(Verdict::Granted)
+        );
+        assert!(judge(&response, UsageKey::Recipient, &buyer(), &target()).is_err());
+    }
+
+    #[test]
+    fn no_match_and_an_absent_value_are_no_grant() {
         for response in [
-            json!({"code": 0}),
+            json!({"code": CODE_NO_MATCH, "log": "error: no usage"}),
+            json!({"code": LEGACY_CODE_NO_MATCH, "log": "error: no usage"}),
+            // NoMatch wins over any value beside it.
+            json!({"code": CODE_NO_MATCH, "value": b64(&usage_ex(BUYER))}),
+            json!({}),
             json!({"code": 0, "value": null}),
             json!({"code": 0, "value": ""}),
-            json!({"code": 0, "value": value_of("null")}),
-            json!({"code": 0, "value": value_of(" \n")}),
+            json!({"code": 0, "value": b64("null")}),
+            json!({"code": 0, "value": b64(" \n")}),
         ] {
             assert_eq!(
-                parse_reply(&reply(response.clone())),
-                Ok(false),
+                verdict(&reply(response.clone())),
+                Ok(Verdict::NoUsage),
                 "{response}"
             );
         }
     }
 
     #[test]
-    fn no_match_is_no_grant_even_with_a_value() {
-        // Early amoabci answered "no usage" with code 4 and the value `null`.
-        let response =
-            json!({"code": NO_MATCH_CODE, "log": "error: no usage", "value": value_of("null")});
-        assert_eq!(parse_reply(&reply(response)), Ok(false));
-        let response = json!({"code": NO_MATCH_CODE, "value": value_of(r#"{"custody":"AA"}"#)});
-        assert_eq!(parse_reply(&reply(response)), Ok(false));
+    fn a_usage_of_another_buyer_or_parcel_is_no_grant() {
+        let mut other_buyer = grant();
+        other_buyer["value"] = json!(b64(&usage_ex(OTHER)));
+        assert_eq!(
+            verdict(&reply(other_buyer)),
+            Ok(Verdict::Another(format!("recipient {OTHER}")))
+        );
+        let mut other_parcel = grant();
+        let elsewhere = format!("00000001{}", "CD".repeat(32));
+        other_parcel["key"] = json!(echoed(BUYER, &elsewhere));
+        assert_eq!(
+            verdict(&reply(other_parcel)),
+            Ok(Verdict::Another(format!("parcel {elsewhere}")))
+        );
     }
 
     #[test]
-    fn another_code_is_a_failure_never_a_grant() {
-        for code in [1, 2, 3, 5, 1000] {
-            let response = json!({"code": code, "log": "error: recipient is missing",
-                                  "value": value_of(r#"{"custody":"AA"}"#)});
-            let err = parse_reply(&reply(response)).unwrap_err();
-            assert!(err.contains(&format!("code {code}")), "{err}");
+    fn a_value_that_is_not_a_usage_is_a_failure_never_a_grant() {
+        for value in [
+            "false",
+            "0",
+            "true",
+            "\"granted\"",
+            "[]",
+            "{}",
+            r#"{"custody":"AA"}"#,
+            r#"{"recipient":7}"#,
+            r#"{"recipient":"me"}"#,
+            "not json",
+        ] {
+            let mut response = grant();
+            response["value"] = json!(b64(value));
+            let err = verdict(&reply(response)).unwrap_err();
+            assert!(err.starts_with("code 0, but"), "{value}: {err}");
+        }
+        let mut response = grant();
+        response["value"] = json!("not base64!");
+        assert!(verdict(&reply(response)).is_err());
+        // A usage with no echoed key names no parcel.
+        for key in [Value::Null, json!(""), json!(b64("{}")), json!(b64("[1]"))] {
+            let mut response = grant();
+            response["key"] = key.clone();
+            assert!(verdict(&reply(response)).is_err(), "{key}");
         }
     }
 
     #[test]
+    fn another_code_is_a_failure_that_names_it() {
+        for code in [1, 2, 1002, 1003, 1000, 5, 7] {
+            let mut response = grant();
+            response["code"] = json!(code);
+            response["log"] = json!("error: recipient is missing");
+            let err = verdict(&reply(response)).unwrap_err();
+            assert!(err.contains(&format!("code {code} (")), "{err}");
+            assert!(!err.contains("AMO_CHAIN_USAGE_KEY"), "{err}");
+        }
+        let mut response = grant();
+        response["code"] = json!(CODE_BAD_KEY);
+        let err = verdict(&reply(response)).unwrap_err();
+        assert!(err.contains("code 1004 (BadKey)"), "{err}");
+        assert!(err.contains("AMO_CHAIN_USAGE_KEY=buyer"), "{err}");
+        let failure = Failure::Refused {
+            code: CODE_BAD_KEY,
+            log: String::new(),
+        };
+        assert!(
+            failure
+                .describe(UsageKey::Buyer)
+                .contains("AMO_CHAIN_USAGE_KEY=recipient")
+        );
+    }
+
+    #[test]
     fn malformed_answers_are_failures_never_grants() {
-        let usage = value_of(r#"{"custody":"AA"}"#);
         let cases: Vec<Vec<u8>> = vec![
             b"".to_vec(),
             b"<html>bad gateway</html>".to_vec(),
@@ -457,19 +945,67 @@ mod tests {
             // A JSON-RPC error wins over any result beside it.
             serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1,
                 "error": {"code": -32603, "message": "Internal error"},
-                "result": {"response": {"code": 0, "value": usage}}}))
+                "result": {"response": grant()}}))
             .unwrap(),
-            reply(json!({"code": 0, "value": "not base64!"})),
-            reply(json!({"code": 0, "value": value_of("not json")})),
             reply(json!({"code": 0, "value": 7})),
         ];
         for body in cases {
             assert!(
-                parse_reply(&body).is_err(),
+                verdict(&body).is_err(),
                 "{}",
                 String::from_utf8_lossy(&body)
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_the_rpc_url_are_redacted() {
+        let url = Url::parse("https://alice:s3cret@node.example:26657/rpc?x=1").unwrap();
+        assert_eq!(redacted(&url), "https://***@node.example:26657/rpc?x=1");
+        let url = Url::parse("http://token@node.example/").unwrap();
+        assert_eq!(redacted(&url), "http://***@node.example/");
+        let url = Url::parse("http://node.example:26657").unwrap();
+        assert_eq!(redacted(&url), "http://node.example:26657/");
+        assert_eq!(
+            redacted_text("http://a:b@c@node example/p@q"),
+            "http://***@node example/p@q"
+        );
+        assert_eq!(redacted_text("not a url"), "not a url");
+        let config = ChainConfig {
+            rpc: Url::parse("http://alice:s3cret@127.0.0.1:1/").unwrap(),
+            usage_key: UsageKey::Recipient,
+            timeout: Duration::from_millis(200),
+            cache_ttl: Duration::ZERO,
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_detail_never_carries_the_credentials() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let config = ChainConfig {
+            rpc: Url::parse(&format!("http://alice:s3cret@127.0.0.1:{port}/")).unwrap(),
+            usage_key: UsageKey::Recipient,
+            timeout: Duration::from_millis(500),
+            cache_ttl: Duration::ZERO,
+        };
+        let chain = Chain::new(&config).unwrap();
+        let Err(Error::ChainUnavailable { detail }) =
+            chain.is_granted(&buyer(), &target(), &buyer()).await
+        else {
+            panic!("an unreachable node is a failure");
+        };
+        assert!(
+            !detail.contains("s3cret") && !detail.contains("alice"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(&format!("http://***@127.0.0.1:{port}/")),
+            "{detail}"
+        );
+        assert_eq!(chain.probe().await, ProbeOutcome::Unreachable);
     }
 
     mod properties {
@@ -503,14 +1039,9 @@ mod tests {
             proptest::option::weighted(0.8, value)
         }
 
-        /// What `value` says when it is the standard base64 of JSON that
-        /// is not null.
-        fn is_a_usage(value: &Value) -> bool {
-            value
-                .as_str()
-                .and_then(|text| STANDARD.decode(text).ok())
-                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-                .is_some_and(|usage| !usage.is_null())
+        /// The base64 of this JSON text, as a field.
+        fn encoded(text: impl Strategy<Value = String>) -> impl Strategy<Value = Value> {
+            text.prop_map(|text| json!(STANDARD.encode(text)))
         }
 
         proptest! {
@@ -526,38 +1057,45 @@ mod tests {
                     json_value().prop_map(reply),
                 ],
             ) {
-                let _ = parse_reply(&body);
+                let _ = verdict(&body);
             }
 
             /// A grant only ever comes from code 0 (or none) without a
-            /// JSON-RPC error and with a value that is the base64 of JSON
-            /// other than null; code 4 is always a "no" and any other code
-            /// a failure.
+            /// JSON-RPC error, with a value that is a usage naming this
+            /// buyer and a key naming this parcel; NoMatch is always a "no"
+            /// and any other code a failure.
             #[test]
-            fn only_code_zero_with_a_usage_grants(
+            fn only_code_zero_with_this_buyers_usage_grants(
                 code in maybe(prop_oneof![
                     Just(json!(0)),
-                    Just(json!(NO_MATCH_CODE)),
+                    Just(json!(CODE_NO_MATCH)),
+                    Just(json!(LEGACY_CODE_NO_MATCH)),
                     any::<u32>().prop_map(Value::from),
                     Just(json!(-1)),
                     Just(json!("0")),
                     Just(json!(1.5)),
-                    Just(json!(u64::from(u32::MAX) + 1)),
                 ]),
-                log in maybe(prop_oneof![Just(Value::Null), "\\PC{0,12}".prop_map(Value::from)]),
                 value in maybe(prop_oneof![
                     Just(Value::Null),
                     Just(json!("")),
-                    json_value().prop_map(|usage| json!(STANDARD.encode(usage.to_string()))),
-                    select(&["null", " \n", "{}", "not json"][..])
-                        .prop_map(|usage| json!(STANDARD.encode(usage))),
+                    encoded(select(vec![BUYER, OTHER, "1e6c1528e4c04f5c879be30f5a62121ce343308b"])
+                        .prop_map(usage_ex)),
+                    encoded(json_value().prop_map(|usage| usage.to_string())),
+                    encoded(select(&["null", " \n", "{}", "false", "0", "not json"][..])
+                        .prop_map(str::to_owned)),
                     "[A-Za-z0-9+/=!]{0,12}".prop_map(Value::from),
+                    json_leaf(),
+                ]),
+                key in maybe(prop_oneof![
+                    Just(json!(echoed(BUYER, target().as_str()))),
+                    Just(json!(echoed(BUYER, &"0".repeat(72)))),
+                    encoded(json_value().prop_map(|key| key.to_string())),
                     json_leaf(),
                 ]),
                 error in maybe(json_value()),
             ) {
                 let mut response = Map::new();
-                for (name, field) in [("code", &code), ("log", &log), ("value", &value)] {
+                for (name, field) in [("code", &code), ("value", &value), ("key", &key)] {
                     if let Some(field) = field {
                         response.insert(name.into(), field.clone());
                     }
@@ -567,60 +1105,78 @@ mod tests {
                 if let Some(error) = &error {
                     body["error"] = error.clone();
                 }
-                let answer = parse_reply(&serde_json::to_vec(&body).unwrap());
+                let answer = verdict(&serde_json::to_vec(&body).unwrap());
                 let failed = error.as_ref().is_some_and(|e| !e.is_null());
                 let code = code.as_ref().map_or(Some(0), Value::as_u64);
-                let log_ok = log.as_ref().is_none_or(|l| l.is_null() || l.is_string());
-                let value_ok = value.as_ref().is_none_or(|v| v.is_null() || v.is_string());
-                if answer == Ok(true) {
+                if answer == Ok(Verdict::Granted) {
                     prop_assert!(!failed && code == Some(0), "{}", body);
-                    prop_assert!(is_a_usage(value.as_ref().unwrap()), "{}", body);
+                    let usage = STANDARD.decode(value.as_ref().unwrap().as_str().unwrap()).unwrap();
+                    let usage: Value = serde_json::from_slice(&usage).unwrap();
+                    prop_assert!(usage["recipient"].as_str().unwrap().eq_ignore_ascii_case(BUYER));
+                    prop_assert_eq!(key.as_ref().unwrap(), &json!(echoed(BUYER, target().as_str())));
                 }
                 if failed {
                     prop_assert!(answer.is_err(), "{}", body);
-                } else if log_ok && value_ok {
+                }
+                let value_ok = value.as_ref().is_none_or(|v| v.is_null() || v.is_string());
+                let key_ok = key.as_ref().is_none_or(|v| v.is_null() || v.is_string());
+                if !failed && value_ok && key_ok {
                     match code {
-                        Some(n) if n == u64::from(NO_MATCH_CODE) => {
-                            prop_assert_eq!(answer, Ok(false), "{}", body);
+                        Some(n) if n == u64::from(CODE_NO_MATCH)
+                            || n == u64::from(LEGACY_CODE_NO_MATCH) => {
+                            prop_assert_eq!(answer, Ok(Verdict::NoUsage), "{}", body);
                         }
-                        Some(0) => {
-                            let grant = value.as_ref().is_some_and(is_a_usage);
-                            if grant {
-                                prop_assert_eq!(answer, Ok(true), "{}", body);
-                            }
-                        }
+                        Some(0) => {}
                         _ => prop_assert!(answer.is_err(), "{}", body),
                     }
-                } else {
-                    prop_assert!(answer.is_err(), "{}", body);
                 }
             }
+        }
+    }
+
+    fn key(buyer: &str, owner: &str) -> GrantKey {
+        GrantKey {
+            buyer: Address::parse(buyer).unwrap(),
+            parcel: target(),
+            owner: Address::parse(owner).unwrap(),
         }
     }
 
     #[test]
     fn the_cache_holds_a_grant_for_its_ttl_only() {
         let cache = GrantCache::new(Duration::from_secs(30));
-        let key = (Address::parse(BUYER).unwrap(), target());
+        let granted = key(BUYER, OTHER);
         let start = Instant::now();
-        assert!(!cache.holds(&key, start));
-        cache.remember(key.clone(), start);
-        assert!(cache.holds(&key, start + Duration::from_secs(29)));
-        let other = (Address::parse(&"0".repeat(40)).unwrap(), target());
-        assert!(!cache.holds(&other, start));
-        assert!(!cache.holds(&key, start + Duration::from_secs(30)));
+        assert!(!cache.holds(&granted, start));
+        cache.remember(granted.clone(), start);
+        assert!(cache.holds(&granted, start + Duration::from_secs(29)));
+        assert!(!cache.holds(&key(&"0".repeat(40), OTHER), start));
+        assert!(!cache.holds(&granted, start + Duration::from_secs(30)));
         // The expired entry is gone, not only hidden.
-        assert!(!cache.holds(&key, start));
+        assert!(!cache.holds(&granted, start));
+    }
+
+    #[test]
+    fn a_grant_is_for_one_owner_and_forgotten_with_its_parcel() {
+        let cache = GrantCache::new(Duration::from_secs(30));
+        let now = Instant::now();
+        cache.remember(key(BUYER, OTHER), now);
+        // The same parcel id, stored again by another owner.
+        assert!(!cache.holds(&key(BUYER, BUYER), now));
+        assert!(cache.holds(&key(BUYER, OTHER), now));
+        let mut elsewhere = key(BUYER, OTHER);
+        elsewhere.parcel = ParcelId::parse(&"1".repeat(72)).unwrap();
+        cache.remember(elsewhere.clone(), now);
+        cache.forget(&target());
+        assert!(!cache.holds(&key(BUYER, OTHER), now));
+        assert!(cache.holds(&elsewhere, now), "other parcels are kept");
     }
 
     #[test]
     fn a_full_cache_drops_expired_grants_and_never_grows_past_its_capacity() {
         let cache = GrantCache::new(Duration::from_secs(1));
         let start = Instant::now();
-        let key = |n: usize| {
-            let address = Address::parse(&format!("{n:040X}")).unwrap();
-            (address, target())
-        };
+        let key = |n: usize| key(&format!("{n:040X}"), OTHER);
         for n in 0..CACHE_CAPACITY {
             cache.remember(key(n), start);
         }

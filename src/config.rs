@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    chain::{Chain, ChainConfig, UsageKey},
+    chain::{Chain, ChainConfig, UsageKey, redacted_text},
     domain::StorageId,
     state::RedisTopology,
     storage::S3Config,
@@ -578,7 +578,7 @@ fn chain_config(
     cache_secs: Option<u64>,
 ) -> Result<Option<ChainConfig>, ConfigError> {
     let usage_key = match usage_key.as_deref() {
-        None => UsageKey::Buyer,
+        None => UsageKey::Recipient,
         Some(name) => UsageKey::parse(name).ok_or_else(|| {
             ConfigError(format!(
                 "AMO_CHAIN_USAGE_KEY={name:?} must be \"buyer\" or \"recipient\""
@@ -595,7 +595,12 @@ fn chain_config(
         return Ok(None);
     };
     let config = ChainConfig {
-        rpc: http_url("AMO_CHAIN_RPC", &rpc)?,
+        rpc: http_url("AMO_CHAIN_RPC", &rpc).map_err(|_| {
+            ConfigError(format!(
+                "AMO_CHAIN_RPC={:?} is not an http(s) URL",
+                redacted_text(&rpc)
+            ))
+        })?,
         usage_key,
         timeout: Duration::from_millis(timeout_ms),
         cache_ttl: Duration::from_secs(cache_secs.unwrap_or(DEFAULT_CHAIN_CACHE_SECS)),
@@ -720,18 +725,18 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         let chain = settings.chain.unwrap();
         assert_eq!(chain.rpc.as_str(), "http://127.0.0.1:26657/");
-        assert_eq!(chain.usage_key, UsageKey::Buyer);
+        assert_eq!(chain.usage_key, UsageKey::Recipient);
         assert_eq!(chain.timeout, Duration::from_secs(3));
         assert_eq!(chain.cache_ttl, Duration::from_secs(30));
 
         let (settings, _) = load(&[
             ("AMO_CHAIN_RPC", "https://node.example/rpc"),
-            ("AMO_CHAIN_USAGE_KEY", "recipient"),
+            ("AMO_CHAIN_USAGE_KEY", "buyer"),
             ("AMO_CHAIN_TIMEOUT_MS", "250"),
             ("AMO_CHAIN_CACHE_SECS", "0"),
         ]);
         let chain = settings.chain.unwrap();
-        assert_eq!(chain.usage_key, UsageKey::Recipient);
+        assert_eq!(chain.usage_key, UsageKey::Buyer);
         assert_eq!(chain.timeout, Duration::from_millis(250));
         assert!(chain.cache_ttl.is_zero());
 
@@ -768,6 +773,10 @@ mod tests {
             let text = err(&[("AMO_CHAIN_RPC", "http://127.0.0.1:26657"), (name, value)]);
             assert!(text.contains(name), "{name}={value}: {text}");
         }
+        // A URL that does not parse is shown without its credentials too.
+        let text = err(&[("AMO_CHAIN_RPC", "ftp://alice:s3cret@node.example/")]);
+        assert!(text.contains("ftp://***@node.example/"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
         let bad_key = tempfile_path::TempKey::new("{\"access_key\": 1}");
         let text = Settings::load_from(None, env(&bad_key.0, &[]))
             .unwrap_err()

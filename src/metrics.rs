@@ -9,7 +9,8 @@
 use std::{sync::LazyLock, time::Duration};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 struct Metrics {
@@ -23,6 +24,7 @@ struct Metrics {
     tokens_refused: IntCounterVec,
     backend_errors: IntCounterVec,
     limited: IntCounterVec,
+    chain_probe: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -100,6 +102,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Requests refused by a limit, by limit.",
             &["limit"],
         ),
+        chain_probe: {
+            let gauge = IntGaugeVec::new(
+                Opts::new(
+                    "amo_chain_probe",
+                    "The start-up probe of the AMO node, by node (AMO_CHAIN_RPC without its \
+                     credentials) and outcome (dialect, wrong_usage_key, unreachable, \
+                     unexpected): 1 for the outcome found, 0 for the others.",
+                ),
+                &["node", "outcome"],
+            )
+            .expect("a valid metric");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("registered once");
+            gauge
+        },
         registry,
     }
 });
@@ -150,6 +168,18 @@ pub fn backend_error(backend: &str) {
 /// Counts a request refused by the limit `limit`.
 pub fn limited(limit: &str) {
     METRICS.limited.with_label_values(&[limit]).inc();
+}
+
+/// Records the outcome of the start-up probe of the AMO node `node`: 1 for
+/// `outcome`, 0 for the other outcomes.
+pub fn chain_probe(node: &str, outcome: &str) {
+    for other in crate::chain::ProbeOutcome::ALL {
+        let found = i64::from(other.as_str() == outcome);
+        METRICS
+            .chain_probe
+            .with_label_values(&[node, other.as_str()])
+            .set(found);
+    }
 }
 
 /// Every metric in the Prometheus text format.

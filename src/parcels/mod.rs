@@ -355,7 +355,11 @@ impl Parcels {
                 "only the owner may remove parcel {id}"
             )));
         }
-        self.store.delete(id).await
+        self.store.delete(id).await?;
+        if let Some(chain) = &self.chain {
+            chain.forget_parcel(id);
+        }
+        Ok(())
     }
 
     /// The owner, metadata and size of a parcel; needs no token.
@@ -383,7 +387,7 @@ impl Parcels {
                 "only the owner may download parcel {id}"
             )));
         };
-        if chain.is_granted(caller, id).await? {
+        if chain.is_granted(caller, id, &parcel.owner).await? {
             tracing::info!(buyer = %caller, parcel = %id, "download granted by the AMO blockchain");
             Ok(())
         } else {

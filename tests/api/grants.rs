@@ -1,6 +1,7 @@
-//! Issue 7: a buyer downloads what the AMO blockchain says it bought. A fake
-//! node ([`crate::fake_chain`]) stands in for the chain; Redis and Ceph are
-//! the real ones.
+//! Issue 7: a buyer downloads what the AMO blockchain says it bought; issue
+//! 13: against the amoabci nodes that run today. A fake node
+//! ([`crate::fake_chain`]) answers as amoabci's `queryUsage`; Redis and Ceph
+//! are the real ones.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::{
-    fake_chain::{Answer, FakeChain, Query, unreachable_url},
+    fake_chain::{Answer, Dialect, FakeChain, Query, ZERO_ADDRESS, unreachable_url},
     helpers::*,
 };
 
@@ -27,7 +28,11 @@ impl Market {
     /// Opens a market whose replica has these settings besides
     /// `AMO_CHAIN_RPC`.
     async fn open(extra: &[(&str, &str)]) -> Self {
-        let fake = FakeChain::start().await;
+        Self::open_on(FakeChain::start().await, extra).await
+    }
+
+    /// Opens a market on `fake`.
+    async fn open_on(fake: FakeChain, extra: &[(&str, &str)]) -> Self {
         let mut overrides = vec![("AMO_CHAIN_RPC", fake.url.as_str())];
         overrides.extend_from_slice(extra);
         let app = spawn_with(settings(&overrides)).await;
@@ -97,7 +102,7 @@ async fn download_token(app: &TestApp, account: &Account, id: &str) -> String {
 
 /// The `/usage` query for `buyer` and `id`, with the default key.
 fn usage(buyer: &Account, id: &str) -> Query {
-    Query::usage("buyer", &buyer.address, id)
+    Query::usage("recipient", &buyer.address, id)
 }
 
 #[tokio::test]
@@ -168,26 +173,37 @@ async fn a_grant_for_another_parcel_or_another_account_does_not_count() {
 }
 
 /// With a node that answers `answer`, a granted buyer's downloads (v1 and v2)
-/// answer 502 `chain_unavailable`, send nothing, and leave the token usable:
-/// once the node answers properly, the same token downloads.
-async fn a_failing_node_never_grants(answer: Answer) {
+/// answer `status` with `code`, send nothing, and leave the token usable:
+/// once the node answers as amoabci does, the same token downloads (so
+/// nothing was remembered).
+async fn refused_while_the_node_answers(answer: Answer, status: StatusCode, code: &str) {
     let market = Market::open(&[("AMO_CHAIN_TIMEOUT_MS", "300")]).await;
     market.sell();
     market.fake.answer(answer.clone());
 
     let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
-    let code = market
-        .both_refused(&token, &proof, &market.id, StatusCode::BAD_GATEWAY)
+    let answered = market
+        .both_refused(&token, &proof, &market.id, status)
         .await;
-    assert_eq!(code, "chain_unavailable", "{answer:?}");
+    assert_eq!(answered, code, "{answer:?}");
 
-    market.fake.answer(Answer::Grants);
+    market.fake.answer(Answer::AsTheNode);
     market.downloads_v1(&proof).await;
     assert_eq!(
         market.fake.queries(),
         vec![market.usage(&market.id); 3],
         "{answer:?}"
     );
+}
+
+/// A node answering `answer` is a 502 `chain_unavailable`, never a grant.
+async fn a_failing_node_never_grants(answer: Answer) {
+    refused_while_the_node_answers(answer, StatusCode::BAD_GATEWAY, "chain_unavailable").await;
+}
+
+/// A node answering `answer` is a 403, not a grant.
+async fn not_granted_when_the_node_answers(answer: Answer) {
+    refused_while_the_node_answers(answer, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
 #[tokio::test]
@@ -197,8 +213,11 @@ async fn a_json_rpc_error_never_grants() {
 
 #[tokio::test]
 async fn a_refused_query_never_grants() {
-    // amoabci's QueryCodeBadKey, e.g. for a wrong AMO_CHAIN_USAGE_KEY.
-    a_failing_node_never_grants(Answer::Code(3)).await;
+    // amoabci's BadPath, NoKey and BadKey; an old BadKey; a code amoabci
+    // never answers to a query.
+    for code in [1002, 1003, 1004, 3, 1000] {
+        a_failing_node_never_grants(Answer::Code(code)).await;
+    }
 }
 
 #[tokio::test]
@@ -343,4 +362,235 @@ async fn the_buyer_can_be_named_recipient_in_the_query() {
         market.fake.queries(),
         vec![Query::usage("recipient", &market.buyer.address, &market.id)]
     );
+}
+
+#[tokio::test]
+async fn code_zero_with_no_value_is_not_a_grant() {
+    not_granted_when_the_node_answers(Answer::NoValue).await;
+}
+
+#[tokio::test]
+async fn a_value_that_is_not_a_usage_never_grants() {
+    // Code 0 with JSON that is not amoabci's UsageEx: the node failed.
+    for value in ["false", "0", "{}", "[]", r#"{"custody":"C0FFEE","extra":{}}"#] {
+        a_failing_node_never_grants(Answer::Value(value.into())).await;
+    }
+    // A usage without the echoed query key names no parcel.
+    a_failing_node_never_grants(Answer::Key(None)).await;
+    a_failing_node_never_grants(Answer::Key(Some("{}".into()))).await;
+}
+
+#[tokio::test]
+async fn a_usage_of_another_recipient_or_parcel_is_not_a_grant() {
+    let stranger = Account::new();
+    let usage = format!(
+        r#"{{"custody":"C0FFEE","extra":{{}},"recipient":"{}"}}"#,
+        stranger.address
+    );
+    not_granted_when_the_node_answers(Answer::Value(usage)).await;
+    let elsewhere = format!("00000001{}", "CD".repeat(32));
+    let key = format!(r#"{{"recipient":"{ZERO_ADDRESS}","target":"{elsewhere}"}}"#);
+    not_granted_when_the_node_answers(Answer::Key(Some(key))).await;
+}
+
+#[tokio::test]
+async fn nodes_before_v1_7_are_asked_with_buyer_when_set() {
+    // amoabci v1.5.4 to v1.6.x: `buyer`, offset codes.
+    let fake = FakeChain::start_as(Dialect::Buyer).await;
+    let market = Market::open_on(fake, &[("AMO_CHAIN_USAGE_KEY", "buyer")]).await;
+    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
+    market
+        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
+        .await;
+    market.sell();
+    market.downloads_v1(&proof).await;
+    let query = Query::usage("buyer", &market.buyer.address, &market.id);
+    assert_eq!(market.fake.queries(), vec![query; 3]);
+    assert_eq!(probe_outcome(&market).await, "dialect");
+}
+
+#[tokio::test]
+async fn the_legacy_no_match_4_is_not_a_grant() {
+    // amoabci before v1.5.4: `buyer`, codes without the offset.
+    let fake = FakeChain::start_as(Dialect::Legacy).await;
+    let market = Market::open_on(fake, &[("AMO_CHAIN_USAGE_KEY", "buyer")]).await;
+    let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
+    let code = market
+        .both_refused(&token, &proof, &market.id, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(code, "forbidden");
+    market.sell();
+    market.downloads_v1(&proof).await;
+    assert_eq!(probe_outcome(&market).await, "dialect");
+}
+
+#[tokio::test]
+async fn a_wrong_usage_key_is_bad_key_a_502_and_the_probe_says_so() {
+    // The default `recipient` against a node that expects `buyer`, and the
+    // other way round: the node answers 1004 to every query.
+    for (dialect, setting) in [(Dialect::Buyer, None), (Dialect::Current, Some("buyer"))] {
+        let fake = FakeChain::start_as(dialect).await;
+        let extra: Vec<(&str, &str)> = setting
+            .map(|key| ("AMO_CHAIN_USAGE_KEY", key))
+            .into_iter()
+            .collect();
+        let market = Market::open_on(fake, &extra).await;
+        market.sell();
+        let (token, proof) = market.download_proof(&market.buyer, &market.id).await;
+        let code = market
+            .both_refused(&token, &proof, &market.id, StatusCode::BAD_GATEWAY)
+            .await;
+        assert_eq!(code, "chain_unavailable", "{dialect:?}");
+        assert_eq!(probe_outcome(&market).await, "wrong_usage_key", "{dialect:?}");
+        // Owners still download, and the replica is ready.
+        assert_eq!(
+            market.app.fetch_v2(&market.owner, &market.id).await,
+            market.data
+        );
+        expect_json(market.app.get("/readyz").await, StatusCode::OK).await;
+    }
+}
+
+/// The outcome the start-up probe of `market`'s replica recorded in
+/// `amo_chain_probe`, once it has one.
+async fn probe_outcome(market: &Market) -> String {
+    probe_outcome_of(&market.app, &market.fake.url).await
+}
+
+/// The outcome of the probe of `node` in `app`'s metrics, once there is one.
+async fn probe_outcome_of(app: &TestApp, node: &str) -> String {
+    let prefix = format!(r#"amo_chain_probe{{node="{node}",outcome=""#);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        let found = text.lines().find_map(|line| {
+            let outcome = line.strip_prefix(prefix.as_str())?.strip_suffix("\"} 1")?;
+            Some(outcome.to_owned())
+        });
+        if let Some(outcome) = found {
+            return outcome;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no outcome of the probe of {node} in the metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_probe_asks_for_an_impossible_usage_and_finds_the_dialect() {
+    let market = Market::open(&[]).await;
+    assert_eq!(probe_outcome(&market).await, "dialect");
+    let zero_parcel = "0".repeat(72);
+    assert_eq!(
+        market.fake.probes(),
+        vec![Query::usage("recipient", ZERO_ADDRESS, &zero_parcel)]
+    );
+    assert!(market.fake.queries().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_node_at_start_is_a_warning_and_the_replica_serves() {
+    let node = unreachable_url();
+    let app = spawn_with(settings(&[
+        ("AMO_CHAIN_RPC", &node),
+        ("AMO_CHAIN_TIMEOUT_MS", "300"),
+    ]))
+    .await;
+    assert_eq!(probe_outcome_of(&app, &node).await, "unreachable");
+    expect_json(app.get("/readyz").await, StatusCode::OK).await;
+    let owner = Account::new();
+    let data = random_body(40);
+    let id = store_parcel(&app, &owner, &data).await;
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+}
+
+#[tokio::test]
+async fn credentials_in_the_rpc_url_are_sent_but_never_shown() {
+    let fake = FakeChain::start().await;
+    let with_credentials = fake.url.replacen("http://", "http://alice:s3cret@", 1);
+    let shown = fake.url.replacen("http://", "http://***@", 1);
+    let market = Market::open_on(fake, &[("AMO_CHAIN_RPC", &with_credentials)]).await;
+    market.sell();
+    let (_, proof) = market.download_proof(&market.buyer, &market.id).await;
+    market.downloads_v1(&proof).await;
+    assert_eq!(probe_outcome_of(&market.app, &shown).await, "dialect");
+    let metrics = market.app.get("/metrics").await.text().await.unwrap();
+    assert!(!metrics.contains("s3cret"));
+}
+
+#[tokio::test]
+async fn an_unknown_parcel_is_404_and_the_chain_is_never_asked() {
+    let market = Market::open(&[]).await;
+    let unknown = format!(
+        "{}{}",
+        market.app.settings.storage_id,
+        sha256_upper(&random_body(16))
+    );
+    market.sell();
+    market.fake.grant(&market.buyer.address, &unknown);
+
+    let (token, proof) = market.download_proof(&market.buyer, &unknown).await;
+    let code = market
+        .both_refused(&token, &proof, &unknown, StatusCode::NOT_FOUND)
+        .await;
+    assert_eq!(code, "not_found");
+    assert!(market.fake.queries().is_empty(), "the chain was asked");
+}
+
+#[tokio::test]
+async fn a_remove_forgets_the_cached_grants_of_the_parcel() {
+    let market = Market::open(&[]).await;
+    let (app, owner, buyer, id) = (&market.app, &market.owner, &market.buyer, &market.id);
+    market.sell();
+    assert_eq!(app.fetch_v2(buyer, id).await, market.data);
+    // The grant is taken back on the chain, but this replica remembers it.
+    market.fake.revoke(&buyer.address, id);
+    assert_eq!(app.fetch_v2(buyer, id).await, market.data);
+    assert_eq!(market.fake.queries().len(), 1, "the cache answered");
+
+    // The owner removes the parcel and stores the same content again.
+    let token = app
+        .token(&owner.address, json!({"name": "remove", "id": id}))
+        .await;
+    let removed = app.remove_v2(Some(&owner.prove(&token)), id).await;
+    assert!(removed.status().is_success(), "{}", removed.status());
+    assert_eq!(&store_parcel(app, owner, &market.data).await, id);
+
+    // The chain is asked anew, and says no.
+    let (token, proof) = market.download_proof(buyer, id).await;
+    market
+        .both_refused(&token, &proof, id, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(market.fake.queries(), vec![market.usage(id); 3]);
+}
+
+#[tokio::test]
+async fn a_grant_cached_for_one_owner_never_serves_another_owners_parcel() {
+    let market = Market::open(&[]).await;
+    let (first, owner, buyer, id) = (&market.app, &market.owner, &market.buyer, &market.id);
+    let second = spawn_beside(first, first.settings.clone()).await;
+    market.sell();
+    assert_eq!(second.fetch_v2(buyer, id).await, market.data);
+    market.fake.revoke(&buyer.address, id);
+
+    // Removed through the first replica: the second one still remembers
+    // the grant. Another owner stores the same content.
+    let token = first
+        .token(&owner.address, json!({"name": "remove", "id": id}))
+        .await;
+    let removed = first.remove_v2(Some(&owner.prove(&token)), id).await;
+    assert!(removed.status().is_success(), "{}", removed.status());
+    let other_owner = Account::new();
+    assert_eq!(&store_parcel(first, &other_owner, &market.data).await, id);
+
+    let token = download_token(&second, buyer, id).await;
+    let proof = buyer.prove(&token);
+    let refused = second.download_v2(Some(&proof), id, None).await;
+    assert_eq!(
+        expect_error(refused, StatusCode::FORBIDDEN).await,
+        "forbidden"
+    );
+    assert_eq!(market.fake.queries(), vec![market.usage(id); 2]);
 }
