@@ -15,7 +15,7 @@ use crate::{
     api::{
         auth::AuthApi,
         body::{V1BodyIdleTimeout, V1BodyLimit},
-        health::{Draining, HealthApi},
+        health::{Draining, HealthApi, UploadsInFlight},
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
     },
@@ -83,6 +83,7 @@ struct State {
     parcels: Parcels,
     limiter: RateLimiter,
     draining: Draining,
+    uploads: UploadsInFlight,
 }
 
 impl State {
@@ -123,6 +124,7 @@ impl State {
             parcels,
             limiter: RateLimiter::new(backends.state.clone(), settings.limits),
             draining,
+            uploads: UploadsInFlight::new(settings.limits.max_concurrent_uploads),
         }
     }
 
@@ -135,6 +137,7 @@ impl State {
                 self.authorizer.store().state().clone(),
                 self.parcels.store().clone(),
                 self.draining.clone(),
+                self.uploads.clone(),
             ),
         )
     }
@@ -181,7 +184,9 @@ pub fn endpoint(
     backends: &Backends,
     draining: Draining,
 ) -> impl Endpoint + 'static {
-    let service = service(State::new(settings, backends, draining).apis());
+    let state = State::new(settings, backends, draining);
+    let uploads = state.uploads.clone();
+    let service = service(state.apis());
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -196,6 +201,10 @@ pub fn endpoint(
         .data(V1BodyIdleTimeout(settings.body_idle_timeout))
         .with(CatchPanic::new())
         .around(|endpoint, request| async move { Ok(json_errors(endpoint, request).await) })
+        .around(move |endpoint, request| {
+            let uploads = uploads.clone();
+            async move { Ok(count_uploads(&uploads, endpoint, request).await) }
+        })
         .around(
             |endpoint, request| async move { Ok(crate::observe::observe(endpoint, request).await) },
         )
@@ -247,6 +256,22 @@ async fn json_errors<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Respons
         }
     }
     rebuilt
+}
+
+/// Runs `request`, counting it in `uploads` while it runs if it is an
+/// upload: what `/readyz` compares with the replica's upload cap.
+async fn count_uploads<E: Endpoint>(
+    uploads: &UploadsInFlight,
+    endpoint: Arc<E>,
+    request: Request,
+) -> Response {
+    let _counted = (request.method() == poem::http::Method::POST
+        && matches!(request.uri().path(), "/api/v1/parcels" | "/api/v2/parcels"))
+    .then(|| uploads.count());
+    match endpoint.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(err) => err.into_response(),
+    }
 }
 
 /// The methods a route answers, for the `Allow` header of a 405.
