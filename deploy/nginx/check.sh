@@ -10,8 +10,8 @@
 #   - a replica's own 502 and 503 (chain, Redis or S3 unavailable) reach the
 #     client as the service's JSON, with Retry-After, are not retried, and
 #     leave every replica in rotation;
-#   - a DELETE, a download (GET with X-Auth-Token) and a POST that reached a
-#     replica which then died are not sent again; a token-free GET is;
+#   - a DELETE and a POST that reached a replica which then died are not
+#     sent again; a GET is (once);
 #   - an X-Parcel-Metadata header of 8 KiB passes through whole.
 # With UPSTREAM arguments (HOST:PORT of running replicas; a dead one may be
 # among them to show failover), it also starts nginx on a free loopback port
@@ -143,26 +143,24 @@ got=$(request GET /metadata-length -H "X-Parcel-Metadata: $metadata")
 grep -q "\"length\": ${#metadata}}" "$work/body" || die "X-Parcel-Metadata arrived cut: $(cat "$work/body")"
 echo "check.sh: an X-Parcel-Metadata of ${#metadata} bytes passed through whole" >&2
 # A replica that dies after it received the request: the request is not
-# sent again, whatever its method, unless it is a token-free GET. Each
-# /drop takes the replica that got it out of rotation for fail_timeout, so
-# the token-free GET, which may take two, goes last.
-for probe in "DELETE" "GET -H X-Auth-Token:a.b.c" "POST --data-binary x"; do
+# sent again, unless it is a GET. Each /drop takes the replica that got it
+# out of rotation for fail_timeout, so the GET, which takes two, goes last.
+for probe in "DELETE" "POST --data-binary x"; do
   read -r -a args <<<"$probe"
   got=$(request "${args[@]:0:1}" /drop "${args[@]:1}")
   [ "$got" = 502 ] || die "$probe /drop answered $got"
 done
 n=$(hits_of DELETE /drop); [ "$n" = 1 ] || die "a DELETE that reached a replica was sent $n times"
-n=$(hits_of GET /drop); [ "$n" = 1 ] || die "a download (GET with a token) that reached a replica was sent $n times"
 n=$(hits_of POST /drop); [ "$n" = 1 ] || die "a POST that reached a replica was sent $n times"
 stop_nginx
-echo "check.sh: a DELETE, a download and a POST whose replica died after receiving them were each sent once" >&2
-# A token-free GET is retried on the next replica (a fresh nginx: every
-# replica in rotation).
+echo "check.sh: a DELETE and a POST whose replica died after receiving them were each sent once" >&2
+# A GET is retried on the next replica (a fresh nginx: every replica in
+# rotation).
 render_and_test start "${stubs[@]}"
 request GET /drop >/dev/null
-n=$(hits_of GET /drop); [ "$n" = 3 ] || die "a token-free GET whose replica died was sent $((n - 1)) times, not 2 (one retry)"
+n=$(hits_of GET /drop); [ "$n" = 2 ] || die "a GET whose replica died was sent $n times, not 2 (one retry)"
 stop_nginx
-policy="replicas' own 502/503 not retried and not counted; DELETE, download and POST not resent; 8 KiB metadata passes"
+policy="replicas' own 502/503 not retried and not counted; DELETE and POST not resent; 8 KiB metadata passes"
 if [ "$#" -eq 0 ]; then
   echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"
   exit 0
