@@ -141,6 +141,7 @@ impl State {
                 self.authorizer.store().state().clone(),
                 self.parcels.store().clone(),
                 self.draining.clone(),
+                self.parcels.upload_slots(),
             ),
         )
     }
@@ -187,7 +188,8 @@ pub fn endpoint(
     backends: &Backends,
     draining: Draining,
 ) -> impl Endpoint + 'static {
-    let service = service(State::new(settings, backends, draining).apis());
+    let state = State::new(settings, backends, draining);
+    let service = service(state.apis());
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -269,6 +271,7 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
         "/api/v2/parcels/{id}/metadata"
         | "/healthz"
         | "/readyz"
+        | "/status/backends"
         | "/metrics"
         | "/api/openapi.json" => "GET",
         _ => return None,

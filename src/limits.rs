@@ -141,6 +141,18 @@ impl Slots {
         }
     }
 
+    /// The cap (0: none).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Whether every slot is taken: the next request would answer 503.
+    pub fn is_full(&self) -> bool {
+        self.slots
+            .as_ref()
+            .is_some_and(|slots| slots.available_permits() == 0)
+    }
+
     /// A slot, or 503 `busy` if all are taken.
     pub fn take(&self) -> Result<Slot, Error> {
         let Some(slots) = &self.slots else {

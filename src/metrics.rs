@@ -222,6 +222,7 @@ pub fn route_of(path: &str) -> String {
         "/api/openapi.json",
         "/healthz",
         "/readyz",
+        "/status/backends",
         "/metrics",
     ];
     let template: Vec<&str> = path

@@ -11,7 +11,9 @@ usage: validate.py DIR [--rendered FILE --renderer NAME]
 3. Consistency: the Service, PDB and Deployment selectors match the pod
    labels, the HPA targets the Deployment, the Ingress backend is the
    Service's port, envFrom/secretKeyRef/secret volumes name objects (and
-   keys) defined here, probe ports are container ports.
+   keys) defined here, probe ports are container ports; the grace period
+   is the preStop sleep + AMO_DRAIN_TIMEOUT_SECS + a margin of 10 to 60 s;
+   the Deployment sets no `replicas` when an HPA owns it.
 4. With --rendered: the renderer's output is validated like step 1.
 
 Prints one summary line on success; every problem, then exit 1, otherwise.
@@ -73,6 +75,40 @@ def matches(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
+def prestop_seconds(container):
+    """The preStop sleep: `exec: [/bin/sleep, N]` or `sleep: {seconds: N}`."""
+    pre = ((container.get("lifecycle") or {}).get("preStop")) or {}
+    if "sleep" in pre:
+        return int(pre["sleep"]["seconds"])
+    command = (pre.get("exec") or {}).get("command") or []
+    if len(command) == 2 and command[0].endswith("sleep"):
+        return int(command[1])
+    return 0
+
+
+def drain_budget(where, pod, cms):
+    """terminationGracePeriodSeconds = preStop + AMO_DRAIN_TIMEOUT_SECS +
+    margin: the drain is derived from one value, and the kubelet must not
+    SIGKILL a pod that is still draining within its own timeout."""
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    for c in pod["containers"]:
+        drain = None
+        for ef in c.get("envFrom", []):
+            name = (ef.get("configMapRef") or {}).get("name")
+            value = (cms.get(name) or {}).get("data", {}).get("AMO_DRAIN_TIMEOUT_SECS")
+            if value is not None:
+                drain = int(value)
+        for e in c.get("env", []):
+            if e["name"] == "AMO_DRAIN_TIMEOUT_SECS" and "value" in e:
+                drain = int(e["value"])
+        if drain is None:
+            drain = 30  # the service's default
+        margin = grace - prestop_seconds(c) - drain
+        if not 10 <= margin <= 60:
+            problem(where, f"terminationGracePeriodSeconds {grace} = preStop {prestop_seconds(c)} + "
+                    f"AMO_DRAIN_TIMEOUT_SECS {drain} + margin {margin}: the margin must be 10 to 60 s")
+
+
 def consistency(objs):
     deploys = by_kind(objs, "Deployment")
     services = by_kind(objs, "Service")
@@ -88,6 +124,10 @@ def consistency(objs):
         if not matches(d["spec"]["selector"].get("matchLabels"), pod_labels):
             problem(f"Deployment/{name}", "selector does not match the pod labels")
         pod = tmpl["spec"]
+        drain_budget(f"Deployment/{name}", pod, cms)
+        if "replicas" in d["spec"] and any(
+                h["spec"]["scaleTargetRef"].get("name") == name for h in by_kind(objs, "HorizontalPodAutoscaler")):
+            problem(f"Deployment/{name}", "sets replicas while an HPA owns the count: re-applying resets it")
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for c in pod["containers"]:
             where = f"Deployment/{name} container {c['name']}"

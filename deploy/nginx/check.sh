@@ -4,6 +4,15 @@
 # Always: installs nginx (Debian nginx-light) when missing, checks that
 # amo-storage.conf is the current rendering of nginx.conf.template, and runs
 # `nginx -t` on a rendering under a temporary prefix (unprivileged paths).
+# Then it proves the proxy policy on a live nginx in front of three stand-in
+# replicas (stub_upstream.py, loopback ports) that answer the way the
+# service does in the cases that matter:
+#   - a replica's own 502 and 503 (chain, Redis or S3 unavailable) reach the
+#     client as the service's JSON, with Retry-After, are not retried, and
+#     leave every replica in rotation;
+#   - a DELETE and a POST that reached a replica which then died are not
+#     sent again; a GET is (once);
+#   - an X-Parcel-Metadata header of 8 KiB passes through whole.
 # With UPSTREAM arguments (HOST:PORT of running replicas; a dead one may be
 # among them to show failover), it also starts nginx on a free loopback port
 # in front of them, sends GET /healthz, /readyz and /api/openapi.json
@@ -35,12 +44,17 @@ ensure_nginx() {
 ensure_nginx
 mkdir -p "$BASE_DIR"
 work=$(mktemp -d "$BASE_DIR/nginx-check.XXXXXX")
-nginx_pid=""
-cleanup() {
+nginx_pid="" stub_pid=""
+stop_nginx() {
   if [ -n "$nginx_pid" ] && kill -0 "$nginx_pid" 2>/dev/null; then
     kill -QUIT "$nginx_pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$nginx_pid" 2>/dev/null || break; sleep 0.1; done
   fi
+  nginx_pid=""
+}
+cleanup() {
+  stop_nginx
+  if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,31 +66,108 @@ if ! diff -u "$HERE/amo-storage.conf" "$work/expected.conf" >"$work/diff" 2>&1; 
   die "amo-storage.conf is not the rendering of nginx.conf.template; regenerate it (see the template's header)"
 fi
 
+# Renders the template for UPSTREAM... under a fresh prefix on a free
+# port, runs nginx -t on it; with `start`, also starts it and waits until it
+# accepts connections. Sets prefix, port, base and (started) nginx_pid.
+render_and_test() {
+  local start=$1
+  shift
+  prefix=$work/prefix-$RANDOM
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  base=http://127.0.0.1:$port
+  "$HERE/render.sh" "$prefix" "127.0.0.1:$port" "$@" >"$work/nginx.conf"
+  if ! nginx -t -q -p "$prefix" -e "$prefix/error.log" -c "$work/nginx.conf" >"$work/t.log" 2>&1; then
+    cat "$work/t.log" >&2
+    die "nginx -t failed"
+  fi
+  [ "$start" = start ] || return 0
+  nginx -p "$prefix" -e "$prefix/error.log" -c "$work/nginx.conf" || die "nginx did not start"
+  for _ in $(seq 100); do
+    [ -s "$prefix/nginx.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  nginx_pid=$(cat "$prefix/nginx.pid" 2>/dev/null || true)
+  [ -n "$nginx_pid" ] || { cat "$prefix/error.log" >&2; die "nginx wrote no pid file"; }
+}
+
 # 2. nginx -t on a rendering under the temporary prefix.
-prefix=$work/prefix
 upstreams=("$@")
 [ "${#upstreams[@]}" -gt 0 ] || upstreams=(127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$HERE/render.sh" "$prefix" "127.0.0.1:$port" "${upstreams[@]}" >"$work/nginx.conf"
-if ! nginx -t -q -p "$prefix" -e "$prefix/error.log" -c "$work/nginx.conf" >"$work/t.log" 2>&1; then
-  cat "$work/t.log" >&2
-  die "nginx -t failed"
-fi
+render_and_test test "${upstreams[@]}"
+
+# 3. The retry policy and header sizes, against stand-in replicas.
+coproc STUB { exec python3 -u "$HERE/stub_upstream.py" 3; }
+stub_pid=$STUB_PID
+read -r -t 10 -u "${STUB[0]}" s1 s2 s3 || die "stub_upstream.py did not start"
+stubs=("127.0.0.1:$s1" "127.0.0.1:$s2" "127.0.0.1:$s3")
+render_and_test start "${stubs[@]}"
+# request METHOD PATH [curl args...]: prints the status; body in $work/body.
+request() {
+  local method=$1 path=$2
+  shift 2
+  curl -sS -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" "$@" "$base$path" ||
+    die "curl $method $path failed"
+}
+hits() { curl -sS "http://${stubs[0]}/hits"; }
+# hits_of METHOD PATH: how many times the stand-ins received it, in all.
+hits_of() {
+  hits | python3 -c 'import json, sys; m, p = sys.argv[1:]; print(sum(n for k, n in json.load(sys.stdin).items() if k.split(" ", 1)[1] == f"{m} {p}"))' "$1" "$2"
+}
+# Each replica answers its own 502 and 503 to two requests in a row
+# (what a chain or Redis outage looks like: every replica answers so).
+for code in 502 503 502 503 502 503; do
+  got=$(request GET "/status/$code")
+  [ "$got" = "$code" ] || die "GET /status/$code via nginx answered $got"
+  grep -q '"code"' "$work/body" || die "the $code reached the client without the service's JSON: $(head -c 200 "$work/body")"
+done
+grep -qi '^retry-after: ' "$work/headers" || die "the service's 503 lost its Retry-After through nginx"
+got=$(request DELETE /status/503)
+[ "$got" = 503 ] || die "DELETE /status/503 via nginx answered $got"
+n=$(hits_of GET /status/502); [ "$n" = 3 ] || die "3 GETs answered 502 reached the replicas $n times: nginx retried them"
+n=$(hits_of GET /status/503); [ "$n" = 3 ] || die "3 GETs answered 503 reached the replicas $n times: nginx retried them"
+n=$(hits_of DELETE /status/503); [ "$n" = 1 ] || die "a DELETE answered 503 reached the replicas $n times"
+# Every replica is still in rotation: each of the next six requests is
+# answered, and all three replicas answer some.
+before=$(hits)
+for _ in 1 2 3 4 5 6; do
+  got=$(request GET /healthz)
+  [ "$got" = 200 ] || die "GET /healthz after the replicas' own 502/503s answered $got: $(head -c 200 "$work/body")"
+done
+served=$(hits | python3 -c 'import json, sys; print(sum(1 for k in json.load(sys.stdin) if k.endswith(" GET /healthz")))')
+[ "$served" = 3 ] || die "after the replicas' own 502/503s only $served of 3 replicas got requests (hits before: $before)"
+echo "check.sh: the replicas' own 502/503 passed through as JSON, not retried; all 3 replicas stayed in rotation" >&2
+# 8 KiB of metadata, and then some, in one header.
+metadata=$(python3 -c 'print("{\"note\":\"" + "m" * 8180 + "\"}")')
+got=$(request GET /metadata-length -H "X-Parcel-Metadata: $metadata")
+[ "$got" = 200 ] || die "an X-Parcel-Metadata of ${#metadata} bytes answered $got through nginx"
+grep -q "\"length\": ${#metadata}}" "$work/body" || die "X-Parcel-Metadata arrived cut: $(cat "$work/body")"
+echo "check.sh: an X-Parcel-Metadata of ${#metadata} bytes passed through whole" >&2
+# A replica that dies after it received the request: the request is not
+# sent again, unless it is a GET. Each /drop takes the replica that got it
+# out of rotation for fail_timeout, so the GET, which takes two, goes last.
+for probe in "DELETE" "POST --data-binary x"; do
+  read -r -a args <<<"$probe"
+  got=$(request "${args[@]:0:1}" /drop "${args[@]:1}")
+  [ "$got" = 502 ] || die "$probe /drop answered $got"
+done
+n=$(hits_of DELETE /drop); [ "$n" = 1 ] || die "a DELETE that reached a replica was sent $n times"
+n=$(hits_of POST /drop); [ "$n" = 1 ] || die "a POST that reached a replica was sent $n times"
+stop_nginx
+echo "check.sh: a DELETE and a POST whose replica died after receiving them were each sent once" >&2
+# A GET is retried on the next replica (a fresh nginx: every replica in
+# rotation).
+render_and_test start "${stubs[@]}"
+request GET /drop >/dev/null
+n=$(hits_of GET /drop); [ "$n" = 2 ] || die "a GET whose replica died was sent $n times, not 2 (one retry)"
+stop_nginx
+policy="replicas' own 502/503 not retried and not counted; DELETE and POST not resent; 8 KiB metadata passes"
 if [ "$#" -eq 0 ]; then
-  echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //'))"
+  echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"
   exit 0
 fi
 
-# 3. A live proxy in front of the given replicas.
-nginx -p "$prefix" -e "$prefix/error.log" -c "$work/nginx.conf" || die "nginx did not start"
-for _ in $(seq 100); do
-  [ -s "$prefix/nginx.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
-nginx_pid=$(cat "$prefix/nginx.pid" 2>/dev/null || true)
-[ -n "$nginx_pid" ] || { cat "$prefix/error.log" >&2; die "nginx wrote no pid file"; }
-
-base=http://127.0.0.1:$port
+# 4. A live proxy in front of the given replicas.
+render_and_test start "${upstreams[@]}"
 rid="check-$$-$RANDOM"
 for path in /healthz /readyz /api/openapi.json; do
   code=$(curl -sS -o "$work/body" -D "$work/headers" -w '%{http_code}' -H "X-Request-Id: $rid$path" "$base$path") ||
@@ -92,4 +183,4 @@ for _ in $(seq 50); do grep -q "req_id=$generated" "$prefix/access.log" && break
 grep -q "req_id=$rid/healthz" "$prefix/access.log" || die "client request id missing from the access log"
 grep -q "req_id=$generated" "$prefix/access.log" || die "generated request id missing from the access log"
 if [ -n "${AMO_CHECK_SHOW_LOG:-}" ]; then cat "$prefix/access.log" >&2; fi
-echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed; proxied /healthz /readyz /api/openapi.json to ${upstreams[*]} with X-Request-Id passed through and logged"
+echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed; $policy; proxied /healthz /readyz /api/openapi.json to ${upstreams[*]} with X-Request-Id passed through and logged"

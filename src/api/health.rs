@@ -1,4 +1,14 @@
-//! `GET /healthz` (liveness) and `GET /readyz` (readiness).
+//! `GET /healthz` (liveness), `GET /readyz` (readiness of this replica) and
+//! `GET /status/backends` (the shared backends, for operators).
+//!
+//! Readiness reports only what is particular to this replica: it answers,
+//! it is not draining, and it is not over its own upload cap. Redis and S3
+//! are shared by every replica: an outage of theirs would take every replica
+//! out of rotation at once, and the load balancer would then answer its own
+//! error pages instead of the service's JSON 503s (with `Retry-After`), and
+//! inspect, which works without Redis, would stop too. So the backends are
+//! reported by `/status/backends`, by `amo_backend_errors_total`, and by the
+//! 503s of the requests that need them, never by `/readyz`.
 
 use std::{
     sync::{
@@ -11,9 +21,9 @@ use std::{
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{error::ErrorBody, state::Shared, storage::Store};
+use crate::{error::ErrorBody, limits::Slots, state::Shared, storage::Store};
 
-/// How long a readiness probe waits for each backend.
+/// How long the backend check waits for each backend.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `{"status": "ok"}`.
@@ -34,12 +44,24 @@ pub enum LivenessResponse {
 /// Readiness answers.
 #[derive(ApiResponse)]
 pub enum ReadinessResponse {
-    /// Redis and S3 both answer.
+    /// This replica takes new requests.
     #[oai(status = 200)]
     Ready(Json<HealthStatus>),
-    /// Redis or S3 does not answer; `error` says which, and why.
+    /// This replica is shutting down, or streams as many uploads as it may
+    /// (`AMO_MAX_CONCURRENT_UPLOADS`); `error` says which.
     #[oai(status = 503)]
     NotReady(Json<ErrorBody>),
+}
+
+/// Backend check answers.
+#[derive(ApiResponse)]
+pub enum BackendsResponse {
+    /// Redis and S3 both answer.
+    #[oai(status = 200)]
+    Up(Json<HealthStatus>),
+    /// Redis or S3 does not answer; `error` says which, and why.
+    #[oai(status = 503)]
+    Down(Json<ErrorBody>),
 }
 
 /// Set once the replica shuts down: from then on it is not ready.
@@ -63,15 +85,18 @@ pub struct HealthApi {
     state: Shared,
     store: Store,
     draining: Draining,
+    uploads: Slots,
 }
 
 impl HealthApi {
-    /// Health over the shared state and the parcel store.
-    pub fn new(state: Shared, store: Store, draining: Draining) -> Self {
+    /// Health of this replica (`draining`, `uploads`) and of the shared
+    /// state and parcel store.
+    pub fn new(state: Shared, store: Store, draining: Draining, uploads: Slots) -> Self {
         Self {
             state,
             store,
             draining,
+            uploads,
         }
     }
 }
@@ -90,6 +115,12 @@ where
     }
 }
 
+fn ok() -> Json<HealthStatus> {
+    Json(HealthStatus {
+        status: "ok".into(),
+    })
+}
+
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
     /// Liveness
@@ -97,16 +128,17 @@ impl HealthApi {
     /// Answers 200 while the process serves requests.
     #[oai(path = "/healthz", method = "get")]
     async fn healthz(&self) -> LivenessResponse {
-        LivenessResponse::Alive(Json(HealthStatus {
-            status: "ok".into(),
-        }))
+        LivenessResponse::Alive(ok())
     }
 
-    /// Readiness
+    /// Readiness of this replica
     ///
-    /// Answers 200 when the shared state (Redis) answers PING and the
-    /// parcel store (the S3 bucket) answers, 503 with the reason otherwise,
-    /// and 503 from the moment the replica begins to shut down.
+    /// Answers 200 while this replica takes new requests; 503 from the moment
+    /// it begins to shut down, and while it streams as many uploads as
+    /// `AMO_MAX_CONCURRENT_UPLOADS` allows. Contacts no backend: Redis and S3
+    /// are shared by every replica, and their outages are answered by the
+    /// requests that need them (503 with `Retry-After`) and reported by
+    /// `/status/backends` and the metrics.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadinessResponse {
         if self.draining.is_draining() {
@@ -115,17 +147,35 @@ impl HealthApi {
                 "not_ready",
             ));
         }
+        if self.uploads.is_full() {
+            return ReadinessResponse::NotReady(ErrorBody::new(
+                format!(
+                    "streaming the maximum of {} uploads (AMO_MAX_CONCURRENT_UPLOADS)",
+                    self.uploads.cap()
+                ),
+                "not_ready",
+            ));
+        }
+        ReadinessResponse::Ready(ok())
+    }
+
+    /// Backend status
+    ///
+    /// Answers 200 when the shared state (Redis) answers PING and the parcel
+    /// store (the S3 bucket) answers, 503 with the reason otherwise. For
+    /// operators and monitoring; not a probe: every replica shares these
+    /// backends, so a failure here must not take replicas out of rotation.
+    #[oai(path = "/status/backends", method = "get")]
+    async fn backends(&self) -> BackendsResponse {
         let (state, store) = tokio::join!(
             probe(self.state.kind(), self.state.ping()),
             probe(self.store.kind(), self.store.check())
         );
         let problems: Vec<String> = state.into_iter().chain(store).collect();
         if problems.is_empty() {
-            ReadinessResponse::Ready(Json(HealthStatus {
-                status: "ok".into(),
-            }))
+            BackendsResponse::Up(ok())
         } else {
-            ReadinessResponse::NotReady(ErrorBody::new(problems.join("; "), "not_ready"))
+            BackendsResponse::Down(ErrorBody::new(problems.join("; "), "unavailable"))
         }
     }
 }

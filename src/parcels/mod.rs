@@ -114,6 +114,12 @@ impl Parcels {
         self.upload_slots.take()
     }
 
+    /// The upload slots of this replica (readiness reads how many are
+    /// free).
+    pub fn upload_slots(&self) -> Slots {
+        self.upload_slots.clone()
+    }
+
     /// A slot for one v1 download on this replica, or 503 `busy`; take it
     /// before the token is claimed, and hand it to the download.
     pub fn v1_download_slot(&self) -> Result<Slot, Error> {

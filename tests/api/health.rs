@@ -1,28 +1,42 @@
-//! Liveness and readiness.
+//! Liveness, readiness of one replica, and the backend status.
 
 use reqwest::StatusCode;
+use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::helpers::*;
 
 #[tokio::test]
-async fn live_and_ready_on_real_backends() {
+async fn live_ready_and_backends_up_on_real_backends() {
     let app = spawn_app().await;
-    assert_eq!(
-        expect_json(app.get("/healthz").await, StatusCode::OK).await["status"],
-        "ok"
-    );
-    assert_eq!(
-        expect_json(app.get("/readyz").await, StatusCode::OK).await["status"],
-        "ok"
-    );
+    for path in ["/healthz", "/readyz", "/status/backends"] {
+        assert_eq!(
+            expect_json(app.get(path).await, StatusCode::OK).await["status"],
+            "ok",
+            "{path}"
+        );
+    }
 }
 
+/// Readiness is about this replica: a shared backend that is down leaves it
+/// ready (every replica shares Redis and S3; taking them all out of rotation
+/// would hand every request to the load balancer's own error page). The
+/// requests that need the backend answer the service's JSON 503 with
+/// `Retry-After`; `/status/backends` names what is down.
 #[tokio::test]
-async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
+async fn a_backend_down_leaves_the_replica_ready_and_requests_answer_json_503_with_retry_after() {
     // Port 1 on loopback: nothing listens there.
     let no_redis = spawn_with(settings(&[("AMO_REDIS_URL", "redis://127.0.0.1:1")])).await;
+    assert_eq!(
+        expect_json(no_redis.get("/readyz").await, StatusCode::OK).await["status"],
+        "ok"
+    );
+    assert_eq!(
+        expect_json(no_redis.get("/healthz").await, StatusCode::OK).await["status"],
+        "ok"
+    );
     let body = expect_json(
-        no_redis.get("/readyz").await,
+        no_redis.get("/status/backends").await,
         StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
@@ -31,18 +45,22 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
         reason.contains("redis") && !reason.contains("s3:"),
         "{reason}"
     );
-    assert_eq!(
-        expect_json(no_redis.get("/healthz").await, StatusCode::OK).await["status"],
-        "ok"
-    );
     let user = Account::new().address;
-    let response = no_redis
-        .auth_raw(serde_json::json!({"user": user, "operation": "upload"}))
-        .await;
-    assert_eq!(
-        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
-        "unavailable"
-    );
+    for operation in ["upload", "download", "remove"] {
+        let response = no_redis
+            .auth_raw(json!({"user": user, "operation": operation}))
+            .await;
+        let retry: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1, "Retry-After: {retry}");
+        assert_eq!(
+            expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
+            "unavailable"
+        );
+    }
 
     let key_file = std::env::temp_dir().join(format!("amo-key-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&key_file, r#"{"access_key": "a", "secret_key": "s"}"#).unwrap();
@@ -51,7 +69,15 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
         ("AMO_KEY_FILE", &key_file.display().to_string()),
     ]))
     .await;
-    let body = expect_json(no_s3.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(
+        expect_json(no_s3.get("/readyz").await, StatusCode::OK).await["status"],
+        "ok"
+    );
+    let body = expect_json(
+        no_s3.get("/status/backends").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
     let reason = body["error"].as_str().unwrap();
     assert!(
         reason.contains("s3:") && !reason.contains("redis"),
@@ -59,6 +85,7 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
     );
     let id = "0".repeat(72);
     let response = no_s3.inspect_v1(&id, "owner").await;
+    assert!(response.headers().contains_key("retry-after"));
     expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
 
     std::fs::remove_file(key_file).unwrap();
@@ -66,8 +93,9 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
         return; // the rest is about a real S3
     }
     let no_bucket = spawn_with(settings(&[("AMO_S3_BUCKET", "no-such-bucket-amo")])).await;
+    expect_json(no_bucket.get("/readyz").await, StatusCode::OK).await;
     let body = expect_json(
-        no_bucket.get("/readyz").await,
+        no_bucket.get("/status/backends").await,
         StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
@@ -75,4 +103,53 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
         body["error"].as_str().unwrap().contains("does not exist"),
         "{body}"
     );
+}
+
+/// A replica streaming as many uploads as its cap allows is not ready (the
+/// load balancer sends new requests elsewhere), and is ready again once an
+/// upload ends.
+#[tokio::test]
+async fn a_replica_at_its_upload_cap_is_not_ready_until_an_upload_ends() {
+    let app = spawn_with(settings(&[
+        ("AMO_MAX_CONCURRENT_UPLOADS", "1"),
+        ("AMO_AUTH_RATE_PER_IP", "0"),
+    ]))
+    .await;
+    expect_json(app.get("/readyz").await, StatusCode::OK).await;
+    let owner = Account::new();
+    let data = random_body(4096);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    // An upload whose body the test holds back after its first 1000 bytes.
+    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    sender.try_send(Ok(data[..1000].to_vec())).unwrap();
+    let upload = tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.upload_v2(Some(&proof), reqwest::Body::wrap_stream(stream), None)
+                .await
+        }
+    });
+    eventually(20, "the replica at its cap is not ready", || async {
+        app.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let body = expect_json(app.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["code"], "not_ready");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("AMO_MAX_CONCURRENT_UPLOADS"),
+        "{body}"
+    );
+    // Still alive, and still serving what is not an upload.
+    expect_json(app.get("/healthz").await, StatusCode::OK).await;
+
+    sender.send(Ok(data[1000..].to_vec())).await.unwrap();
+    drop(sender);
+    expect_json(upload.await.unwrap(), StatusCode::CREATED).await;
+    expect_json(app.get("/readyz").await, StatusCode::OK).await;
 }

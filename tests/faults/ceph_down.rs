@@ -87,8 +87,15 @@ async fn ceph_down_mid_upload_leaves_nothing_and_the_service_recovers_by_itself(
     assert_eq!(expect_unavailable(response).await, "unavailable");
     assert!(took <= ANSWER_BOUND, "remove took {took:?}");
     assert_eq!(auth_once(app).await.status(), StatusCode::OK);
-    let code = expect_error(app.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert_eq!(code, "not_ready");
+    let code = expect_error(
+        app.get("/status/backends").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(code, "unavailable");
+    // Readiness is this replica's own: the shared backend's outage leaves
+    // it in rotation, answering JSON 503s itself.
+    expect_json(app.get("/readyz").await, StatusCode::OK).await;
     let records = tokens.records(&rig.direct).await;
     assert!(
         records
@@ -115,8 +122,8 @@ async fn ceph_down_mid_upload_leaves_nothing_and_the_service_recovers_by_itself(
         "  RGW back: served again after {recovery:?}; the cut upload was aborted {:?} later",
         back.elapsed()
     );
-    until_status(5, "/readyz with RGW back", StatusCode::OK, || {
-        app.get("/readyz")
+    until_status(5, "/status/backends with RGW back", StatusCode::OK, || {
+        app.get("/status/backends")
     })
     .await;
 

@@ -1,6 +1,7 @@
 //! Redis down, under load and at start: every operation that needs a token
 //! answers 503 (JSON, `Retry-After`), inspecting keeps working, `/readyz`
-//! says not ready, the service resumes by itself within 5 s of Redis coming
+//! stays 200 (readiness is the replica's own), `/status/backends` says
+//! Redis is down, the service resumes by itself within 5 s of Redis coming
 //! back, and no token is ever honoured twice.
 
 use std::{
@@ -23,7 +24,7 @@ const RECOVERY: Duration = Duration::from_secs(5);
 const ANSWER_BOUND: Duration = Duration::from_secs(4);
 
 /// Every token operation answers 503; inspecting answers 200; `/readyz`
-/// answers 503; the tokens are untouched.
+/// answers 200 and `/status/backends` 503; the tokens are untouched.
 async fn only_inspection_works(
     rig: &Rig,
     owner: &Account,
@@ -58,8 +59,15 @@ async fn only_inspection_works(
     let inspected = expect_json(app.inspect_v1(id, "metadata").await, StatusCode::OK).await;
     assert_eq!(inspected["owner"].as_str(), Some(owner.address.as_str()));
 
-    let code = expect_error(app.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert_eq!(code, "not_ready");
+    let code = expect_error(
+        app.get("/status/backends").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(code, "unavailable");
+    // Readiness is this replica's own: the shared backend's outage leaves
+    // it in rotation, answering JSON 503s itself.
+    expect_json(app.get("/readyz").await, StatusCode::OK).await;
     let records = tokens.records(&rig.direct).await;
     assert!(
         records
@@ -140,9 +148,12 @@ async fn redis_down_under_load_refuses_token_operations_and_recovers_by_itself()
     let samples = load.finish().await;
     check_load(&samples, cut, restored);
 
-    until_status(5, "/readyz with Redis back", StatusCode::OK, || {
-        rig.app.get("/readyz")
-    })
+    until_status(
+        5,
+        "/status/backends with Redis back",
+        StatusCode::OK,
+        || rig.app.get("/status/backends"),
+    )
     .await;
     tokens_work_once(&rig.app, &owner, &id, &stored, &fresh, &tokens).await;
 }
@@ -169,8 +180,8 @@ async fn redis_down_at_start_refuses_token_operations_and_recovers_by_itself() {
         recovery <= RECOVERY,
         "the service took {recovery:?} to resume"
     );
-    until_status(5, "/readyz with Redis up", StatusCode::OK, || {
-        rig.app.get("/readyz")
+    until_status(5, "/status/backends with Redis up", StatusCode::OK, || {
+        rig.app.get("/status/backends")
     })
     .await;
     tokens_work_once(&rig.app, &owner, &id, &stored, &fresh, &tokens).await;
