@@ -20,7 +20,8 @@
 //! - [`api`]: the poem-openapi endpoints; [`error`]: how failures answer.
 //! - [`limits`]: rate limits and upload capacity; [`metrics`]: Prometheus
 //!   counters; [`observe`]: request ids, access logs and metrics per request.
-//! - [`app`]: wires it all into a server; [`telemetry`]: logging.
+//! - [`app`]: wires it all into a server; [`telemetry`]: logging;
+//!   [`tasks`]: work that outlives a dropped request.
 
 pub mod api;
 pub mod app;
@@ -36,4 +37,5 @@ pub mod observe;
 pub mod parcels;
 pub mod state;
 pub mod storage;
+pub mod tasks;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::{
     domain::Address,
     error::Error,
     state::{ISSUED, Lease, Shared, TakeOutcome, unix_now_millis},
+    tasks::detached,
 };
 
 /// The Redis key of a token's record.
@@ -80,8 +81,17 @@ impl TokenStore {
 
     /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
     /// Of concurrent claims on any replicas, at most one succeeds.
+    /// The claim is taken in a task of its own: a request dropped while
+    /// Redis takes it gives it back, rather than leave it to lapse.
     pub async fn claim(&self, jti: &str, user: &Address, exp: u64) -> Result<TokenClaim, Error> {
-        match Lease::take_issued(&self.state, token_key(jti), exp, self.lease).await? {
+        let taken = detached(Lease::take_issued(
+            self.state.clone(),
+            token_key(jti),
+            exp,
+            self.lease,
+        ))
+        .await??;
+        match taken {
             Ok(lease) => Ok(TokenClaim {
                 lease,
                 outstanding: (self.max_outstanding > 0)

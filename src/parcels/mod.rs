@@ -21,8 +21,6 @@ mod upload;
 
 pub use upload::{lock_key, multipart_mark_key, sweep_abandoned_uploads};
 
-use std::future::Future;
-
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
 use serde_json::Value;
@@ -36,6 +34,7 @@ use crate::{
     limits::{Slot, SlotKind, Slots},
     state::Shared,
     storage::{BodyStream, PutOutcome, Store, StoredParcel},
+    tasks::detached,
 };
 
 /// Limits on what clients may store.
@@ -403,15 +402,4 @@ impl Parcels {
             )))
         }
     }
-}
-
-/// Runs `work` in a task of its own and waits for it. Dropping the waiting
-/// future does not stop the work: an operation that began runs to its end
-/// and settles its token.
-async fn detached<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::spawn(work)
-        .await
-        .map_err(|err| Error::Internal(format!("an operation's task failed: {err}")))
 }

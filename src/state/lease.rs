@@ -50,20 +50,14 @@ impl Lease {
     /// without being ended, the key returns to `issued` until `restore_until`
     /// (Unix seconds).
     pub async fn take_issued(
-        state: &Shared,
+        state: Shared,
         key: String,
         restore_until: u64,
         term: Duration,
     ) -> Result<Result<Self, TakeOutcome>, Error> {
         let holder = Uuid::new_v4().to_string();
         Ok(match state.take_issued(&key, &holder, term).await? {
-            Taken::Now => Ok(Self::held(
-                state.clone(),
-                key,
-                holder,
-                Some(restore_until),
-                term,
-            )),
+            Taken::Now => Ok(Self::held(state, key, holder, Some(restore_until), term)),
             Taken::ByAnother => Err(TakeOutcome::Held),
             Taken::Absent => Err(TakeOutcome::Absent),
         })
@@ -190,7 +184,7 @@ mod tests {
             .set_new("token", ISSUED, Duration::from_secs(60))
             .await
             .unwrap();
-        let claim = Lease::take_issued(&state, "token".into(), unix_now() + 60, term)
+        let claim = Lease::take_issued(state.clone(), "token".into(), unix_now() + 60, term)
             .await
             .unwrap()
             .expect("issued");
