@@ -198,8 +198,8 @@ pub enum ErrorResponse {
     /// takes.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// Too many requests from this client address or for this account, or
-    /// too many outstanding tokens; retry after `Retry-After` seconds.
+    /// Too many token requests from this client address; retry after
+    /// `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(
         Json<ErrorBody>,
