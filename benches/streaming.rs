@@ -17,7 +17,7 @@ use std::{
 use amo_storage::{
     config::{Settings, StoreBackend},
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex, StorageId},
-    storage::{ParcelStore, S3Store},
+    storage::{ParcelStore, S3Store, feed_of},
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, TryStreamExt, future::join_all, stream};
@@ -241,10 +241,18 @@ impl Direct {
             if buffer.len() >= self.part_size {
                 let part = buffer.split_to(self.part_size).freeze();
                 buffer.reserve(self.part_size);
-                upload.push_part(part).await.unwrap();
+                let length = part.len() as u64;
+                upload.push_part(length, feed_of(part)).await.unwrap();
             }
         }
-        upload.complete(buffer.freeze()).await.unwrap();
+        if !buffer.is_empty() || upload.parts() == 0 {
+            let length = buffer.len() as u64;
+            upload
+                .push_part(length, feed_of(buffer.freeze()))
+                .await
+                .unwrap();
+        }
+        upload.complete().await.unwrap();
         id
     }
 

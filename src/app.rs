@@ -110,6 +110,7 @@ impl State {
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
             max_concurrent_v1_downloads: settings.limits.max_concurrent_v1_downloads,
             lease: settings.lease,
+            single_put_max_bytes: settings.s3_single_put_max_bytes,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config)

@@ -37,6 +37,7 @@ struct RawSettings {
     metadata_max_bytes: Option<usize>,
     max_parcel_bytes: Option<u64>,
     s3_part_size_bytes: Option<usize>,
+    s3_single_put_max_bytes: Option<u64>,
     chain_rpc: Option<String>,
     chain_usage_key: Option<String>,
     chain_timeout_ms: Option<u64>,
@@ -73,6 +74,7 @@ const VARIABLES: &[&str] = &[
     "METADATA_MAX_BYTES",
     "MAX_PARCEL_BYTES",
     "S3_PART_SIZE_BYTES",
+    "S3_SINGLE_PUT_MAX_BYTES",
     "CHAIN_RPC",
     "CHAIN_USAGE_KEY",
     "CHAIN_TIMEOUT_MS",
@@ -100,6 +102,8 @@ const MIN_PART_SIZE: usize = 5 << 20;
 const MAX_PART_SIZE: usize = 256 << 20;
 /// The default part size.
 const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// The largest object S3 takes in one `PutObject`: 5 GiB.
+const S3_MAX_SINGLE_PUT: u64 = 5 << 30;
 /// The default timeout of a blockchain query, in milliseconds.
 const DEFAULT_CHAIN_TIMEOUT_MS: u64 = 3_000;
 /// The longest timeout of a blockchain query: a download waits for it.
@@ -179,8 +183,12 @@ pub struct Settings {
     pub metadata_max_bytes: usize,
     /// Largest parcel a v2 upload may store.
     pub max_parcel_bytes: u64,
-    /// Multipart part size; bodies up to it go up in one PutObject.
+    /// Multipart part size: what a body of unknown length buffers at most,
+    /// and the size of the parts of a multipart upload.
     pub s3_part_size_bytes: usize,
+    /// The largest body of known length that goes up in one streamed
+    /// `PutObject` (at most S3's 5 GiB); longer ones go up in parts.
+    pub s3_single_put_max_bytes: u64,
     /// The AMO blockchain node asked about grants; `None`: only owners
     /// download.
     pub chain: Option<ChainConfig>,
@@ -268,6 +276,7 @@ impl Settings {
             metadata_max_bytes: 8 * 1024,
             max_parcel_bytes: S3_MAX_OBJECT_BYTES,
             s3_part_size_bytes: DEFAULT_PART_SIZE,
+            s3_single_put_max_bytes: S3_MAX_SINGLE_PUT,
             chain: None,
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
             limits: AbuseLimits::default(),
@@ -386,6 +395,11 @@ impl RawSettings {
         number(&mut self.metadata_max_bytes, env, "METADATA_MAX_BYTES")?;
         number(&mut self.max_parcel_bytes, env, "MAX_PARCEL_BYTES")?;
         number(&mut self.s3_part_size_bytes, env, "S3_PART_SIZE_BYTES")?;
+        number(
+            &mut self.s3_single_put_max_bytes,
+            env,
+            "S3_SINGLE_PUT_MAX_BYTES",
+        )?;
         number(&mut self.chain_timeout_ms, env, "CHAIN_TIMEOUT_MS")?;
         number(&mut self.chain_cache_secs, env, "CHAIN_CACHE_SECS")?;
         number(&mut self.drain_timeout_secs, env, "DRAIN_TIMEOUT_SECS")?;
@@ -468,6 +482,12 @@ impl RawSettings {
                 "AMO_S3_PART_SIZE_BYTES must be between {MIN_PART_SIZE} (S3's minimum) and {MAX_PART_SIZE}"
             )));
         }
+        let s3_single_put_max_bytes = self.s3_single_put_max_bytes.unwrap_or(S3_MAX_SINGLE_PUT);
+        if s3_single_put_max_bytes > S3_MAX_SINGLE_PUT {
+            return Err(ConfigError(format!(
+                "AMO_S3_SINGLE_PUT_MAX_BYTES must be at most {S3_MAX_SINGLE_PUT} (S3's limit)"
+            )));
+        }
         let chain = chain_config(
             self.chain_rpc,
             self.chain_usage_key,
@@ -487,6 +507,7 @@ impl RawSettings {
             metadata_max_bytes: self.metadata_max_bytes.unwrap_or(8 * 1024),
             max_parcel_bytes: self.max_parcel_bytes.unwrap_or(S3_MAX_OBJECT_BYTES),
             s3_part_size_bytes,
+            s3_single_put_max_bytes,
             chain,
             drain_timeout: Duration::from_secs(
                 self.drain_timeout_secs

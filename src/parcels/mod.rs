@@ -59,6 +59,9 @@ pub struct Limits {
     pub max_concurrent_v1_downloads: usize,
     /// The term of write locks and of the live marks of multipart uploads.
     pub lease: std::time::Duration,
+    /// The largest body of known length that goes up in one `PutObject`;
+    /// longer ones go up in parts.
+    pub single_put_max_bytes: u64,
 }
 
 /// A download ready to stream: what was found, and the bytes to send.
@@ -187,7 +190,7 @@ impl Parcels {
             owner,
             metadata: &metadata,
         };
-        let outcome = self.write_whole(parcel, body).await?;
+        let outcome = self.write_whole(&parcel, body).await?;
         Ok((id, outcome))
     }
 

@@ -1,18 +1,32 @@
 //! The write path, shared by v1 (a whole body) and v2 (a stream).
 //!
 //! A parcel becomes visible only once its whole body arrived and matched its
-//! SHA-256. A body that fits in one part goes up in one `PutObject` with
-//! `If-None-Match: *` after the check; a larger one goes up as a multipart
-//! upload that is completed only after the check and aborted otherwise.
+//! SHA-256. Bodies stream straight through to the store, hashed on the way,
+//! with no part buffer:
+//!
+//! - **A known length up to the single-PUT limit** goes up in one
+//!   `PutObject` with `If-None-Match: *`, whose body is the client's body as
+//!   it arrives. Its last chunk is held back until the client's body ended
+//!   and matched: on a mismatch, a short body or a client that goes away,
+//!   the `PutObject` is failed before S3 has its `Content-Length` bytes, and
+//!   S3 stores nothing.
+//! - **A longer known length** goes up as a multipart upload whose parts
+//!   stream straight from the client's body, each an `UploadPart` of known
+//!   length. It is completed only after the body matched, and aborted
+//!   otherwise.
+//! - **A body of unknown length** (chunked) is the one case that buffers,
+//!   at most one part: if it ends within a part it goes up in one
+//!   `PutObject`, else part by part.
 //!
 //! Ceph ignores `If-None-Match` on `CompleteMultipartUpload`, so every
-//! commit (the `PutObject`, or the `CompleteMultipartUpload`) holds a
-//! per-parcel write lock in the shared state (`amo:lock:{<parcel id>}`) and
-//! looks for an existing parcel under it. The lock is taken only once the
-//! whole body arrived and matched, and only for the commit: a client that
-//! trickles a body, or declares someone else's content, holds nothing that
-//! stops the rightful upload. Until then, uploads of the same content go on
-//! side by side, and exactly one commit wins.
+//! commit (the release of a `PutObject`'s last chunk, or the
+//! `CompleteMultipartUpload`) holds a per-parcel write lock in the shared
+//! state (`amo:lock:{<parcel id>}`); a multipart commit looks for an existing
+//! parcel under it. The lock is taken only once the whole body arrived and
+//! matched, and only for the commit: a client that trickles a body, or
+//! declares someone else's content, holds nothing that stops the rightful
+//! upload. Until then, uploads of the same content go on side by side, and
+//! exactly one commit wins.
 //!
 //! A multipart upload in progress is marked live in the shared state
 //! (`amo:multipart:{<upload id>}`), a lease its writer renews while the body
@@ -24,25 +38,29 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use super::Parcels;
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::Error,
     state::{Lease, Shared},
-    storage::{PartUpload, PutOutcome, Store, StoredParcel},
+    storage::{PartUpload, PutOutcome, Store, StoredParcel, feed_of},
 };
 
 /// S3 allows at most this many parts in one upload.
-const MAX_PARTS: u64 = 10_000;
+pub const MAX_PARTS: u64 = 10_000;
 
 /// How long a commit waits for another commit of the same parcel to end
-/// before it answers 409 `upload_in_progress`. A commit is one `PutObject` of
-/// at most a part, or one `CompleteMultipartUpload`: seconds at most.
+/// before it answers 409 `upload_in_progress`. A commit is the last chunk
+/// of a `PutObject`, or one `CompleteMultipartUpload`: seconds at most.
 const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The pause between two attempts to take a commit lock.
 const COMMIT_LOCK_POLL: Duration = Duration::from_millis(50);
+
+/// Chunks in flight between the client's body and the store's request.
+const FEED_DEPTH: usize = 4;
 
 /// The shared-state key of a parcel's write lock.
 pub fn lock_key(id: &ParcelId) -> String {
@@ -89,20 +107,109 @@ pub(super) struct NewParcel<'a> {
     pub metadata: &'a ParcelMetadata,
 }
 
-/// A body that arrived whole and matched its hash, ready to commit.
-enum Checked {
-    /// Small enough for one `PutObject`.
-    Whole(Bytes),
-    /// Written in parts; `Bytes` is the last part.
-    Parts(Box<dyn PartUpload>, Bytes),
+/// A client's body as it arrives: hashed, counted and bounded on the way,
+/// handed out in pieces of at most a given size.
+struct Incoming<S> {
+    body: S,
+    /// What was read but not handed out yet.
+    carry: Option<Bytes>,
+    hasher: Sha256,
+    received: u64,
+    max: u64,
+    idle: Duration,
 }
 
-impl Checked {
-    /// Discards what was written, if anything.
-    async fn discard(self) {
-        if let Self::Parts(upload, _) = self {
-            upload.abort().await;
+impl<S> Incoming<S>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+{
+    /// The next piece of at most `limit` bytes; `None` at the end.
+    async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+        let mut chunk = match self.carry.take() {
+            Some(chunk) => chunk,
+            None => match self.read().await? {
+                Some(chunk) => chunk,
+                None => return Ok(None),
+            },
+        };
+        if chunk.len() > limit {
+            self.carry = Some(chunk.split_off(limit));
         }
+        Ok(Some(chunk))
+    }
+
+    async fn read(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            let chunk = tokio::time::timeout(self.idle, self.body.try_next())
+                .await
+                .map_err(|_| {
+                    Error::BadRequest(format!(
+                        "the body sent nothing for {} s; the upload is abandoned",
+                        self.idle.as_secs()
+                    ))
+                })?
+                .map_err(|err| Error::BadRequest(format!("the body ended early: {err}")))?;
+            let Some(chunk) = chunk else {
+                return Ok(None);
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            self.received += chunk.len() as u64;
+            crate::metrics::bytes_received(chunk.len() as u64);
+            if self.received > self.max {
+                return Err(too_large(self.received, self.max));
+            }
+            self.hasher.update(&chunk);
+            return Ok(Some(chunk));
+        }
+    }
+
+    /// Checks, at the end of the body, that it matched `declared`.
+    fn check(&mut self, declared: &Sha256Hex) -> Result<(), Error> {
+        let actual = Sha256Hex::from_digest(&std::mem::take(&mut self.hasher).finalize());
+        if actual == *declared {
+            Ok(())
+        } else {
+            Err(Error::HashMismatch {
+                declared: declared.to_string(),
+                actual: actual.to_string(),
+            })
+        }
+    }
+
+    /// The next `size` bytes, or fewer at the end of the body.
+    async fn fill(&mut self, size: usize) -> Result<BytesMut, Error> {
+        let mut part = BytesMut::new();
+        while part.len() < size {
+            match self.next(size - part.len()).await? {
+                Some(piece) => part.extend_from_slice(&piece),
+                None => break,
+            }
+        }
+        Ok(part)
+    }
+
+    /// Hands exactly `length` bytes to `feed`; fails if the body ends
+    /// first.
+    async fn feed_exactly(
+        &mut self,
+        length: u64,
+        feed: &mpsc::Sender<std::io::Result<Bytes>>,
+    ) -> Result<(), Error> {
+        let mut sent: u64 = 0;
+        while sent < length {
+            let left = usize::try_from(length - sent).unwrap_or(usize::MAX);
+            let piece = self
+                .next(left)
+                .await?
+                .ok_or_else(|| short_body(sent, length))?;
+            sent += piece.len() as u64;
+            if feed.send(Ok(piece)).await.is_err() {
+                return Err(store_stopped());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,47 +217,27 @@ impl Parcels {
     /// Writes a whole body whose hash is already checked.
     pub(super) async fn write_whole(
         &self,
-        parcel: NewParcel<'_>,
+        parcel: &NewParcel<'_>,
         body: Bytes,
     ) -> Result<PutOutcome, Error> {
-        self.commit(&parcel, Checked::Whole(body)).await
+        let lock = self.lock_for_commit(parcel.id).await?;
+        let outcome = self
+            .store
+            .put_new(parcel.id, body, parcel.owner, parcel.metadata)
+            .await;
+        unlock(lock).await;
+        self.settle_put(parcel, outcome?).await
     }
 
     /// Streams `body` into the store, hashing it on the way, and makes it
-    /// visible only if its SHA-256 is `parcel.id`'s. `length` is the declared
-    /// length, if any.
+    /// visible only if its SHA-256 is `parcel.id`'s. `length` is the
+    /// declared length, if any.
     pub(super) async fn write_stream<S>(
         &self,
         parcel: NewParcel<'_>,
         body: S,
         length: Option<u64>,
     ) -> Result<PutOutcome, Error>
-    where
-        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
-    {
-        if let Some(existing) = self.store.head(parcel.id).await? {
-            return same_owner(parcel.id, &existing, parcel.owner)
-                .map(|()| PutOutcome::AlreadyExists);
-        }
-        let (checked, live_mark) = self.receive(&parcel, body, length).await?;
-        let outcome = self.commit(&parcel, checked).await;
-        if let Some(mark) = live_mark {
-            if let Err(err) = mark.end().await {
-                tracing::debug!(%err, "could not end a multipart upload's live mark; it lapses");
-            }
-        }
-        outcome
-    }
-
-    /// Receives the body: buffers it up to a part, then writes parts, and
-    /// checks its hash at the end. A part buffer is the configured part
-    /// size, whatever length the client declares.
-    async fn receive<S>(
-        &self,
-        parcel: &NewParcel<'_>,
-        mut body: S,
-        length: Option<u64>,
-    ) -> Result<(Checked, Option<Lease>), Error>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
@@ -162,63 +249,210 @@ impl Parcels {
         if let Some(length) = length.filter(|length| *length > max) {
             return Err(too_large(length, max));
         }
-        let mut hasher = Sha256::new();
-        let mut received: u64 = 0;
-        let mut buffer =
-            BytesMut::with_capacity(part_size.min(length.unwrap_or(u64::MAX) as usize));
-        let mut multipart: Option<(Box<dyn PartUpload>, Lease)> = None;
-        let idle = self.limits.body_idle_timeout;
-        let outcome = async {
-            while let Some(chunk) = tokio::time::timeout(idle, body.try_next())
-                .await
-                .map_err(|_| {
-                    Error::BadRequest(format!(
-                        "the body sent nothing for {} s; the upload is abandoned",
-                        idle.as_secs()
-                    ))
-                })?
-                .map_err(|err| Error::BadRequest(format!("the body ended early: {err}")))?
-            {
-                received += chunk.len() as u64;
-                crate::metrics::bytes_received(chunk.len() as u64);
-                if received > max {
-                    return Err(too_large(received, max));
-                }
-                hasher.update(&chunk);
-                buffer.extend_from_slice(&chunk);
-                while buffer.len() >= part_size {
-                    let part = buffer.split_to(part_size).freeze();
-                    buffer.reserve(part_size);
-                    let upload = match multipart.as_mut() {
-                        Some((upload, _)) => upload,
-                        None => &mut multipart.insert(self.start_multipart(parcel).await?).0,
-                    };
-                    upload.push_part(part).await?;
-                }
+        let mut incoming = Incoming {
+            body,
+            carry: None,
+            hasher: Sha256::new(),
+            received: 0,
+            max: length.unwrap_or(max),
+            idle: self.limits.body_idle_timeout,
+        };
+        match length {
+            Some(length) if length > 0 && length <= self.limits.single_put_max_bytes => {
+                self.put_streamed(&parcel, &mut incoming, length).await
             }
-            let actual = Sha256Hex::from_digest(&hasher.finalize());
-            let declared = parcel.id.content_hash();
-            if actual != declared {
-                return Err(Error::HashMismatch {
-                    declared: declared.to_string(),
-                    actual: actual.to_string(),
-                });
+            Some(length) if length > 0 => {
+                if let Some(existing) = self.already_stored(&parcel).await? {
+                    return Ok(existing);
+                }
+                self.parts_streamed(&parcel, &mut incoming, length).await
             }
-            Ok(())
+            _ => {
+                if let Some(existing) = self.already_stored(&parcel).await? {
+                    return Ok(existing);
+                }
+                self.buffered(&parcel, &mut incoming).await
+            }
+        }
+    }
+
+    /// Before a large upload: a parcel with its id already there answers at
+    /// once (200 for its owner, 409 for another), without the body.
+    async fn already_stored(&self, parcel: &NewParcel<'_>) -> Result<Option<PutOutcome>, Error> {
+        match self.store.head(parcel.id).await? {
+            Some(existing) => same_owner(parcel.id, &existing, parcel.owner)
+                .map(|()| Some(PutOutcome::AlreadyExists)),
+            None => Ok(None),
+        }
+    }
+
+    /// One `PutObject` whose body is the client's, its last chunk held back
+    /// until the body ended and matched, and the write lock taken.
+    async fn put_streamed<S>(
+        &self,
+        parcel: &NewParcel<'_>,
+        incoming: &mut Incoming<S>,
+        length: u64,
+    ) -> Result<PutOutcome, Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let (sender, feed) = mpsc::channel(FEED_DEPTH);
+        let put = self
+            .store
+            .put_fed(parcel.id, length, feed, parcel.owner, parcel.metadata);
+        let fed = async move {
+            let fed = async {
+                let mut held: Option<Bytes> = None;
+                while let Some(piece) = incoming.next(usize::MAX).await? {
+                    if let Some(ready) = held.replace(piece) {
+                        if sender.send(Ok(ready)).await.is_err() {
+                            return Err(store_stopped());
+                        }
+                    }
+                }
+                if incoming.received != length {
+                    return Err(short_body(incoming.received, length));
+                }
+                incoming.check(&parcel.id.content_hash())?;
+                let lock = self.lock_for_commit(parcel.id).await?;
+                if let Some(last) = held {
+                    if sender.send(Ok(last)).await.is_err() {
+                        unlock(lock).await;
+                        return Err(store_stopped());
+                    }
+                }
+                Ok(lock)
+            }
+            .await;
+            if let Err(err) = &fed {
+                // S3 must not get its Content-Length bytes: fail its body.
+                let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
+            }
+            drop(sender);
+            fed
+        };
+        let (fed, put) = tokio::join!(fed, put);
+        if let Ok(lock) = fed {
+            unlock(lock).await;
+            return self.settle_put(parcel, put?).await;
+        }
+        match (fed, put) {
+            // S3 found the parcel there before the body was through.
+            (_, Ok(PutOutcome::AlreadyExists)) => {
+                self.settle_put(parcel, PutOutcome::AlreadyExists).await
+            }
+            (Err(err), Ok(PutOutcome::Created)) => Err(Error::Internal(format!(
+                "S3 stored {} from a body that failed: {err}",
+                parcel.id
+            ))),
+            // The store failed first: its error is the cause.
+            (Err(err), Err(store)) if is_store_stopped(&err) => Err(store),
+            (Err(err), _) => Err(err),
+            (Ok(_), _) => unreachable!("handled above"),
+        }
+    }
+
+    /// A multipart upload whose parts stream straight from the client's
+    /// body, each of known length.
+    async fn parts_streamed<S>(
+        &self,
+        parcel: &NewParcel<'_>,
+        incoming: &mut Incoming<S>,
+        length: u64,
+    ) -> Result<PutOutcome, Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let part_size = self.limits.part_size as u64;
+        let (mut upload, mark) = self.start_multipart(parcel).await?;
+        let written = async {
+            let mut left = length;
+            while left > 0 {
+                let this_part = left.min(part_size);
+                let (sender, feed) = mpsc::channel(FEED_DEPTH);
+                let fed = async {
+                    let fed = incoming.feed_exactly(this_part, &sender).await;
+                    if let Err(err) = &fed {
+                        let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
+                    }
+                    drop(sender);
+                    fed
+                };
+                let (fed, pushed) = tokio::join!(fed, upload.push_part(this_part, feed));
+                match (fed, pushed) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store),
+                    (Err(err), _) | (Ok(()), Err(err)) => return Err(err),
+                }
+                left -= this_part;
+            }
+            // Nothing may follow the declared length.
+            if incoming.next(1).await?.is_some() {
+                return Err(too_large(length + 1, length));
+            }
+            incoming.check(&parcel.id.content_hash())
         }
         .await;
-        match (outcome, multipart) {
-            (Ok(()), None) => Ok((Checked::Whole(buffer.freeze()), None)),
-            (Ok(()), Some((upload, mark))) => {
-                Ok((Checked::Parts(upload, buffer.freeze()), Some(mark)))
+        self.finish_multipart(parcel, upload, mark, written).await
+    }
+
+    /// A body of unknown length: one part is buffered at a time. A body
+    /// that ends within the first part goes up in one `PutObject`.
+    async fn buffered<S>(
+        &self,
+        parcel: &NewParcel<'_>,
+        incoming: &mut Incoming<S>,
+    ) -> Result<PutOutcome, Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let part_size = self.limits.part_size;
+        let first = incoming.fill(part_size).await?;
+        if first.len() < part_size {
+            incoming.check(&parcel.id.content_hash())?;
+            return self.write_whole(parcel, first.freeze()).await;
+        }
+        let (mut upload, mark) = self.start_multipart(parcel).await?;
+        let written = async {
+            let mut part = first;
+            loop {
+                let length = part.len() as u64;
+                upload.push_part(length, feed_of(part.freeze())).await?;
+                part = incoming.fill(part_size).await?;
+                if part.is_empty() {
+                    break;
+                }
+                if upload.parts() as u64 >= MAX_PARTS {
+                    return Err(too_large(incoming.received, MAX_PARTS * part_size as u64));
+                }
             }
-            (Err(err), None) => Err(err),
-            (Err(err), Some((upload, mark))) => {
+            incoming.check(&parcel.id.content_hash())
+        }
+        .await;
+        self.finish_multipart(parcel, upload, mark, written).await
+    }
+
+    /// Completes a multipart upload whose parts were `written` (and
+    /// matched), or aborts it; ends its live mark either way.
+    async fn finish_multipart(
+        &self,
+        parcel: &NewParcel<'_>,
+        upload: Box<dyn PartUpload>,
+        mark: Lease,
+        written: Result<(), Error>,
+    ) -> Result<PutOutcome, Error> {
+        let outcome = match written {
+            Ok(()) => self.commit_parts(parcel, upload).await,
+            Err(err) => {
                 upload.abort().await;
-                let _ = mark.end().await;
                 Err(err)
             }
+        };
+        if let Err(err) = mark.end().await {
+            tracing::debug!(%err, "could not end a multipart upload's live mark; it lapses");
         }
+        outcome
     }
 
     /// Starts a multipart upload and marks it live.
@@ -252,37 +486,32 @@ impl Parcels {
         }
     }
 
-    /// Makes a checked body visible, under the parcel's write lock, unless a
+    /// Completes a multipart upload under the parcel's write lock, unless a
     /// parcel with its id exists: then it answers whose that is.
-    async fn commit(&self, parcel: &NewParcel<'_>, checked: Checked) -> Result<PutOutcome, Error> {
+    async fn commit_parts(
+        &self,
+        parcel: &NewParcel<'_>,
+        upload: Box<dyn PartUpload>,
+    ) -> Result<PutOutcome, Error> {
         let lock = match self.lock_for_commit(parcel.id).await {
             Ok(lock) => lock,
             Err(err) => {
-                checked.discard().await;
+                upload.abort().await;
                 return Err(err);
             }
         };
         let outcome = match self.store.head(parcel.id).await {
-            Ok(None) => match checked {
-                Checked::Whole(body) => {
-                    self.store
-                        .put_new(parcel.id, body, parcel.owner, parcel.metadata)
-                        .await
-                }
-                Checked::Parts(upload, last) => upload.complete(last).await,
-            },
+            Ok(None) => upload.complete().await,
             Ok(Some(_)) => {
-                checked.discard().await;
+                upload.abort().await;
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(err) => {
-                checked.discard().await;
+                upload.abort().await;
                 Err(err)
             }
         };
-        if let Err(err) = lock.end().await {
-            tracing::warn!(%err, "could not end a parcel write lock; it lapses by itself");
-        }
+        unlock(lock).await;
         self.settle_put(parcel, outcome?).await
     }
 
@@ -320,6 +549,29 @@ impl Parcels {
         })?;
         same_owner(parcel.id, &existing, parcel.owner).map(|()| PutOutcome::AlreadyExists)
     }
+}
+
+async fn unlock(lock: Lease) {
+    if let Err(err) = lock.end().await {
+        tracing::warn!(%err, "could not end a parcel write lock; it lapses by itself");
+    }
+}
+
+/// The message of a feed whose store stopped reading.
+const STORE_STOPPED: &str = "the store stopped reading the body";
+
+fn store_stopped() -> Error {
+    Error::Internal(STORE_STOPPED.into())
+}
+
+fn is_store_stopped(err: &Error) -> bool {
+    matches!(err, Error::Internal(message) if message == STORE_STOPPED)
+}
+
+fn short_body(received: u64, length: u64) -> Error {
+    Error::BadRequest(format!(
+        "the body ended after {received} of the {length} bytes it declared"
+    ))
 }
 
 fn too_large(size: u64, max: u64) -> Error {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
-use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
+use super::{BodyStream, Feed, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -184,17 +184,17 @@ impl ParcelStore for DirStore {
         }))
     }
 
-    async fn put_new(
+    async fn put_fed(
         &self,
         id: &ParcelId,
-        body: Bytes,
+        length: u64,
+        feed: Feed,
         owner: &Address,
         metadata: &ParcelMetadata,
     ) -> Result<PutOutcome, Error> {
-        self.start_upload(id, owner, metadata)
-            .await?
-            .complete(body)
-            .await
+        let mut upload = self.start_upload(id, owner, metadata).await?;
+        upload.push_part(length, feed).await?;
+        upload.complete().await
     }
 
     async fn start_upload(
@@ -320,16 +320,29 @@ impl PartUpload for FileUpload {
         self.parts
     }
 
-    async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error> {
-        self.write(bytes).await?;
+    async fn push_part(&mut self, length: u64, mut feed: Feed) -> Result<(), Error> {
+        let mut written: u64 = 0;
+        while let Some(chunk) = feed.recv().await {
+            let chunk =
+                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
+            written += chunk.len() as u64;
+            if written > length {
+                return Err(Error::Internal(format!(
+                    "a part of {length} bytes was fed more"
+                )));
+            }
+            self.write(chunk).await?;
+        }
+        if written != length {
+            return Err(Error::BadRequest(format!(
+                "the body ended after {written} of {length} bytes"
+            )));
+        }
         self.parts += 1;
         Ok(())
     }
 
-    async fn complete(mut self: Box<Self>, last: Bytes) -> Result<PutOutcome, Error> {
-        if !last.is_empty() {
-            self.write(last).await?;
-        }
+    async fn complete(mut self: Box<Self>) -> Result<PutOutcome, Error> {
         let file = self
             .file
             .take()

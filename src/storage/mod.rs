@@ -28,6 +28,18 @@ use crate::{
 /// A body streamed from or to the store.
 pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
+/// The bytes of a body being written, handed to the store as they arrive:
+/// one item a chunk; an `Err`, or an end before the announced length,
+/// abandons the write.
+pub type Feed = tokio::sync::mpsc::Receiver<io::Result<Bytes>>;
+
+/// A feed of a body already whole in memory.
+pub fn feed_of(bytes: Bytes) -> Feed {
+    let (sender, feed) = tokio::sync::mpsc::channel(1);
+    let _ = sender.try_send(Ok(bytes));
+    feed
+}
+
 /// What the store knows of a parcel besides its body.
 #[derive(Debug, Clone)]
 pub struct StoredParcel {
@@ -74,6 +86,21 @@ pub trait ParcelStore: Send + Sync {
         &self,
         id: &ParcelId,
         body: Bytes,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PutOutcome, Error> {
+        self.put_fed(id, body.len() as u64, feed_of(body), owner, metadata)
+            .await
+    }
+
+    /// Writes a parcel of `length` bytes as `feed` delivers them, in one
+    /// request, unless one with this id exists. Nothing is visible unless
+    /// the feed delivers exactly `length` bytes and then ends.
+    async fn put_fed(
+        &self,
+        id: &ParcelId,
+        length: u64,
+        feed: Feed,
         owner: &Address,
         metadata: &ParcelMetadata,
     ) -> Result<PutOutcome, Error>;
@@ -126,12 +153,13 @@ pub trait PartUpload: Send {
     /// How many parts were handed over so far.
     fn parts(&self) -> usize;
 
-    /// Hands over the next part.
-    async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error>;
+    /// Writes the next part, of `length` bytes, as `feed` delivers them;
+    /// answers once it is stored. A feed that fails or ends short fails it.
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error>;
 
-    /// Writes `last` (if not empty) and makes the parcel visible, unless a
-    /// parcel with its id appeared meanwhile.
-    async fn complete(self: Box<Self>, last: Bytes) -> Result<PutOutcome, Error>;
+    /// Makes the parcel visible from the parts written, unless a parcel with
+    /// its id appeared meanwhile.
+    async fn complete(self: Box<Self>) -> Result<PutOutcome, Error>;
 
     /// Discards everything written: nothing becomes visible.
     async fn abort(self: Box<Self>);

@@ -20,9 +20,8 @@ use aws_sdk_s3::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 
-use super::{BodyStream, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
+use super::{BodyStream, Feed, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -141,6 +140,40 @@ impl S3Store {
         format!("{}{}", self.prefix, id)
     }
 
+    /// `PutObject` of a parcel unless one with its id exists
+    /// (`If-None-Match: *`). The payload is not signed (`UNSIGNED-PAYLOAD`):
+    /// the service hashes every byte itself, and signing would hash the
+    /// body a second time, before the first byte could leave.
+    async fn put(
+        &self,
+        id: &ParcelId,
+        length: u64,
+        body: ByteStream,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PutOutcome, Error> {
+        let answer = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .if_none_match("*")
+            .content_type("application/octet-stream")
+            .content_length(length as i64)
+            .metadata(OWNER_FIELD, owner.as_str())
+            .metadata(METADATA_FIELD, metadata.as_stored())
+            .body(body)
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(err) if status_of(&err) == Some(412) => Ok(PutOutcome::AlreadyExists),
+            Err(err) => Err(Error::parcel_store(describe(&err))),
+        }
+    }
+
     /// `GetObject` of a parcel (or a range of it); `None` when it does not
     /// exist.
     async fn get_object(
@@ -207,24 +240,21 @@ impl ParcelStore for S3Store {
         owner: &Address,
         metadata: &ParcelMetadata,
     ) -> Result<PutOutcome, Error> {
-        let answer = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(id))
-            .if_none_match("*")
-            .content_type("application/octet-stream")
-            .content_length(body.len() as i64)
-            .metadata(OWNER_FIELD, owner.as_str())
-            .metadata(METADATA_FIELD, metadata.as_stored())
-            .body(ByteStream::from(body))
-            .send()
-            .await;
-        match answer {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(err) if status_of(&err) == Some(412) => Ok(PutOutcome::AlreadyExists),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
-        }
+        let length = body.len() as u64;
+        self.put(id, length, ByteStream::from(body), owner, metadata)
+            .await
+    }
+
+    async fn put_fed(
+        &self,
+        id: &ParcelId,
+        length: u64,
+        feed: Feed,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PutOutcome, Error> {
+        let body = ByteStream::from_body_1_x(FedBody::new(feed, length));
+        self.put(id, length, body, owner, metadata).await
     }
 
     async fn get_stream(
@@ -284,7 +314,6 @@ impl ParcelStore for S3Store {
                 upload_id,
             },
             done: Vec::new(),
-            in_flight: None,
             finished: false,
         }))
     }
@@ -377,7 +406,12 @@ struct PartTarget {
 }
 
 impl PartTarget {
-    async fn upload_part(self, number: i32, bytes: Bytes) -> Result<CompletedPart, Error> {
+    async fn upload_part(
+        &self,
+        number: i32,
+        length: u64,
+        feed: Feed,
+    ) -> Result<CompletedPart, Error> {
         let uploaded = self
             .client
             .upload_part()
@@ -385,8 +419,10 @@ impl PartTarget {
             .key(&self.key)
             .upload_id(&self.upload_id)
             .part_number(number)
-            .content_length(bytes.len() as i64)
-            .body(ByteStream::from(bytes))
+            .content_length(length as i64)
+            .body(ByteStream::from_body_1_x(FedBody::new(feed, length)))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|err| Error::parcel_store(describe(&err)))?;
@@ -456,25 +492,12 @@ const ABORT_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// abandoned uploads.
 const ABORT_RETRY_FOR: Duration = Duration::from_secs(120);
 
-/// A multipart upload in progress. One part uploads in the background while
-/// the next one fills, so memory stays at two parts at most.
+/// A multipart upload in progress; its parts go up one at a time, each
+/// streamed from its feed.
 struct MultipartUpload {
     target: PartTarget,
     done: Vec<CompletedPart>,
-    in_flight: Option<JoinHandle<Result<CompletedPart, Error>>>,
     finished: bool,
-}
-
-impl MultipartUpload {
-    async fn settle_in_flight(&mut self) -> Result<(), Error> {
-        if let Some(task) = self.in_flight.take() {
-            let part = task
-                .await
-                .map_err(|err| Error::Internal(format!("part upload task: {err}")))??;
-            self.done.push(part);
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -484,26 +507,20 @@ impl PartUpload for MultipartUpload {
     }
 
     fn parts(&self) -> usize {
-        self.done.len() + usize::from(self.in_flight.is_some())
+        self.done.len()
     }
 
-    /// Waits for the previous part to finish first.
-    async fn push_part(&mut self, bytes: Bytes) -> Result<(), Error> {
-        self.settle_in_flight().await?;
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error> {
         let number = self.done.len() as i32 + 1;
-        let target = self.target.clone();
-        self.in_flight = Some(tokio::spawn(target.upload_part(number, bytes)));
+        let part = self.target.upload_part(number, length, feed).await?;
+        self.done.push(part);
         Ok(())
     }
 
     /// Ceph ignores `If-None-Match` on `CompleteMultipartUpload`: the
     /// parcel write lock is what keeps an existing parcel from being
     /// replaced.
-    async fn complete(mut self: Box<Self>, last: Bytes) -> Result<PutOutcome, Error> {
-        if !last.is_empty() || self.parts() == 0 {
-            self.push_part(last).await?;
-        }
-        self.settle_in_flight().await?;
+    async fn complete(mut self: Box<Self>) -> Result<PutOutcome, Error> {
         let parts = CompletedMultipartUpload::builder()
             .set_parts(Some(std::mem::take(&mut self.done)))
             .build();
@@ -524,10 +541,6 @@ impl PartUpload for MultipartUpload {
 
     async fn abort(mut self: Box<Self>) {
         self.finished = true;
-        if let Some(task) = self.in_flight.take() {
-            task.abort();
-            let _ = task.await;
-        }
         self.target.abort().await;
     }
 }
@@ -538,16 +551,40 @@ impl Drop for MultipartUpload {
             return;
         }
         let target = self.target.clone();
-        let in_flight = self.in_flight.take();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Some(task) = in_flight {
-                    task.abort();
-                    let _ = task.await;
-                }
-                target.abort().await;
-            });
+            runtime.spawn(async move { target.abort().await });
         }
+    }
+}
+
+/// A request body for S3 that delivers what a feed hands over: `length`
+/// bytes, announced as the body's exact size.
+struct FedBody {
+    feed: Feed,
+    length: u64,
+}
+
+impl FedBody {
+    fn new(feed: Feed, length: u64) -> Self {
+        Self { feed, length }
+    }
+}
+
+impl http_body::Body for FedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.feed
+            .poll_recv(cx)
+            .map(|item| item.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.length)
     }
 }
 

@@ -146,7 +146,12 @@ async fn made_up_methods_add_no_metric_labels() {
 /// Sends a request head (and, if `chunked`, up to `body_bytes` of chunked
 /// body while no answer has come) over a raw connection; answers the status
 /// and body of the answer, which must come within 10 s.
-async fn raw_answer(base: &str, head: &str, chunked: bool, body_bytes: usize) -> (u16, Value) {
+pub async fn raw_answer(
+    base: &str,
+    head: &str,
+    chunked: bool,
+    body_bytes: usize,
+) -> (u16, Value) {
     let address = base.trim_start_matches("http://");
     let stream = TcpStream::connect(address).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
@@ -341,13 +346,15 @@ async fn a_declared_length_past_what_the_parts_allow_is_refused_unread() {
 }
 
 /// A service process of its own, whose peak RSS the test reads.
-struct MeasuredService {
+pub struct MeasuredService {
     child: std::process::Child,
-    base: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
 }
 
 impl MeasuredService {
-    async fn start(env: &HashMap<String, String>) -> Self {
+    /// Starts the binary with `env` only, and waits until it is ready.
+    pub async fn start(env: &HashMap<String, String>) -> Self {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_amo-storage"))
             .arg("127.0.0.1:0")
             .env_clear()
@@ -383,7 +390,14 @@ impl MeasuredService {
         Self { child, base }
     }
 
-    fn status_kib(&self, field: &str) -> u64 {
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A field of `/proc/PID/status`, in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("the service's /proc status");
         status

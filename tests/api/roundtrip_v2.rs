@@ -9,8 +9,14 @@ use crate::helpers::*;
 /// The smallest part S3 allows; tests use it so several parts stay small.
 pub const PART: usize = 5 * 1024 * 1024;
 
+/// A replica whose parts are [`PART`] bytes, and whose bodies of known
+/// length go up in one `PutObject` only up to [`PART`] bytes.
 pub async fn spawn_small_parts() -> TestApp {
-    spawn_with(settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())])).await
+    spawn_with(settings(&[
+        ("AMO_S3_PART_SIZE_BYTES", &PART.to_string()),
+        ("AMO_S3_SINGLE_PUT_MAX_BYTES", &PART.to_string()),
+    ]))
+    .await
 }
 
 #[tokio::test]
@@ -20,7 +26,7 @@ async fn round_trips_at_zero_one_part_part_plus_one_and_several_parts() {
     for (size, parts) in [
         (0, None),
         (1, None),
-        (PART, Some(1)),
+        (PART, None),
         (PART + 1, Some(2)),
         (3 * PART + 12_345, Some(4)),
     ] {
@@ -64,6 +70,20 @@ async fn round_trips_at_zero_one_part_part_plus_one_and_several_parts() {
             }
         }
     }
+    assert!(app.multipart_uploads().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_known_length_up_to_the_single_put_limit_goes_up_in_one_put_object() {
+    // The default limit is S3's 5 GiB: 3 parts' worth is one PutObject.
+    let app = spawn_with(settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())])).await;
+    let owner = Account::new();
+    let data = random_body(3 * PART + 1);
+    let id = app.store_v2(&owner, &data).await;
+    if let Some(etag) = app.s3_etag(&id).await {
+        assert!(!etag.contains('-'), "one PutObject: {etag}");
+    }
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
     assert!(app.multipart_uploads().await.is_empty());
 }
 

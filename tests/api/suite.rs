@@ -20,4 +20,5 @@ mod process;
 mod refusals;
 mod roundtrip_v1;
 mod roundtrip_v2;
+mod straight_through;
 mod streaming_faults;
