@@ -17,9 +17,21 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
-impl RangeRequest {
-    /// Resolves `header` against a body of `size` bytes.
-    pub fn resolve(header: Option<&str>, size: u64) -> Self {
+/// A `Range` header as written, before the body's size is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeSpec {
+    /// Anything that asks for the whole body.
+    Whole,
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+    /// `bytes=a-`: from a to the end.
+    From(u64),
+    /// `bytes=a-b`, a ≤ b.
+    Span(u64, u64),
+}
+
+impl RangeSpec {
+    fn parse(header: Option<&str>) -> Self {
         let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
             return Self::Whole;
         };
@@ -39,37 +51,61 @@ impl RangeRequest {
             }
         };
         match (start.trim().is_empty(), end.trim().is_empty()) {
-            // `-n`: the last n bytes.
-            (true, false) => match number(end) {
-                Some(0) => Self::Unsatisfiable,
-                Some(_) if size == 0 => Self::Unsatisfiable,
-                Some(n) => Self::Part {
-                    first: size.saturating_sub(n),
-                    last: size - 1,
-                },
-                None => Self::Whole,
-            },
-            // `a-`: from a to the end.
-            (false, true) => match number(start) {
-                Some(first) if first < size => Self::Part {
-                    first,
-                    last: size - 1,
-                },
-                Some(_) => Self::Unsatisfiable,
-                None => Self::Whole,
-            },
-            // `a-b`.
+            (true, false) => number(end).map_or(Self::Whole, Self::Suffix),
+            (false, true) => number(start).map_or(Self::Whole, Self::From),
             (false, false) => match (number(start), number(end)) {
                 // Compared as written: both may have overflowed to u64::MAX.
                 (Some(_), Some(_)) if greater(start, end) => Self::Whole,
-                (Some(first), Some(last)) if first < size => Self::Part {
-                    first,
-                    last: last.min(size - 1),
-                },
-                (Some(_), Some(_)) => Self::Unsatisfiable,
+                (Some(first), Some(last)) => Self::Span(first, last),
                 _ => Self::Whole,
             },
             (true, true) => Self::Whole,
+        }
+    }
+}
+
+impl RangeRequest {
+    /// Resolves `header` against a body of `size` bytes.
+    pub fn resolve(header: Option<&str>, size: u64) -> Self {
+        match RangeSpec::parse(header) {
+            RangeSpec::Whole => Self::Whole,
+            RangeSpec::Suffix(0) => Self::Unsatisfiable,
+            RangeSpec::Suffix(_) if size == 0 => Self::Unsatisfiable,
+            RangeSpec::Suffix(n) => Self::Part {
+                first: size.saturating_sub(n),
+                last: size - 1,
+            },
+            RangeSpec::From(first) if first < size => Self::Part {
+                first,
+                last: size - 1,
+            },
+            RangeSpec::From(_) => Self::Unsatisfiable,
+            RangeSpec::Span(first, last) if first < size => Self::Part {
+                first,
+                last: last.min(size - 1),
+            },
+            RangeSpec::Span(..) => Self::Unsatisfiable,
+        }
+    }
+
+    /// The `Range` to ask a store for, before the body's size is known:
+    /// the client's single range, cleaned up, or `None` for the whole body.
+    /// What the store serves is checked against [`RangeRequest::resolve`]
+    /// once the size is known.
+    pub fn for_store(header: Option<&str>) -> Option<String> {
+        match RangeSpec::parse(header) {
+            RangeSpec::Whole => None,
+            RangeSpec::Suffix(n) => Some(format!("bytes=-{n}")),
+            RangeSpec::From(first) => Some(format!("bytes={first}-")),
+            RangeSpec::Span(first, last) => Some(format!("bytes={first}-{last}")),
+        }
+    }
+
+    /// The bytes this answer serves: `None` for the whole body.
+    pub fn served(self) -> Option<(u64, u64)> {
+        match self {
+            Self::Part { first, last } => Some((first, last)),
+            Self::Whole | Self::Unsatisfiable => None,
         }
     }
 }
@@ -115,6 +151,18 @@ mod tests {
         assert_eq!(r("bytes=0-0", 0), Unsatisfiable);
         assert_eq!(r("bytes=-5", 0), Unsatisfiable);
         assert_eq!(r("bytes=99999999999999999999999-", 10), Unsatisfiable);
+    }
+
+    #[test]
+    fn the_store_is_asked_for_the_single_range_as_written_or_the_whole_body() {
+        let store = |header: &str| RangeRequest::for_store(Some(header));
+        assert_eq!(store("bytes=0-0").as_deref(), Some("bytes=0-0"));
+        assert_eq!(store("bytes= 2 -").as_deref(), Some("bytes=2-"));
+        assert_eq!(store("bytes=-3").as_deref(), Some("bytes=-3"));
+        for whole in ["bytes=5-2", "bytes=0-1,3-4", "items=0-1", "bytes=-"] {
+            assert_eq!(store(whole), None, "{whole}");
+        }
+        assert_eq!(RangeRequest::for_store(None), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::{
     error::Error,
     limits::{Slot, SlotKind, Slots},
     state::Shared,
-    storage::{BodyStream, PutOutcome, Store, StoredParcel},
+    storage::{BodyStream, Fetched, PutOutcome, Store, StoredParcel},
     tasks::detached,
 };
 
@@ -272,7 +272,10 @@ impl Parcels {
         id: &ParcelId,
     ) -> Result<(StoredParcel, Bytes), Error> {
         let limit = self.limits.whole_body_max_bytes;
-        let parcel = self.inspect(id).await?;
+        let (parcel, body) = match self.store.fetch(id, None).await? {
+            Fetched::Found { parcel, body, .. } => (parcel, body),
+            Fetched::Missing | Fetched::OutOfRange => return Err(Error::NotFound(id.clone())),
+        };
         self.may_download(id, &parcel, caller).await?;
         if parcel.size > limit {
             return Err(Error::TooLarge(format!(
@@ -281,11 +284,6 @@ impl Parcels {
                 parcel.size
             )));
         }
-        let body = self
-            .store
-            .get_stream(id, None)
-            .await?
-            .ok_or_else(|| Error::NotFound(id.clone()))?;
         let body = body
             .try_fold(
                 BytesMut::with_capacity(parcel.size as usize),
@@ -315,35 +313,86 @@ impl Parcels {
         .await?
     }
 
+    /// One `GetObject` in the common case: who may read the parcel is
+    /// decided on the owner that comes with the body, before a byte of it
+    /// goes out (a refused body is dropped unread). The size that comes
+    /// with it settles the range: what the store served is what the client
+    /// asked for, or (rarely) a second request asks for exactly that.
     async fn open(
         &self,
         caller: &Address,
         id: &ParcelId,
         range: Option<&str>,
     ) -> Result<Download, Error> {
-        let parcel = self.inspect(id).await?;
+        let fetched = self
+            .store
+            .fetch(id, RangeRequest::for_store(range).as_deref())
+            .await?;
+        let (parcel, served, body) = match fetched {
+            Fetched::Missing => return Err(Error::NotFound(id.clone())),
+            Fetched::OutOfRange => {
+                // A range past the end: the size is needed for the 416.
+                let parcel = self.inspect(id).await?;
+                self.may_download(id, &parcel, caller).await?;
+                return match RangeRequest::resolve(range, parcel.size) {
+                    RangeRequest::Unsatisfiable => {
+                        Err(Error::RangeNotSatisfiable { size: parcel.size })
+                    }
+                    wanted => self.open_exactly(id, parcel, wanted.served()).await,
+                };
+            }
+            Fetched::Found {
+                parcel,
+                served,
+                body,
+            } => (parcel, served, body),
+        };
         self.may_download(id, &parcel, caller).await?;
-        let range = match RangeRequest::resolve(range, parcel.size) {
-            RangeRequest::Whole => None,
-            RangeRequest::Part { first, last } => Some((first, last)),
+        let body = match RangeRequest::resolve(range, parcel.size) {
             RangeRequest::Unsatisfiable => {
                 return Err(Error::RangeNotSatisfiable { size: parcel.size });
             }
+            wanted if wanted.served() == served => body,
+            wanted => {
+                drop(body);
+                return self.open_exactly(id, parcel, wanted.served()).await;
+            }
         };
+        Ok(self.download(id, parcel, served, body))
+    }
+
+    /// Opens exactly `served` (`None`: the whole body) of a parcel whose
+    /// reader is authorized.
+    async fn open_exactly(
+        &self,
+        id: &ParcelId,
+        parcel: StoredParcel,
+        served: Option<(u64, u64)>,
+    ) -> Result<Download, Error> {
         let body = self
             .store
-            .get_stream(id, range)
+            .get_stream(id, served)
             .await?
             .ok_or_else(|| Error::NotFound(id.clone()))?;
+        Ok(self.download(id, parcel, served, body))
+    }
+
+    fn download(
+        &self,
+        id: &ParcelId,
+        parcel: StoredParcel,
+        range: Option<(u64, u64)>,
+        body: BodyStream,
+    ) -> Download {
         let body = Box::pin(body.inspect_ok(|chunk| {
             crate::metrics::bytes_sent(chunk.len() as u64);
         }));
-        Ok(Download {
+        Download {
             parcel,
             hash: id.content_hash(),
             range,
             body,
-        })
+        }
     }
 
     /// Removes a parcel of the authorized caller.

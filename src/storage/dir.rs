@@ -29,9 +29,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
-use super::{BodyStream, Feed, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
+use super::{
+    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel,
+};
 use crate::{
-    domain::{Address, ParcelId, ParcelMetadata},
+    domain::{Address, ParcelId, ParcelMetadata, RangeRequest},
     error::Error,
 };
 
@@ -182,6 +184,24 @@ impl ParcelStore for DirStore {
             Box::pin(ReaderStream::with_capacity(reader, READ_CHUNK).map(|chunk| chunk))
                 as BodyStream
         }))
+    }
+
+    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, Error> {
+        let Some(parcel) = self.head(id).await? else {
+            return Ok(Fetched::Missing);
+        };
+        let served = match RangeRequest::resolve(range, parcel.size) {
+            RangeRequest::Unsatisfiable => return Ok(Fetched::OutOfRange),
+            resolved => resolved.served(),
+        };
+        Ok(match self.get_stream(id, served).await? {
+            Some(body) => Fetched::Found {
+                parcel,
+                served,
+                body,
+            },
+            None => Fetched::Missing,
+        })
     }
 
     async fn put_fed(

@@ -51,6 +51,24 @@ pub struct StoredParcel {
     pub size: u64,
 }
 
+/// What a store answers when asked for a parcel's body.
+pub enum Fetched {
+    /// No such parcel.
+    Missing,
+    /// The parcel exists, and no byte of it is in the range asked for.
+    OutOfRange,
+    /// The parcel, and its body or the part of it asked for.
+    Found {
+        /// Owner, metadata and whole size, read from the same answer as
+        /// the body.
+        parcel: StoredParcel,
+        /// The bytes served, `first..=last`; `None`: the whole body.
+        served: Option<(u64, u64)>,
+        /// The bytes, not read yet: dropped unread, they cost nothing more.
+        body: BodyStream,
+    },
+}
+
 /// How a conditional write ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -80,6 +98,11 @@ pub trait ParcelStore: Send + Sync {
         id: &ParcelId,
         range: Option<(u64, u64)>,
     ) -> Result<Option<BodyStream>, Error>;
+
+    /// A parcel with its body, or the part of it that `range` (an HTTP
+    /// `Range` value for one range) asks for, in one request: owner,
+    /// metadata and size come with the body.
+    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, Error>;
 
     /// Writes a whole parcel unless one with this id exists.
     async fn put_new(

@@ -21,7 +21,9 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{BodyStream, Feed, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel};
+use super::{
+    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel,
+};
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
     error::Error,
@@ -265,23 +267,38 @@ impl ParcelStore for S3Store {
         let Some(object) = self.get_object(id, range).await? else {
             return Ok(None);
         };
-        let stream = futures_util::stream::try_unfold(object.body, |mut body| async move {
-            match body.try_next().await {
-                Ok(Some(chunk)) => Ok(Some((chunk, body))),
-                Ok(None) => Ok(None),
-                Err(err) => Err(std::io::Error::other(err)),
-            }
-        });
-        // Hand hyper fewer, larger writes: merge the chunks already received
-        // (S3 answers in small reads), at most 64 of them at a time.
-        let merged = stream.ready_chunks(64).map(|chunks| {
-            let chunks = chunks.into_iter().collect::<Result<Vec<Bytes>, _>>()?;
-            Ok(match chunks.len() {
-                1 => chunks.into_iter().next().unwrap_or_default(),
-                _ => Bytes::from(chunks.concat()),
-            })
-        });
-        Ok(Some(Box::pin(merged)))
+        Ok(Some(body_stream(object.body)))
+    }
+
+    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, Error> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(id))
+            .set_range(range.map(str::to_owned))
+            .send()
+            .await;
+        let object = match answer {
+            Ok(object) => object,
+            Err(err) if status_of(&err) == Some(404) => return Ok(Fetched::Missing),
+            Err(err) if status_of(&err) == Some(416) => return Ok(Fetched::OutOfRange),
+            Err(err) => return Err(Error::parcel_store(describe(&err))),
+        };
+        let served = object
+            .content_range()
+            .map(parse_content_range)
+            .transpose()?;
+        let size = match served {
+            Some((_, _, size)) => size as i64,
+            None => object.content_length().unwrap_or(0),
+        };
+        let parcel = stored_parcel(id, object.metadata(), Some(size))?;
+        Ok(Fetched::Found {
+            parcel,
+            served: served.map(|(first, last, _)| (first, last)),
+            body: body_stream(object.body),
+        })
     }
 
     async fn start_upload(
@@ -586,6 +603,36 @@ impl http_body::Body for FedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.length)
     }
+}
+
+/// An S3 response body as a stream of chunks, handed to hyper in fewer,
+/// larger writes: the chunks already received (S3 answers in small reads)
+/// are merged, at most 64 of them at a time.
+fn body_stream(body: ByteStream) -> BodyStream {
+    let stream = futures_util::stream::try_unfold(body, |mut body| async move {
+        match body.try_next().await {
+            Ok(Some(chunk)) => Ok(Some((chunk, body))),
+            Ok(None) => Ok(None),
+            Err(err) => Err(std::io::Error::other(err)),
+        }
+    });
+    Box::pin(stream.ready_chunks(64).map(|chunks| {
+        let chunks = chunks.into_iter().collect::<Result<Vec<Bytes>, _>>()?;
+        Ok(match chunks.len() {
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        })
+    }))
+}
+
+/// `bytes <first>-<last>/<size>` of a ranged answer.
+fn parse_content_range(text: &str) -> Result<(u64, u64, u64), Error> {
+    let parsed = text.strip_prefix("bytes ").and_then(|rest| {
+        let (span, size) = rest.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        Some((first.parse().ok()?, last.parse().ok()?, size.parse().ok()?))
+    });
+    parsed.ok_or_else(|| Error::parcel_store(format!("S3 answered Content-Range {text:?}")))
 }
 
 /// Reads owner and metadata back from an object's user metadata.
