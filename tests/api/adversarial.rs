@@ -470,7 +470,7 @@ async fn unicode_and_control_characters_in_the_user_are_refused() {
         .send()
         .await
         .unwrap();
-    expect_error(response, StatusCode::BAD_REQUEST).await;
+    expect_code(response, StatusCode::BAD_REQUEST, "bad_request").await;
 }
 
 #[tokio::test]
@@ -888,7 +888,7 @@ async fn any_suffix_of_an_empty_parcel_is_unsatisfiable() {
             .download_v2(Some(&owner.prove(&token)), &id, Some(range))
             .await;
         assert_eq!(response.headers()["content-range"], "bytes */0", "{range}");
-        expect_error(response, StatusCode::RANGE_NOT_SATISFIABLE).await;
+        expect_code(response, StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable").await;
     }
 }
 

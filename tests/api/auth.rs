@@ -80,7 +80,7 @@ async fn malformed_auth_requests_answer_400_in_json() {
         json!([1, 2]),
     ];
     for body in cases {
-        expect_error(app.auth_raw(body.clone()).await, StatusCode::BAD_REQUEST).await;
+        expect_code(app.auth_raw(body.clone()).await, StatusCode::BAD_REQUEST, "bad_request").await;
     }
     let not_json = app
         .http
@@ -90,5 +90,5 @@ async fn malformed_auth_requests_answer_400_in_json() {
         .send()
         .await
         .unwrap();
-    expect_error(not_json, StatusCode::BAD_REQUEST).await;
+    expect_code(not_json, StatusCode::BAD_REQUEST, "bad_request").await;
 }

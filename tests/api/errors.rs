@@ -15,16 +15,18 @@ async fn unknown_routes_methods_and_bad_ids_answer_json() {
         &"0".repeat(71),
         &"G".repeat(72),
     ] {
-        expect_error(
+        expect_code(
             app.get(&format!("/api/v1/parcels/{bad}?key=owner")).await,
             StatusCode::BAD_REQUEST,
+            "bad_request",
         )
         .await;
     }
     let id = "0".repeat(72);
-    expect_error(
+    expect_code(
         app.get(&format!("/api/v1/parcels/{id}?key=secrets")).await,
         StatusCode::BAD_REQUEST,
+        "bad_request",
     )
     .await;
     let response = app
@@ -66,9 +68,9 @@ async fn bodies_that_are_not_json_answer_json_errors() {
             .send()
             .await
             .unwrap();
-        expect_error(response, StatusCode::BAD_REQUEST).await;
+        expect_code(response, StatusCode::BAD_REQUEST, "bad_request").await;
     }
     let owner = Account::new();
     let odd_hex = serde_json::json!({"owner": owner.address, "data": "abc"});
-    expect_error(app.upload_v1(None, &odd_hex).await, StatusCode::BAD_REQUEST).await;
+    expect_code(app.upload_v1(None, &odd_hex).await, StatusCode::BAD_REQUEST, "bad_request").await;
 }

@@ -59,7 +59,7 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
     );
     let id = "0".repeat(72);
     let response = no_s3.inspect_v1(&id, "owner").await;
-    expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    expect_code(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 
     std::fs::remove_file(key_file).unwrap();
     if crate::BACKEND == Backend::Embedded {

@@ -554,6 +554,11 @@ pub async fn expect_error(response: Response, status: StatusCode) -> String {
     body["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Asserts an error answer with this status and this stable `code`.
+pub async fn expect_code(response: Response, status: StatusCode, code: &str) {
+    assert_eq!(expect_error(response, status).await, code, "the error code");
+}
+
 /// Uploads `data` for `account` through v1 with a scoped token; returns the id.
 pub async fn store_parcel(app: &TestApp, account: &Account, data: &[u8]) -> String {
     let token = app

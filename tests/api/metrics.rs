@@ -42,7 +42,7 @@ async fn metrics_count_requests_bytes_tokens_and_refusals() {
         .await;
     let stranger = Account::new();
     let refused = app.remove_v2(Some(&stranger.prove(&token)), &id).await;
-    expect_error(refused, StatusCode::UNAUTHORIZED).await;
+    expect_code(refused, StatusCode::UNAUTHORIZED, "key_mismatch").await;
     let after = scrape(&app).await;
 
     let grew = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);

@@ -209,7 +209,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
     let second = ServiceProcess::start(&env).await;
     let app = second.app(&env, backends);
     let answer = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
-    expect_error(answer, StatusCode::NOT_FOUND).await;
+    expect_code(answer, StatusCode::NOT_FOUND, "not_found").await;
     match crate::BACKEND {
         Backend::Embedded => assert_eq!(
             parcel_files(&env),

@@ -43,9 +43,10 @@ async fn a_replayed_token_is_refused() {
         app.remove_v1(Some(&proof), &id).await.status(),
         StatusCode::NO_CONTENT
     );
-    expect_error(
+    expect_code(
         app.remove_v1(Some(&proof), &id).await,
         StatusCode::UNAUTHORIZED,
+        "token_used",
     )
     .await;
 }
@@ -107,9 +108,10 @@ async fn a_token_for_one_parcel_does_not_work_on_another() {
     let token_dl = app
         .token(&owner.address, json!({"name": "download", "id": x}))
         .await;
-    expect_error(
+    expect_code(
         app.download_v1(Some(&owner.prove(&token_dl)), &y).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
 
@@ -130,24 +132,27 @@ async fn a_token_for_another_operation_is_refused() {
     let id = store_parcel(&app, &owner, &random_body(10)).await;
 
     let upload = app.token(&owner.address, json!("upload")).await;
-    expect_error(
+    expect_code(
         app.download_v1(Some(&owner.prove(&upload)), &id).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     let download = app
         .token(&owner.address, json!({"name": "download", "id": id}))
         .await;
-    expect_error(
+    expect_code(
         app.remove_v1(Some(&owner.prove(&download)), &id).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     let remove = app.token(&owner.address, json!("remove")).await;
     let body = v1_body(&owner.address, json!({}), &random_body(3));
-    expect_error(
+    expect_code(
         app.upload_v1(Some(&owner.prove(&remove)), &body).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     assert_eq!(app.stored_keys().await.len(), 1);
@@ -330,7 +335,7 @@ async fn non_owners_may_not_download_or_remove() {
         } else {
             app.remove_v1(Some(&proof), &id).await
         };
-        expect_error(response, StatusCode::FORBIDDEN).await;
+        expect_code(response, StatusCode::FORBIDDEN, "forbidden").await;
         // A 403 releases the token: it works on the stranger's own parcel.
         let own = store_parcel(&app, &stranger, &random_body(31)).await;
         let response = if operation == "download" {
@@ -373,13 +378,14 @@ async fn an_owner_other_than_the_token_user_is_refused() {
     )
     .await;
     assert_eq!(code, "forbidden");
-    expect_error(
+    expect_code(
         app.upload_v1(
             Some(&proof),
             &v1_body(&alice.address, json!({"owner": bob.address}), &data),
         )
         .await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     assert!(app.stored_keys().await.is_empty());
@@ -425,7 +431,7 @@ async fn a_key_parameter_never_skips_auth_on_post_or_delete() {
             .send()
             .await
             .unwrap();
-        expect_error(response, StatusCode::UNAUTHORIZED).await;
+        expect_code(response, StatusCode::UNAUTHORIZED, "missing_credentials").await;
         let response = app
             .http
             .post(format!("{}/api/v1/parcels?key={key}", app.base))
@@ -433,7 +439,7 @@ async fn a_key_parameter_never_skips_auth_on_post_or_delete() {
             .send()
             .await
             .unwrap();
-        expect_error(response, StatusCode::UNAUTHORIZED).await;
+        expect_code(response, StatusCode::UNAUTHORIZED, "missing_credentials").await;
     }
     assert_eq!(app.stored_keys().await.len(), 1);
 }
@@ -462,7 +468,7 @@ async fn an_oversized_v1_body_is_refused_with_413() {
             &v1_body(&owner.address, json!({}), &random_body(1025)),
         )
         .await;
-    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_code(response, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     assert!(app.stored_keys().await.is_empty());
     let fits = v1_body(&owner.address, json!({}), &random_body(1024));
     expect_json(
@@ -485,7 +491,7 @@ async fn oversized_metadata_is_refused_with_413() {
             &v1_body(&owner.address, metadata, &random_body(4)),
         )
         .await;
-    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_code(response, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     assert!(app.stored_keys().await.is_empty());
 }
 
@@ -509,9 +515,10 @@ async fn a_failed_request_does_not_consume_its_token() {
         hex::decode(downloaded["data"].as_str().unwrap()).unwrap(),
         data
     );
-    expect_error(
+    expect_code(
         app.download_v1(Some(&proof), &id).await,
         StatusCode::UNAUTHORIZED,
+        "token_used",
     )
     .await;
 }
@@ -526,7 +533,7 @@ async fn a_v1_download_of_a_parcel_over_the_limit_points_to_v2_and_keeps_the_tok
     let reader = spawn_beside(&writer, small).await;
     let token = reader.token(&owner.address, json!("download")).await;
     let response = reader.download_v1(Some(&owner.prove(&token)), &id).await;
-    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_code(response, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     let response = writer.download_v1(Some(&owner.prove(&token)), &id).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
