@@ -21,7 +21,7 @@ use tokio::sync::mpsc as channel;
 use crate::helpers::*;
 
 /// A running `amo-storage` process and the JSON log lines it wrote.
-struct ServiceProcess {
+pub struct ServiceProcess {
     child: Child,
     base: String,
     logs: Arc<Mutex<Vec<Value>>>,
@@ -30,7 +30,7 @@ struct ServiceProcess {
 impl ServiceProcess {
     /// Starts the binary with `env` (and nothing else of the test's
     /// environment) on a port it picks, and waits until `/readyz` is 200.
-    async fn start(env: &HashMap<String, String>) -> Self {
+    pub async fn start(env: &HashMap<String, String>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_amo-storage"))
             .arg("127.0.0.1:0")
             .env_clear()
@@ -73,7 +73,7 @@ impl ServiceProcess {
     }
 
     /// A test app that talks to this process over HTTP, on `backends`.
-    fn app(&self, env: &HashMap<String, String>, backends: Backends) -> TestApp {
+    pub fn app(&self, env: &HashMap<String, String>, backends: Backends) -> TestApp {
         let settings = amo_storage::config::Settings::load_from(None, env.clone())
             .expect("settings")
             .0;
@@ -85,14 +85,14 @@ impl ServiceProcess {
         }
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
     }
 
     /// Waits (up to `seconds`) for the process to exit, and its exit code.
-    async fn exit_code(mut self, seconds: u64) -> Option<i32> {
+    pub async fn exit_code(mut self, seconds: u64) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting for the child") {
@@ -106,7 +106,7 @@ impl ServiceProcess {
         }
     }
 
-    fn log_lines(&self) -> Vec<Value> {
+    pub fn log_lines(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
 }
@@ -122,8 +122,13 @@ impl Drop for ServiceProcess {
 /// it stores: the shared Redis and S3 prefix on the real pair; on the
 /// embedded pair only HTTP tells (the state is inside the process), so the
 /// test app's own backends are a scratch pair.
-fn process_env() -> (HashMap<String, String>, Backends) {
-    let env = env_for(crate::BACKEND, &[]);
+pub fn process_env() -> (HashMap<String, String>, Backends) {
+    process_env_with(&[])
+}
+
+/// [`process_env`] with `overrides` (pairs of `AMO_*` names and values).
+pub fn process_env_with(overrides: &[(&str, &str)]) -> (HashMap<String, String>, Backends) {
+    let env = env_for(crate::BACKEND, overrides);
     let backends = match crate::BACKEND {
         Backend::Real | Backend::RealCluster => Backends::from_settings(
             &amo_storage::config::Settings::load_from(None, env.clone())
@@ -148,13 +153,13 @@ fn parcel_files(env: &HashMap<String, String>) -> Vec<String> {
 }
 
 /// Feeds the body of an upload in flight.
-type BodySender = channel::Sender<Result<Vec<u8>, std::io::Error>>;
+pub type BodySender = channel::Sender<Result<Vec<u8>, std::io::Error>>;
 
 /// The answer of an upload in flight.
-type PendingAnswer = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+pub type PendingAnswer = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
 
 /// Starts a v2 upload whose body the returned sender feeds.
-fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnswer) {
+pub fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnswer) {
     let (sender, receiver) = channel::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
         receiver,

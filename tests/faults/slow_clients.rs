@@ -345,14 +345,21 @@ impl Content {
 }
 
 /// The real binary, run as a child process on the real backends, so its
-/// memory is measured alone.
-struct Service {
+/// memory and its metrics are measured alone.
+pub struct Service {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
 }
 
 impl Service {
-    fn start() -> Self {
+    /// Starts the binary on the real backends, under a fresh key prefix.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Service::start`] with `overrides` (pairs of `AMO_*` names and values).
+    pub fn start_with(overrides: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -363,6 +370,7 @@ impl Service {
             .envs(backend_env())
             .env("AMO_S3_PREFIX", format!("faults-{}/", uuid::Uuid::new_v4()))
             .env("AMO_LOG", "warn")
+            .envs(overrides.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start the service");
@@ -372,7 +380,8 @@ impl Service {
         }
     }
 
-    async fn wait_ready(&self, http: &reqwest::Client) {
+    /// Waits (up to 20 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = http.get(format!("{}/readyz", self.base)).send().await;
@@ -400,28 +409,35 @@ impl Service {
             .to_owned()
     }
 
-    /// The parcel bytes it handed to clients so far (its own metric).
-    async fn bytes_sent(&self, http: &reqwest::Client) -> u64 {
-        let text = http
-            .get(format!("{}/metrics", self.base))
+    /// Its `/metrics` text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("{}/metrics", self.base))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The parcel bytes it handed to clients so far (its own metric).
+    async fn bytes_sent(&self, http: &reqwest::Client) -> u64 {
+        let text = self.metrics(http).await;
         text.lines()
             .find_map(|line| line.strip_prefix("amo_parcel_bytes_sent_total "))
             .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
     }
 
+    /// A `kB` field of the process's `/proc/PID/status`; fails the test,
+    /// saying why, when the field is absent or unreadable.
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("cannot read {path}: {err}"));
+        let value = status.lines().find_map(|line| line.strip_prefix(field));
+        value
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no readable {field} in {path}: {value:?}"))
     }
 
     /// Resets the peak (VmHWM) to the current RSS; answers that RSS.
