@@ -15,7 +15,7 @@ use crate::{
 
 /// The sum of the samples of `name` whose labels contain every one of
 /// `labels` (`key="value"`).
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| line.rsplit_once(' '))
@@ -27,7 +27,8 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-async fn scrape(app: &TestApp) -> String {
+/// `GET /metrics` of `app`, checked to be Prometheus text.
+pub async fn scrape(app: &TestApp) -> String {
     let answer = app.get("/metrics").await;
     assert_eq!(answer.status(), StatusCode::OK);
     let kind = answer.headers()["content-type"].to_str().unwrap().to_owned();
