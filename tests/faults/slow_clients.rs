@@ -102,8 +102,15 @@ async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
 
 /// How big the parcel of the download test is.
 const BIG: u64 = 256 * MIB;
-/// How much the service may grow while a client reads nothing.
-const MEMORY_BOUND_MIB: u64 = 64;
+/// How much the service may hand to a client that reads nothing: what the
+/// kernel's socket buffers take, a few MiB, never the parcel.
+const SENT_BOUND_MIB: u64 = 64;
+/// How much the service's peak RSS may grow while a client reads nothing:
+/// the README's "a few MiB". Measured 2.0 to 6.2 MiB on the shared 2-core
+/// machine (allocator noise); twice the worst of those. A service that
+/// buffered what the client does not read would grow by up to the parcel's
+/// 256 MiB.
+const GROWTH_BOUND_KIB: u64 = 12 * 1024;
 
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_pin_memory() {
@@ -186,20 +193,21 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sent = history.last().unwrap().1;
-    let growth_mib = service.status_kib("VmHWM:").saturating_sub(idle_kib) / 1024;
+    let growth_kib = service.status_kib("VmHWM:").saturating_sub(idle_kib);
     eprintln!(
-        "  not reading for {:?}: the service sent {:.1} MiB of {} MiB, then waited; peak RSS growth {growth_mib} MiB",
+        "  not reading for {:?}: the service sent {:.1} MiB of {} MiB, then waited; peak RSS growth {:.1} MiB",
         opened.elapsed(),
         sent as f64 / MIB as f64,
-        BIG / MIB
+        BIG / MIB,
+        growth_kib as f64 / 1024.0
     );
     assert!(
-        sent < MEMORY_BOUND_MIB * MIB,
+        sent < SENT_BOUND_MIB * MIB,
         "sent {sent} bytes to a client that reads nothing"
     );
     assert!(
-        growth_mib < MEMORY_BOUND_MIB,
-        "RSS grew by {growth_mib} MiB"
+        growth_kib <= GROWTH_BOUND_KIB,
+        "the peak RSS grew by {growth_kib} KiB (bound {GROWTH_BOUND_KIB} KiB)"
     );
 
     // Reading again, the client gets the whole parcel.
