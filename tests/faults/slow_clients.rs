@@ -433,7 +433,8 @@ impl Service {
         let text = self.metrics(http).await;
         text.lines()
             .find_map(|line| line.strip_prefix("amo_parcel_bytes_sent_total "))
-            .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+            .map(|value| value.trim().parse::<f64>().unwrap() as u64)
+            .expect("amo_parcel_bytes_sent_total in /metrics")
     }
 
     /// A `kB` field of the process's `/proc/PID/status`; fails the test,
