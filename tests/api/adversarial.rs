@@ -157,16 +157,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// The three proof headers as raw header lines.
-fn proof_lines(proof: &Proof) -> String {
-    format!(
-        "X-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n",
-        proof.token.as_deref().unwrap(),
-        proof.public_key.as_deref().unwrap(),
-        proof.signature.as_deref().unwrap(),
-    )
-}
-
 /// Asserts the app stores nothing and has no upload under way.
 async fn assert_nothing_stored(app: &TestApp) {
     assert!(app.stored_keys().await.is_empty(), "a parcel was stored");
@@ -895,15 +885,6 @@ async fn any_suffix_of_an_empty_parcel_is_unsatisfiable() {
 // ---------------------------------------------------------------------------
 // A Content-Length that lies.
 // ---------------------------------------------------------------------------
-
-fn upload_head(proof: &Proof, length: usize, connection_close: bool) -> String {
-    format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\n{}Content-Type: application/octet-stream\r\n\
-         Content-Length: {length}\r\n{}\r\n",
-        if connection_close { "Connection: close\r\n" } else { "" },
-        proof_lines(proof)
-    )
-}
 
 #[tokio::test]
 async fn a_content_length_longer_than_the_body_then_a_close_stores_nothing() {

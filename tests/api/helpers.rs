@@ -596,6 +596,30 @@ pub async fn assert_released(app: &TestApp, token: &str, sent: u64) {
     );
 }
 
+/// The three proof headers as raw header lines.
+pub fn proof_lines(proof: &Proof) -> String {
+    format!(
+        "X-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n",
+        proof.token.as_deref().unwrap(),
+        proof.public_key.as_deref().unwrap(),
+        proof.signature.as_deref().unwrap(),
+    )
+}
+
+/// The head of a raw HTTP/1.1 v2 upload of `length` bytes with `proof`.
+pub fn upload_head(proof: &Proof, length: usize, connection_close: bool) -> String {
+    format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\n{}Content-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\n{}\r\n",
+        if connection_close {
+            "Connection: close\r\n"
+        } else {
+            ""
+        },
+        proof_lines(proof)
+    )
+}
+
 /// Uploads `data` for `account` through v1 with a scoped token; returns the id.
 pub async fn store_parcel(app: &TestApp, account: &Account, data: &[u8]) -> String {
     let token = app

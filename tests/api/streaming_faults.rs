@@ -53,14 +53,7 @@ async fn a_client_that_disconnects_mid_body_leaves_nothing_and_keeps_the_token()
     let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        data.len(),
-        token,
-        proof.public_key.as_ref().unwrap(),
-        proof.signature.as_ref().unwrap(),
-    );
+    let head = upload_head(&proof, data.len(), false);
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&data[..PART + PART / 2]).await.unwrap();
     eventually(20, "a multipart upload has started", || async {
@@ -252,14 +245,7 @@ async fn a_v2_body_over_the_parcel_limit_answers_413_early_or_midway_and_leaves_
     let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        data.len(),
-        token,
-        proof.public_key.as_ref().unwrap(),
-        proof.signature.as_ref().unwrap(),
-    );
+    let head = upload_head(&proof, data.len(), false);
     socket.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0u8; 4096];
     let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))

@@ -41,14 +41,7 @@ async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
     let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        data.len(),
-        token,
-        proof.public_key.as_ref().unwrap(),
-        proof.signature.as_ref().unwrap(),
-    );
+    let head = upload_head(&proof, data.len(), false);
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&data[..PART + PART / 2]).await.unwrap();
     // The service received nothing after this instant.
