@@ -76,3 +76,36 @@ async fn not_ready_names_the_missing_backend_and_requests_answer_503() {
         "{body}"
     );
 }
+
+/// From the moment a replica drains, `/readyz` answers 503 `not_ready`
+/// (saying so) on every connection that still reaches it, while other
+/// requests are served. (The process closes its listener at the same
+/// moment, so from outside a probe mostly finds the connection refused:
+/// `process.rs` shows it never answers 200 again.)
+#[tokio::test]
+async fn readyz_answers_503_not_ready_from_the_moment_the_replica_drains() {
+    use poem::listener::{Acceptor, Listener};
+
+    let settings = settings(&[]);
+    let backends = amo_storage::app::Backends::from_settings(&settings).unwrap();
+    let draining = amo_storage::api::health::Draining::default();
+    let endpoint = amo_storage::app::endpoint(&settings, &backends, draining.clone());
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(endpoint));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+
+    assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
+    draining.start();
+    let body = expect_json(get("/readyz").await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["code"], "not_ready");
+    assert!(
+        body["error"].as_str().unwrap().contains("shutting down"),
+        "{body}"
+    );
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+}
