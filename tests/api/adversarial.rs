@@ -157,16 +157,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// The three proof headers as raw header lines.
-fn proof_lines(proof: &Proof) -> String {
-    format!(
-        "X-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n",
-        proof.token.as_deref().unwrap(),
-        proof.public_key.as_deref().unwrap(),
-        proof.signature.as_deref().unwrap(),
-    )
-}
-
 /// Asserts the app stores nothing and has no upload under way.
 async fn assert_nothing_stored(app: &TestApp) {
     assert!(app.stored_keys().await.is_empty(), "a parcel was stored");
@@ -467,7 +457,7 @@ async fn unicode_and_control_characters_in_the_user_are_refused() {
         .send()
         .await
         .unwrap();
-    expect_error(response, StatusCode::BAD_REQUEST).await;
+    expect_code(response, StatusCode::BAD_REQUEST, "bad_request").await;
 }
 
 #[tokio::test]
@@ -885,22 +875,13 @@ async fn any_suffix_of_an_empty_parcel_is_unsatisfiable() {
             .download_v2(Some(&owner.prove(&token)), &id, Some(range))
             .await;
         assert_eq!(response.headers()["content-range"], "bytes */0", "{range}");
-        expect_error(response, StatusCode::RANGE_NOT_SATISFIABLE).await;
+        expect_code(response, StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable").await;
     }
 }
 
 // ---------------------------------------------------------------------------
 // A Content-Length that lies.
 // ---------------------------------------------------------------------------
-
-fn upload_head(proof: &Proof, length: usize, connection_close: bool) -> String {
-    format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\n{}Content-Type: application/octet-stream\r\n\
-         Content-Length: {length}\r\n{}\r\n",
-        if connection_close { "Connection: close\r\n" } else { "" },
-        proof_lines(proof)
-    )
-}
 
 #[tokio::test]
 async fn a_content_length_longer_than_the_body_then_a_close_stores_nothing() {

@@ -1,10 +1,23 @@
 //! `POST /api/v1/auth` and `/api/v2/auth`.
 
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use amo_storage::{
+    app::Backends,
+    error::Error,
+    state::{Shared, SharedState, Taken},
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    limits::{client_from, unique_loopback},
+};
 
 fn decode_part(token: &str, index: usize) -> Value {
     let part = token.split('.').nth(index).unwrap();
@@ -80,7 +93,7 @@ async fn malformed_auth_requests_answer_400_in_json() {
         json!([1, 2]),
     ];
     for body in cases {
-        expect_error(app.auth_raw(body.clone()).await, StatusCode::BAD_REQUEST).await;
+        expect_code(app.auth_raw(body.clone()).await, StatusCode::BAD_REQUEST, "bad_request").await;
     }
     let not_json = app
         .http
@@ -90,5 +103,178 @@ async fn malformed_auth_requests_answer_400_in_json() {
         .send()
         .await
         .unwrap();
-    expect_error(not_json, StatusCode::BAD_REQUEST).await;
+    expect_code(not_json, StatusCode::BAD_REQUEST, "bad_request").await;
+}
+
+/// The shared state of one app, which notes the token records it creates
+/// (`set_new` of `amo:token:…`) and the outstanding-token slots it grants
+/// (`add_evicting`), and passes every call on.
+struct Recording {
+    inner: Shared,
+    records: Mutex<Vec<String>>,
+    slots: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl SharedState for Recording {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn ping(&self) -> Result<(), Error> {
+        self.inner.ping().await
+    }
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
+        let set = self.inner.set_new(key, value, ttl).await?;
+        if set && key.starts_with("amo:token:") {
+            self.records.lock().unwrap().push(key.to_owned());
+        }
+        Ok(set)
+    }
+    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error> {
+        self.inner.take_issued(key, holder, lease).await
+    }
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error> {
+        self.inner.renew(key, holder, lease).await
+    }
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error> {
+        self.inner.end(key, holder).await
+    }
+    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error> {
+        self.inner.restore(key, holder, remaining).await
+    }
+    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+        self.inner.value(key).await
+    }
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error> {
+        self.inner.remaining(key).await
+    }
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error> {
+        self.inner.hit(key, window).await
+    }
+    async fn add_evicting(
+        &self,
+        key: &str,
+        member: &str,
+        expires_ms: u64,
+        cap: u64,
+    ) -> Result<Vec<String>, Error> {
+        let evicted = self.inner.add_evicting(key, member, expires_ms, cap).await?;
+        let slot = (key.to_owned(), member.to_owned());
+        self.slots.lock().unwrap().push(slot);
+        Ok(evicted)
+    }
+    async fn end_issued(&self, key: &str) -> Result<bool, Error> {
+        self.inner.end_issued(key).await
+    }
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
+        self.inner.remove_member(key, member).await
+    }
+}
+
+/// `POST /api/v1/auth` from `client`; the status, and the token's `jti` if
+/// one was issued (else the error code).
+async fn ask_from(client: &reqwest::Client, app: &TestApp, body: Value) -> (StatusCode, String) {
+    let response = client
+        .post(format!("{}/api/v1/auth", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = expect_json(response, status).await;
+    match status {
+        StatusCode::OK => {
+            let jti = claims_of(body["token"].as_str().unwrap())["jti"].clone();
+            (status, jti.as_str().unwrap().to_owned())
+        }
+        _ => (status, body["code"].as_str().unwrap().to_owned()),
+    }
+}
+
+/// A refused token request (400, 429 from the address limit) creates no
+/// token record and takes no outstanding slot: the state holds records and
+/// slots for the issued tokens only, and the refused requests leave the
+/// account its whole allowance. Past the allowance, the oldest token is
+/// revoked.
+#[tokio::test]
+async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
+    let settings = settings(&[
+        ("AMO_MAX_OUTSTANDING_TOKENS", "2"),
+        ("AMO_AUTH_RATE_PER_IP", "3"),
+    ]);
+    let backends = Backends::from_settings(&settings).unwrap();
+    let recording = Arc::new(Recording {
+        inner: backends.state.clone(),
+        records: Mutex::default(),
+        slots: Mutex::default(),
+    });
+    let app = spawn_on(
+        settings,
+        Backends {
+            state: recording.clone(),
+            store: backends.store,
+        },
+    )
+    .await;
+    let user = Account::new().address;
+    let (client, crowded) = (
+        client_from(unique_loopback()),
+        client_from(unique_loopback()),
+    );
+    let mut issued = Vec::new();
+    let mut refused = Vec::new();
+
+    // Malformed operations for the account: 400.
+    for operation in [
+        json!("delete"),
+        json!({"name": "upload", "hash": "abc"}),
+        json!({"name": "upload", "hash": "ab".repeat(32), "extra": 1}),
+    ] {
+        refused.push(ask_from(&client, &app, json!({"user": user, "operation": operation})).await);
+    }
+    // From an address past its limit: 429.
+    for _ in 0..3 {
+        let other = Account::new().address;
+        let (status, jti) =
+            ask_from(&crowded, &app, json!({"user": other, "operation": "upload"})).await;
+        assert_eq!(status, StatusCode::OK);
+        issued.push(jti);
+    }
+    refused.push(ask_from(&crowded, &app, json!({"user": user, "operation": "upload"})).await);
+    // The account still has its whole allowance of two; a third revokes
+    // the first.
+    for _ in 0..3 {
+        let (status, jti) = ask_from(&client, &app, json!({"user": user, "operation": "upload"})).await;
+        assert_eq!(status, StatusCode::OK, "{jti}");
+        issued.push(jti);
+    }
+    let record = async |jti: &str| {
+        let key = amo_storage::auth::tokens::token_key(jti);
+        recording.inner.value(&key).await.unwrap()
+    };
+    assert_eq!(record(&issued[3]).await, None, "revoked");
+    for jti in &issued[4..] {
+        assert_eq!(record(jti).await.as_deref(), Some("issued"));
+    }
+
+    let codes: Vec<_> = refused.iter().map(|(status, code)| (status.as_u16(), code.as_str())).collect();
+    assert_eq!(
+        codes,
+        [
+            (400, "bad_request"),
+            (400, "bad_request"),
+            (400, "bad_request"),
+            (429, "rate_limited"),
+        ]
+    );
+    let expected: Vec<String> = issued
+        .iter()
+        .map(|jti| amo_storage::auth::tokens::token_key(jti))
+        .collect();
+    assert_eq!(*recording.records.lock().unwrap(), expected, "token records");
+    let slots = recording.slots.lock().unwrap().clone();
+    assert_eq!(slots.len(), issued.len(), "outstanding slots: {slots:?}");
+    for ((_, member), jti) in slots.iter().zip(&issued) {
+        assert_eq!(member, jti, "outstanding slots: {slots:?}");
+    }
 }

@@ -9,6 +9,37 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// The status and error code (empty on a success) of each answer.
+async fn answers_of(responses: Vec<reqwest::Response>) -> Vec<(StatusCode, String)> {
+    let mut answers = Vec::new();
+    for response in responses {
+        let status = response.status();
+        let code = match status.is_success() {
+            true => String::new(),
+            false => expect_error(response, status).await,
+        };
+        answers.push((status, code));
+    }
+    answers
+}
+
+/// Exactly one answer is `won`; every other one is the documented refusal
+/// of a token used by another request: 409 `token_in_use` while the winner
+/// holds it, 401 `token_used` once it consumed it.
+fn assert_one_winner_and_documented_losers(answers: &[(StatusCode, String)], won: StatusCode) {
+    let winners = answers.iter().filter(|(status, _)| *status == won).count();
+    assert_eq!(winners, 1, "{answers:?}");
+    for (status, code) in answers.iter().filter(|(status, _)| *status != won) {
+        assert!(
+            matches!(
+                (*status, code.as_str()),
+                (StatusCode::CONFLICT, "token_in_use") | (StatusCode::UNAUTHORIZED, "token_used")
+            ),
+            "a loser answered {status} {code}: {answers:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_token_used_by_twenty_concurrent_uploads_on_two_replicas_stores_exactly_one() {
     let (a, b) = spawn_pair().await;
@@ -22,25 +53,8 @@ async fn one_token_used_by_twenty_concurrent_uploads_on_two_replicas_stores_exac
         let replica = if i % 2 == 0 { &a } else { &b };
         replica.upload_v1(Some(&proof), body)
     });
-    let statuses: Vec<StatusCode> = join_all(requests)
-        .await
-        .iter()
-        .map(|r| r.status())
-        .collect();
-    let created = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::CREATED)
-        .count();
-    assert_eq!(created, 1, "{statuses:?}");
-    assert!(
-        statuses.iter().all(|s| [
-            StatusCode::CREATED,
-            StatusCode::CONFLICT,
-            StatusCode::UNAUTHORIZED
-        ]
-        .contains(s)),
-        "{statuses:?}"
-    );
+    let answers = answers_of(join_all(requests).await).await;
+    assert_one_winner_and_documented_losers(&answers, StatusCode::CREATED);
     assert_eq!(a.stored_keys().await.len(), 1);
 }
 
@@ -57,16 +71,8 @@ async fn one_token_used_by_twenty_concurrent_downloads_on_two_replicas_serves_ex
         let replica = if i % 2 == 0 { &a } else { &b };
         replica.download_v1(Some(&proof), &id)
     });
-    let statuses: Vec<StatusCode> = join_all(requests)
-        .await
-        .iter()
-        .map(|r| r.status())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        1,
-        "{statuses:?}"
-    );
+    let answers = answers_of(join_all(requests).await).await;
+    assert_one_winner_and_documented_losers(&answers, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -80,14 +86,16 @@ async fn a_token_issued_by_one_replica_works_once_on_the_other() {
         b.remove_v1(Some(&proof), &id).await.status(),
         StatusCode::NO_CONTENT
     );
-    expect_error(
+    expect_code(
         a.remove_v1(Some(&proof), &id).await,
         StatusCode::UNAUTHORIZED,
+        "token_used",
     )
     .await;
-    expect_error(
+    expect_code(
         b.remove_v1(Some(&proof), &id).await,
         StatusCode::UNAUTHORIZED,
+        "token_used",
     )
     .await;
 }

@@ -15,16 +15,18 @@ async fn unknown_routes_methods_and_bad_ids_answer_json() {
         &"0".repeat(71),
         &"G".repeat(72),
     ] {
-        expect_error(
+        expect_code(
             app.get(&format!("/api/v1/parcels/{bad}?key=owner")).await,
             StatusCode::BAD_REQUEST,
+            "bad_request",
         )
         .await;
     }
     let id = "0".repeat(72);
-    expect_error(
+    expect_code(
         app.get(&format!("/api/v1/parcels/{id}?key=secrets")).await,
         StatusCode::BAD_REQUEST,
+        "bad_request",
     )
     .await;
     let response = app

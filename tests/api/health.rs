@@ -86,7 +86,7 @@ async fn a_backend_down_leaves_the_replica_ready_and_requests_answer_json_503_wi
     let id = "0".repeat(72);
     let response = no_s3.inspect_v1(&id, "owner").await;
     assert!(response.headers().contains_key("retry-after"));
-    expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    expect_code(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 
     std::fs::remove_file(key_file).unwrap();
     if crate::BACKEND == Backend::Embedded {
@@ -152,4 +152,37 @@ async fn a_replica_at_its_upload_cap_is_not_ready_until_an_upload_ends() {
     drop(sender);
     expect_json(upload.await.unwrap(), StatusCode::CREATED).await;
     expect_json(app.get("/readyz").await, StatusCode::OK).await;
+}
+
+/// From the moment a replica drains, `/readyz` answers 503 `not_ready`
+/// (saying so) on every connection that still reaches it, while other
+/// requests are served. (The process closes its listener at the same
+/// moment, so from outside a probe mostly finds the connection refused:
+/// `process.rs` shows it never answers 200 again.)
+#[tokio::test]
+async fn readyz_answers_503_not_ready_from_the_moment_the_replica_drains() {
+    use poem::listener::{Acceptor, Listener};
+
+    let settings = settings(&[]);
+    let backends = amo_storage::app::Backends::from_settings(&settings).unwrap();
+    let draining = amo_storage::api::health::Draining::default();
+    let endpoint = amo_storage::app::endpoint(&settings, &backends, draining.clone());
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(endpoint));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+
+    assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
+    draining.start();
+    let body = expect_json(get("/readyz").await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["code"], "not_ready");
+    assert!(
+        body["error"].as_str().unwrap().contains("shutting down"),
+        "{body}"
+    );
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
 }

@@ -555,6 +555,72 @@ pub async fn expect_error(response: Response, status: StatusCode) -> String {
     body["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Asserts an error answer with this status and this stable `code`.
+pub async fn expect_code(response: Response, status: StatusCode, code: &str) {
+    assert_eq!(expect_error(response, status).await, code, "the error code");
+}
+
+/// Waits until `token` is two seconds old (by its `iat`), so that its
+/// remaining lifetime is told apart from a fresh one.
+pub async fn wait_until_aged(token: &str) {
+    let iat = claims_of(token)["iat"].as_u64().unwrap();
+    eventually(5, "the token is two seconds old", || async {
+        amo_storage::state::unix_now() >= iat + 2
+    })
+    .await;
+}
+
+/// Asserts that a request refused after it claimed `token` gave it back:
+/// its record is `issued` again, for the rest of the token's own lifetime,
+/// not a fresh one. `sent` is the Unix second at which the refused request
+/// was sent.
+pub async fn assert_released(app: &TestApp, token: &str, sent: u64) {
+    eventually(10, "the token is released", || async {
+        app.token_record(token).await.as_deref() == Some("issued")
+    })
+    .await;
+    let exp = claims_of(token)["exp"].as_u64().unwrap();
+    let left = app
+        .token_lifetime(token)
+        .await
+        .expect("a released token has a lifetime");
+    assert!(
+        left <= Duration::from_secs(exp - sent),
+        "the released token lives {left:?}: more than its own {} s left when the request was sent",
+        exp - sent
+    );
+    let now = amo_storage::state::unix_now();
+    assert!(
+        left + Duration::from_secs(2) >= Duration::from_secs(exp.saturating_sub(now)),
+        "the released token lives {left:?}, less than the {} s it has left",
+        exp.saturating_sub(now)
+    );
+}
+
+/// The three proof headers as raw header lines.
+pub fn proof_lines(proof: &Proof) -> String {
+    format!(
+        "X-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n",
+        proof.token.as_deref().unwrap(),
+        proof.public_key.as_deref().unwrap(),
+        proof.signature.as_deref().unwrap(),
+    )
+}
+
+/// The head of a raw HTTP/1.1 v2 upload of `length` bytes with `proof`.
+pub fn upload_head(proof: &Proof, length: usize, connection_close: bool) -> String {
+    format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\n{}Content-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\n{}\r\n",
+        if connection_close {
+            "Connection: close\r\n"
+        } else {
+            ""
+        },
+        proof_lines(proof)
+    )
+}
+
 /// Uploads `data` for `account` through v1 with a scoped token; returns the id.
 pub async fn store_parcel(app: &TestApp, account: &Account, data: &[u8]) -> String {
     let token = app

@@ -18,10 +18,17 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::mpsc as channel;
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    metrics::{sample, scrape},
+};
+
+/// How long the drain tests keep a request in flight after SIGTERM (the
+/// drain timeout is 30 s).
+const HOLD: Duration = Duration::from_secs(2);
 
 /// A running `amo-storage` process and the JSON log lines it wrote.
-struct ServiceProcess {
+pub struct ServiceProcess {
     child: Child,
     base: String,
     logs: Arc<Mutex<Vec<Value>>>,
@@ -30,7 +37,7 @@ struct ServiceProcess {
 impl ServiceProcess {
     /// Starts the binary with `env` (and nothing else of the test's
     /// environment) on a port it picks, and waits until `/readyz` is 200.
-    async fn start(env: &HashMap<String, String>) -> Self {
+    pub async fn start(env: &HashMap<String, String>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_amo-storage"))
             .arg("127.0.0.1:0")
             .env_clear()
@@ -73,7 +80,7 @@ impl ServiceProcess {
     }
 
     /// A test app that talks to this process over HTTP, on `backends`.
-    fn app(&self, env: &HashMap<String, String>, backends: Backends) -> TestApp {
+    pub fn app(&self, env: &HashMap<String, String>, backends: Backends) -> TestApp {
         let settings = amo_storage::config::Settings::load_from(None, env.clone())
             .expect("settings")
             .0;
@@ -85,14 +92,14 @@ impl ServiceProcess {
         }
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
     }
 
     /// Waits (up to `seconds`) for the process to exit, and its exit code.
-    async fn exit_code(mut self, seconds: u64) -> Option<i32> {
+    pub async fn exit_code(mut self, seconds: u64) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting for the child") {
@@ -106,7 +113,19 @@ impl ServiceProcess {
         }
     }
 
-    fn log_lines(&self) -> Vec<Value> {
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("waiting for the child").is_none()
+    }
+
+    /// Holds a request in flight `HOLD` past a SIGTERM: the process must
+    /// still be running then, draining.
+    pub async fn still_draining_after_hold(&mut self) {
+        tokio::time::sleep(HOLD).await;
+        assert!(self.running(), "the process exited within {HOLD:?} of SIGTERM, mid-request");
+    }
+
+    pub fn log_lines(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
 }
@@ -122,8 +141,13 @@ impl Drop for ServiceProcess {
 /// it stores: the shared Redis and S3 prefix on the real pair; on the
 /// embedded pair only HTTP tells (the state is inside the process), so the
 /// test app's own backends are a scratch pair.
-fn process_env() -> (HashMap<String, String>, Backends) {
-    let env = env_for(crate::BACKEND, &[]);
+pub fn process_env() -> (HashMap<String, String>, Backends) {
+    process_env_with(&[])
+}
+
+/// [`process_env`] with `overrides` (pairs of `AMO_*` names and values).
+pub fn process_env_with(overrides: &[(&str, &str)]) -> (HashMap<String, String>, Backends) {
+    let env = env_for(crate::BACKEND, overrides);
     let backends = match crate::BACKEND {
         Backend::Real | Backend::RealCluster => Backends::from_settings(
             &amo_storage::config::Settings::load_from(None, env.clone())
@@ -148,13 +172,13 @@ fn parcel_files(env: &HashMap<String, String>) -> Vec<String> {
 }
 
 /// Feeds the body of an upload in flight.
-type BodySender = channel::Sender<Result<Vec<u8>, std::io::Error>>;
+pub type BodySender = channel::Sender<Result<Vec<u8>, std::io::Error>>;
 
 /// The answer of an upload in flight.
-type PendingAnswer = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+pub type PendingAnswer = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
 
 /// Starts a v2 upload whose body the returned sender feeds.
-fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnswer) {
+pub fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnswer) {
     let (sender, receiver) = channel::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
         receiver,
@@ -209,7 +233,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
     let second = ServiceProcess::start(&env).await;
     let app = second.app(&env, backends);
     let answer = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
-    expect_error(answer, StatusCode::NOT_FOUND).await;
+    expect_code(answer, StatusCode::NOT_FOUND, "not_found").await;
     match crate::BACKEND {
         Backend::Embedded => assert_eq!(
             parcel_files(&env),
@@ -235,7 +259,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
 #[tokio::test]
 async fn a_sigterm_lets_the_upload_in_flight_finish_then_exits_0() {
     let (env, backends) = process_env();
-    let service = ServiceProcess::start(&env).await;
+    let mut service = ServiceProcess::start(&env).await;
     let app = service.app(&env, backends.clone());
     let owner = Account::new();
     let data = random_body(12 * MIB);
@@ -245,23 +269,10 @@ async fn a_sigterm_lets_the_upload_in_flight_finish_then_exits_0() {
     for chunk in head.chunks(MIB) {
         sender.send(Ok(chunk.to_vec())).await.unwrap();
     }
+    until_received(&app, head.len()).await;
     service.signal(libc::SIGTERM);
-    // From now on the replica is not ready: a new request either finds the
-    // listener closed or answers 503. It never answers 200 again.
-    let probe = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    eventually(10, "readiness is off", || {
-        let request = probe.get(format!("{}/readyz", app.base)).send();
-        async move {
-            match request.await {
-                Ok(answer) => answer.status() == StatusCode::SERVICE_UNAVAILABLE,
-                Err(_) => true,
-            }
-        }
-    })
-    .await;
+    readiness_is_off(&app).await;
+    service.still_draining_after_hold().await;
     // The upload in flight finishes.
     for chunk in tail.chunks(MIB) {
         sender.send(Ok(chunk.to_vec())).await.unwrap();
@@ -280,9 +291,121 @@ async fn a_sigterm_lets_the_upload_in_flight_finish_then_exits_0() {
     assert_eq!(app.fetch_v2(&owner, &id).await, data);
 }
 
+/// Waits until the process has read `bytes` parcel bytes (its own
+/// `amo_parcel_bytes_received_total`): the upload has really started.
+async fn until_received(app: &TestApp, bytes: usize) {
+    eventually(30, "the service has read the body sent so far", || async {
+        sample(&scrape(app).await, "amo_parcel_bytes_received_total", &[]) >= bytes as f64
+    })
+    .await;
+}
+
+/// After a SIGTERM the replica is not ready: a new connection is refused
+/// (the listener closed at once) and a request on a connection opened before
+/// answers 503 or finds it closed. It never answers 200 again.
+async fn readiness_is_off(app: &TestApp) {
+    let probe = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    eventually(10, "readiness is off", || {
+        let request = probe.get(format!("{}/readyz", app.base)).send();
+        async move {
+            match request.await {
+                Ok(answer) => {
+                    let status = answer.status();
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a draining /readyz");
+                    true
+                }
+                Err(err) => err.is_connect(),
+            }
+        }
+    })
+    .await;
+}
+
+/// A download in flight at SIGTERM (the service has sent part of it, the
+/// client has not read the rest) completes, whole; then the process exits 0.
+#[tokio::test]
+async fn a_sigterm_lets_the_download_in_flight_finish_then_exits_0() {
+    let (env, backends) = process_env();
+    let mut service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let data = random_body(48 * MIB);
+    let id = app.store_v2(&owner, &data).await;
+    let token = app
+        .token(&owner.address, serde_json::json!({"name": "download", "id": id}))
+        .await;
+    let mut answer = app.download_v2(Some(&owner.prove(&token)), &id, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let mut received = answer.chunk().await.unwrap().expect("a first chunk").to_vec();
+    let sent = sample(&scrape(&app).await, "amo_parcel_bytes_sent_total", &[]);
+    assert!(
+        sent > 0.0 && sent < data.len() as f64,
+        "the download is not in flight: {sent} of {} bytes sent",
+        data.len()
+    );
+    service.signal(libc::SIGTERM);
+    readiness_is_off(&app).await;
+    service.still_draining_after_hold().await;
+    while let Some(chunk) = answer.chunk().await.expect("the download goes on") {
+        received.extend_from_slice(&chunk);
+    }
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "the downloaded body differs");
+    assert_eq!(service.exit_code(30).await, Some(0), "a drained exit is 0");
+}
+
+/// A request still running when `AMO_DRAIN_TIMEOUT_SECS` ends is cut, and
+/// the process exits 0 all the same, once the drain timeout has passed.
+#[tokio::test]
+async fn a_request_that_outlives_the_drain_is_cut_and_the_process_still_exits_0() {
+    const DRAIN: Duration = Duration::from_secs(2);
+    let (env, backends) = process_env_with(&[("AMO_DRAIN_TIMEOUT_SECS", "2")]);
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let data = random_body(2 * MIB);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    let (sender, upload) = streamed_upload(&app, &proof);
+    sender.send(Ok(data[..MIB].to_vec())).await.unwrap();
+    until_received(&app, MIB).await;
+    let signalled = std::time::Instant::now();
+    service.signal(libc::SIGTERM);
+    // The client sends nothing more and keeps the request open.
+    let code = service.exit_code(DRAIN.as_secs() + 10).await;
+    let took = signalled.elapsed();
+    eprintln!("drain of {DRAIN:?} with a request that outlives it: exited {code:?} after {took:?}");
+    assert_eq!(code, Some(0), "the process exits 0 after a drain that timed out");
+    assert!(
+        took >= DRAIN - Duration::from_millis(100),
+        "exited after {took:?}, before the drain timeout of {DRAIN:?}"
+    );
+    assert!(
+        took <= DRAIN + Duration::from_secs(3),
+        "exited {took:?} after SIGTERM, for a drain timeout of {DRAIN:?}"
+    );
+    let cut = upload.await.unwrap();
+    assert!(cut.is_err(), "the cut upload answered: {:?}", cut.map(|r| r.status()));
+    drop(sender);
+    // Nothing was stored, and the token was not used up.
+    let id = format!("00000001{}", sha256_upper(&data));
+    match crate::BACKEND {
+        Backend::Embedded => assert!(!parcel_files(&env).contains(&id), "the cut parcel is stored"),
+        Backend::Real | Backend::RealCluster => {
+            assert_eq!(app.stored_keys().await, Vec::<String>::new());
+            let record = app.token_record(&token).await;
+            assert!(record.is_some(), "the cut request used its token up");
+        }
+    }
+}
+
 #[tokio::test]
 async fn logs_carry_request_ids_and_never_a_token_a_signature_or_a_secret() {
-    let (env, backends) = process_env();
+    // A JWT secret of this test's own, on every backend pair.
+    let jwt_secret = format!("logs-test-secret-{}", uuid::Uuid::new_v4().simple());
+    let (env, backends) = process_env_with(&[("AMO_JWT_SECRET", &jwt_secret)]);
     let service = ServiceProcess::start(&env).await;
     let app = service.app(&env, backends);
     let owner = Account::new();
@@ -350,16 +473,25 @@ async fn logs_carry_request_ids_and_never_a_token_a_signature_or_a_secret() {
         ("the token's signature part", jwt_signature),
         ("the proof signature", signature),
     ];
-    if let Some(value) = env.get("AMO_JWT_SECRET") {
-        secrets.push(("the JWT secret", value.as_str()));
-    }
-    let key_file = env
-        .get("AMO_KEY_FILE")
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
-    let s3_secret = key_file.as_ref().and_then(|key| key["secret_key"].as_str());
-    if let Some(value) = s3_secret {
-        secrets.push(("the S3 secret key", value));
+    secrets.push(("the JWT secret", jwt_secret.as_str()));
+    // The S3 secret: on the real pair the service signs with it; the
+    // embedded pair has none.
+    let s3_secret = match crate::BACKEND {
+        Backend::Real | Backend::RealCluster => {
+            let path = env
+                .get("AMO_KEY_FILE")
+                .expect("the real backends name their AMO_KEY_FILE");
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|err| panic!("cannot read the S3 key file {path}: {err}"));
+            let key: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("the S3 key file {path} is not JSON: {err}"));
+            let secret = key["secret_key"].as_str().map(str::to_owned);
+            Some(secret.unwrap_or_else(|| panic!("no secret_key in {path}")))
+        }
+        Backend::Embedded => None,
+    };
+    if let Some(value) = &s3_secret {
+        secrets.push(("the S3 secret key", value.as_str()));
     }
     for (what, secret) in secrets {
         assert!(
@@ -376,3 +508,4 @@ fn request_id_of(line: &Value) -> Option<&str> {
         .iter()
         .find_map(|span| span["request_id"].as_str())
 }
+

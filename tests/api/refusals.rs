@@ -5,6 +5,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use amo_storage::state::unix_now;
+
 use crate::helpers::*;
 
 fn sign_claims(claims: &Value, secret: &[u8]) -> String {
@@ -43,9 +45,10 @@ async fn a_replayed_token_is_refused() {
         app.remove_v1(Some(&proof), &id).await.status(),
         StatusCode::NO_CONTENT
     );
-    expect_error(
+    expect_code(
         app.remove_v1(Some(&proof), &id).await,
         StatusCode::UNAUTHORIZED,
+        "token_used",
     )
     .await;
 }
@@ -107,9 +110,10 @@ async fn a_token_for_one_parcel_does_not_work_on_another() {
     let token_dl = app
         .token(&owner.address, json!({"name": "download", "id": x}))
         .await;
-    expect_error(
+    expect_code(
         app.download_v1(Some(&owner.prove(&token_dl)), &y).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
 
@@ -130,24 +134,27 @@ async fn a_token_for_another_operation_is_refused() {
     let id = store_parcel(&app, &owner, &random_body(10)).await;
 
     let upload = app.token(&owner.address, json!("upload")).await;
-    expect_error(
+    expect_code(
         app.download_v1(Some(&owner.prove(&upload)), &id).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     let download = app
         .token(&owner.address, json!({"name": "download", "id": id}))
         .await;
-    expect_error(
+    expect_code(
         app.remove_v1(Some(&owner.prove(&download)), &id).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     let remove = app.token(&owner.address, json!("remove")).await;
     let body = v1_body(&owner.address, json!({}), &random_body(3));
-    expect_error(
+    expect_code(
         app.upload_v1(Some(&owner.prove(&remove)), &body).await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     assert_eq!(app.stored_keys().await.len(), 1);
@@ -330,7 +337,7 @@ async fn non_owners_may_not_download_or_remove() {
         } else {
             app.remove_v1(Some(&proof), &id).await
         };
-        expect_error(response, StatusCode::FORBIDDEN).await;
+        expect_code(response, StatusCode::FORBIDDEN, "forbidden").await;
         // A 403 releases the token: it works on the stranger's own parcel.
         let own = store_parcel(&app, &stranger, &random_body(31)).await;
         let response = if operation == "download" {
@@ -373,13 +380,14 @@ async fn an_owner_other_than_the_token_user_is_refused() {
     )
     .await;
     assert_eq!(code, "forbidden");
-    expect_error(
+    expect_code(
         app.upload_v1(
             Some(&proof),
             &v1_body(&alice.address, json!({"owner": bob.address}), &data),
         )
         .await,
         StatusCode::FORBIDDEN,
+        "forbidden",
     )
     .await;
     assert!(app.stored_keys().await.is_empty());
@@ -425,7 +433,7 @@ async fn a_key_parameter_never_skips_auth_on_post_or_delete() {
             .send()
             .await
             .unwrap();
-        expect_error(response, StatusCode::UNAUTHORIZED).await;
+        expect_code(response, StatusCode::UNAUTHORIZED, "missing_credentials").await;
         let response = app
             .http
             .post(format!("{}/api/v1/parcels?key={key}", app.base))
@@ -433,7 +441,7 @@ async fn a_key_parameter_never_skips_auth_on_post_or_delete() {
             .send()
             .await
             .unwrap();
-        expect_error(response, StatusCode::UNAUTHORIZED).await;
+        expect_code(response, StatusCode::UNAUTHORIZED, "missing_credentials").await;
     }
     assert_eq!(app.stored_keys().await.len(), 1);
 }
@@ -462,7 +470,7 @@ async fn an_oversized_v1_body_is_refused_with_413() {
             &v1_body(&owner.address, json!({}), &random_body(1025)),
         )
         .await;
-    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_code(response, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     assert!(app.stored_keys().await.is_empty());
     let fits = v1_body(&owner.address, json!({}), &random_body(1024));
     expect_json(
@@ -485,7 +493,7 @@ async fn oversized_metadata_is_refused_with_413() {
             &v1_body(&owner.address, metadata, &random_body(4)),
         )
         .await;
-    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_code(response, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     assert!(app.stored_keys().await.is_empty());
 }
 
@@ -509,9 +517,10 @@ async fn a_failed_request_does_not_consume_its_token() {
         hex::decode(downloaded["data"].as_str().unwrap()).unwrap(),
         data
     );
-    expect_error(
+    expect_code(
         app.download_v1(Some(&proof), &id).await,
         StatusCode::UNAUTHORIZED,
+        "token_used",
     )
     .await;
 }
@@ -526,7 +535,147 @@ async fn a_v1_download_of_a_parcel_over_the_limit_points_to_v2_and_keeps_the_tok
     let reader = spawn_beside(&writer, small).await;
     let token = reader.token(&owner.address, json!("download")).await;
     let response = reader.download_v1(Some(&owner.prove(&token)), &id).await;
-    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_code(response, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     let response = writer.download_v1(Some(&owner.prove(&token)), &id).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Every refusal that comes after the token is claimed (DESIGN §3, "The
+/// order of checks") gives the token back: `issued` again, for the rest of
+/// its own lifetime, not a fresh one; and the same token then succeeds.
+#[tokio::test]
+async fn every_refusal_after_the_claim_leaves_the_token_usable_for_its_remaining_lifetime() {
+    let app = spawn_app().await;
+    let alice = Account::new();
+    let bob = Account::new();
+    let taken = random_body(64);
+    let alices = app.store_v2(&alice, &taken).await;
+    let bobs = app.store_v2(&bob, &random_body(65)).await;
+    let empty = app.store_v2(&alice, b"").await;
+    let unknown = format!("00000001{}", sha256_upper(b"never stored"));
+    let fresh = random_body(66);
+    let hash = |data: &[u8]| json!({"name": "upload", "hash": sha256_upper(data)});
+
+    // Every token first, then one wait: each is two seconds old when used.
+    let download_403 = app.token(&bob.address, json!("download")).await;
+    let remove_403 = app.token(&bob.address, json!("remove")).await;
+    let owner_403 = app.token(&bob.address, json!("upload")).await;
+    let download_404 = app.token(&alice.address, json!("download")).await;
+    let upload_409 = app.token(&bob.address, hash(&taken)).await;
+    let upload_422 = app.token(&alice.address, hash(&fresh)).await;
+    let download_416 = app
+        .token(&alice.address, json!({"name": "download", "id": empty}))
+        .await;
+    let metadata_v2 = app.token(&bob.address, hash(&fresh)).await;
+    let metadata_v1 = app.token(&bob.address, json!("upload")).await;
+    let malformed_v2 = app.token(&alice.address, hash(&taken)).await;
+    wait_until_aged(&malformed_v2).await;
+    let big = json!({"blob": "x".repeat(9 * 1024)});
+
+    // 403: a non-owner's download and remove, an owner other than the user.
+    let sent = unix_now();
+    let proof = bob.prove(&download_403);
+    let answer = app.download_v2(Some(&proof), &alices, None).await;
+    expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_released(&app, &download_403, sent).await;
+    assert_eq!(app.download_v2(Some(&proof), &bobs, None).await.status(), StatusCode::OK);
+
+    let sent = unix_now();
+    let proof = bob.prove(&remove_403);
+    let answer = app.remove_v2(Some(&proof), &alices).await;
+    expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_released(&app, &remove_403, sent).await;
+
+    let sent = unix_now();
+    let proof = bob.prove(&owner_403);
+    let answer = app
+        .upload_v1(Some(&proof), &v1_body(&alice.address, json!({}), &fresh))
+        .await;
+    expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_released(&app, &owner_403, sent).await;
+    let answer = app
+        .upload_v1(Some(&proof), &v1_body(&bob.address, json!({}), b"owned"))
+        .await;
+    expect_json(answer, StatusCode::CREATED).await;
+
+    // 404: an unknown parcel.
+    let sent = unix_now();
+    let proof = alice.prove(&download_404);
+    let answer = app.download_v1(Some(&proof), &unknown).await;
+    expect_code(answer, StatusCode::NOT_FOUND, "not_found").await;
+    assert_released(&app, &download_404, sent).await;
+    assert_eq!(app.download_v1(Some(&proof), &alices).await.status(), StatusCode::OK);
+
+    // 422: a body that is not the declared one.
+    let sent = unix_now();
+    let proof = alice.prove(&upload_422);
+    let answer = app.upload_v2(Some(&proof), random_body(66), None).await;
+    expect_code(answer, StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch").await;
+    assert_released(&app, &upload_422, sent).await;
+
+    // 416: any range of an empty parcel.
+    let sent = unix_now();
+    let proof = alice.prove(&download_416);
+    let answer = app.download_v2(Some(&proof), &empty, Some("bytes=0-")).await;
+    expect_code(answer, StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable").await;
+    assert_released(&app, &download_416, sent).await;
+    assert_eq!(app.download_v2(Some(&proof), &empty, None).await.status(), StatusCode::OK);
+
+    // 413: oversized metadata, v2 header and v1 body; 400: malformed metadata.
+    let sent = unix_now();
+    let proof = bob.prove(&metadata_v2);
+    let answer = app
+        .upload_v2(Some(&proof), fresh.clone(), Some(&big.to_string()))
+        .await;
+    expect_code(answer, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    assert_released(&app, &metadata_v2, sent).await;
+
+    let sent = unix_now();
+    let proof = bob.prove(&metadata_v1);
+    let answer = app
+        .upload_v1(Some(&proof), &v1_body(&bob.address, big.clone(), b"small"))
+        .await;
+    expect_code(answer, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    assert_released(&app, &metadata_v1, sent).await;
+    let answer = app
+        .upload_v1(Some(&proof), &v1_body(&bob.address, json!({}), b"small"))
+        .await;
+    expect_json(answer, StatusCode::CREATED).await;
+
+    let sent = unix_now();
+    let proof = alice.prove(&malformed_v2);
+    let answer = app.upload_v2(Some(&proof), taken.clone(), Some("[1,2]")).await;
+    expect_code(answer, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert_released(&app, &malformed_v2, sent).await;
+    assert_eq!(
+        expect_json(app.upload_v2(Some(&proof), taken.clone(), None).await, StatusCode::OK).await["id"],
+        json!(alices)
+    );
+
+    // 409: content another account stores. Once Alice removed it, the same
+    // token of Bob's stores it.
+    let sent = unix_now();
+    let proof = bob.prove(&upload_409);
+    let answer = app.upload_v2(Some(&proof), taken.clone(), None).await;
+    expect_code(answer, StatusCode::CONFLICT, "owned_by_another").await;
+    assert_released(&app, &upload_409, sent).await;
+    let remove = app
+        .token(&alice.address, json!({"name": "remove", "id": alices}))
+        .await;
+    let answer = app.remove_v2(Some(&alice.prove(&remove)), &alices).await;
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    let answer = app.upload_v2(Some(&proof), taken.clone(), None).await;
+    expect_json(answer, StatusCode::CREATED).await;
+
+    // The last refused tokens succeed too (Bob's `fresh` is Alice's by then:
+    // 409 again), and every token that succeeded leaves no record.
+    let answer = app.remove_v2(Some(&bob.prove(&remove_403)), &bobs).await;
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    let answer = app.upload_v2(Some(&alice.prove(&upload_422)), fresh.clone(), None).await;
+    expect_json(answer, StatusCode::CREATED).await;
+    let answer = app.upload_v2(Some(&bob.prove(&metadata_v2)), fresh.clone(), None).await;
+    expect_code(answer, StatusCode::CONFLICT, "owned_by_another").await;
+    for token in [&download_403, &download_404, &download_416, &owner_403, &metadata_v1, &malformed_v2, &upload_409, &remove_403, &upload_422] {
+        assert_eq!(app.token_record(token).await, None, "a used token leaves no record");
+    }
 }

@@ -60,7 +60,7 @@ async fn public_clients_round_trip_upload_inspect_download_remove() {
         .await;
     let response = app.remove_v1(Some(&alice.prove(&token)), &id).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    expect_error(app.inspect_v1(&id, "metadata").await, StatusCode::NOT_FOUND).await;
+    expect_code(app.inspect_v1(&id, "metadata").await, StatusCode::NOT_FOUND, "not_found").await;
     assert!(app.stored_keys().await.is_empty());
 }
 
@@ -100,7 +100,7 @@ async fn seed_form_round_trip_with_bare_names_and_base64url() {
     let token = app.token(&seed.address, json!("remove")).await;
     let response = app.remove_v1(Some(&seed.prove_seed(&token)), &id).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    expect_error(app.inspect_v1(&id, "owner").await, StatusCode::NOT_FOUND).await;
+    expect_code(app.inspect_v1(&id, "owner").await, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 #[tokio::test]
@@ -169,7 +169,7 @@ async fn re_upload_by_the_owner_is_idempotent_and_keeps_the_metadata() {
             &v1_body(&owner.address, json!({}), &data),
         )
         .await;
-    expect_error(replay, StatusCode::UNAUTHORIZED).await;
+    expect_code(replay, StatusCode::UNAUTHORIZED, "token_used").await;
 }
 
 #[tokio::test]

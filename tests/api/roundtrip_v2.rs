@@ -166,7 +166,7 @@ async fn ranges_first_last_suffix_open_and_past_the_end() {
         response.headers()["content-range"].to_str().unwrap(),
         format!("bytes */{n}")
     );
-    expect_error(response, StatusCode::RANGE_NOT_SATISFIABLE).await;
+    expect_code(response, StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable").await;
     // A 416 leaves the token usable; several ranges answer the whole body.
     let response = app
         .download_v2(Some(&proof), &id, Some("bytes=0-1,5-6"))
@@ -184,22 +184,24 @@ async fn metadata_header_rules() {
     let scoped = json!({"name": "upload", "hash": sha256_upper(&data)});
     let token = app.token(&owner.address, scoped.clone()).await;
     let proof = owner.prove(&token);
-    for (metadata, status) in [
-        ("{not json".to_owned(), StatusCode::BAD_REQUEST),
-        ("[1,2]".to_owned(), StatusCode::BAD_REQUEST),
+    for (metadata, status, code) in [
+        ("{not json".to_owned(), StatusCode::BAD_REQUEST, "bad_request"),
+        ("[1,2]".to_owned(), StatusCode::BAD_REQUEST, "bad_request"),
         (
             json!({"owner": stranger.address}).to_string(),
             StatusCode::FORBIDDEN,
+            "forbidden",
         ),
         (
             json!({"blob": "x".repeat(9000)}).to_string(),
             StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
         ),
     ] {
         let response = app
             .upload_v2(Some(&proof), data.clone(), Some(&metadata))
             .await;
-        expect_error(response, status).await;
+        expect_code(response, status, code).await;
     }
     assert!(app.stored_keys().await.is_empty());
     let metadata = json!({"title": "caf\\u00e9"}).to_string();
@@ -259,7 +261,7 @@ async fn v1_and_v2_share_parcels_tokens_and_refusals() {
     let response = app
         .download_v2(Some(&stranger.prove(&token)), &id, None)
         .await;
-    expect_error(response, StatusCode::FORBIDDEN).await;
+    expect_code(response, StatusCode::FORBIDDEN, "forbidden").await;
     assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
 
     // Another key signing the owner's token is refused on v2 as on v1.
@@ -287,6 +289,6 @@ async fn v1_and_v2_share_parcels_tokens_and_refusals() {
             .status(),
         StatusCode::NO_CONTENT
     );
-    expect_error(app.inspect_v1(&id, "owner").await, StatusCode::NOT_FOUND).await;
+    expect_code(app.inspect_v1(&id, "owner").await, StatusCode::NOT_FOUND, "not_found").await;
     assert!(app.stored_keys().await.is_empty());
 }

@@ -12,6 +12,8 @@ use tokio::{
     sync::mpsc,
 };
 
+use amo_storage::state::unix_now;
+
 use crate::{
     helpers::*,
     roundtrip_v2::{PART, spawn_small_parts},
@@ -51,14 +53,7 @@ async fn a_client_that_disconnects_mid_body_leaves_nothing_and_keeps_the_token()
     let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        data.len(),
-        token,
-        proof.public_key.as_ref().unwrap(),
-        proof.signature.as_ref().unwrap(),
-    );
+    let head = upload_head(&proof, data.len(), false);
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&data[..PART + PART / 2]).await.unwrap();
     eventually(20, "a multipart upload has started", || async {
@@ -221,4 +216,86 @@ async fn two_owners_racing_on_one_content_exactly_one_wins() {
 
 async fn spawn_pair_small_parts() -> (TestApp, TestApp) {
     spawn_pair_with(settings(&[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())])).await
+}
+
+/// A v2 body over `AMO_MAX_PARCEL_BYTES` answers 413 `too_large`: at once
+/// when its `Content-Length` says so, before any byte of the body; and, sent
+/// chunked, as soon as it crosses the limit, with its multipart upload under
+/// way. Either way nothing is stored, the upload is aborted and the token
+/// is released for its remaining lifetime: it stores the same body on a
+/// replica without the limit.
+#[tokio::test]
+async fn a_v2_body_over_the_parcel_limit_answers_413_early_or_midway_and_leaves_nothing() {
+    let limit = PART + PART / 2;
+    let app = spawn_with(settings(&[
+        ("AMO_MAX_PARCEL_BYTES", &limit.to_string()),
+        ("AMO_S3_PART_SIZE_BYTES", &PART.to_string()),
+    ]))
+    .await;
+    let mut unlimited = app.settings.clone();
+    unlimited.max_parcel_bytes = 1 << 40;
+    let unlimited = spawn_beside(&app, unlimited).await;
+    let owner = Account::new();
+    let data = random_body(2 * PART);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    wait_until_aged(&token).await;
+
+    // The length says too much: answered with no byte of the body sent.
+    let sent = unix_now();
+    let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = upload_head(&proof, data.len(), false);
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("the service answers before the body is sent")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains(r#""code":"too_large""#), "{answer}");
+    drop(socket);
+    assert!(app.multipart_uploads().await.is_empty(), "an upload began");
+    assert_released(&app, &token, sent).await;
+
+    // A chunked body crosses the limit in its second part.
+    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(receiver));
+    let sent = unix_now();
+    let upload = tokio::spawn({
+        let (app, proof) = (app.clone(), proof.clone());
+        async move { app.upload_v2(Some(&proof), body, None).await }
+    });
+    for chunk in data[..PART + PART / 4].chunks(PART / 4) {
+        sender.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    eventually(20, "a multipart upload has started", || async {
+        !app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    for chunk in data[PART + PART / 4..].chunks(PART / 4) {
+        if sender.send(Ok(chunk.to_vec())).await.is_err() {
+            break;
+        }
+    }
+    drop(sender);
+    let answer = tokio::time::timeout(Duration::from_secs(30), upload)
+        .await
+        .expect("the service answers")
+        .unwrap();
+    expect_code(answer, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    eventually(20, "the multipart upload is aborted", || async {
+        app.multipart_uploads().await.is_empty()
+    })
+    .await;
+    assert!(app.stored_keys().await.is_empty());
+    assert_released(&app, &token, sent).await;
+
+    let answer = unlimited.upload_v2(Some(&proof), data.clone(), None).await;
+    let id = expect_json(answer, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(unlimited.fetch_v2(&owner, &id).await == data);
 }

@@ -8,6 +8,12 @@ use reqwest::StatusCode;
 
 use crate::{helpers::*, proxy::Mode, rig::*};
 
+/// How soon after RGW is back the cut upload must be gone: the README's
+/// "about 1 s" (measured 1.6 s), bounded by the longest pause between two
+/// attempts to abort (2 s, `ABORT_MAX_PAUSE` in `src/storage/s3.rs`) and
+/// one attempt.
+const ABORTED_WITHIN: Duration = Duration::from_secs(3);
+
 /// The longest any request may take while RGW is down.
 const ANSWER_BOUND: Duration = Duration::from_secs(8);
 
@@ -114,13 +120,19 @@ async fn ceph_down_mid_upload_leaves_nothing_and_the_service_recovers_by_itself(
     })
     .await;
     let back = Instant::now();
-    eventually(15, "no unfinished multipart upload is left", || async {
-        rig.direct.multipart_uploads().await.is_empty()
-    })
+    eventually(
+        ABORTED_WITHIN.as_secs(),
+        "no unfinished multipart upload is left",
+        || async { rig.direct.multipart_uploads().await.is_empty() },
+    )
     .await;
+    let aborted = back.elapsed();
     eprintln!(
-        "  RGW back: served again after {recovery:?}; the cut upload was aborted {:?} later",
-        back.elapsed()
+        "  RGW back: served again after {recovery:?}; the cut upload was aborted {aborted:?} later"
+    );
+    assert!(
+        aborted <= ABORTED_WITHIN,
+        "the cut upload was aborted {aborted:?} after RGW came back"
     );
     until_status(5, "/status/backends with RGW back", StatusCode::OK, || {
         app.get("/status/backends")

@@ -38,26 +38,18 @@ pub struct Rig {
 /// Starts a rig whose proxies begin in `redis` and `s3` modes; `overrides`
 /// are `AMO_*` settings for both replicas.
 pub async fn rig(redis: Mode, s3: Mode, overrides: &[(&str, &str)]) -> Rig {
-    let env = backend_env();
-    let redis_url = url::Url::parse(
-        env.get("AMO_REDIS_URL")
-            .expect("no AMO_REDIS_URL: start the backends with deploy/local/up.sh first"),
-    )
-    .unwrap();
-    let s3_url = url::Url::parse(&env["AMO_S3_ENDPOINT"]).unwrap();
-    let redis = FaultProxy::start(socket_of(&redis_url), redis).await;
-    let s3 = FaultProxy::start(socket_of(&s3_url), s3).await;
+    let Proxies {
+        redis,
+        s3,
+        redis_url: proxied_redis,
+        s3_url: proxied_s3,
+    } = Proxies::start(redis, s3).await;
 
     let prefix = format!("faults-{}/", uuid::Uuid::new_v4());
     let mut common = vec![("AMO_S3_PREFIX", prefix.as_str())];
     common.extend_from_slice(overrides);
     let direct = spawn_with(settings(&common)).await;
 
-    let mut proxied_redis = redis_url.clone();
-    proxied_redis.set_ip_host(redis.addr().ip()).unwrap();
-    proxied_redis.set_port(Some(redis.addr().port())).unwrap();
-    let proxied_redis = proxied_redis.to_string();
-    let proxied_s3 = format!("{}://{}", s3_url.scheme(), s3.addr());
     let mut proxied = common.clone();
     proxied.push(("AMO_REDIS_URL", &proxied_redis));
     proxied.push(("AMO_S3_ENDPOINT", &proxied_s3));
@@ -100,6 +92,43 @@ impl Rig {
             parts += listed.parts().len();
         }
         parts
+    }
+}
+
+/// A fault proxy in front of the real Redis and one in front of the real
+/// RGW, and the settings that reach each through its proxy.
+pub struct Proxies {
+    /// In front of the real Redis.
+    pub redis: FaultProxy,
+    /// In front of the real Ceph RGW.
+    pub s3: FaultProxy,
+    /// `AMO_REDIS_URL` through the proxy.
+    pub redis_url: String,
+    /// `AMO_S3_ENDPOINT` through the proxy.
+    pub s3_url: String,
+}
+
+impl Proxies {
+    /// Starts both proxies, in `redis` and `s3` modes.
+    pub async fn start(redis: Mode, s3: Mode) -> Self {
+        let env = backend_env();
+        let redis_url = url::Url::parse(
+            env.get("AMO_REDIS_URL")
+                .expect("no AMO_REDIS_URL: start the backends with deploy/local/up.sh first"),
+        )
+        .unwrap();
+        let s3_url = url::Url::parse(&env["AMO_S3_ENDPOINT"]).unwrap();
+        let redis = FaultProxy::start(socket_of(&redis_url), redis).await;
+        let s3 = FaultProxy::start(socket_of(&s3_url), s3).await;
+        let mut proxied_redis = redis_url.clone();
+        proxied_redis.set_ip_host(redis.addr().ip()).unwrap();
+        proxied_redis.set_port(Some(redis.addr().port())).unwrap();
+        Self {
+            redis_url: proxied_redis.to_string(),
+            s3_url: format!("{}://{}", s3_url.scheme(), s3.addr()),
+            redis,
+            s3,
+        }
     }
 }
 

@@ -41,14 +41,7 @@ async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
     let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        data.len(),
-        token,
-        proof.public_key.as_ref().unwrap(),
-        proof.signature.as_ref().unwrap(),
-    );
+    let head = upload_head(&proof, data.len(), false);
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&data[..PART + PART / 2]).await.unwrap();
     // The service received nothing after this instant.
@@ -102,8 +95,15 @@ async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
 
 /// How big the parcel of the download test is.
 const BIG: u64 = 256 * MIB;
-/// How much the service may grow while a client reads nothing.
-const MEMORY_BOUND_MIB: u64 = 64;
+/// How much the service may hand to a client that reads nothing: what the
+/// kernel's socket buffers take, a few MiB, never the parcel.
+const SENT_BOUND_MIB: u64 = 64;
+/// How much the service's peak RSS may grow while a client reads nothing:
+/// the README's "a few MiB". Measured 2.0 to 6.2 MiB on the shared 2-core
+/// machine (allocator noise); twice the worst of those. A service that
+/// buffered what the client does not read would grow by up to the parcel's
+/// 256 MiB.
+const GROWTH_BOUND_KIB: u64 = 12 * 1024;
 
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_pin_memory() {
@@ -186,20 +186,21 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sent = history.last().unwrap().1;
-    let growth_mib = service.status_kib("VmHWM:").saturating_sub(idle_kib) / 1024;
+    let growth_kib = service.status_kib("VmHWM:").saturating_sub(idle_kib);
     eprintln!(
-        "  not reading for {:?}: the service sent {:.1} MiB of {} MiB, then waited; peak RSS growth {growth_mib} MiB",
+        "  not reading for {:?}: the service sent {:.1} MiB of {} MiB, then waited; peak RSS growth {:.1} MiB",
         opened.elapsed(),
         sent as f64 / MIB as f64,
-        BIG / MIB
+        BIG / MIB,
+        growth_kib as f64 / 1024.0
     );
     assert!(
-        sent < MEMORY_BOUND_MIB * MIB,
+        sent < SENT_BOUND_MIB * MIB,
         "sent {sent} bytes to a client that reads nothing"
     );
     assert!(
-        growth_mib < MEMORY_BOUND_MIB,
-        "RSS grew by {growth_mib} MiB"
+        growth_kib <= GROWTH_BOUND_KIB,
+        "the peak RSS grew by {growth_kib} KiB (bound {GROWTH_BOUND_KIB} KiB)"
     );
 
     // Reading again, the client gets the whole parcel.
@@ -345,14 +346,21 @@ impl Content {
 }
 
 /// The real binary, run as a child process on the real backends, so its
-/// memory is measured alone.
-struct Service {
+/// memory and its metrics are measured alone.
+pub struct Service {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
 }
 
 impl Service {
-    fn start() -> Self {
+    /// Starts the binary on the real backends, under a fresh key prefix.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Service::start`] with `overrides` (pairs of `AMO_*` names and values).
+    pub fn start_with(overrides: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -363,6 +371,7 @@ impl Service {
             .envs(backend_env())
             .env("AMO_S3_PREFIX", format!("faults-{}/", uuid::Uuid::new_v4()))
             .env("AMO_LOG", "warn")
+            .envs(overrides.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start the service");
@@ -372,7 +381,8 @@ impl Service {
         }
     }
 
-    async fn wait_ready(&self, http: &reqwest::Client) {
+    /// Waits (up to 20 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = http.get(format!("{}/readyz", self.base)).send().await;
@@ -400,28 +410,36 @@ impl Service {
             .to_owned()
     }
 
-    /// The parcel bytes it handed to clients so far (its own metric).
-    async fn bytes_sent(&self, http: &reqwest::Client) -> u64 {
-        let text = http
-            .get(format!("{}/metrics", self.base))
+    /// Its `/metrics` text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("{}/metrics", self.base))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix("amo_parcel_bytes_sent_total "))
-            .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+            .unwrap()
     }
 
+    /// The parcel bytes it handed to clients so far (its own metric).
+    async fn bytes_sent(&self, http: &reqwest::Client) -> u64 {
+        let text = self.metrics(http).await;
+        text.lines()
+            .find_map(|line| line.strip_prefix("amo_parcel_bytes_sent_total "))
+            .map(|value| value.trim().parse::<f64>().unwrap() as u64)
+            .expect("amo_parcel_bytes_sent_total in /metrics")
+    }
+
+    /// A `kB` field of the process's `/proc/PID/status`; fails the test,
+    /// saying why, when the field is absent or unreadable.
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("cannot read {path}: {err}"));
+        let value = status.lines().find_map(|line| line.strip_prefix(field));
+        value
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no readable {field} in {path}: {value:?}"))
     }
 
     /// Resets the peak (VmHWM) to the current RSS; answers that RSS.

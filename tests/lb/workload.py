@@ -15,6 +15,10 @@ environment of /tmp/amo-local/env plus AMO_S3_PREFIX; the rest from the
 command line (see run.sh). Exit status 0 only when no check failed.
 
 Checks:
+  - every client thread and the killer run to their end (a thread that dies
+    is a violation, with its traceback), and each client ran the operations
+    its plan calls for: one upload per planned size, and for each stored
+    parcel its inspect, download and (every other one) remove;
   - every upload that answered an id names the file's content and downloads
     byte for byte (during the workload, and again after the kill for the
     parcels kept);
@@ -49,6 +53,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -106,6 +111,9 @@ class Run:
         self.victim = None  # address of the replica killed
         self.designated = None  # the upload it was carrying when killed
         self.gates = gate.Gates()
+        self.started_threads = set()
+        self.finished_threads = set()
+        self.ops_in_workload = 0  # how many of `ops` the client threads ran
         self.pid_of = dict(zip(args.replica_addr, args.replica_pid))
         with open(os.environ["AMO_KEY_FILE"]) as f:
             keys = json.load(f)
@@ -121,6 +129,55 @@ class Run:
         )
 
     # ----- bookkeeping -------------------------------------------------
+    def guarded(self, name, target, *args):
+        """Runs `target(*args)` in a thread of the workload: an exception
+        there is a violation (with its traceback), and the thread is only
+        counted as finished once `target` returned."""
+        try:
+            target(*args)
+        except BaseException:  # noqa: BLE001 - every death is reported
+            self.violation(f"thread {name} died: {traceback.format_exc().strip()}")
+            raise
+        with self.lock:
+            self.finished_threads.add(name)
+
+    def start_thread(self, name, target, *args, daemon=False):
+        thread = threading.Thread(target=self.guarded, args=(name, target, *args), name=name, daemon=daemon)
+        with self.lock:
+            self.started_threads.add(name)
+        thread.start()
+        return thread
+
+    def check_threads(self):
+        """Every thread started ran to its end."""
+        with self.lock:
+            dead = sorted(self.started_threads - self.finished_threads)
+        for name in dead:
+            self.violation(f"thread {name} did not finish its work")
+
+    def check_planned(self, clients):
+        """Every client went through each of its planned uploads, and the
+        operations that ran are the ones its plan calls for."""
+        for client in clients:
+            planned = len(client["uploads"])
+            if client["completed"] != planned:
+                self.violation(f"{client['name']} went through {client['completed']} of its {planned} planned uploads")
+            expected = {"upload": 0, "inspect": 0, "download": 0, "remove": 0}
+            for upload in client["uploads"]:
+                expected["upload"] += 1
+                if upload["stored"]:
+                    expected["inspect"] += 1 + (1 if upload["removed"] else 0)
+                    expected["download"] += 1
+                if upload.get("remove_op") is not None:
+                    expected["remove"] += 1
+            with self.lock:
+                ran = {op: 0 for op in expected}
+                for op in self.ops[: self.ops_in_workload]:
+                    if op["client"] == client["name"]:
+                        ran[op["op"]] = ran.get(op["op"], 0) + 1
+            if ran != expected:
+                self.violation(f"{client['name']} ran {ran}, its plan and outcomes call for {expected}")
+
     def violation(self, text):
         with self.lock:
             self.violations.append(text)
@@ -172,40 +229,45 @@ class Run:
     # ----- one client --------------------------------------------------
     def client_loop(self, client):
         for upload in client["uploads"]:
-            parcel, path, size = upload["id"], upload["path"], upload["size"]
-            client["current"] = upload
-            op = self.cli(client, "upload", path, parcel=parcel, size=size)
-            client["current"] = None
-            upload["op"] = op
-            if not op["ok"]:
-                say(f"{client['name']}: upload {size} B failed: {op['detail']}")
-                continue
-            answered = op["out"].strip().splitlines()[-1] if op["out"].strip() else ""
-            if answered != parcel:
-                self.violation(f"upload answered id {answered!r}, expected {parcel}")
-                continue
-            with self.lock:
-                self.uploads_done += 1
-                self.bytes_up += size
-            upload["stored"] = True
-            inspect = self.cli(client, "inspect", parcel, parcel=parcel)
-            if inspect["ok"]:
-                meta = json.loads(inspect["out"])
-                if meta.get("size") != size or meta.get("owner") != client["address"]:
-                    self.violation(f"inspect {parcel}: {meta} (expected size {size}, owner {client['address']})")
-            if not self.download_and_compare(client, parcel, path, size):
-                continue
-            if upload["remove"]:
-                removed = self.cli(client, "remove", parcel, parcel=parcel)
-                upload["remove_op"] = removed
-                if removed["ok"]:
-                    upload["removed"] = True
-                    gone = self.cli(client, "inspect", parcel, parcel=parcel)
-                    if gone["detail"].startswith("error: 404 "):
-                        gone["ok"] = True  # the expected answer, no failure
-                    elif gone["ok"]:
-                        self.violation(f"{parcel} still inspectable after its remove: {gone['out'][:200]}")
-                    # Any other failure is judged against the kill's time.
+            self.client_step(client, upload)
+            client["completed"] += 1
+
+    def client_step(self, client, upload):
+        """One planned upload, then its inspect, download and remove."""
+        parcel, path, size = upload["id"], upload["path"], upload["size"]
+        client["current"] = upload
+        op = self.cli(client, "upload", path, parcel=parcel, size=size)
+        client["current"] = None
+        upload["op"] = op
+        if not op["ok"]:
+            say(f"{client['name']}: upload {size} B failed: {op['detail']}")
+            return
+        answered = op["out"].strip().splitlines()[-1] if op["out"].strip() else ""
+        if answered != parcel:
+            self.violation(f"upload answered id {answered!r}, expected {parcel}")
+            return
+        with self.lock:
+            self.uploads_done += 1
+            self.bytes_up += size
+        upload["stored"] = True
+        inspect = self.cli(client, "inspect", parcel, parcel=parcel)
+        if inspect["ok"]:
+            meta = json.loads(inspect["out"])
+            if meta.get("size") != size or meta.get("owner") != client["address"]:
+                self.violation(f"inspect {parcel}: {meta} (expected size {size}, owner {client['address']})")
+        if not self.download_and_compare(client, parcel, path, size):
+            return
+        if upload["remove"]:
+            removed = self.cli(client, "remove", parcel, parcel=parcel)
+            upload["remove_op"] = removed
+            if removed["ok"]:
+                upload["removed"] = True
+                gone = self.cli(client, "inspect", parcel, parcel=parcel)
+                if gone["detail"].startswith("error: 404 "):
+                    gone["ok"] = True  # the expected answer, no failure
+                elif gone["ok"]:
+                    self.violation(f"{parcel} still inspectable after its remove: {gone['out'][:200]}")
+                # Any other failure is judged against the kill's time.
 
     # ----- the kill ----------------------------------------------------
     def bytes_received(self, addr):
@@ -423,7 +485,8 @@ def make_clients(run, count, seed):
                             "stored": False, "removed": False})
         relay = gate.GateRelay(urllib.parse.urlsplit(run.args.endpoint).port, run.gates)
         clients.append({"name": name, "key": key, "address": address, "uploads": uploads,
-                        "relay": relay, "endpoint": f"http://127.0.0.1:{relay.port}", "current": None})
+                        "relay": relay, "endpoint": f"http://127.0.0.1:{relay.port}", "current": None,
+                        "completed": 0})
     return clients
 
 
@@ -475,16 +538,17 @@ def workload(run):
     total = sum(u["size"] for c in clients for u in c["uploads"])
     say(f"{args.clients} clients x {len(SIZES)} uploads ({total / MIB:.1f} MiB) through {args.endpoint}, seed {seed}")
     # The kill comes once a quarter of the uploads are done, in mid-workload.
-    killer = threading.Thread(target=run.killer, args=(clients, max(2, args.clients * len(SIZES) // 4)), daemon=True)
-    killer.start()
-    threads = [threading.Thread(target=run.client_loop, args=(c,)) for c in clients]
-    for thread in threads:
-        thread.start()
+    killer = run.start_thread("killer", run.killer, clients, max(2, args.clients * len(SIZES) // 4), daemon=True)
+    threads = [run.start_thread(c["name"], run.client_loop, c) for c in clients]
     for thread in threads:
         thread.join()
     run.stop.set()
     killer.join()
     workload_end = now()
+    with run.lock:
+        run.ops_in_workload = len(run.ops)
+    run.check_threads()
+    run.check_planned(clients)
     if run.kill_at is None:
         run.violation("the workload ended before the kill condition held: nothing was proved")
         return report(run, clients, {})
@@ -630,6 +694,7 @@ def report(run, clients, figures):
         "MiB_up": round(run.bytes_up / MIB, 1),
         "MiB_down": round(run.bytes_down / MIB, 1),
         **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in figures.items()},
+        "threads_finished": f"{len(run.finished_threads)}/{len(run.started_threads)}",
         "violations": len(run.violations),
     }
     print("lb summary: " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
