@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::{
     domain::Address,
     error::Error,
-    state::{ISSUED, Lease, Shared, TakeOutcome, unix_now_millis},
+    state::{ISSUED, Lease, Shared, TakeOutcome, unix_now_micros},
     tasks::detached,
 };
 
@@ -65,7 +65,7 @@ impl TokenStore {
                 .add_evicting(
                     &outstanding_key(user),
                     jti,
-                    unix_now_millis() + ttl.as_millis() as u64,
+                    unix_now_micros() + ttl.as_micros() as u64,
                     self.max_outstanding,
                 )
                 .await?;

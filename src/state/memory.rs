@@ -12,13 +12,13 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{ISSUED, SharedState, Taken, claimed_by, unix_now_millis};
+use super::{ISSUED, SharedState, Taken, claimed_by, unix_now_micros};
 use crate::error::Error;
 
 enum Value {
     Text(String),
     Counter(u64),
-    /// Members and their expiry (Unix milliseconds).
+    /// Members and their expiry (Unix microseconds).
     Set(HashMap<String, u64>),
 }
 
@@ -188,10 +188,10 @@ impl SharedState for MemoryState {
         &self,
         key: &str,
         member: &str,
-        expires_ms: u64,
+        expires_us: u64,
         cap: u64,
     ) -> Result<Vec<String>, Error> {
-        let now = unix_now_millis();
+        let now = unix_now_micros();
         let mut keys = self.keys();
         let mut members = match keys.entries.remove(key) {
             Some(Entry {
@@ -215,9 +215,9 @@ impl SharedState for MemoryState {
         for name in &evicted {
             members.remove(name);
         }
-        members.insert(member.to_owned(), expires_ms);
+        members.insert(member.to_owned(), expires_us);
         if let Some(last) = members.values().max().copied() {
-            let ttl = Duration::from_millis(last.saturating_sub(now) + 1000);
+            let ttl = Duration::from_micros(last.saturating_sub(now) + 1_000_000);
             keys.put(key, Value::Set(members), ttl);
         }
         Ok(evicted)
@@ -292,19 +292,19 @@ mod tests {
     #[tokio::test]
     async fn a_capped_set_evicts_the_members_that_expire_first() {
         let state = MemoryState::new();
-        let now = unix_now_millis();
+        let now = unix_now_micros();
         let added = |member: &'static str, expires: u64| {
             let state = state.clone();
             async move { state.add_evicting("s", member, expires, 2).await.unwrap() }
         };
-        assert!(added("a", now + 60_000).await.is_empty());
-        assert!(added("b", now + 60_001).await.is_empty());
-        assert_eq!(added("c", now + 60_002).await, vec!["a".to_owned()]);
+        assert!(added("a", now + 60_000_000).await.is_empty());
+        assert!(added("b", now + 60_000_001).await.is_empty());
+        assert_eq!(added("c", now + 60_000_002).await, vec!["a".to_owned()]);
         // Adding a member again does not evict another.
-        assert!(added("c", now + 60_003).await.is_empty());
+        assert!(added("c", now + 60_000_003).await.is_empty());
         state.remove_member("s", "b").await.unwrap();
-        assert!(added("d", now + 60_004).await.is_empty());
-        assert_eq!(added("e", now + 60_005).await, vec!["c".to_owned()]);
+        assert!(added("d", now + 60_000_004).await.is_empty());
+        assert_eq!(added("e", now + 60_000_005).await, vec!["c".to_owned()]);
         assert_eq!(state.hit("h", Duration::from_secs(60)).await.unwrap(), 1);
         assert_eq!(state.hit("h", Duration::from_secs(60)).await.unwrap(), 2);
     }

@@ -81,8 +81,8 @@ pub trait SharedState: Send + Sync {
     /// for `window` from its first hit; answers the count so far.
     async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error>;
 
-    /// Adds `member` to the set `key` until `expires_ms` (Unix
-    /// milliseconds), after
+    /// Adds `member` to the set `key` until `expires_us` (Unix
+    /// microseconds), after
     /// dropping the members that expired. If the set would then hold more
     /// than `cap` members, the ones that expire first (other than `member`)
     /// are taken out to make room; they are answered.
@@ -90,7 +90,7 @@ pub trait SharedState: Send + Sync {
         &self,
         key: &str,
         member: &str,
-        expires_ms: u64,
+        expires_us: u64,
         cap: u64,
     ) -> Result<Vec<String>, Error>;
 
@@ -106,13 +106,13 @@ pub type Shared = Arc<dyn SharedState>;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    unix_now_millis() / 1000
+    unix_now_micros() / 1_000_000
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_now_millis() -> u64 {
+/// Microseconds since the Unix epoch.
+pub fn unix_now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }

@@ -15,7 +15,7 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use super::{SharedState, Taken, unix_now_millis};
+use super::{SharedState, Taken, unix_now_micros};
 use crate::error::Error;
 
 /// How long to wait for Redis to connect or answer; also the most one
@@ -75,7 +75,7 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 ";
 
-/// Drops the members of a sorted set scored by expiry (Unix ms) that
+/// Drops the members of a sorted set scored by expiry (Unix µs) that
 /// expired at `ARGV[3]`, takes out the ones that expire first until fewer
 /// than `ARGV[4]` are left, and adds `ARGV[1]` scored `ARGV[2]`. Answers the
 /// members taken out. The set lives as long as its last member.
@@ -90,7 +90,7 @@ if over > 0 then
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1000)
+redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(last[2]) / 1000) + 1000)
 return evicted
 ";
 
@@ -364,7 +364,7 @@ impl SharedState for RedisState {
         &self,
         key: &str,
         member: &str,
-        expires_ms: u64,
+        expires_us: u64,
         cap: u64,
     ) -> Result<Vec<String>, Error> {
         self.run(
@@ -372,8 +372,8 @@ impl SharedState for RedisState {
                 .add_evicting
                 .key(key)
                 .arg(member)
-                .arg(expires_ms)
-                .arg(unix_now_millis())
+                .arg(expires_us)
+                .arg(unix_now_micros())
                 .arg(cap.max(1)),
         )
         .await

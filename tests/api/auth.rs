@@ -155,10 +155,10 @@ impl SharedState for Recording {
         &self,
         key: &str,
         member: &str,
-        expires_ms: u64,
+        expires_us: u64,
         cap: u64,
     ) -> Result<Vec<String>, Error> {
-        let evicted = self.inner.add_evicting(key, member, expires_ms, cap).await?;
+        let evicted = self.inner.add_evicting(key, member, expires_us, cap).await?;
         let slot = (key.to_owned(), member.to_owned());
         self.slots.lock().unwrap().push(slot);
         Ok(evicted)
