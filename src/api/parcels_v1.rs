@@ -1,4 +1,4 @@
-//! v1 parcels: the JSON-and-hex format of the public AMO clients (DESIGN §4).
+//! v1 parcels: the JSON-and-hex format of the public AMO clients (docs/protocol.md, "v1").
 
 use std::{borrow::Cow, collections::BTreeMap};
 

@@ -1,4 +1,4 @@
-//! v2 parcels: raw bodies streamed between the client and S3 (DESIGN §4).
+//! v2 parcels: raw bodies streamed between the client and S3 (docs/protocol.md, "v2").
 
 use futures_util::TryStreamExt;
 use poem::{Body, Request};
