@@ -18,6 +18,7 @@ use crate::{
         health::{Draining, HealthApi},
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
+        proof::WithProof,
     },
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
     chain::Chain,
@@ -148,8 +149,13 @@ impl State {
     }
 }
 
-fn service(apis: Apis) -> OpenApiService<Apis, ()> {
-    OpenApiService::new(apis, "AMO storage service", env!("CARGO_PKG_VERSION")).description(
+fn service(apis: Apis) -> OpenApiService<WithProof<Apis>, ()> {
+    OpenApiService::new(
+        WithProof(apis),
+        "AMO storage service",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
         "Data parcels of the AMO blockchain, stored in Ceph through S3. Get a one-time \
          token from /auth, sign it with the account's P-256 key, and send it with \
          X-Auth-Token, X-Public-Key and X-Signature to upload, download or remove a \

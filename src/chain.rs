@@ -1,5 +1,5 @@
 //! Blockchain grants: asks an AMO node whether an account that does not own a
-//! parcel may download it (DESIGN §4, "Access control").
+//! parcel may download it (docs/protocol.md, "Access control").
 //!
 //! The node software is amoabci; the reference for everything below is its
 //! source, `amo/query.go` (`queryUsage`), `amo/code/code.go` and

@@ -1,5 +1,5 @@
 //! Settings: an optional TOML file, overridden by `AMO_*` environment
-//! variables (DESIGN §6). Bad configuration is refused at start with one line
+//! variables (docs/configuration.md). Bad configuration is refused at start with one line
 //! naming the problem; a backend being down is not bad configuration.
 
 use std::{

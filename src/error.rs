@@ -1,4 +1,4 @@
-//! The one place where failures become HTTP answers (DESIGN §4).
+//! The one place where failures become HTTP answers (docs/protocol.md, "Errors").
 //!
 //! Code inside the service returns [`Error`]; [`ErrorResponse`] is what the
 //! API answers: a status and a JSON body `{"error": …, "code": …}`. Server-side

@@ -3,9 +3,9 @@
 #
 # One monitor, one OSD on the in-memory `memstore` object store and one
 # radosgw (beast) on 127.0.0.1, as plain background processes with all their
-# state in ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph; recipe and traps in
-# shared/notes/ceph-rgw.md. Data lives in RAM: every fresh start is a new,
-# empty cluster.
+# state in ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph; the settings that matter
+# and the S3 client's traps are in docs/operations.md, "The local Ceph RGW".
+# Data lives in RAM: every fresh start is a new, empty cluster.
 #
 #   start   idempotent. If the three daemons of the pid files are alive and the
 #           RGW answers, only makes sure the user and bucket exist and prints

@@ -8,11 +8,12 @@ pub mod bounded;
 pub mod health;
 pub mod parcels_v1;
 pub mod parcels_v2;
+pub mod proof;
 pub mod types;
 
-use poem_openapi::{Object, Tags, param::Header};
+use poem_openapi::{Object, Tags};
 
-use crate::{auth::ProofHeaders, domain::ParcelId};
+use crate::domain::ParcelId;
 
 /// The groups of operations in the spec.
 #[derive(Tags)]
@@ -25,19 +26,6 @@ pub enum ApiTags {
     ParcelsV2,
     /// Liveness and readiness, for load balancers and Kubernetes.
     Health,
-}
-
-/// Borrows the three proof headers of a request.
-pub(crate) fn proof<'a>(
-    token: &'a Header<Option<String>>,
-    public_key: &'a Header<Option<String>>,
-    signature: &'a Header<Option<String>>,
-) -> ProofHeaders<'a> {
-    ProofHeaders {
-        token: token.0.as_deref(),
-        public_key: public_key.0.as_deref(),
-        signature: signature.0.as_deref(),
-    }
 }
 
 /// `{"id": …}`: the id of a stored parcel.

@@ -1,16 +1,16 @@
-//! v1 parcels: the JSON-and-hex format of the public AMO clients (DESIGN §4).
+//! v1 parcels: the JSON-and-hex format of the public AMO clients (docs/protocol.md, "v1").
 
 use std::{borrow::Cow, collections::BTreeMap};
 
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Union,
-    param::{Header, Path, Query},
+    param::{Path, Query},
     payload::Json,
 };
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, body::V1UploadBody, proof};
+use super::{ApiTags, ParcelIdBody, body::V1UploadBody, proof::Proof};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId},
@@ -166,25 +166,14 @@ impl ParcelsV1Api {
         body: V1UploadBody,
         /// The one-time JWT from `/auth`, for operation `upload`.
         #[oai(name = "X-Auth-Token")]
-        token: Header<Option<String>>,
-        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
-        #[oai(name = "X-Public-Key")]
-        public_key: Header<Option<String>>,
-        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
-        /// base64url.
-        #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        proof: Proof,
     ) -> ApiResult<V1UploadResponse> {
         // Nothing of the body is read before the proof passed and a slot
         // is taken: a stranger cannot make this replica hold a body.
         let slot = self.parcels.upload_slot()?;
         let auth = self
             .authorizer
-            .authorize(
-                proof(&token, &public_key, &signature),
-                OperationKind::Upload,
-                None,
-            )
+            .authorize(proof.headers(), OperationKind::Upload, None)
             .await?;
         let parsed = async {
             let raw = body.read().await?;
@@ -242,14 +231,7 @@ impl ParcelsV1Api {
         key: Query<Option<V1Key>>,
         /// The one-time JWT from `/auth`, for operation `download`.
         #[oai(name = "X-Auth-Token")]
-        token: Header<Option<String>>,
-        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
-        #[oai(name = "X-Public-Key")]
-        public_key: Header<Option<String>>,
-        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
-        /// base64url.
-        #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        proof: Proof,
     ) -> ApiResult<V1GetResponse> {
         let id = id.0;
         let view = match key.0 {
@@ -263,11 +245,7 @@ impl ParcelsV1Api {
                 let slot = self.parcels.v1_download_slot()?;
                 let auth = self
                     .authorizer
-                    .authorize(
-                        proof(&token, &public_key, &signature),
-                        OperationKind::Download,
-                        Some(&id),
-                    )
+                    .authorize(proof.headers(), OperationKind::Download, Some(&id))
                     .await?;
                 let (parcel, body) = self.parcels.download_whole(auth, slot, &id).await?;
                 let view = metadata_view(&id, &parcel);
@@ -296,23 +274,12 @@ impl ParcelsV1Api {
         id: Path<ParcelId>,
         /// The one-time JWT from `/auth`, for operation `remove`.
         #[oai(name = "X-Auth-Token")]
-        token: Header<Option<String>>,
-        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
-        #[oai(name = "X-Public-Key")]
-        public_key: Header<Option<String>>,
-        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
-        /// base64url.
-        #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        proof: Proof,
     ) -> ApiResult<V1RemoveResponse> {
         let id = id.0;
         let auth = self
             .authorizer
-            .authorize(
-                proof(&token, &public_key, &signature),
-                OperationKind::Remove,
-                Some(&id),
-            )
+            .authorize(proof.headers(), OperationKind::Remove, Some(&id))
             .await?;
         self.parcels.remove(auth, &id).await?;
         Ok(V1RemoveResponse::Removed)

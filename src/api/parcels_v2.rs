@@ -1,4 +1,4 @@
-//! v2 parcels: raw bodies streamed between the client and S3 (DESIGN §4).
+//! v2 parcels: raw bodies streamed between the client and S3 (docs/protocol.md, "v2").
 
 use futures_util::TryStreamExt;
 use poem::{Body, Request};
@@ -9,7 +9,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, proof};
+use super::{ApiTags, ParcelIdBody, proof::Proof};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId, ParcelMetadata},
@@ -136,25 +136,14 @@ impl ParcelsV2Api {
         request: &Request,
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
         #[oai(name = "X-Auth-Token")]
-        token: Header<Option<String>>,
-        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
-        #[oai(name = "X-Public-Key")]
-        public_key: Header<Option<String>>,
-        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
-        /// base64url.
-        #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        proof: Proof,
     ) -> ApiResult<V2UploadResponse> {
         let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
         let admitted: ApiResult<_> = async {
             let slot = self.parcels.upload_slot()?;
             let auth = self
                 .authorizer
-                .authorize(
-                    proof(&token, &public_key, &signature),
-                    OperationKind::Upload,
-                    None,
-                )
+                .authorize(proof.headers(), OperationKind::Upload, None)
                 .await?;
             // Metadata is read after the token: a request that may not upload
             // learns nothing from it, and malformed metadata (400) leaves the
@@ -222,23 +211,12 @@ impl ParcelsV2Api {
         range: Header<Option<String>>,
         /// The one-time JWT from `/auth`, for operation `download`.
         #[oai(name = "X-Auth-Token")]
-        token: Header<Option<String>>,
-        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
-        #[oai(name = "X-Public-Key")]
-        public_key: Header<Option<String>>,
-        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
-        /// base64url.
-        #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        proof: Proof,
     ) -> ApiResult<V2DownloadResponse> {
         let id = id.0;
         let auth = self
             .authorizer
-            .authorize(
-                proof(&token, &public_key, &signature),
-                OperationKind::Download,
-                Some(&id),
-            )
+            .authorize(proof.headers(), OperationKind::Download, Some(&id))
             .await?;
         let download = self.parcels.download_stream(auth, &id, range.0).await?;
         let etag = format!("\"{}\"", download.hash);
@@ -293,23 +271,12 @@ impl ParcelsV2Api {
         id: Path<ParcelId>,
         /// The one-time JWT from `/auth`, for operation `remove`.
         #[oai(name = "X-Auth-Token")]
-        token: Header<Option<String>>,
-        /// The account's P-256 public key: 65 or 33 bytes, hex or base64url.
-        #[oai(name = "X-Public-Key")]
-        public_key: Header<Option<String>>,
-        /// ECDSA P-256/SHA-256 signature over the token: r‖s or DER, hex or
-        /// base64url.
-        #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        proof: Proof,
     ) -> ApiResult<V2RemoveResponse> {
         let id = id.0;
         let auth = self
             .authorizer
-            .authorize(
-                proof(&token, &public_key, &signature),
-                OperationKind::Remove,
-                Some(&id),
-            )
+            .authorize(proof.headers(), OperationKind::Remove, Some(&id))
             .await?;
         self.parcels.remove(auth, &id).await?;
         Ok(V2RemoveResponse::Removed)

@@ -1,4 +1,4 @@
-//! The one-time JWT (DESIGN §3): HS256, algorithm pinned by the server.
+//! The one-time JWT (docs/protocol.md, "Tokens"): HS256, algorithm pinned by the server.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! Tokens and the proof of possession (DESIGN §3).
+//! Tokens and the proof of possession (docs/protocol.md, "Tokens" to
+//! "Token lifecycle").
 //!
 //! [`Authorizer::authorize`] runs every check of the design, in order, before
 //! any side effect, then claims the token. Passing yields [`Authorized`]: the
@@ -103,7 +104,8 @@ impl Authorizer {
     }
 
     /// Checks a request that wants to perform `expected` on `target`, then
-    /// claims its token. Every check of DESIGN §3 but the body hash is here.
+    /// claims its token. Every check of docs/protocol.md, "Order of checks",
+    /// but the body hash is here.
     pub async fn authorize(
         &self,
         headers: ProofHeaders<'_>,

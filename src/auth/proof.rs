@@ -1,4 +1,5 @@
-//! The proof of possession: the public key and signature headers (DESIGN §3).
+//! The proof of possession: the public key and signature headers
+//! (docs/protocol.md, "Proof of possession").
 
 use base64::{
     Engine, alphabet,

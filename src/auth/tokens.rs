@@ -1,6 +1,7 @@
-//! The one-use record of every token, in the shared state (DESIGN §3).
+//! The one-use record of every token, in the shared state (docs/protocol.md, "Token lifecycle").
 //!
-//! Key layout (part of the contract between versions):
+//! Key layout (part of the contract between versions, docs/protocol.md,
+//! "Shared state: the Redis key layout"):
 //! `amo:token:{<jti>}` holds `issued` from issue until first use, with the
 //! token's TTL. A request that uses the token takes it as a lease
 //! (`claimed:<holder id>`, `AMO_LEASE_SECS`, renewed while the request

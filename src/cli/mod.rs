@@ -1,6 +1,6 @@
 //! The command-line client: `amo-storage key …` and `amo-storage parcel …`.
 //!
-//! It speaks the service's v2 API the way any client does (DESIGN §3): get a
+//! It speaks the service's v2 API the way any client does (docs/protocol.md): get a
 //! one-time token for an operation, sign the token with the account's P-256
 //! key, and send it with the request. Bodies stream in both directions; a
 //! parcel is never held in memory.

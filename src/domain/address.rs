@@ -1,4 +1,4 @@
-//! Account addresses (DESIGN §2).
+//! Account addresses (docs/protocol.md, "Identities").
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
-//! Parcel metadata: a JSON object that always names its owner (DESIGN §4, §5).
+//! Parcel metadata: a JSON object that always names its owner (docs/protocol.md,
+//! "v1" and "Storage model").
 
 use std::fmt::Write as _;
 

@@ -1,4 +1,4 @@
-//! The operation a token is for (DESIGN §3).
+//! The operation a token is for (docs/protocol.md, "Tokens").
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Storage ids and parcel ids (DESIGN §2).
+//! Storage ids and parcel ids (docs/protocol.md, "Identities").
 
 use std::fmt;
 

@@ -11,11 +11,11 @@
 //! according to what happened. One effect per token, whatever the client
 //! does.
 //!
-//! Who may do what (DESIGN §4, "Access control"): anyone inspects; the owner
-//! removes; the owner downloads, and so does an account the AMO blockchain
-//! grants the parcel to, when a [`Chain`] is configured. Those rules apply
-//! after every check of the token and proof (DESIGN §3), and before any byte
-//! of the parcel is sent.
+//! Who may do what (docs/protocol.md, "Access control"): anyone inspects;
+//! the owner removes; the owner downloads, and so does an account the AMO
+//! blockchain grants the parcel to, when a [`Chain`] is configured. Those
+//! rules apply after every check of the token and proof (docs/protocol.md,
+//! "Order of checks"), and before any byte of the parcel is sent.
 
 mod upload;
 

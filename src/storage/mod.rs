@@ -1,4 +1,4 @@
-//! Where parcels live (DESIGN §5): one object per parcel, holding its body,
+//! Where parcels live (docs/protocol.md, "Storage model"): one object per parcel, holding its body,
 //! its owner and its metadata together.
 //!
 //! [`ParcelStore`] is what the parcel operations need of a store.

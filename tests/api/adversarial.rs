@@ -768,7 +768,7 @@ async fn unicode_and_control_characters_in_the_proof_headers_are_refused() {
 // Hostile ranges.
 // ---------------------------------------------------------------------------
 
-/// What a `Range` must answer on a 100-byte parcel (README: one range 206,
+/// What a `Range` must answer on a 100-byte parcel (docs/protocol.md, "v2": one range 206,
 /// outside the body 416 with `bytes */N`, anything else the whole body).
 enum Expect {
     Whole,

@@ -1,5 +1,6 @@
-//! Every rule of DESIGN §3, attacked. Each attempt is refused with the right
-//! status and leaves nothing stored, removed or consumed.
+//! Every rule of docs/protocol.md, "Order of checks", attacked. Each attempt
+//! is refused with the right status and leaves nothing stored, removed or
+//! consumed.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;

@@ -32,50 +32,15 @@ schemathesis_version=4.32.5
 budget_secs=290
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/amo-fuzz.XXXXXX")
-service_pid=
+# shellcheck source=../lib/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/service.sh"
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
-    if [[ -n $service_pid ]]; then
-        kill "$service_pid" 2>/dev/null || true
-        wait "$service_pid" 2>/dev/null || true
-    fi
+    stop_service
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-# Polls $1/readyz until 200, for up to $2 seconds; fails early if the service
-# started here has exited.
-wait_ready() {
-    local url=$1 deadline=$((SECONDS + $2))
-    until curl -fsS -o /dev/null --max-time 2 "$url/readyz" 2>/dev/null; do
-        if [[ -n $service_pid ]] && ! kill -0 "$service_pid" 2>/dev/null; then
-            echo "the service exited before it was ready; its log:" >&2
-            cat "$work/service.log" >&2
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "$url/readyz did not answer 200 within $2 s" >&2
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-
-if [[ -n ${AMO_SERVICE_BIN:-} ]]; then
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    (
-        set -a
-        # shellcheck source=/dev/null
-        . "$local_dir/env"
-        set +a
-        export AMO_S3_PREFIX=${AMO_S3_PREFIX:-fuzz-test/}
-        exec "$AMO_SERVICE_BIN" "127.0.0.1:$port"
-    ) >"$work/service.log" 2>&1 &
-    service_pid=$!
-    AMO_ENDPOINT=http://127.0.0.1:$port
-    echo "started $AMO_SERVICE_BIN (pid $service_pid) at $AMO_ENDPOINT"
-fi
-wait_ready "$AMO_ENDPOINT" 60
+start_service fuzz-test/
 
 if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"

@@ -4,7 +4,7 @@ Run by tests/sdk/run.sh, which generates the client package
 (`amo_storage_service_client`) from openapi/openapi.json with
 openapi-python-client and installs it into the venv. Every HTTP request here
 goes through that generated client; the only handwritten part is the proof of
-possession (DESIGN.md section 3): ECDSA P-256 over SHA-256 of the token's
+possession (docs/protocol.md, "Proof of possession"): ECDSA P-256 over SHA-256 of the token's
 ASCII bytes, sent as 64-byte r||s hex, with the 65-byte uncompressed public
 key in hex, and the account address = upper hex of the first 20 bytes of
 SHA-256 of that key.
@@ -14,8 +14,8 @@ an answer), that is a defect of the spec: fix the spec (src/api/*.rs), do not
 work around it here.
 
 Environment: AMO_ENDPOINT (default http://127.0.0.1:8080),
-AMO_AUTH_VECTOR (default: ../../../shared/vectors/amo-auth.json beside the
-repository, else tests/vectors/amo-auth.json), AMO_SDK_BODY_KIB (default 384).
+AMO_AUTH_VECTOR (default tests/vectors/amo-auth.json), AMO_SDK_BODY_KIB
+(default 384).
 """
 
 from __future__ import annotations
@@ -123,13 +123,7 @@ def jwt_claims(token: str) -> dict:
 def vector_path() -> Path:
     if os.environ.get("AMO_AUTH_VECTOR"):
         return Path(os.environ["AMO_AUTH_VECTOR"])
-    for candidate in (
-        REPO.parent / "shared" / "vectors" / "amo-auth.json",
-        REPO / "tests" / "vectors" / "amo-auth.json",
-    ):
-        if candidate.is_file():
-            return candidate
-    raise FlowError("no amo-auth.json vector found; set AMO_AUTH_VECTOR")
+    return REPO / "tests" / "vectors" / "amo-auth.json"
 
 
 def check_signing_against_vector() -> None:
