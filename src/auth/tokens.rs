@@ -52,29 +52,36 @@ impl TokenStore {
         &self.state
     }
 
-    /// Records a new token's `jti` for `user`, valid for `ttl`. When the account then counts more than its cap of
-    /// outstanding tokens, its oldest leave the count, and those not in use
-    /// by a request are revoked: `/auth` needs no proof, so refusing would
-    /// let anyone lock the account's owner out.
+    /// Records a new token's `jti` for `user`, valid for `ttl`. When the
+    /// account then counts more than its cap of outstanding tokens, its
+    /// oldest leave the count, and those not in use by a request are
+    /// revoked: `/auth` needs no proof, so refusing would let anyone lock
+    /// the account's owner out. The record and the count are written at
+    /// once (one round trip).
     pub async fn issue(&self, jti: &str, user: &Address, ttl: Duration) -> Result<(), Error> {
-        if !self.state.set_new(&token_key(jti), ISSUED, ttl).await? {
-            return Err(Error::Internal(format!("jti {jti} already recorded")));
-        }
-        if self.max_outstanding > 0 {
-            let evicted = self
-                .state
+        let key = token_key(jti);
+        let record = self.state.set_new(&key, ISSUED, ttl);
+        let count = async {
+            if self.max_outstanding == 0 {
+                return Ok(Vec::new());
+            }
+            self.state
                 .add_evicting(
                     &outstanding_key(user),
                     jti,
                     unix_now_micros() + ttl.as_micros() as u64,
                     self.max_outstanding,
                 )
-                .await?;
-            for old in evicted {
-                // A token in use is not revoked: its request settles it.
-                if self.state.end_issued(&token_key(&old)).await? {
-                    crate::metrics::limited("outstanding_tokens");
-                }
+                .await
+        };
+        let (recorded, evicted) = futures_util::future::try_join(record, count).await?;
+        if !recorded {
+            return Err(Error::Internal(format!("jti {jti} already recorded")));
+        }
+        for old in evicted {
+            // A token in use is not revoked: its request settles it.
+            if self.state.end_issued(&token_key(&old)).await? {
+                crate::metrics::limited("outstanding_tokens");
             }
         }
         Ok(())
@@ -121,12 +128,15 @@ impl TokenClaim {
     /// The operation succeeded: the token can never be used again.
     pub async fn consume(self) {
         crate::metrics::token_consumed();
-        if let Some((state, key, jti)) = &self.outstanding {
-            if let Err(err) = state.remove_member(key, jti).await {
-                tracing::warn!(%err, "could not uncount a used token; it expires by itself");
+        let uncount = async {
+            if let Some((state, key, jti)) = &self.outstanding {
+                if let Err(err) = state.remove_member(key, jti).await {
+                    tracing::warn!(%err, "could not uncount a used token; it expires by itself");
+                }
             }
-        }
-        match self.lease.end().await {
+        };
+        let (_, ended) = futures_util::future::join(uncount, self.lease.end()).await;
+        match ended {
             Ok(true) => {}
             Ok(false) => tracing::warn!("a token's claim had lapsed before it was consumed"),
             Err(err) => tracing::warn!(%err, "could not consume a token; it expires by itself"),
