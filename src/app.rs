@@ -112,6 +112,7 @@ impl State {
             max_concurrent_v1_downloads: settings.limits.max_concurrent_v1_downloads,
             lease: settings.lease,
             single_put_max_bytes: settings.s3_single_put_max_bytes,
+            store_timeout: settings.s3_timeout,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config)

@@ -63,6 +63,18 @@ pub enum Error {
         /// The underlying error, for the log only.
         detail: String,
     },
+    /// S3 was asked to store or remove a parcel and did not answer in time:
+    /// it may have done it. The request's token is used up (its effect may
+    /// have happened), and a retry with a new token finds out (200 for a
+    /// parcel the caller now stores, 404 for one removed).
+    #[error(
+        "the parcel store did not confirm the change, which may have happened; get a new \
+         token and try again"
+    )]
+    OutcomeUnknown {
+        /// The underlying error, for the log only.
+        detail: String,
+    },
     /// The AMO blockchain node could not say whether a non-owner may download
     /// a parcel: unreachable, too slow, or an answer that is neither a grant
     /// nor a refusal. Never a grant.
@@ -110,6 +122,20 @@ impl Error {
             service: "parcel store",
             detail: detail.to_string(),
         }
+    }
+
+    /// A write to S3 that may have taken effect.
+    pub fn outcome_unknown(detail: impl ToString) -> Self {
+        crate::metrics::backend_error("s3");
+        Self::OutcomeUnknown {
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Whether the effect of the request may have happened: its token must
+    /// then be used up, never released.
+    pub fn may_have_taken_effect(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown { .. })
     }
 
     /// Failed authentication with a stable reason code.
@@ -254,6 +280,13 @@ impl From<Error> for ErrorResponse {
                 tracing::warn!(service, %detail, "backend unavailable");
                 Self::ServiceUnavailable(
                     ErrorBody::new(message, "unavailable"),
+                    RETRY_AFTER_UNAVAILABLE,
+                )
+            }
+            Error::OutcomeUnknown { detail } => {
+                tracing::warn!(%detail, "a write to the parcel store may or may not have happened");
+                Self::ServiceUnavailable(
+                    ErrorBody::new(message, "outcome_unknown"),
                     RETRY_AFTER_UNAVAILABLE,
                 )
             }

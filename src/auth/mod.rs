@@ -62,11 +62,13 @@ impl Authorized {
         self.claim.release().await;
     }
 
-    /// Runs `operation`; consumes the token if it succeeds, releases it if it
-    /// fails.
+    /// Settles the token on `outcome`: consumed if the operation succeeded,
+    /// or may have taken effect; released if it failed before anything
+    /// became visible.
     pub async fn settle<T>(self, outcome: Result<T, Error>) -> Result<T, Error> {
         match &outcome {
             Ok(_) => self.succeeded().await,
+            Err(err) if err.may_have_taken_effect() => self.succeeded().await,
             Err(_) => self.failed().await,
         }
         outcome

@@ -62,6 +62,9 @@ pub struct Limits {
     /// The largest body of known length that goes up in one `PutObject`;
     /// longer ones go up in parts.
     pub single_put_max_bytes: u64,
+    /// How long S3 may take to accept a chunk of a streamed body, or to
+    /// answer once the body is through.
+    pub store_timeout: std::time::Duration,
 }
 
 /// A download ready to stream: what was found, and the bytes to send.

@@ -33,7 +33,7 @@
 //! streams. The sweep aborts the multipart uploads whose mark lapsed: their
 //! replica died.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, TryStreamExt};
@@ -117,6 +117,8 @@ struct Incoming<S> {
     received: u64,
     max: u64,
     idle: Duration,
+    /// How long the store may take to accept a chunk.
+    store_wait: Duration,
 }
 
 impl<S> Incoming<S>
@@ -205,11 +207,26 @@ where
                 .await?
                 .ok_or_else(|| short_body(sent, length))?;
             sent += piece.len() as u64;
-            if feed.send(Ok(piece)).await.is_err() {
-                return Err(store_stopped());
-            }
+            self.hand(feed, piece).await?;
         }
         Ok(())
+    }
+
+    /// Hands `piece` to the store's request, which must take it within the
+    /// store's timeout.
+    async fn hand(
+        &mut self,
+        feed: &mpsc::Sender<std::io::Result<Bytes>>,
+        piece: Bytes,
+    ) -> Result<(), Error> {
+        match tokio::time::timeout(self.store_wait, feed.send(Ok(piece))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(store_stopped()),
+            Err(_) => Err(Error::parcel_store(format!(
+                "S3 took no byte of the body for {} s",
+                self.store_wait.as_secs()
+            ))),
+        }
     }
 }
 
@@ -256,6 +273,7 @@ impl Parcels {
             received: 0,
             max: length.unwrap_or(max),
             idle: self.limits.body_idle_timeout,
+            store_wait: self.limits.store_timeout,
         };
         match length {
             Some(length) if length > 0 && length <= self.limits.single_put_max_bytes => {
@@ -306,9 +324,7 @@ impl Parcels {
                 let mut held: Option<Bytes> = None;
                 while let Some(piece) = incoming.next(usize::MAX).await? {
                     if let Some(ready) = held.replace(piece) {
-                        if sender.send(Ok(ready)).await.is_err() {
-                            return Err(store_stopped());
-                        }
+                        incoming.hand(&sender, ready).await?;
                     }
                 }
                 if incoming.received != length {
@@ -317,9 +333,9 @@ impl Parcels {
                 incoming.check(&parcel.id.content_hash())?;
                 let lock = self.lock_for_commit(parcel.id).await?;
                 if let Some(last) = held {
-                    if sender.send(Ok(last)).await.is_err() {
+                    if let Err(err) = incoming.hand(&sender, last).await {
                         unlock(lock).await;
-                        return Err(store_stopped());
+                        return Err(err);
                     }
                 }
                 Ok(lock)
@@ -332,7 +348,15 @@ impl Parcels {
             drop(sender);
             fed
         };
-        let (fed, put) = tokio::join!(fed, put);
+        let (fed, put) = fed_then_answered(fed, put, self.limits.store_timeout).await;
+        // The whole body went up, and S3 did not answer: it may have
+        // stored it.
+        let put = put.unwrap_or_else(|waited| {
+            Err(Error::outcome_unknown(format!(
+                "PutObject of {} got no answer within {waited:?} of its last byte",
+                parcel.id
+            )))
+        });
         if let Ok(lock) = fed {
             unlock(lock).await;
             return self.settle_put(parcel, put?).await;
@@ -379,7 +403,17 @@ impl Parcels {
                     drop(sender);
                     fed
                 };
-                let (fed, pushed) = tokio::join!(fed, upload.push_part(this_part, feed));
+                let (fed, pushed) = fed_then_answered(
+                    fed,
+                    upload.push_part(this_part, feed),
+                    self.limits.store_timeout,
+                )
+                .await;
+                let pushed = pushed.unwrap_or_else(|waited| {
+                    Err(Error::parcel_store(format!(
+                        "UploadPart got no answer within {waited:?} of its last byte"
+                    )))
+                });
                 match (fed, pushed) {
                     (Ok(()), Ok(())) => {}
                     (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store),
@@ -516,17 +550,20 @@ impl Parcels {
     }
 
     /// Takes the parcel's write lock, waiting up to [`COMMIT_LOCK_WAIT`]
-    /// for another commit to end; 409 `upload_in_progress` past that.
+    /// for another commit to end (409 `upload_in_progress` past that), or
+    /// for the shared state to answer again (503 past that): a whole body
+    /// is not thrown away for a short blip.
     async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
-            if let Some(lock) =
-                Lease::try_take(&self.state, lock_key(id), self.limits.lease).await?
+            let failure = match Lease::try_take(&self.state, lock_key(id), self.limits.lease).await
             {
-                return Ok(lock);
-            }
+                Ok(Some(lock)) => return Ok(lock),
+                Ok(None) => Error::UploadInProgress(id.clone()),
+                Err(err) => err,
+            };
             if tokio::time::Instant::now() >= give_up {
-                return Err(Error::UploadInProgress(id.clone()));
+                return Err(failure);
             }
             tokio::time::sleep(COMMIT_LOCK_POLL).await;
         }
@@ -548,6 +585,30 @@ impl Parcels {
             ))
         })?;
         same_owner(parcel.id, &existing, parcel.owner).map(|()| PutOutcome::AlreadyExists)
+    }
+}
+
+/// Runs the feeding of a body and the store's request that reads it
+/// together. Once the body is fed, the store must answer within `within`
+/// (`Err(within)` past it); a store that answers first (a refusal, a
+/// failure) ends the feeding at its next chunk.
+async fn fed_then_answered<F, P, T>(
+    fed: F,
+    store: P,
+    within: Duration,
+) -> (F::Output, Result<T, Duration>)
+where
+    F: Future,
+    P: Future<Output = T>,
+{
+    let mut store = std::pin::pin!(store);
+    let mut fed = std::pin::pin!(fed);
+    tokio::select! {
+        fed = &mut fed => {
+            let answered = tokio::time::timeout(within, store).await.map_err(|_| within);
+            (fed, answered)
+        }
+        answered = &mut store => (fed.await, Ok(answered)),
     }
 }
 

@@ -145,7 +145,9 @@ impl S3Store {
     /// `PutObject` of a parcel unless one with its id exists
     /// (`If-None-Match: *`). The payload is not signed (`UNSIGNED-PAYLOAD`):
     /// the service hashes every byte itself, and signing would hash the
-    /// body a second time, before the first byte could leave.
+    /// body a second time, before the first byte could leave. A `streamed`
+    /// body arrives at the client's pace, so the SDK's timeouts are off for
+    /// it: the caller bounds the wait for each chunk and for the answer.
     async fn put(
         &self,
         id: &ParcelId,
@@ -153,7 +155,12 @@ impl S3Store {
         body: ByteStream,
         owner: &Address,
         metadata: &ParcelMetadata,
+        streamed: bool,
     ) -> Result<PutOutcome, Error> {
+        let mut config = aws_sdk_s3::config::Builder::default();
+        if streamed {
+            config = config.timeout_config(paced_by_the_client());
+        }
         let answer = self
             .client
             .put_object()
@@ -166,13 +173,14 @@ impl S3Store {
             .metadata(METADATA_FIELD, metadata.as_stored())
             .body(body)
             .customize()
+            .config_override(config)
             .disable_payload_signing()
             .send()
             .await;
         match answer {
             Ok(_) => Ok(PutOutcome::Created),
             Err(err) if status_of(&err) == Some(412) => Ok(PutOutcome::AlreadyExists),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
+            Err(err) => Err(write_failure(&err)),
         }
     }
 
@@ -243,7 +251,7 @@ impl ParcelStore for S3Store {
         metadata: &ParcelMetadata,
     ) -> Result<PutOutcome, Error> {
         let length = body.len() as u64;
-        self.put(id, length, ByteStream::from(body), owner, metadata)
+        self.put(id, length, ByteStream::from(body), owner, metadata, false)
             .await
     }
 
@@ -256,7 +264,7 @@ impl ParcelStore for S3Store {
         metadata: &ParcelMetadata,
     ) -> Result<PutOutcome, Error> {
         let body = ByteStream::from_body_1_x(FedBody::new(feed, length));
-        self.put(id, length, body, owner, metadata).await
+        self.put(id, length, body, owner, metadata, true).await
     }
 
     async fn get_stream(
@@ -343,7 +351,7 @@ impl ParcelStore for S3Store {
             .send()
             .await
             .map(drop)
-            .map_err(|err| Error::parcel_store(describe(&err)))
+            .map_err(|err| write_failure(&err))
     }
 
     async fn list(&self) -> Result<Vec<String>, Error> {
@@ -439,6 +447,9 @@ impl PartTarget {
             .content_length(length as i64)
             .body(ByteStream::from_body_1_x(FedBody::new(feed, length)))
             .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().timeout_config(paced_by_the_client()),
+            )
             .disable_payload_signing()
             .send()
             .await
@@ -551,7 +562,7 @@ impl PartUpload for MultipartUpload {
             .multipart_upload(parts)
             .send()
             .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
+            .map_err(|err| write_failure(&err))?;
         self.finished = true;
         Ok(PutOutcome::Created)
     }
@@ -672,6 +683,33 @@ trait HttpStatus {
 impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+/// The timeouts of a request whose body arrives at a client's pace: only
+/// the connection's. The caller bounds how long S3 may take each chunk, and
+/// how long it may take to answer once the body is through.
+fn paced_by_the_client() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .disable_read_timeout()
+        .disable_operation_attempt_timeout()
+        .disable_operation_timeout()
+        .build()
+}
+
+/// A failed write (a `PutObject`, a `CompleteMultipartUpload`, a
+/// `DeleteObject`): if S3 may have received it whole but did not answer in
+/// time (a timeout, a broken answer), whether it took effect is unknown.
+fn write_failure<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Error::outcome_unknown(describe(err))
+        }
+        _ => Error::parcel_store(describe(err)),
     }
 }
 

@@ -176,3 +176,43 @@ async fn a_replica_killed_mid_put_leaves_nothing() {
     };
     nothing_stored(&app).await;
 }
+
+#[tokio::test]
+async fn a_body_that_takes_longer_than_the_s3_timeout_still_streams_through() {
+    // Each S3 call may take 2 s; the client's body takes about 4 s to
+    // arrive, in one PutObject (3 MiB) and in parts (11 MiB, 5 MiB parts).
+    let app = spawn_with(settings(&[
+        ("AMO_S3_TIMEOUT_SECS", "2"),
+        ("AMO_S3_PART_SIZE_BYTES", "5242880"),
+        ("AMO_S3_SINGLE_PUT_MAX_BYTES", "5242880"),
+    ]))
+    .await;
+    let owner = Account::new();
+    for size in [3 * MIB, 11 * MIB] {
+        let data = random_body(size);
+        let (_, proof) = app.upload_token(&owner, &data).await;
+        let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let head = upload_head(data.len(), &proof).replace(
+            "Host: test\r\n",
+            "Host: test\r\nConnection: close\r\n",
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        for piece in data.chunks(size.div_ceil(20)) {
+            socket.write_all(piece).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let mut answer = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read_to_string(&mut socket, &mut answer),
+        )
+        .await
+        .ok();
+        assert!(started.elapsed() > std::time::Duration::from_secs(3));
+        assert!(answer.starts_with("HTTP/1.1 201"), "size {size}: {answer}");
+    }
+    assert!(app.multipart_uploads().await.is_empty());
+}

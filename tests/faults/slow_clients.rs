@@ -29,9 +29,12 @@ const MIB: u64 = 1024 * 1024;
 #[tokio::test]
 async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
     let idle = Duration::from_secs(2);
+    // Bodies over one part go up in parts, so a multipart upload is begun
+    // and must be aborted.
     let app = spawn_with(settings(&[
         ("AMO_BODY_IDLE_TIMEOUT_SECS", "2"),
         ("AMO_S3_PART_SIZE_BYTES", &PART.to_string()),
+        ("AMO_S3_SINGLE_PUT_MAX_BYTES", &PART.to_string()),
     ]))
     .await;
     let owner = Account::new();
