@@ -21,7 +21,12 @@ use std::{
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{error::ErrorBody, limits::Slots, state::Shared, storage::Store};
+use crate::{
+    error::{ErrorBody, RETRY_AFTER_UNAVAILABLE},
+    limits::Slots,
+    state::Shared,
+    storage::Store,
+};
 
 /// How long the backend check waits for each backend.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +55,12 @@ pub enum ReadinessResponse {
     /// This replica is shutting down, or streams as many uploads as it may
     /// (`AMO_MAX_CONCURRENT_UPLOADS`); `error` says which.
     #[oai(status = 503)]
-    NotReady(Json<ErrorBody>),
+    NotReady(
+        Json<ErrorBody>,
+        /// Seconds to wait before asking again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 /// Backend check answers.
@@ -61,7 +71,12 @@ pub enum BackendsResponse {
     Up(Json<HealthStatus>),
     /// Redis or S3 does not answer; `error` says which, and why.
     #[oai(status = 503)]
-    Down(Json<ErrorBody>),
+    Down(
+        Json<ErrorBody>,
+        /// Seconds to wait before asking again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
 
 /// Set once the replica shuts down: from then on it is not ready.
@@ -142,19 +157,25 @@ impl HealthApi {
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadinessResponse {
         if self.draining.is_draining() {
-            return ReadinessResponse::NotReady(ErrorBody::new(
-                "shutting down: finishing the requests in flight",
-                "not_ready",
-            ));
+            return ReadinessResponse::NotReady(
+                ErrorBody::new(
+                    "shutting down: finishing the requests in flight",
+                    "not_ready",
+                ),
+                RETRY_AFTER_UNAVAILABLE,
+            );
         }
         if self.uploads.is_full() {
-            return ReadinessResponse::NotReady(ErrorBody::new(
-                format!(
-                    "streaming the maximum of {} uploads (AMO_MAX_CONCURRENT_UPLOADS)",
-                    self.uploads.cap()
+            return ReadinessResponse::NotReady(
+                ErrorBody::new(
+                    format!(
+                        "streaming the maximum of {} uploads (AMO_MAX_CONCURRENT_UPLOADS)",
+                        self.uploads.cap()
+                    ),
+                    "not_ready",
                 ),
-                "not_ready",
-            ));
+                RETRY_AFTER_UNAVAILABLE,
+            );
         }
         ReadinessResponse::Ready(ok())
     }
@@ -175,7 +196,10 @@ impl HealthApi {
         if problems.is_empty() {
             BackendsResponse::Up(ok())
         } else {
-            BackendsResponse::Down(ErrorBody::new(problems.join("; "), "unavailable"))
+            BackendsResponse::Down(
+                ErrorBody::new(problems.join("; "), "unavailable"),
+                RETRY_AFTER_UNAVAILABLE,
+            )
         }
     }
 }

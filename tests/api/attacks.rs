@@ -494,3 +494,60 @@ async fn a_stranger_trickling_someone_elses_content_does_not_block_its_upload() 
         assert_eq!(app.fetch_v2(&victim, &id).await, data);
     }
 }
+
+#[tokio::test]
+async fn a_huge_declared_length_sizes_no_buffer() {
+    // 60 GiB declared (within what 10,000 parts of 8 MiB allow): the body
+    // streams to S3 part by part; 64 MiB of it raise the service's peak
+    // memory by a few MiB, not by a buffer the length would size.
+    let env = env_for(crate::BACKEND, &[]);
+    let service = MeasuredService::start(&env).await;
+    let owner = Account::new();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth", service.base))
+        .json(&json!({
+            "user": owner.address,
+            "operation": {"name": "upload", "hash": sha256_upper(b"never sent whole")},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let proof = owner.prove(&token);
+    let before = service.status_kib("VmHWM:");
+    let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nX-Auth-Token: {token}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
+        60u64 << 30,
+        proof.public_key.as_deref().unwrap(),
+        proof.signature.as_deref().unwrap(),
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; MIB];
+    for _ in 0..64 {
+        socket.write_all(&chunk).await.unwrap();
+    }
+    // Measured once the service has taken in at least 60 MiB of it.
+    let metrics = format!("{}/metrics", service.base);
+    eventually(30, "the service received 60 MiB", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|line| line.strip_prefix("amo_parcel_bytes_received_total "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .is_some_and(|received| received >= (60 * MIB) as f64)
+        }
+    })
+    .await;
+    let grown_mib = service.status_kib("VmHWM:").saturating_sub(before) / 1024;
+    drop(socket);
+    println!("peak RSS grew by {grown_mib} MiB over 64 MiB of a body declared 60 GiB");
+    assert!(grown_mib < 12, "peak RSS grew by {grown_mib} MiB");
+}

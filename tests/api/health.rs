@@ -178,7 +178,12 @@ async fn readyz_answers_503_not_ready_from_the_moment_the_replica_drains() {
 
     assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
     draining.start();
-    let body = expect_json(get("/readyz").await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    let draining_answer = get("/readyz").await.unwrap();
+    assert!(
+        draining_answer.headers().contains_key("retry-after"),
+        "every 503 carries Retry-After"
+    );
+    let body = expect_json(draining_answer, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["code"], "not_ready");
     assert!(
         body["error"].as_str().unwrap().contains("shutting down"),
