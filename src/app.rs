@@ -341,9 +341,13 @@ impl App {
             self.settings.lease,
         ));
         let endpoint = endpoint(&self.settings, &self.backends, self.draining).into_endpoint();
+        let grace = self.settings.drain_grace;
         let shutdown = async move {
             shutdown.await;
+            // Not ready from now on, and still accepting for the grace, so
+            // that a probe sees 503 rather than a refused connection.
             draining.start();
+            tokio::time::sleep(grace).await;
         };
         let served = Server::new_with_acceptor(self.acceptor)
             .http2_max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)

@@ -43,6 +43,7 @@ struct RawSettings {
     chain_timeout_ms: Option<u64>,
     chain_cache_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    drain_grace_secs: Option<u64>,
     auth_rate_per_ip: Option<u64>,
     auth_rate_per_user: Option<u64>,
     max_outstanding_tokens: Option<u64>,
@@ -80,6 +81,7 @@ const VARIABLES: &[&str] = &[
     "CHAIN_TIMEOUT_MS",
     "CHAIN_CACHE_SECS",
     "DRAIN_TIMEOUT_SECS",
+    "DRAIN_GRACE_SECS",
     "AUTH_RATE_PER_IP",
     "AUTH_RATE_PER_USER",
     "MAX_OUTSTANDING_TOKENS",
@@ -114,6 +116,8 @@ const DEFAULT_S3_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 60;
 /// How long in-flight requests may run after a shutdown signal, by default.
 const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+/// How long a replica keeps accepting, not ready, after a shutdown signal.
+const DEFAULT_DRAIN_GRACE_SECS: u64 = 2;
 /// How long a blockchain grant is remembered by default, in seconds.
 const DEFAULT_CHAIN_CACHE_SECS: u64 = 30;
 /// How long a v1 upload's whole body may take to arrive, by default.
@@ -194,6 +198,10 @@ pub struct Settings {
     pub chain: Option<ChainConfig>,
     /// How long in-flight requests may run after a shutdown signal.
     pub drain_timeout: Duration,
+    /// On a shutdown signal, how long the replica keeps accepting
+    /// connections while `/readyz` answers 503, so that a load balancer
+    /// that probes it sees it leave rather than find it gone.
+    pub drain_grace: Duration,
     /// Limits against abuse.
     pub limits: AbuseLimits,
     /// How long one S3 call may take before it fails (503).
@@ -279,6 +287,7 @@ impl Settings {
             s3_single_put_max_bytes: S3_MAX_SINGLE_PUT,
             chain: None,
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
+            drain_grace: Duration::from_secs(DEFAULT_DRAIN_GRACE_SECS),
             limits: AbuseLimits::default(),
             s3_timeout: Duration::from_secs(DEFAULT_S3_TIMEOUT_SECS),
             body_idle_timeout: Duration::from_secs(DEFAULT_BODY_IDLE_TIMEOUT_SECS),
@@ -403,6 +412,7 @@ impl RawSettings {
         number(&mut self.chain_timeout_ms, env, "CHAIN_TIMEOUT_MS")?;
         number(&mut self.chain_cache_secs, env, "CHAIN_CACHE_SECS")?;
         number(&mut self.drain_timeout_secs, env, "DRAIN_TIMEOUT_SECS")?;
+        number(&mut self.drain_grace_secs, env, "DRAIN_GRACE_SECS")?;
         number(&mut self.auth_rate_per_ip, env, "AUTH_RATE_PER_IP")?;
         number(&mut self.auth_rate_per_user, env, "AUTH_RATE_PER_USER")?;
         number(
@@ -512,6 +522,9 @@ impl RawSettings {
             drain_timeout: Duration::from_secs(
                 self.drain_timeout_secs
                     .unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
+            ),
+            drain_grace: Duration::from_secs(
+                self.drain_grace_secs.unwrap_or(DEFAULT_DRAIN_GRACE_SECS),
             ),
             limits: AbuseLimits {
                 auth_per_ip_per_minute: self
