@@ -34,6 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod parcels;
+pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -287,7 +287,8 @@ impl Parcels {
     }
 
     /// Takes the parcel's write lock, waiting up to [`COMMIT_LOCK_WAIT`]
-    /// for another commit to end; 409 `upload_in_progress` past that.
+    /// for another commit to end; 409 `upload_in_progress` past that, with
+    /// the lock's remaining time.
     async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
@@ -297,7 +298,8 @@ impl Parcels {
                 return Ok(lock);
             }
             if tokio::time::Instant::now() >= give_up {
-                return Err(Error::UploadInProgress(id.clone()));
+                let left = self.state.remaining(&lock_key(id)).await?;
+                return Err(Error::upload_in_progress(id, left));
             }
             tokio::time::sleep(COMMIT_LOCK_POLL).await;
         }
