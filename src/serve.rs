@@ -404,29 +404,23 @@ impl<E: Endpoint + 'static> Connection<E> {
             .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        let expired = tokio::select! {
+        tokio::select! {
             _ = connection.as_mut() => return,
-            why = activity.expired(&self.limits) => Some(why),
-            () = self.draining.cancelled() => None,
-        };
-        if let Some(why) = expired {
-            crate::metrics::connection_closed(why.label());
-            tracing::debug!(remote = %self.remote, reason = why.label(), "closing a connection");
-        }
-        // HTTP/1.1: closes at once when no request is in flight, else after
-        // it; HTTP/2: GOAWAY, then the streams in flight finish.
-        connection.as_mut().graceful_shutdown();
-        let bound = async {
-            match expired {
-                // Nothing was in flight: a client that keeps the socket
-                // open past the GOAWAY gets no more time than a head.
-                Some(_) => tokio::time::sleep(self.limits.header_read_timeout).await,
-                None => std::future::pending().await,
+            why = activity.expired(&self.limits) => {
+                // Nothing is in flight, and the connection is not polled
+                // again: closing the socket loses nothing. (hyper's
+                // graceful shutdown would wait for a head begun.)
+                crate::metrics::connection_closed(why.label());
+                tracing::debug!(remote = %self.remote, reason = why.label(), "closing a connection");
+                return;
             }
-        };
+            () = self.draining.cancelled() => {}
+        }
+        // Draining. HTTP/1.1: closes when the request in flight is
+        // answered; HTTP/2: GOAWAY, then the streams in flight finish.
+        connection.as_mut().graceful_shutdown();
         tokio::select! {
             _ = connection => {}
-            () = bound => {}
             () = self.forced.cancelled() => {}
         }
     }

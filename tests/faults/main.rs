@@ -17,6 +17,7 @@ mod proxy;
 mod rig;
 
 mod ceph_down;
+mod connections;
 mod redis_down;
 mod slow_clients;
 mod stalled_backends;

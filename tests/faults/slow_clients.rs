@@ -232,7 +232,7 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
 }
 
 impl Proof {
-    fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
         vec![
             ("X-Auth-Token", self.token.clone().unwrap()),
             ("X-Public-Key", self.public_key.clone().unwrap()),
@@ -243,7 +243,9 @@ impl Proof {
 
 /// Reads one HTTP/1.1 response with a `Content-Length`: status, headers
 /// (names in lower case), body.
-async fn read_response(socket: &mut TcpStream) -> (u16, HashMap<String, String>, Vec<u8>) {
+pub(crate) async fn read_response(
+    socket: &mut TcpStream,
+) -> (u16, HashMap<String, String>, Vec<u8>) {
     let (status, headers, mut body) = read_head(socket).await;
     let length: usize = headers["content-length"].parse().unwrap();
     while body.len() < length {
@@ -345,14 +347,19 @@ impl Content {
 }
 
 /// The real binary, run as a child process on the real backends, so its
-/// memory is measured alone.
-struct Service {
+/// memory (and its file descriptors) are measured alone.
+pub(crate) struct Service {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Service {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with `overrides` of its `AMO_*` settings.
+    pub(crate) fn start_with(overrides: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -363,6 +370,7 @@ impl Service {
             .envs(backend_env())
             .env("AMO_S3_PREFIX", format!("faults-{}/", uuid::Uuid::new_v4()))
             .env("AMO_LOG", "warn")
+            .envs(overrides.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start the service");
@@ -372,7 +380,12 @@ impl Service {
         }
     }
 
-    async fn wait_ready(&self, http: &reqwest::Client) {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) async fn wait_ready(&self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = http.get(format!("{}/readyz", self.base)).send().await;
@@ -387,7 +400,12 @@ impl Service {
         }
     }
 
-    async fn token(&self, http: &reqwest::Client, owner: &Account, operation: Value) -> String {
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        owner: &Account,
+        operation: Value,
+    ) -> String {
         let response = http
             .post(format!("{}/api/v2/auth", self.base))
             .json(&json!({"user": owner.address, "operation": operation}))
