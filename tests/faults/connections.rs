@@ -91,13 +91,10 @@ async fn small_cycle(service: &Service, http: &reqwest::Client, owner: &Account)
         .await;
     let response = owner
         .prove(&token)
-        .headers()
-        .into_iter()
-        .fold(
+        .apply(
             http.post(format!("{}/api/v2/parcels", service.base))
                 .header("content-type", "application/octet-stream")
                 .body(data.clone()),
-            |request, (name, value)| request.header(name, value),
         )
         .send()
         .await
@@ -111,12 +108,7 @@ async fn small_cycle(service: &Service, http: &reqwest::Client, owner: &Account)
         .await;
     let response = owner
         .prove(&token)
-        .headers()
-        .into_iter()
-        .fold(
-            http.get(format!("{}/api/v2/parcels/{id}", service.base)),
-            |request, (name, value)| request.header(name, value),
-        )
+        .apply(http.get(format!("{}/api/v2/parcels/{id}", service.base)))
         .send()
         .await
         .unwrap();
