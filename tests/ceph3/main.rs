@@ -25,6 +25,7 @@ mod rgw_restart;
 
 use std::{
     collections::HashMap,
+    ops::Deref,
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
@@ -98,6 +99,49 @@ pub async fn ceph3_settings(overrides: &[(&str, &str)]) -> Settings {
     ];
     all.extend_from_slice(overrides);
     helpers::settings(&all)
+}
+
+/// A replica on a runtime of its own, so that the test's clients (which
+/// make and hash parcels of up to 64 MiB) do not hold up its timers.
+pub struct Replica {
+    app: helpers::TestApp,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Replica {
+    /// Starts a replica with `settings` on two worker threads of its own.
+    pub async fn start(settings: Settings) -> Self {
+        tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the replica");
+            let app = runtime.block_on(helpers::spawn_with(settings));
+            Self {
+                app,
+                runtime: Some(runtime),
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Deref for Replica {
+    type Target = helpers::TestApp;
+
+    fn deref(&self) -> &helpers::TestApp {
+        &self.app
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The `Retry-After` of `response`, in seconds.

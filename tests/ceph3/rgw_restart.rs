@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{ceph3, ceph3_settings, helpers::*};
+use crate::{Replica, ceph3, ceph3_settings, helpers::*};
 
 const MIB: usize = 1024 * 1024;
 const BIG: usize = 256 * MIB;
@@ -18,7 +18,7 @@ const BEFORE_KILL: usize = 32 * MIB;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rgw_restart_mid_download_cuts_the_body_short_and_a_ranged_retry_gets_the_rest() {
-    let app = spawn_with(ceph3_settings(&[]).await).await;
+    let app = Replica::start(ceph3_settings(&[]).await).await;
     let owner = Account::new();
     let data = random_body(BIG);
     let (_, proof) = app.upload_token(&owner, &data).await;
