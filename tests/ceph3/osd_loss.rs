@@ -106,6 +106,29 @@ async fn token(app: &TestApp, log: &Log, owner: &Account, operation: Value) -> S
     }
 }
 
+/// Of `events`, those in flight at `at`: how many, and how many of them
+/// succeeded.
+fn in_flight_at(events: &[Event], at: Instant) -> (usize, usize) {
+    let across: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.started < at && e.started + e.took > at)
+        .collect();
+    let ok = across
+        .iter()
+        .filter(|e| matches!(e.status, 200 | 201 | 204))
+        .count();
+    (across.len(), ok)
+}
+
+/// How long after `at` the first request begun then succeeded (ended).
+fn first_success_after(events: &[Event], at: Instant) -> Option<Duration> {
+    events
+        .iter()
+        .filter(|e| e.started >= at && matches!(e.status, 200 | 201 | 204))
+        .map(|e| (e.started + e.took).duration_since(at))
+        .min()
+}
+
 /// A client's parcels still stored, and the ids of its failed uploads.
 struct ClientEnd {
     owner: Account,
@@ -346,6 +369,10 @@ async fn an_osd_killed_under_load_loses_nothing_and_the_service_carries_on() {
     let (downloads, downloaded, download_failed) = count("download", 200);
     let (removes, removed, remove_failed) = count("remove", 204);
     let slowest = events.iter().map(|e| e.took).max().unwrap();
+    let (across_kill, across_kill_ok) = in_flight_at(&events, killed);
+    let (across_revive, across_revive_ok) = in_flight_at(&events, revived);
+    let any_after_kill = first_success_after(&events, killed).unwrap();
+    let any_after_revive = first_success_after(&events, revived).unwrap();
     eprintln!(
         "{VICTIM} SIGKILLed under {CLIENTS} clients of 1-{} MiB parcels ({load_took:.0?} of load):\n  \
          token requests answered 503: {auth_failed}; uploads {uploads}: {created} answered \
@@ -353,9 +380,12 @@ async fn an_osd_killed_under_load_loses_nothing_and_the_service_carries_on() {
          {downloads}: {downloaded} whole, {download_failed} failed; removes {removes}: \
          {removed} done, {remove_failed} failed\n  \
          failures: {:?}\n  \
-         first upload begun after the kill answered 201 {recovered:.1?} after it; the OSD \
-         revived in {revive_took:.1?}, the first upload begun after that answered 201 \
-         {recovered_again:.1?} after it\n  \
+         at the kill {across_kill} requests were in flight, {across_kill_ok} of them \
+         succeeded; the first request begun after the kill succeeded {any_after_kill:.1?} \
+         after it, the first upload {recovered:.1?} after it\n  \
+         the OSD revived (empty) in {revive_took:.1?}; {across_revive} requests in flight \
+         then, {across_revive_ok} succeeded; the first request begun after it succeeded \
+         {any_after_revive:.1?} after it, the first upload {recovered_again:.1?}\n  \
          slowest request {slowest:.1?} (S3 timeout {S3_TIMEOUT:?}); {} parcels checked byte \
          for byte at the end, lost {lost}",
         MAX_PARCEL / MIB,
