@@ -404,24 +404,28 @@ impl<E: Endpoint + 'static> Connection<E> {
             .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            why = activity.expired(&self.limits) => {
-                // Nothing is in flight, and the connection is not polled
-                // again: closing the socket loses nothing. (hyper's
-                // graceful shutdown would wait for a head begun.)
-                crate::metrics::connection_closed(why.label());
-                tracing::debug!(remote = %self.remote, reason = why.label(), "closing a connection");
-                return;
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                why = activity.expired(&self.limits) => {
+                    // Nothing is in flight, and the connection is not
+                    // polled again: closing the socket loses nothing.
+                    // (hyper's graceful shutdown would wait for a head
+                    // begun.)
+                    crate::metrics::connection_closed(why.label());
+                    tracing::debug!(remote = %self.remote, reason = why.label(), "closing a connection");
+                    return;
+                }
+                () = self.draining.cancelled(), if !draining => {
+                    // HTTP/1.1: closes once the request in flight is
+                    // answered; HTTP/2: GOAWAY, then the streams in flight
+                    // finish. The timers still cut a head being trickled.
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = self.forced.cancelled() => return,
             }
-            () = self.draining.cancelled() => {}
-        }
-        // Draining. HTTP/1.1: closes when the request in flight is
-        // answered; HTTP/2: GOAWAY, then the streams in flight finish.
-        connection.as_mut().graceful_shutdown();
-        tokio::select! {
-            _ = connection => {}
-            () = self.forced.cancelled() => {}
         }
     }
 }
