@@ -155,6 +155,7 @@ async fn trickle(address: String, index: usize) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_slow_clients_are_cut_off_and_a_normal_client_is_served() {
+    let _alone = crate::exclusive().await;
     raise_fd_limit(2 * SLOW as u64 + 1_000);
     let service = Service::start_with(&[
         ("AMO_HEADER_READ_TIMEOUT_SECS", "5"),
@@ -311,6 +312,7 @@ async fn until_closed(
 
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_are_closed_at_once_and_open_ones_go_on() {
+    let _running = crate::shared().await;
     const CAP: usize = 20;
     let app = spawn_with(settings(&[("AMO_MAX_CONNECTIONS", &CAP.to_string())])).await;
     let mut open = Vec::new();
@@ -368,6 +370,8 @@ async fn past_the_connection_cap_new_connections_are_closed_at_once_and_open_one
 
 #[tokio::test]
 async fn idle_and_silent_connections_close_but_never_one_with_a_request_in_flight() {
+    // Timed to the second: not beside this binary's large transfers.
+    let _alone = crate::exclusive().await;
     let timeout = Duration::from_secs(2);
     let app = spawn_with(settings(&[
         ("AMO_HEADER_READ_TIMEOUT_SECS", "2"),
@@ -396,7 +400,9 @@ async fn idle_and_silent_connections_close_but_never_one_with_a_request_in_fligh
             socket.write_all(head.as_bytes()).await.unwrap();
             for quarter in data.chunks(data.len() / 4) {
                 tokio::time::sleep(timeout).await;
-                socket.write_all(quarter).await.unwrap();
+                if socket.write_all(quarter).await.is_err() {
+                    break; // answered early: the answer says why
+                }
             }
             let (status, _, body) = read_response(&mut socket).await;
             (status, String::from_utf8_lossy(&body).into_owned())
@@ -421,7 +427,7 @@ async fn idle_and_silent_connections_close_but_never_one_with_a_request_in_fligh
     assert_eq!(status, 201, "{body}");
     for took in [idle_for, silent_for] {
         assert!(
-            took + Duration::from_millis(100) >= timeout && took <= timeout * 2,
+            took + Duration::from_millis(100) >= timeout && took <= timeout + CLOSE_SLACK,
             "closed after {took:?}, timeout {timeout:?}"
         );
     }

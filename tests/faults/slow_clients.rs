@@ -28,6 +28,7 @@ const MIB: u64 = 1024 * 1024;
 
 #[tokio::test]
 async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
+    let _running = crate::shared().await;
     let idle = Duration::from_secs(2);
     let app = spawn_with(settings(&[
         ("AMO_BODY_IDLE_TIMEOUT_SECS", "2"),
@@ -107,6 +108,7 @@ const MEMORY_BOUND_MIB: u64 = 64;
 
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_pin_memory() {
+    let _running = crate::shared().await;
     let service = Service::start();
     let http = reqwest::Client::new();
     service.wait_ready(&http).await;
