@@ -4,12 +4,12 @@
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
+    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
     http::{StatusCode, header},
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     middleware::CatchPanic,
 };
 use poem_openapi::OpenApiService;
+use tokio::net::TcpListener;
 
 use crate::{
     api::{
@@ -26,6 +26,7 @@ use crate::{
     error::ErrorBody,
     limits::RateLimiter,
     parcels::{Limits, Parcels},
+    serve::ConnectionLimits,
     state::{MemoryState, RedisState, Shared},
     storage::{DirStore, S3Store, Store},
 };
@@ -288,7 +289,7 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
 
 /// A bound, ready-to-run service.
 pub struct App {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     local_addr: SocketAddr,
     settings: Settings,
     backends: Backends,
@@ -306,14 +307,10 @@ impl App {
     /// Binds `addr` for `settings`, on `backends` (which replicas in one
     /// process may share).
     pub async fn bind_with(settings: Settings, backends: Backends, addr: &str) -> io::Result<Self> {
-        let acceptor = TcpListener::bind(addr.to_owned()).into_acceptor().await?;
-        let local_addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|addr| addr.as_socket_addr().copied())
-            .ok_or_else(|| io::Error::other("the listener has no socket address"))?;
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
         Ok(Self {
-            acceptor,
+            listener,
             local_addr,
             settings,
             backends,
@@ -349,10 +346,21 @@ impl App {
             draining.start();
             tokio::time::sleep(grace).await;
         };
-        let served = Server::new_with_acceptor(self.acceptor)
-            .http2_max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.drain_timeout))
-            .await;
+        let connections = self.settings.connections;
+        let limits = ConnectionLimits {
+            header_read_timeout: connections.header_read_timeout,
+            idle_timeout: connections.idle_timeout,
+            max_connections: connections.max_connections,
+            http2_max_concurrent_streams: HTTP2_MAX_CONCURRENT_STREAMS,
+        };
+        let served = crate::serve::serve(
+            self.listener,
+            endpoint,
+            limits,
+            shutdown,
+            self.settings.drain_timeout,
+        )
+        .await;
         janitor.abort();
         served
     }

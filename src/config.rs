@@ -54,6 +54,9 @@ struct RawSettings {
     body_deadline_secs: Option<u64>,
     max_concurrent_v1_downloads: Option<usize>,
     lease_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -92,6 +95,9 @@ const VARIABLES: &[&str] = &[
     "BODY_DEADLINE_SECS",
     "MAX_CONCURRENT_V1_DOWNLOADS",
     "LEASE_SECS",
+    "HEADER_READ_TIMEOUT_SECS",
+    "IDLE_TIMEOUT_SECS",
+    "MAX_CONNECTIONS",
     "LOG",
     "LOG_FORMAT",
 ];
@@ -125,6 +131,15 @@ const DEFAULT_BODY_DEADLINE_SECS: u64 = 300;
 /// How long a lease (a token claim, a write lock, a live multipart upload)
 /// lives without renewal, by default.
 const DEFAULT_LEASE_SECS: u64 = 30;
+
+/// How long a request head may take to arrive, by default.
+const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// How long a connection with no request in flight stays open, by default:
+/// longer than the shipped nginx keeps idle upstream connections (60 s),
+/// so that nginx, not this service, closes them.
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+/// The most client connections one replica keeps open, by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
 
 /// A configuration problem; its text is the one line printed at start.
 #[derive(Debug, thiserror::Error)]
@@ -215,10 +230,37 @@ pub struct Settings {
     /// live multipart upload) lives unless its holder renews it; holders
     /// renew every third of it. A replica that dies lets its leases lapse.
     pub lease: Duration,
+    /// How this replica treats client connections: header read timeout,
+    /// idle timeout, and the cap on open connections.
+    pub connections: Connections,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
     /// Log lines as text or JSON.
     pub log_format: LogFormat,
+}
+
+/// How a replica treats client connections (see `serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// How long a request head (request line and headers) may take to
+    /// arrive, from its first byte; a new connection's first head, from the
+    /// accept.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// The most connections open at once; past it new ones are closed at
+    /// once, and the open ones go on.
+    pub max_connections: usize,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// How log lines are written.
@@ -293,6 +335,7 @@ impl Settings {
             body_idle_timeout: Duration::from_secs(DEFAULT_BODY_IDLE_TIMEOUT_SECS),
             body_deadline: Duration::from_secs(DEFAULT_BODY_DEADLINE_SECS),
             lease: Duration::from_secs(DEFAULT_LEASE_SECS),
+            connections: Connections::default(),
             log: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -439,6 +482,13 @@ impl RawSettings {
             "MAX_CONCURRENT_V1_DOWNLOADS",
         )?;
         number(&mut self.lease_secs, env, "LEASE_SECS")?;
+        number(
+            &mut self.header_read_timeout_secs,
+            env,
+            "HEADER_READ_TIMEOUT_SECS",
+        )?;
+        number(&mut self.idle_timeout_secs, env, "IDLE_TIMEOUT_SECS")?;
+        number(&mut self.max_connections, env, "MAX_CONNECTIONS")?;
         text(&mut self.log_format, "LOG_FORMAT");
         Ok(())
     }
@@ -498,6 +548,23 @@ impl RawSettings {
                 "AMO_S3_SINGLE_PUT_MAX_BYTES must be at most {S3_MAX_SINGLE_PUT} (S3's limit)"
             )));
         }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError("AMO_MAX_CONNECTIONS must be at least 1".into()));
+        }
+        let connections = Connections {
+            header_read_timeout: positive_secs(
+                "AMO_HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs,
+                DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            )?,
+            idle_timeout: positive_secs(
+                "AMO_IDLE_TIMEOUT_SECS",
+                self.idle_timeout_secs,
+                DEFAULT_IDLE_TIMEOUT_SECS,
+            )?,
+            max_connections,
+        };
         let chain = chain_config(
             self.chain_rpc,
             self.chain_usage_key,
@@ -557,6 +624,7 @@ impl RawSettings {
                 DEFAULT_BODY_DEADLINE_SECS,
             )?,
             lease: positive_secs("AMO_LEASE_SECS", self.lease_secs, DEFAULT_LEASE_SECS)?,
+            connections,
             log: self.log.unwrap_or_else(|| "info".into()),
             log_format: match self.log_format.as_deref() {
                 None | Some("text") => LogFormat::Text,
@@ -749,6 +817,41 @@ mod tests {
         );
         assert!(!format!("{settings:?}").contains(&"x".repeat(32)));
         assert!(settings.chain.is_none(), "no RPC: only owners download");
+        assert_eq!(
+            settings.connections,
+            Connections {
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 4_096,
+            }
+        );
+    }
+
+    #[test]
+    fn connection_limits_are_set_and_checked() {
+        let key = key_file();
+        let load = |extra: &[(&str, &str)]| Settings::load_from(None, env(&key.0, extra));
+        let (settings, warnings) = load(&[
+            ("AMO_HEADER_READ_TIMEOUT_SECS", "3"),
+            ("AMO_IDLE_TIMEOUT_SECS", "20"),
+            ("AMO_MAX_CONNECTIONS", "100"),
+        ])
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            settings.connections.header_read_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(settings.connections.idle_timeout, Duration::from_secs(20));
+        assert_eq!(settings.connections.max_connections, 100);
+        for name in [
+            "AMO_HEADER_READ_TIMEOUT_SECS",
+            "AMO_IDLE_TIMEOUT_SECS",
+            "AMO_MAX_CONNECTIONS",
+        ] {
+            let text = load(&[(name, "0")]).unwrap_err().to_string();
+            assert!(text.contains(name), "{name}: {text}");
+        }
     }
 
     #[test]

@@ -35,9 +35,15 @@ pub enum Error {
     /// Another account already stores a parcel with this content.
     #[error("parcel {0} already exists and belongs to another account")]
     OwnedByAnother(ParcelId),
-    /// Another request is writing a parcel with this content right now.
-    #[error("another upload of parcel {0} is in progress; retry in a moment")]
-    UploadInProgress(ParcelId),
+    /// Another request is committing a parcel with this content right now,
+    /// or a replica died while it did and its write lock has not lapsed yet.
+    #[error("another upload of parcel {id} is in progress; retry in {retry_after} s")]
+    UploadInProgress {
+        /// The parcel.
+        id: ParcelId,
+        /// Seconds until the write lock lapses, at the most.
+        retry_after: u64,
+    },
     /// No byte of the parcel is in the requested range.
     #[error("the requested range is outside the parcel's {size} bytes")]
     RangeNotSatisfiable {
@@ -138,6 +144,17 @@ impl Error {
         matches!(self, Self::OutcomeUnknown { .. })
     }
 
+    /// Another commit of `id` holds its write lock for `remaining` more
+    /// (none: it just ended); the client may retry after that, rounded up
+    /// to whole seconds, at least one.
+    pub fn upload_in_progress(id: &ParcelId, remaining: Option<std::time::Duration>) -> Self {
+        let millis = remaining.map_or(0, |left| left.as_millis() as u64);
+        Self::UploadInProgress {
+            id: id.clone(),
+            retry_after: millis.div_ceil(1000).max(1),
+        }
+    }
+
     /// Failed authentication with a stable reason code.
     pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
         Self::Unauthenticated {
@@ -202,9 +219,16 @@ pub enum ErrorResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The token is in use by a concurrent request, another account owns a
-    /// parcel with the same content, or another upload of it is in progress.
+    /// parcel with the same content, or another upload of it is in progress
+    /// (`upload_in_progress`, with `Retry-After`: the seconds until that
+    /// upload's write lock lapses, if its replica died).
     #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
+    Conflict(
+        Json<ErrorBody>,
+        /// With `upload_in_progress` only: seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// The body or its metadata is over the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -263,11 +287,14 @@ impl From<Error> for ErrorResponse {
             }
             Error::Forbidden(_) => Self::Forbidden(ErrorBody::new(message, "forbidden")),
             Error::NotFound(_) => Self::NotFound(ErrorBody::new(message, "not_found")),
-            Error::TokenInUse => Self::Conflict(ErrorBody::new(message, "token_in_use")),
-            Error::OwnedByAnother(_) => Self::Conflict(ErrorBody::new(message, "owned_by_another")),
-            Error::UploadInProgress(_) => {
-                Self::Conflict(ErrorBody::new(message, "upload_in_progress"))
+            Error::TokenInUse => Self::Conflict(ErrorBody::new(message, "token_in_use"), None),
+            Error::OwnedByAnother(_) => {
+                Self::Conflict(ErrorBody::new(message, "owned_by_another"), None)
             }
+            Error::UploadInProgress { retry_after, .. } => Self::Conflict(
+                ErrorBody::new(message, "upload_in_progress"),
+                Some(retry_after),
+            ),
             Error::RangeNotSatisfiable { size } => Self::RangeNotSatisfiable(
                 ErrorBody::new(message, "range_not_satisfiable"),
                 format!("bytes */{size}"),

@@ -9,8 +9,8 @@
 use std::{sync::LazyLock, time::Duration};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 struct Metrics {
@@ -25,6 +25,8 @@ struct Metrics {
     backend_errors: IntCounterVec,
     limited: IntCounterVec,
     chain_probe: IntGaugeVec,
+    connections_open: IntGauge,
+    connections_closed: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -102,6 +104,24 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Requests refused by a limit, by limit.",
             &["limit"],
         ),
+        connections_open: {
+            let gauge = IntGauge::new(
+                "amo_http_connections_open",
+                "Client connections open now (AMO_MAX_CONNECTIONS caps them).",
+            )
+            .expect("a valid metric");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("registered once");
+            gauge
+        },
+        connections_closed: counter_vec(
+            &registry,
+            "amo_http_connections_closed_total",
+            "Client connections this service closed on its own, by reason (header_timeout, \
+             idle, refused: past AMO_MAX_CONNECTIONS).",
+            &["reason"],
+        ),
         chain_probe: {
             let gauge = IntGaugeVec::new(
                 Opts::new(
@@ -133,6 +153,19 @@ pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
         .latency
         .with_label_values(&[route, method])
         .observe(elapsed.as_secs_f64());
+}
+
+/// Adds `change` to the open connections.
+pub fn connections_open(change: i64) {
+    METRICS.connections_open.add(change);
+}
+
+/// Counts a connection closed by this service, by reason.
+pub fn connection_closed(reason: &str) {
+    METRICS
+        .connections_closed
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// Counts parcel bytes received.

@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
-# deploy/local/ceph.sh start|stop|status — a single-node Ceph 16 RADOS Gateway.
+# deploy/local/ceph.sh start|stop|status|wait-up|kill|revive — a one-machine
+# Ceph 16 RADOS Gateway.
 #
+<<<<<<< HEAD
 # One monitor, one OSD on the in-memory `memstore` object store and one
 # radosgw (beast) on 127.0.0.1, as plain background processes with all their
 # state in ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph; the settings that matter
 # and the S3 client's traps are in docs/operations.md, "The local Ceph RGW".
 # Data lives in RAM: every fresh start is a new, empty cluster.
+=======
+# One monitor, one OSD (or AMO_LOCAL_CEPH_OSDS of them) on the in-memory
+# `memstore` object store and one radosgw (beast) on 127.0.0.1, as plain
+# background processes with all their state in
+# ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph. Data lives in RAM: every fresh start
+# is a new, empty cluster. Several clusters run side by side when each has
+# its own AMO_LOCAL_DIR and ports (deploy/local/ceph3.sh: three OSDs).
+#
+# With one OSD, pools have one copy. With several, pools have size 3 (or the
+# number of OSDs, if fewer) and min_size 2, CRUSH places the copies on
+# distinct OSDs (there is one host), and the heartbeat grace is short
+# (AMO_LOCAL_CEPH_HEARTBEAT_GRACE, 4 s): a dead OSD is marked down within
+# seconds, by one reporting peer.
+>>>>>>> hygiene
 #
 #   start   idempotent. If the three daemons of the pid files are alive and the
 #           RGW answers, only makes sure the user and bucket exist and prints
@@ -16,12 +32,27 @@
 #   stop    RGW, then OSD, then mon: SIGTERM, bounded wait, SIGKILL; by pid
 #           files only.
 #   status  exits 0 if the RGW answers GET / with 200, 1 otherwise.
+#   wait-up [SECONDS]
+#           waits (default 120 s) until the monitor has every OSD up and in;
+#           prints how long that took. (Placement-group states are kept by
+#           ceph-mgr, which this cluster does without: a pool's PGs are
+#           active when a write to it succeeds.)
+#   kill DAEMON
+#           SIGKILL to osd.N or client.rgw (by its pid file), and waits until
+#           it is gone. For fault tests. A memstore OSD killed so loses its
+#           data: revived, it comes back empty and is backfilled.
+#   revive DAEMON
+#           starts osd.N or client.rgw of the existing cluster again and
+#           waits until it is up (the OSD marked up, the RGW answering).
 #
 # Settings (environment):
 #   AMO_LOCAL_DIR             state dir (default /tmp/amo-local)
 #   AMO_LOCAL_MON_PORT        monitor port, msgr v2 (default 40789)
 #   AMO_LOCAL_RGW_PORT        RGW HTTP port (default 7480)
-#   AMO_LOCAL_CEPH_MEM        memstore_device_bytes (default 12 GiB: the benchmark moves several GiB)
+#   AMO_LOCAL_CEPH_MEM        memstore_device_bytes of each OSD (default 12 GiB: the benchmark moves several GiB)
+#   AMO_LOCAL_CEPH_OSDS       how many OSDs (default 1; 1 to 9)
+#   AMO_LOCAL_CEPH_HEARTBEAT_GRACE  seconds before an OSD that stopped answering
+#                             its peers is reported down (default 4; with several OSDs)
 #   AMO_LOCAL_S3_ACCESS_KEY   access key of user amoapi (default AMOLOCALDEVACCESSKEY)
 #   AMO_LOCAL_S3_SECRET_KEY   its secret key (default: a fixed dev value)
 #   AMO_S3_BUCKET             bucket to create (default amo)
@@ -37,6 +68,8 @@ KEY_FILE=$BASE_DIR/key.json
 MON_PORT=${AMO_LOCAL_MON_PORT:-40789}
 RGW_PORT=${AMO_LOCAL_RGW_PORT:-7480}
 MEM_BYTES=${AMO_LOCAL_CEPH_MEM:-12884901888}
+OSDS=${AMO_LOCAL_CEPH_OSDS:-1}
+HEARTBEAT_GRACE=${AMO_LOCAL_CEPH_HEARTBEAT_GRACE:-4}
 ACCESS_KEY=${AMO_LOCAL_S3_ACCESS_KEY:-AMOLOCALDEVACCESSKEY}
 SECRET_KEY=${AMO_LOCAL_S3_SECRET_KEY:-amoLocalDevSecretKeyNotForProduction0000}
 BUCKET=${AMO_S3_BUCKET:-amo}
@@ -57,9 +90,13 @@ die() { log "ERROR: $*"; exit 1; }
 exe_of() {
   case "$1" in
     mon.a) echo ceph-mon ;;
-    osd.0) echo ceph-osd ;;
+    osd.[0-9]) echo ceph-osd ;;
     client.rgw) echo radosgw ;;
   esac
+}
+osd_names() {
+  local id
+  for ((id = 0; id < OSDS; id++)); do echo "osd.$id"; done
 }
 pidfile_of() { echo "$RUN_DIR/$1.pid"; }
 logfile_of() { echo "$LOG_DIR/$1.log"; }
@@ -160,17 +197,40 @@ stop_daemon() {
 stop() {
   # RGW first (it may ignore SIGTERM for ~10 s), then the OSD (memstore
   # writes its data out on a clean shutdown), then the monitor.
+  local osd
   STOPPED_ANY=0
   stop_daemon client.rgw 20
-  stop_daemon osd.0 30
+  for osd in $(osd_names); do stop_daemon "$osd" 30; done
   stop_daemon mon.a 10
   if [ "$STOPPED_ANY" -eq 1 ]; then log "stopped"; else log "not running"; fi
+}
+
+# The pool and failure-detection settings for $OSDS OSDs.
+replication_conf() {
+  if [ "$OSDS" -eq 1 ]; then
+    echo "osd_pool_default_size = 1"
+    echo "mon_allow_pool_size_one = true"
+    return
+  fi
+  local size=$((OSDS < 3 ? OSDS : 3))
+  cat <<REPLICATION
+osd_pool_default_size = $size
+osd_pool_default_min_size = 2
+# One host: copies go to distinct OSDs, not hosts.
+osd_crush_chooseleaf_type = 0
+# A dead OSD is reported down by one peer after the grace, not 20 s.
+osd_heartbeat_interval = 1
+osd_heartbeat_grace = $HEARTBEAT_GRACE
+mon_osd_adjust_heartbeat_grace = false
+mon_osd_min_down_reporters = 1
+mon_osd_reporter_subtree_level = osd
+REPLICATION
 }
 
 write_conf() {
   local fsid=$1
   cat >"$CONF" <<CONF
-# Written by deploy/local/ceph.sh: single-node throw-away cluster.
+# Written by deploy/local/ceph.sh: one-machine throw-away cluster, $OSDS OSD(s).
 [global]
 fsid = $fsid
 mon_host = v2:127.0.0.1:$MON_PORT
@@ -179,8 +239,7 @@ auth_cluster_required = none
 auth_service_required = none
 auth_client_required = none
 keyring = /dev/null
-osd_pool_default_size = 1
-mon_allow_pool_size_one = true
+$(replication_conf)
 osd_pool_default_pg_num = 8
 osd_pool_default_pgp_num = 8
 paxos_propose_interval = 0.1
@@ -193,7 +252,7 @@ admin_socket = $RUN_DIR/\$name.asok
 pid_file = $RUN_DIR/\$name.pid
 
 [osd]
-osd_data = $CEPH_DIR/osd.0
+osd_data = $CEPH_DIR/\$name
 osd_objectstore = memstore
 memstore_device_bytes = $MEM_BYTES
 osd_fast_shutdown = false
@@ -217,15 +276,23 @@ conf_matches() {
   [ -r "$CONF" ] &&
     grep -qx "mon_host = v2:127.0.0.1:$MON_PORT" "$CONF" &&
     grep -qx "rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT" "$CONF" &&
-    grep -qx "memstore_device_bytes = $MEM_BYTES" "$CONF"
+    grep -qx "memstore_device_bytes = $MEM_BYTES" "$CONF" &&
+    { [ "$OSDS" -eq 1 ] || grep -qx "# Written by deploy/local/ceph.sh: one-machine throw-away cluster, $OSDS OSD(s)." "$CONF"; }
 }
 
 running_and_healthy() {
-  [ -n "$(live_pid mon.a)" ] && [ -n "$(live_pid osd.0)" ] &&
-    [ -n "$(live_pid client.rgw)" ] && conf_matches && rgw_ok
+  local osd
+  for osd in $(osd_names); do [ -n "$(live_pid "$osd")" ] || return 1; done
+  [ -n "$(live_pid mon.a)" ] && [ -n "$(live_pid client.rgw)" ] && conf_matches && rgw_ok
 }
 
-osd0_up() { cephc osd dump 2>/dev/null | grep -q '^osd\.0 up'; }
+# osd_up N: the monitor has osd.N marked up.
+osd_up() { cephc osd dump 2>/dev/null | grep -q "^osd\.$1 up"; }
+
+# Every OSD up and in.
+all_up() {
+  [ "$(cephc osd dump 2>/dev/null | grep -c '^osd\.[0-9]* up  *in ')" = "$OSDS" ]
+}
 
 # Launch a self-daemonizing Ceph daemon, keep what it prints before it forks.
 launch() {
@@ -236,11 +303,12 @@ launch() {
 }
 
 fresh_cluster() {
-  local fsid osd_uuid osd_id
+  local fsid osd_uuid osd_id id osd
   stop
   case "$CEPH_DIR" in */ceph) ;; *) die "refusing to wipe unexpected dir $CEPH_DIR" ;; esac
   rm -rf "$CEPH_DIR"
-  mkdir -p "$RUN_DIR" "$LOG_DIR" "$CEPH_DIR/osd.0" "$CEPH_DIR/rgw"
+  mkdir -p "$RUN_DIR" "$LOG_DIR" "$CEPH_DIR/rgw"
+  for osd in $(osd_names); do mkdir -p "$CEPH_DIR/$osd"; done
 
   port_in_use "$MON_PORT" && die "127.0.0.1:$MON_PORT is in use by another process; set AMO_LOCAL_MON_PORT"
   port_in_use "$RGW_PORT" && die "127.0.0.1:$RGW_PORT is in use by another process; set AMO_LOCAL_RGW_PORT"
@@ -255,14 +323,18 @@ fresh_cluster() {
   launch mon.a ceph-mon -c "$CONF" -i a
   wait_for "$MON_TIMEOUT" "the monitor to answer" mon.a cephc mon stat
 
-  log "creating OSD (memstore, $MEM_BYTES bytes)"
-  osd_uuid=$(uuidgen)
-  osd_id=$(cephc osd new "$osd_uuid" 2>"$LOG_DIR/osd-new.out") ||
-    { show_log_tail "$LOG_DIR/osd-new.out"; die "ceph osd new failed"; }
-  [ "$osd_id" = 0 ] || die "ceph osd new gave id '$osd_id', expected 0"
-  launch osd.0-mkfs ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$osd_uuid"
-  launch osd.0 ceph-osd -c "$CONF" -i 0
-  wait_for "$OSD_TIMEOUT" "osd.0 to be up" osd.0 osd0_up
+  for ((id = 0; id < OSDS; id++)); do
+    log "creating osd.$id (memstore, $MEM_BYTES bytes)"
+    osd_uuid=$(uuidgen)
+    osd_id=$(cephc osd new "$osd_uuid" 2>"$LOG_DIR/osd-new.out") ||
+      { show_log_tail "$LOG_DIR/osd-new.out"; die "ceph osd new failed"; }
+    [ "$osd_id" = "$id" ] || die "ceph osd new gave id '$osd_id', expected $id"
+    launch "osd.$id-mkfs" ceph-osd -c "$CONF" -i "$id" --mkfs --osd-uuid "$osd_uuid"
+    launch "osd.$id" ceph-osd -c "$CONF" -i "$id"
+  done
+  for ((id = 0; id < OSDS; id++)); do
+    wait_for "$OSD_TIMEOUT" "osd.$id to be up" "osd.$id" osd_up "$id"
+  done
 
   log "starting radosgw on $RGW_URL"
   launch client.rgw radosgw -c "$CONF" -n client.rgw
@@ -326,9 +398,10 @@ print_info() {
 
 validate_settings() {
   local v
-  for v in "$MON_PORT" "$RGW_PORT" "$MEM_BYTES"; do
+  for v in "$MON_PORT" "$RGW_PORT" "$MEM_BYTES" "$HEARTBEAT_GRACE"; do
     [[ $v =~ ^[0-9]+$ ]] || die "not a number: '$v'"
   done
+  [[ $OSDS =~ ^[1-9]$ ]] || die "AMO_LOCAL_CEPH_OSDS must be 1 to 9, not '$OSDS'"
   [[ $ACCESS_KEY =~ ^[A-Za-z0-9_.+/=-]+$ ]] || die "AMO_LOCAL_S3_ACCESS_KEY: use letters, digits and _.+/=- only"
   [[ $SECRET_KEY =~ ^[A-Za-z0-9_.+/=-]+$ ]] || die "AMO_LOCAL_S3_SECRET_KEY: use letters, digits and _.+/=- only"
   [[ $BUCKET =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "AMO_S3_BUCKET '$BUCKET' is not a valid bucket name"
@@ -337,20 +410,82 @@ validate_settings() {
 start() {
   validate_settings
   if running_and_healthy; then
-    log "already running (mon $(live_pid mon.a), osd $(live_pid osd.0), rgw $(live_pid client.rgw))"
+    log "already running (mon $(live_pid mon.a), $(daemon_pids), rgw $(live_pid client.rgw))"
   else
     fresh_cluster
   fi
   ensure_user
   ensure_bucket
   write_key_file
-  log "ready: mon $(live_pid mon.a), osd $(live_pid osd.0), rgw $(live_pid client.rgw); logs in $LOG_DIR"
+  log "ready: mon $(live_pid mon.a), $(daemon_pids), rgw $(live_pid client.rgw); logs in $LOG_DIR"
   print_info
+}
+
+daemon_pids() {
+  local osd pids=()
+  for osd in $(osd_names); do pids+=("$osd $(live_pid "$osd")"); done
+  local IFS=,
+  echo "${pids[*]}"
+}
+
+wait_up() {
+  local limit=${1:-120} started=$SECONDS
+  [[ $limit =~ ^[0-9]+$ ]] || die "wait-up: not a number of seconds: '$limit'"
+  until all_up; do
+    if [ $((SECONDS - started)) -ge "$limit" ]; then
+      cephc osd dump >&2 || true
+      die "not every OSD is up and in after ${limit}s"
+    fi
+    sleep 0.2
+  done
+  log "all $OSDS OSD(s) up and in after $((SECONDS - started))s"
+}
+
+# The daemons kill and revive work on.
+check_daemon() {
+  case "$1" in
+    client.rgw) ;;
+    osd.[0-9]) [ "${1#osd.}" -lt "$OSDS" ] || die "no $1: the cluster has $OSDS OSD(s)" ;;
+    *) die "kill and revive take osd.N or client.rgw, not '${1:-}'" ;;
+  esac
+}
+
+kill_daemon() {
+  local name=$1 pid deadline
+  check_daemon "$name"
+  pid=$(live_pid "$name")
+  [ -n "$pid" ] || die "$name is not running"
+  log "SIGKILL to $name (pid $pid)"
+  kill -KILL "$pid"
+  deadline=$((SECONDS + 10))
+  while is_alive "$pid"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$name (pid $pid) survived SIGKILL"
+    sleep 0.05
+  done
+  rm -f "$(pidfile_of "$name")"
+}
+
+revive() {
+  local name=$1
+  check_daemon "$name"
+  [ -r "$CONF" ] || die "no cluster in $CEPH_DIR"
+  [ -z "$(live_pid "$name")" ] || die "$name is running"
+  case "$name" in
+    client.rgw)
+      launch client.rgw radosgw -c "$CONF" -n client.rgw
+      wait_for "$RGW_TIMEOUT" "the RGW to answer GET / with 200" client.rgw rgw_ok
+      ;;
+    osd.*)
+      launch "$name" ceph-osd -c "$CONF" -i "${name#osd.}"
+      wait_for "$OSD_TIMEOUT" "$name to be up" "$name" osd_up "${name#osd.}"
+      ;;
+  esac
+  log "$name is back (pid $(live_pid "$name"))"
 }
 
 status() {
   local name pid
-  for name in mon.a osd.0 client.rgw; do
+  for name in mon.a $(osd_names) client.rgw; do
     pid=$(live_pid "$name")
     if [ -n "$pid" ]; then log "$name: running (pid $pid)"; else log "$name: not running"; fi
   done
@@ -367,8 +502,11 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  wait-up) wait_up "${2:-120}" ;;
+  kill) kill_daemon "${2:-}" ;;
+  revive) revive "${2:-}" ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status|wait-up [SECONDS]|kill DAEMON|revive DAEMON" >&2
     exit 2
     ;;
 esac

@@ -550,20 +550,26 @@ impl Parcels {
     }
 
     /// Takes the parcel's write lock, waiting up to [`COMMIT_LOCK_WAIT`]
-    /// for another commit to end (409 `upload_in_progress` past that), or
-    /// for the shared state to answer again (503 past that): a whole body
-    /// is not thrown away for a short blip.
+    /// for another commit to end (409 `upload_in_progress` past that, with
+    /// the lock's remaining time), or for the shared state to answer again
+    /// (503 past that): a whole body is not thrown away for a short blip.
     async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
             let failure = match Lease::try_take(&self.state, lock_key(id), self.limits.lease).await
             {
                 Ok(Some(lock)) => return Ok(lock),
-                Ok(None) => Error::UploadInProgress(id.clone()),
+                Ok(None) => Error::upload_in_progress(id, None),
                 Err(err) => err,
             };
             if tokio::time::Instant::now() >= give_up {
-                return Err(failure);
+                return Err(match failure {
+                    Error::UploadInProgress { .. } => {
+                        let left = self.state.remaining(&lock_key(id)).await?;
+                        Error::upload_in_progress(id, left)
+                    }
+                    other => other,
+                });
             }
             tokio::time::sleep(COMMIT_LOCK_POLL).await;
         }

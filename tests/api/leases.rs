@@ -170,11 +170,25 @@ async fn a_commit_that_finds_the_write_lock_held_answers_upload_in_progress() {
     let (token, proof) = app.upload_token(&owner, &data).await;
     let started = Instant::now();
     let response = app.upload_v2(Some(&proof), data.clone(), None).await;
+    let took = started.elapsed();
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("a 409 upload_in_progress carries Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(
         expect_error(response, StatusCode::CONFLICT).await,
         "upload_in_progress"
     );
-    println!("answered after {:?}", started.elapsed());
+    println!("answered after {took:?}, Retry-After: {retry_after}");
+    // The lock's remaining time: 60 s less the commit's wait, rounded up.
+    assert!(
+        retry_after <= 56 && retry_after + took.as_secs() + 1 >= 60,
+        "Retry-After {retry_after} is not what the held lock has left after {took:?}"
+    );
     assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
     assert_eq!(
         app.get(&format!("/api/v2/parcels/{id}/metadata"))

@@ -12,6 +12,7 @@ mod concurrency;
 mod errors;
 mod grants;
 mod health;
+mod http_layer;
 mod leases;
 mod limits;
 mod metrics;

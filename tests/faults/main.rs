@@ -16,7 +16,30 @@ mod helpers;
 mod proxy;
 mod rig;
 
+use std::sync::LazyLock;
+
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Held shared by every test of this binary, and exclusively by those
+/// that measure time to within a second (the normal client's latency under
+/// 2,000 connections, the idle timeout): libtest runs the others side by
+/// side, and on a 2-core machine their transfers would be what they
+/// measure.
+static RUNNING: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
+
+/// A place beside the other tests, for as long as it is held.
+pub async fn shared() -> RwLockReadGuard<'static, ()> {
+    RUNNING.read().await
+}
+
+/// The machine to oneself: waits for the tests running, holds back the
+/// others.
+pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    RUNNING.write().await
+}
+
 mod ceph_down;
+mod connections;
 mod redis_down;
 mod slow_clients;
 mod stalled_backends;

@@ -33,11 +33,14 @@ pub struct Rig {
     pub redis: FaultProxy,
     /// In front of the real Ceph RGW.
     pub s3: FaultProxy,
+    /// This test's place beside the others (`crate::shared`).
+    _running: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
 /// Starts a rig whose proxies begin in `redis` and `s3` modes; `overrides`
 /// are `AMO_*` settings for both replicas.
 pub async fn rig(redis: Mode, s3: Mode, overrides: &[(&str, &str)]) -> Rig {
+    let running = crate::shared().await;
     let Proxies {
         redis,
         s3,
@@ -59,6 +62,7 @@ pub async fn rig(redis: Mode, s3: Mode, overrides: &[(&str, &str)]) -> Rig {
         direct,
         redis,
         s3,
+        _running: running,
     }
 }
 

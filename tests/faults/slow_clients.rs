@@ -28,6 +28,7 @@ const MIB: u64 = 1024 * 1024;
 
 #[tokio::test]
 async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
+    let _running = crate::shared().await;
     let idle = Duration::from_secs(2);
     // Bodies over one part go up in parts, so a multipart upload is begun
     // and must be aborted.
@@ -110,6 +111,7 @@ const GROWTH_BOUND_KIB: u64 = 12 * 1024;
 
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_pin_memory() {
+    let _running = crate::shared().await;
     let service = Service::start();
     let http = reqwest::Client::new();
     service.wait_ready(&http).await;
@@ -236,7 +238,7 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
 }
 
 impl Proof {
-    fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
         vec![
             ("X-Auth-Token", self.token.clone().unwrap()),
             ("X-Public-Key", self.public_key.clone().unwrap()),
@@ -247,7 +249,9 @@ impl Proof {
 
 /// Reads one HTTP/1.1 response with a `Content-Length`: status, headers
 /// (names in lower case), body.
-async fn read_response(socket: &mut TcpStream) -> (u16, HashMap<String, String>, Vec<u8>) {
+pub(crate) async fn read_response(
+    socket: &mut TcpStream,
+) -> (u16, HashMap<String, String>, Vec<u8>) {
     let (status, headers, mut body) = read_head(socket).await;
     let length: usize = headers["content-length"].parse().unwrap();
     while body.len() < length {
@@ -384,6 +388,11 @@ impl Service {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits (up to 20 s) until `/readyz` answers 200.
     pub async fn wait_ready(&self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -400,7 +409,12 @@ impl Service {
         }
     }
 
-    async fn token(&self, http: &reqwest::Client, owner: &Account, operation: Value) -> String {
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        owner: &Account,
+        operation: Value,
+    ) -> String {
         let response = http
             .post(format!("{}/api/v2/auth", self.base))
             .json(&json!({"user": owner.address, "operation": operation}))

@@ -1,0 +1,83 @@
+//! The answers hyper writes itself, before the service sees a request: on
+//! a connection's first request they come in the JSON error format; on a
+//! later request of a keep-alive connection hyper's bare answer goes out
+//! (README, "Errors"). A body whose chunked framing breaks is the service's
+//! to answer, in JSON.
+
+use crate::{
+    adversarial::{assert_nothing_stored, assert_token_unused, exchange},
+    helpers::*,
+};
+
+fn upload_head(proof: &Proof, extra: &str, framing: &str) -> String {
+    format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\n{framing}{}{extra}\r\n",
+        proof_lines(proof)
+    )
+}
+
+#[tokio::test]
+async fn too_many_headers_and_control_characters_answer_json_on_a_first_request() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(64);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    let many: String = (0..120).map(|i| format!("X-Junk-{i}: j\r\n")).collect();
+    let cases = [
+        (many, 431, "headers_too_large"),
+        ("X-Note: a\x01b\r\n".to_owned(), 400, "bad_request"),
+        ("X-Note: a\x7fb\r\n".to_owned(), 400, "bad_request"),
+        ("X Note: spaced name\r\n".to_owned(), 400, "bad_request"),
+    ];
+    for (extra, status, code) in cases {
+        let length = format!("Content-Length: {}\r\n", data.len());
+        let mut request = upload_head(&proof, &extra, &length).into_bytes();
+        request.extend_from_slice(&data);
+        let answers = exchange(&app, &request).await;
+        assert_eq!(answers.len(), 1, "{extra:?}: {answers:?}");
+        assert_eq!(answers[0].status, status, "{extra:?}: {:?}", answers[0]);
+        assert_eq!(answers[0].error_code(), code, "{extra:?}");
+        assert_eq!(answers[0].header("connection"), Some("close"));
+    }
+    assert_nothing_stored(&app).await;
+    assert_token_unused(&app, &token).await;
+}
+
+#[tokio::test]
+async fn a_broken_chunked_body_is_answered_by_the_service_in_json() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(64);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    // A chunk size that is not hex, then a chunk longer than it says.
+    for body in [
+        b"zz\r\nabc\r\n0\r\n\r\n".to_vec(),
+        [b"4\r\n".as_slice(), &data, b"\r\n0\r\n\r\n"].concat(),
+    ] {
+        let mut request = upload_head(&proof, "", "Transfer-Encoding: chunked\r\n").into_bytes();
+        request.extend_from_slice(&body);
+        let answers = exchange(&app, &request).await;
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].status, 400, "{:?}", answers[0]);
+        assert_eq!(answers[0].error_code(), "bad_request");
+    }
+    assert_nothing_stored(&app).await;
+    assert_token_unused(&app, &token).await;
+}
+
+#[tokio::test]
+async fn on_a_later_request_of_a_connection_hyper_answers_bare() {
+    let app = spawn_app().await;
+    let many: String = (0..120).map(|i| format!("X-Junk-{i}: j\r\n")).collect();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n{many}\r\n"
+    );
+    let answers = exchange(&app, request.as_bytes()).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0].status, 200);
+    // What the README shows: 431, no body, the connection closed.
+    assert_eq!(answers[1].status, 431, "{:?}", answers[1]);
+    assert!(answers[1].body.is_empty(), "{:?}", answers[1]);
+    assert_eq!(answers[1].header("content-length"), Some("0"));
+}
