@@ -357,23 +357,25 @@ impl Parcels {
                 parcel.id
             )))
         });
-        if let Ok(lock) = fed {
-            unlock(lock).await;
-            return self.settle_put(parcel, put?).await;
-        }
-        match (fed, put) {
+        let failed = match fed {
+            Ok(lock) => {
+                unlock(lock).await;
+                return self.settle_put(parcel, put?).await;
+            }
+            Err(failed) => failed,
+        };
+        match put {
             // S3 found the parcel there before the body was through.
-            (_, Ok(PutOutcome::AlreadyExists)) => {
+            Ok(PutOutcome::AlreadyExists) => {
                 self.settle_put(parcel, PutOutcome::AlreadyExists).await
             }
-            (Err(err), Ok(PutOutcome::Created)) => Err(Error::Internal(format!(
-                "S3 stored {} from a body that failed: {err}",
+            Ok(PutOutcome::Created) => Err(Error::Internal(format!(
+                "S3 stored {} from a body that failed: {failed}",
                 parcel.id
             ))),
             // The store failed first: its error is the cause.
-            (Err(err), Err(store)) if is_store_stopped(&err) => Err(store),
-            (Err(err), _) => Err(err),
-            (Ok(_), _) => unreachable!("handled above"),
+            Err(store) if is_store_stopped(&failed) => Err(store),
+            Err(_) => Err(failed),
         }
     }
 

@@ -23,6 +23,19 @@ fn upload_head(length: usize, proof: &Proof) -> String {
     )
 }
 
+/// A connection to `base` on which the head of a v2 upload of `length`
+/// bytes with `proof` is sent; the body is the caller's to send.
+async fn upload_connection(base: &str, length: usize, proof: &Proof) -> TcpStream {
+    let mut socket = TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    socket
+        .write_all(upload_head(length, proof).as_bytes())
+        .await
+        .unwrap();
+    socket
+}
+
 /// Asserts that `app`'s store holds nothing: no object, no multipart upload.
 async fn nothing_stored(app: &TestApp) {
     assert!(app.stored_keys().await.is_empty(), "an object was stored");
@@ -61,13 +74,7 @@ async fn a_client_that_goes_away_halfway_through_a_streamed_put_stores_nothing()
     let owner = Account::new();
     let data = random_body(4 * MIB);
     let (token, proof) = app.upload_token(&owner, &data).await;
-    let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    socket
-        .write_all(upload_head(data.len(), &proof).as_bytes())
-        .await
-        .unwrap();
+    let mut socket = upload_connection(&app.base, data.len(), &proof).await;
     socket.write_all(&data[..2 * MIB]).await.unwrap();
     eventually(20, "the upload is under way", || claimed(&app, &token)).await;
     drop(socket);
@@ -87,13 +94,7 @@ async fn a_client_that_sends_fewer_bytes_than_it_declared_stores_nothing() {
     let owner = Account::new();
     let data = random_body(2 * MIB);
     let (token, proof) = app.upload_token(&owner, &data).await;
-    let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    socket
-        .write_all(upload_head(data.len() + 10, &proof).as_bytes())
-        .await
-        .unwrap();
+    let mut socket = upload_connection(&app.base, data.len() + 10, &proof).await;
     socket.write_all(&data).await.unwrap();
     // The body ends 10 bytes short: the client shuts its side down, and
     // the service answers 400.
@@ -135,13 +136,7 @@ async fn a_replica_killed_mid_put_leaves_nothing() {
         answer["token"].as_str().unwrap().to_owned()
     };
     let proof = owner.prove(&token);
-    let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    socket
-        .write_all(upload_head(data.len(), &proof).as_bytes())
-        .await
-        .unwrap();
+    let mut socket = upload_connection(&service.base, data.len(), &proof).await;
     socket.write_all(&data[..6 * MIB]).await.unwrap();
     // The PutObject is under way once the service claimed the token (on the
     // real pair the test sees the shared Redis; on the embedded pair the
