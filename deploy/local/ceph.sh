@@ -2,17 +2,11 @@
 # deploy/local/ceph.sh start|stop|status|wait-up|kill|revive — a one-machine
 # Ceph 16 RADOS Gateway.
 #
-<<<<<<< HEAD
-# One monitor, one OSD on the in-memory `memstore` object store and one
-# radosgw (beast) on 127.0.0.1, as plain background processes with all their
-# state in ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph; the settings that matter
-# and the S3 client's traps are in docs/operations.md, "The local Ceph RGW".
-# Data lives in RAM: every fresh start is a new, empty cluster.
-=======
 # One monitor, one OSD (or AMO_LOCAL_CEPH_OSDS of them) on the in-memory
 # `memstore` object store and one radosgw (beast) on 127.0.0.1, as plain
 # background processes with all their state in
-# ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph. Data lives in RAM: every fresh start
+# ${AMO_LOCAL_DIR:-/tmp/amo-local}/ceph; the settings that matter and the S3
+# client's traps are in docs/operations.md, "The local Ceph RGW". Data lives in RAM: every fresh start
 # is a new, empty cluster. Several clusters run side by side when each has
 # its own AMO_LOCAL_DIR and ports (deploy/local/ceph3.sh: three OSDs).
 #
@@ -21,7 +15,6 @@
 # distinct OSDs (there is one host), and the heartbeat grace is short
 # (AMO_LOCAL_CEPH_HEARTBEAT_GRACE, 4 s): a dead OSD is marked down within
 # seconds, by one reporting peer.
->>>>>>> hygiene
 #
 #   start   idempotent. If the three daemons of the pid files are alive and the
 #           RGW answers, only makes sure the user and bucket exist and prints
