@@ -541,8 +541,8 @@ async fn a_v1_download_of_a_parcel_over_the_limit_points_to_v2_and_keeps_the_tok
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// Every refusal that comes after the token is claimed (DESIGN §3, "The
-/// order of checks") gives the token back: `issued` again, for the rest of
+/// Every refusal that comes after the token is claimed (docs/protocol.md,
+/// "Order of checks") gives the token back: `issued` again, for the rest of
 /// its own lifetime, not a fresh one; and the same token then succeeds.
 #[tokio::test]
 async fn every_refusal_after_the_claim_leaves_the_token_usable_for_its_remaining_lifetime() {
