@@ -125,6 +125,7 @@ done
 BENCH_NGINX_PID=$(cat "$NGINX_PREFIX/nginx.pid" 2>/dev/null || true)
 [ -n "$BENCH_NGINX_PID" ] || bench_die "nginx wrote no pid file"
 NGINX=127.0.0.1:$NGINX_PORT
+read -ra NGINX_PIDS <<<"$BENCH_NGINX_PID $(pgrep -P "$BENCH_NGINX_PID" | tr '\n' ' ')"
 bench_log "nginx pass-through pid $BENCH_NGINX_PID on $NGINX -> $RGW_HOSTPORT"
 
 status_kib() { awk -v f="$2" '$1 == f { print $2 }' "/proc/$1/status"; }
@@ -137,6 +138,31 @@ reset_peak() {
 peak_growth() { awk -v hwm="$(status_kib "$SVC_PID" VmHWM:)" -v idle="$1" 'BEGIN { printf "%.1f", (hwm - idle) / 1024 }'; }
 mib_s() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / 1048576 / t }'; }
 
+# CPU seconds per GiB moved, of each process on the path: the service,
+# nginx (master and workers), radosgw, ceph-osd. cpu_mark sets CPU_MARK;
+# cpu_since prints "service=S nginx=S rgw=S osd=S" (s/GiB) since then.
+LOCAL=${AMO_LOCAL_DIR:-/tmp/amo-local}
+RGW_PID=$(cat "$LOCAL/ceph/run/client.rgw.pid")
+OSD_PID=$(cat "$LOCAL/ceph/run/osd.0.pid")
+TICK=$(getconf CLK_TCK)
+ticks() {
+  local pid total=0
+  for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+cpu_now() { echo "$(ticks "$SVC_PID") $(ticks "${NGINX_PIDS[@]}") $(ticks "$RGW_PID") $(ticks "$OSD_PID")"; }
+cpu_mark() { CPU_MARK=$(cpu_now); }
+cpu_since() {
+  awk -v a="$CPU_MARK" -v b="$(cpu_now)" -v t="$TICK" -v gib="$(awk -v s="$SIZE" 'BEGIN { print s / 1073741824 }')" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); split("service nginx rgw osd", n, " ")
+    for (i = 1; i <= 4; i++) printf "%s%s=%.2f", (i > 1 ? " " : ""), n[i], (y[i] - x[i]) / t / gib
+  }'
+}
+# curl under /usr/bin/time: its own CPU (user + system) goes to CURL_CPU_FILE.
+CURL_CPU_FILE=$BENCH_WORK/curl-cpu.txt
+timed_curl() { /usr/bin/time -f '%U %S' -o "$CURL_CPU_FILE" "$@"; }
+curl_cpu() { awk -v gib="$(awk -v s="$SIZE" 'BEGIN { print s / 1073741824 }')" '{ printf "curl=%.2f", ($1 + $2) / gib }' "$CURL_CPU_FILE"; }
+
 # check CODE EXPECTED... WHAT: dies unless CODE is one of EXPECTED.
 check() {
   local code=$1 what=${*: -1} want
@@ -147,33 +173,43 @@ check() {
 # proof OPERATION_JSON FILE: a signed v2 token's headers, as a curl config.
 proof() { python3 "$BENCH_ROOT/bench/proof.py" "http://$SVC" "$1" >"$2" || bench_die "no token for $1"; }
 
-UP_S=() DOWN_S=() UP_D=() DOWN_D=() UP_N=() DOWN_N=() RSS_LARGE=() SAMPLES=()
+UP_S=() DOWN_S=() UP_D=() DOWN_D=() UP_N=() DOWN_N=() RSS_LARGE=() RSS_UP=() RSS_DOWN=() SAMPLES=()
+CPU_ROWS=() # "path|direction|service nginx rgw osd curl (s/GiB)"
 
 # One upload + download of FILE through the service; removes it after.
 run_service() {
   local round=$1 out code time idle
   proof "{\"name\":\"upload\",\"hash\":\"$HASH\"}" "$BENCH_WORK/up.cfg"
   idle=$(reset_peak)
-  out=$("${CURL[@]}" -K "$BENCH_WORK/up.cfg" -H 'Content-Type: application/octet-stream' \
+  cpu_mark
+  out=$(timed_curl "${CURL[@]}" -K "$BENCH_WORK/up.cfg" -H 'Content-Type: application/octet-stream' \
     -X POST -T "$FILE" -o "$BENCH_WORK/up.json" -w '%{http_code} %{time_total}' "http://$SVC/api/v2/parcels")
   read -r code time <<<"$out"
   check "$code" 200 201 "service upload"
+  CPU_ROWS+=("service|upload|$(cpu_since) $(curl_cpu)")
   UP_S+=("$(mib_s "$SIZE" "$time")")
+  RSS_UP+=("$(peak_growth "$idle")")
+  local idle_down
+  idle_down=$(reset_peak)
   local id
   id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$BENCH_WORK/up.json")
   proof "{\"name\":\"download\",\"id\":\"$id\"}" "$BENCH_WORK/down.cfg"
-  out=$("${CURL[@]}" -K "$BENCH_WORK/down.cfg" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
+  cpu_mark
+  out=$(timed_curl "${CURL[@]}" -K "$BENCH_WORK/down.cfg" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
     "http://$SVC/api/v2/parcels/$id")
   local size
   read -r code time size <<<"$out"
   check "$code" 200 "service download"
   [ "$size" = "$SIZE" ] || bench_die "service download: $size bytes, not $SIZE"
+  CPU_ROWS+=("service|download|$(cpu_since) $(curl_cpu)")
   DOWN_S+=("$(mib_s "$SIZE" "$time")")
-  RSS_LARGE+=("$(peak_growth "$idle")")
+  RSS_DOWN+=("$(peak_growth "$idle_down")")
+  # Both peaks are measured from the same idle RSS of the upload's start.
+  RSS_LARGE+=("$(awk -v u="${RSS_UP[-1]}" -v d="$(peak_growth "$idle")" 'BEGIN { print (u > d ? u : d) }')")
   proof "{\"name\":\"remove\",\"id\":\"$id\"}" "$BENCH_WORK/rm.cfg"
   code=$("${CURL[@]}" -K "$BENCH_WORK/rm.cfg" -X DELETE -o /dev/null -w '%{http_code}' "http://$SVC/api/v2/parcels/$id")
   check "$code" 200 204 "service remove"
-  SAMPLES+=("round $round service: upload ${UP_S[-1]} MiB/s, download ${DOWN_S[-1]} MiB/s, peak RSS +${RSS_LARGE[-1]} MiB")
+  SAMPLES+=("round $round service: upload ${UP_S[-1]} MiB/s, download ${DOWN_S[-1]} MiB/s, peak RSS +${RSS_LARGE[-1]} MiB (upload +${RSS_UP[-1]}, download +${RSS_DOWN[-1]})")
 }
 
 # run_s3 NAME HOSTPORT: one signed PUT + GET of FILE at HOSTPORT; DELETE after.
@@ -181,16 +217,20 @@ run_s3() {
   local name=$1 base=http://$2 round=$3 key out code time size
   key=$RUN_ID/$name-$round
   DIRECT_KEYS+=("$key")
-  out=$("${CURL[@]}" "${SIGV4[@]}" -T "$FILE" -o /dev/null -w '%{http_code} %{time_total}' \
+  cpu_mark
+  out=$(timed_curl "${CURL[@]}" "${SIGV4[@]}" -T "$FILE" -o /dev/null -w '%{http_code} %{time_total}' \
     "$base/$AMO_S3_BUCKET/$key")
   read -r code time <<<"$out"
   check "$code" 200 "$name PUT"
+  CPU_ROWS+=("$name|upload|$(cpu_since) $(curl_cpu)")
   local up down
   up=$(mib_s "$SIZE" "$time")
-  out=$("${CURL[@]}" "${SIGV4[@]}" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
+  cpu_mark
+  out=$(timed_curl "${CURL[@]}" "${SIGV4[@]}" -o /dev/null -w '%{http_code} %{time_total} %{size_download}' \
     "$base/$AMO_S3_BUCKET/$key")
   read -r code time size <<<"$out"
   check "$code" 200 "$name GET"
+  CPU_ROWS+=("$name|download|$(cpu_since) $(curl_cpu)")
   [ "$size" = "$SIZE" ] || bench_die "$name GET: $size bytes, not $SIZE"
   down=$(mib_s "$SIZE" "$time")
   code=$("${CURL[@]}" "${SIGV4[@]}" -X DELETE -o /dev/null -w '%{http_code}' "$base/$AMO_S3_BUCKET/$key")
@@ -283,7 +323,24 @@ echo "| service ÷ direct, upload | $up_direct | ≥ 0.75 | $(verdict "$up_direc
 echo "| service ÷ direct, download | $down_direct | ≥ 0.90 | $(verdict "$down_direct" '>=' 0.90) |"
 echo "| nginx ÷ direct, upload / download | $(ratio "$un" "$ud") / $(ratio "$dn" "$dd") | | |"
 echo
+echo "CPU seconds per GiB moved, median of $ROUNDS (user + system, from /proc/PID/stat; curl from /usr/bin/time):"
+echo "| path | direction | service | nginx | radosgw | ceph-osd | curl | sum |"
+echo "|---|---|---|---|---|---|---|---|"
+for path in direct nginx service; do
+  for dir in upload download; do
+    line="| $path | $dir |" sum=0
+    for field in service nginx rgw osd curl; do
+      m=$(median $(printf '%s\n' "${CPU_ROWS[@]}" | awk -F'|' -v p="$path" -v d="$dir" '$1 == p && $2 == d { print $3 }' |
+        tr ' ' '\n' | awk -F= -v f="$field" '$1 == f { print $2 }'))
+      line+=" $m |"
+      sum=$(awk -v a="$sum" -v b="$m" 'BEGIN { printf "%.2f", a + b }')
+    done
+    echo "$line $sum |"
+  done
+done
+echo
 echo "| service peak RSS growth (VmHWM over RSS before) | MiB, max of $ROUNDS | samples | target | |"
 echo "|---|---|---|---|---|"
 echo "| one $SIZE_MIB MiB parcel, upload + download | $rss_large | ${RSS_LARGE[*]} | ≤ 16 | $(verdict "$rss_large" '<=' 16) |"
+echo "| (its upload alone / its download alone) | $(printf '%s\n' "${RSS_UP[@]}" | sort -n | tail -1) / $(printf '%s\n' "${RSS_DOWN[@]}" | sort -n | tail -1) | ${RSS_UP[*]} / ${RSS_DOWN[*]} | | |"
 echo "| $CONCURRENT concurrent $CONCURRENT_MIB MiB uploads ($(median "${RATE_MANY[@]}") MiB/s together, median) | $rss_many | ${RSS_MANY[*]} | ≤ 48 | $(verdict "$rss_many" '<=' 48) |"
