@@ -183,7 +183,7 @@ run_service() {
   done
   # The cycle's own latency (all six requests), from the per-operation table.
   local cycle_lat
-  cycle_lat=$(awk '$1 == "cycle" { print $3 "|" $4 }' "$out")
+  cycle_lat=$(awk -F'|' '$2 ~ /whole cycles/ { gsub(/ /, ""); print $5 "|" $6 }' "$out")
   [ -n "$cycle_lat" ] && { p50=${cycle_lat%|*}; p99=${cycle_lat#*|}; }
   SERVICE+=("$cycles")
   ROWS+=("$round|the service (load.rs --mode cycle, $CONC workers, 6 requests)|$cycles|$p50|$p99|$unexpected|$(cpu_per_cycle "$before" "$after" $((requests / 6)))")

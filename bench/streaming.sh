@@ -128,6 +128,28 @@ NGINX=127.0.0.1:$NGINX_PORT
 read -ra NGINX_PIDS <<<"$BENCH_NGINX_PID $(pgrep -P "$BENCH_NGINX_PID" | tr '\n' ' ')"
 bench_log "nginx pass-through pid $BENCH_NGINX_PID on $NGINX -> $RGW_HOSTPORT"
 
+# The local OSD is a memstore: every object lives in its RAM (about 2 bytes
+# of RSS per byte stored), and a deleted object's data goes only when RGW's
+# garbage collector gets to it (30 s at the earliest). Without help, a run
+# piles up ~2 GiB of OSD RSS per GiB written (22 GiB was seen). So after
+# every delete the collector runs at once (it removes only what was
+# deleted), and before every transfer MemAvailable must leave room for it.
+rgw_gc() {
+  timeout 120 radosgw-admin -c "$LOCAL/ceph/ceph.conf" gc process --include-all >/dev/null 2>&1 ||
+    bench_log "radosgw-admin gc process failed (continuing)"
+}
+MIN_AVAIL_MIB=${AMO_BENCH_MIN_AVAIL_MIB:-$((3 * SIZE_MIB + 2048))}
+mem_guard() {
+  local avail
+  for _ in $(seq 30); do
+    avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+    [ "$avail" -ge "$MIN_AVAIL_MIB" ] && return 0
+    rgw_gc
+    sleep 2
+  done
+  bench_die "only $avail MiB available (< $MIN_AVAIL_MIB, AMO_BENCH_MIN_AVAIL_MIB): the memstore OSD keeps objects in RAM; stopping"
+}
+
 status_kib() { awk -v f="$2" '$1 == f { print $2 }' "/proc/$1/status"; }
 # Resets the service's peak RSS; prints its RSS now (KiB).
 reset_peak() {
@@ -209,6 +231,7 @@ run_service() {
   proof "{\"name\":\"remove\",\"id\":\"$id\"}" "$BENCH_WORK/rm.cfg"
   code=$("${CURL[@]}" -K "$BENCH_WORK/rm.cfg" -X DELETE -o /dev/null -w '%{http_code}' "http://$SVC/api/v2/parcels/$id")
   check "$code" 200 204 "service remove"
+  rgw_gc
   SAMPLES+=("round $round service: upload ${UP_S[-1]} MiB/s, download ${DOWN_S[-1]} MiB/s, peak RSS +${RSS_LARGE[-1]} MiB (upload +${RSS_UP[-1]}, download +${RSS_DOWN[-1]})")
 }
 
@@ -235,6 +258,7 @@ run_s3() {
   down=$(mib_s "$SIZE" "$time")
   code=$("${CURL[@]}" "${SIGV4[@]}" -X DELETE -o /dev/null -w '%{http_code}' "$base/$AMO_S3_BUCKET/$key")
   check "$code" 204 "$name DELETE"
+  rgw_gc
   if [ "$name" = direct ]; then UP_D+=("$up") DOWN_D+=("$down"); else UP_N+=("$up") DOWN_N+=("$down"); fi
   SAMPLES+=("round $round $name: upload $up MiB/s, download $down MiB/s")
 }
@@ -267,6 +291,7 @@ run_concurrent() {
     check "$("${CURL[@]}" -K "$BENCH_WORK/rm.cfg" -X DELETE -o /dev/null -w '%{http_code}' \
       "http://$SVC/api/v2/parcels/$id")" 200 204 "remove after concurrent upload"
   done
+  rgw_gc
   SAMPLES+=("$CONCURRENT x $CONCURRENT_MIB MiB concurrent uploads: ${RATE_MANY[-1]} MiB/s together, peak RSS +${RSS_MANY[-1]} MiB")
 }
 
@@ -284,12 +309,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for k in 0 1 2; do
     path=${PATHS[$(((round - 1 + k) % 3))]}
     bench_log "round $round: $path"
+    mem_guard
     case $path in
       service) run_service "$round" ;;
       direct) run_s3 direct "$RGW_HOSTPORT" "$round" ;;
       nginx) run_s3 nginx "$NGINX" "$round" ;;
     esac
   done
+  mem_guard
   run_concurrent
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
