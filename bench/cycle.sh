@@ -13,7 +13,9 @@
 #     and DELETE: RGW at its cheapest, no signature to check.
 # Prints cycles/s and p50/p99 of every sample, the medians, the ratio
 # service ÷ direct, and the CPU per cycle of each process involved (the
-# service, radosgw, ceph-osd, redis-server, the client).
+# service, radosgw, ceph-osd, redis-server, and the client: wrk or load.rs,
+# from /usr/bin/time). AMO_BENCH_S3_ENDPOINT points both paths at another
+# RGW of the same cluster.
 #
 # Then it counts the calls of AMO_BENCH_COUNT_CYCLES (20) cycles of one
 # worker, on a replica of its own with a fresh S3 prefix: RGW calls from
@@ -53,6 +55,10 @@ trap cleanup EXIT
 bench_need wrk wrk
 bench_need redis-cli redis-tools
 bench_backends
+# AMO_BENCH_S3_ENDPOINT: another RGW of the same cluster (e.g. one started
+# with beast's tcp_nodelay=1) for every path of this run; then also
+# AMO_BENCH_RGW_PID (its pid, for CPU) and AMO_BENCH_RGW_LOG (its log).
+export AMO_S3_ENDPOINT=${AMO_BENCH_S3_ENDPOINT:-$AMO_S3_ENDPOINT}
 bench_build
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -63,10 +69,10 @@ SIGV4=(--aws-sigv4 "aws:amz:$AMO_S3_REGION:s3" --user "$ACCESS_KEY:$SECRET_KEY"
 RGW=${AMO_S3_ENDPOINT#http://}
 RGW=${RGW%%/*}
 LOCAL=${AMO_LOCAL_DIR:-/tmp/amo-local}
-RGW_PID=$(cat "$LOCAL/ceph/run/client.rgw.pid")
+RGW_PID=${AMO_BENCH_RGW_PID:-$(cat "$LOCAL/ceph/run/client.rgw.pid")}
 OSD_PID=$(cat "$LOCAL/ceph/run/osd.0.pid")
 REDIS_PID=$(cat "$LOCAL/redis/redis.pid")
-RGW_LOG=$LOCAL/ceph/log/client.rgw.log
+RGW_LOG=${AMO_BENCH_RGW_LOG:-$LOCAL/ceph/log/client.rgw.log}
 
 # The anonymous bucket (idempotent: 200 new, 409 exists).
 code=$(curl -s -o /dev/null -w '%{http_code}' "${SIGV4[@]}" -X PUT "http://$RGW/$ANON_BUCKET")
@@ -83,7 +89,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "${SIGV4[@]}" -X PUT -T "$BENCH_WO
 
 # wrk: cycle i is PUT key i, GET key i-LAG, DELETE key i-2*LAG (requests in
 # that order), so a GET never overtakes its PUT with CONC connections in
-# flight; keys -2*LAG..-1 are put before the run.
+# flight; keys -2*LAG..0 are put before the run.
 LAG=$((CONC * 4))
 head -c "$SIZE" /dev/urandom >"$BENCH_WORK/body.bin"
 cat >"$BENCH_WORK/cycle.lua" <<EOF
@@ -128,6 +134,9 @@ cpu_per_cycle() {
   }'
 }
 
+# The client's own CPU per cycle (user + system, /usr/bin/time).
+client_cpu() { awk -v c="$1" '{ printf "%.0f", ($1 + $2) * 1e6 / (c > 0 ? c : 1) }' "$BENCH_WORK/client-cpu.txt"; }
+
 bench_start_replica
 SVC=$REPLICA_ADDR SVC_PID=$REPLICA_PID
 
@@ -141,11 +150,13 @@ ms() { # wrk latency to ms
 
 run_direct() {
   local round=$1 out=$BENCH_WORK/wrk-$1.txt before after i
-  for i in $(seq $((-2 * LAG)) -1); do
+  # Key 0 too: wrk calls request() once before the run for nothing, so
+  # the first PUT (key 0) is never sent.
+  for i in $(seq $((-2 * LAG)) 0); do
     curl -s -o /dev/null -T "$BENCH_WORK/body.bin" "http://$RGW/$ANON_BUCKET/$RUN_PREFIX/r$round-$i"
   done
   before=$(cpu_snapshot rgw="$RGW_PID" osd="$OSD_PID")
-  timeout $((SECS + 60)) wrk -t1 -c"$CONC" -d"${SECS}s" --latency -s "$BENCH_WORK/cycle.lua" \
+  timeout $((SECS + 60)) /usr/bin/time -f '%U %S' -o "$BENCH_WORK/client-cpu.txt" wrk -t1 -c"$CONC" -d"${SECS}s" --latency -s "$BENCH_WORK/cycle.lua" \
     "http://$RGW" -- "r$round" >"$out" 2>&1 || { cat "$out" >&2; bench_die "wrk failed"; }
   after=$(cpu_snapshot rgw="$RGW_PID" osd="$OSD_PID")
   sed 's/^/    /' "$out" >&2
@@ -158,14 +169,14 @@ run_direct() {
   local cycles
   cycles=$(awk -v r="$rate" 'BEGIN { printf "%.0f", r / 3 }')
   DIRECT+=("$cycles")
-  ROWS+=("$round|direct to RGW (wrk -c$CONC, PUT + GET + DELETE)|$cycles|$p50|$p99|$bad|$(cpu_per_cycle "$before" "$after" $((total / 3)))")
+  ROWS+=("$round|direct to RGW (wrk -c$CONC, PUT + GET + DELETE)|$cycles|$p50|$p99|$bad|$(cpu_per_cycle "$before" "$after" $((total / 3))), wrk $(client_cpu $((total / 3)))")
   [ "$bad" -eq 0 ] || { bench_log "ERROR: $bad error answers from RGW"; FAILED=1; }
 }
 
 run_service() {
   local round=$1 out=$BENCH_WORK/load-$1.txt before after rc=0
   before=$(cpu_snapshot service="$SVC_PID" rgw="$RGW_PID" osd="$OSD_PID" redis="$REDIS_PID")
-  timeout $((SECS + 120)) "$BENCH_LOAD" --url "http://$SVC" --mode cycle --concurrency "$CONC" \
+  timeout $((SECS + 120)) /usr/bin/time -f '%U %S' -o "$BENCH_WORK/client-cpu.txt" "$BENCH_LOAD" --url "http://$SVC" --mode cycle --concurrency "$CONC" \
     --size "$SIZE" --duration "$SECS" --report-every 0 --label "cycle-$round" >"$out" 2>&1 || rc=$?
   after=$(cpu_snapshot service="$SVC_PID" rgw="$RGW_PID" osd="$OSD_PID" redis="$REDIS_PID")
   sed 's/^/    /' "$out" >&2
@@ -186,7 +197,7 @@ run_service() {
   cycle_lat=$(awk -F'|' '$2 ~ /whole cycles/ { gsub(/ /, ""); print $5 "|" $6 }' "$out")
   [ -n "$cycle_lat" ] && { p50=${cycle_lat%|*}; p99=${cycle_lat#*|}; }
   SERVICE+=("$cycles")
-  ROWS+=("$round|the service (load.rs --mode cycle, $CONC workers, 6 requests)|$cycles|$p50|$p99|$unexpected|$(cpu_per_cycle "$before" "$after" $((requests / 6)))")
+  ROWS+=("$round|the service (load.rs --mode cycle, $CONC workers, 6 requests)|$cycles|$p50|$p99|$unexpected|$(cpu_per_cycle "$before" "$after" $((requests / 6))), load.rs $(client_cpu $((requests / 6)))")
   [ "$rc" -eq 0 ] && [ "$unexpected" = 0 ] || { bench_log "ERROR: load generator exit $rc, $unexpected unexpected"; FAILED=1; }
 }
 
@@ -221,6 +232,7 @@ rgw_lines_before=$(wc -l <"$RGW_LOG")
 timeout 120 "$BENCH_LOAD" --url "http://$COUNT_ADDR" --mode cycle --concurrency 1 --size "$SIZE" \
   --requests $((COUNT_CYCLES * 6)) --duration 60 --report-every 0 >"$BENCH_WORK/count.txt" 2>&1 ||
   { cat "$BENCH_WORK/count.txt" >&2; bench_die "the counting run failed"; }
+sed 's/^/    /' "$BENCH_WORK/count.txt" >&2
 sleep 1
 # The replica's own connections to Redis (local ports), then stop watching.
 PORTS=$(ss -tnpH state established "( dport = :${redis_hostport##*:} )" 2>/dev/null |
@@ -228,7 +240,7 @@ PORTS=$(ss -tnpH state established "( dport = :${redis_hostport##*:} )" 2>/dev/n
 kill "$MONITOR_PID" 2>/dev/null || true
 wait "$MONITOR_PID" 2>/dev/null || true
 MONITOR_PID=""
-grep -q '^RESULT .*unexpected=0' "$BENCH_WORK/count.txt" || bench_die "the counting run had unexpected answers"
+grep -q '^RESULT .*unexpected=0$' "$BENCH_WORK/count.txt" || bench_die "the counting run had unexpected answers (see above)"
 counted=$(grep '^RESULT' "$BENCH_WORK/count.txt" | sed 's/.*requests=\([0-9]*\).*/\1/')
 count_cycles=$((counted / 6))
 tail -n +"$((rgw_lines_before + 1))" "$RGW_LOG" | grep 'beast:' |
@@ -250,7 +262,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 echo
-echo "small-parcel cycle benchmark: $(nproc) cores, 4 KiB, $CONC workers/connections, $ROUNDS rounds × $SECS s, commit $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "small-parcel cycle benchmark: RGW $AMO_S3_ENDPOINT, $(nproc) cores, 4 KiB, $CONC workers/connections, $ROUNDS rounds × $SECS s, commit $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER"
 echo
 echo "| round | path | cycles/s | p50 ms | p99 ms | errors | CPU µs per cycle |"

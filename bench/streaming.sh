@@ -48,6 +48,10 @@ trap cleanup EXIT
 bench_need nginx nginx-light
 bench_need curl curl
 bench_backends
+# AMO_BENCH_S3_ENDPOINT: another RGW of the same cluster (e.g. one started
+# with beast's tcp_nodelay=1) for every path of this run; then also
+# AMO_BENCH_RGW_PID (its pid, for CPU) and AMO_BENCH_RGW_LOG (its log).
+export AMO_S3_ENDPOINT=${AMO_BENCH_S3_ENDPOINT:-$AMO_S3_ENDPOINT}
 bench_build_service
 python3 -c 'import cryptography' 2>/dev/null || bench_die "python3-cryptography is missing (apt-get install python3-cryptography)"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -164,7 +168,7 @@ mib_s() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / 1048576 / t }'; }
 # nginx (master and workers), radosgw, ceph-osd. cpu_mark sets CPU_MARK;
 # cpu_since prints "service=S nginx=S rgw=S osd=S" (s/GiB) since then.
 LOCAL=${AMO_LOCAL_DIR:-/tmp/amo-local}
-RGW_PID=$(cat "$LOCAL/ceph/run/client.rgw.pid")
+RGW_PID=${AMO_BENCH_RGW_PID:-$(cat "$LOCAL/ceph/run/client.rgw.pid")}
 OSD_PID=$(cat "$LOCAL/ceph/run/osd.0.pid")
 TICK=$(getconf CLK_TCK)
 ticks() {
