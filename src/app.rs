@@ -287,7 +287,7 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
 
 /// A bound, ready-to-run service.
 pub struct App {
-    acceptor: TcpAcceptor,
+    acceptor: NoDelay,
     local_addr: SocketAddr,
     settings: Settings,
     backends: Backends,
@@ -312,7 +312,7 @@ impl App {
             .and_then(|addr| addr.as_socket_addr().copied())
             .ok_or_else(|| io::Error::other("the listener has no socket address"))?;
         Ok(Self {
-            acceptor,
+            acceptor: NoDelay(acceptor),
             local_addr,
             settings,
             backends,
@@ -350,6 +350,35 @@ impl App {
             .await;
         janitor.abort();
         served
+    }
+}
+
+/// The listener, with `TCP_NODELAY` on every accepted connection: hyper
+/// writes a streamed response's head and its first body chunk apart, and
+/// with Nagle's algorithm the chunk waits for the client's (delayed) ACK of
+/// the head.
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = <TcpAcceptor as Acceptor>::Io;
+
+    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> io::Result<(
+        Self::Io,
+        poem::web::LocalAddr,
+        poem::web::RemoteAddr,
+        poem::http::uri::Scheme,
+    )> {
+        let accepted = self.0.accept().await?;
+        if let Err(err) = accepted.0.set_nodelay(true) {
+            tracing::debug!(%err, "could not set TCP_NODELAY");
+        }
+        Ok(accepted)
     }
 }
 
