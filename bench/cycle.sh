@@ -40,12 +40,18 @@ RUN_PREFIX=cycle-$$-$(date +%s)
 
 cleanup() {
   # The objects wrk left (the last cycles' PUTs and GETs not yet deleted).
+  # (curl 7.88's SigV4 signs the query as written: parameters sorted, the
+  # prefix's "/" encoded.)
   if [ -n "${RGW:-}" ]; then
-    local key
-    while read -r key; do
-      [ -n "$key" ] && curl -s -o /dev/null -X DELETE "http://$RGW/$ANON_BUCKET/$key"
-    done < <(curl -s "${SIGV4[@]}" "http://$RGW/$ANON_BUCKET?prefix=$RUN_PREFIX/&max-keys=1000" |
-      grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g')
+    local key keys
+    for _ in 1 2 3 4 5; do
+      keys=$(curl -s "${SIGV4[@]}" "http://$RGW/$ANON_BUCKET?max-keys=1000&prefix=$RUN_PREFIX%2F" |
+        grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' || true)
+      [ -n "$keys" ] || break
+      while read -r key; do
+        curl -s -o /dev/null -X DELETE "http://$RGW/$ANON_BUCKET/$key"
+      done <<<"$keys"
+    done
   fi
   [ -n "${MONITOR_PID:-}" ] && kill "$MONITOR_PID" 2>/dev/null
   bench_cleanup
