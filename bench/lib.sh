@@ -42,14 +42,19 @@ bench_need() {
 }
 
 # Builds the release service binary (unless AMO_BENCH_BIN names another
-# one to run) and the load generator (benches/load.rs); sets BENCH_BIN and
-# BENCH_LOAD to their executables.
-bench_build() {
+# one to run); sets BENCH_BIN.
+bench_build_service() {
   BENCH_BIN=${AMO_BENCH_BIN:-$BENCH_ROOT/target/release/amo-storage}
   if [ -z "${AMO_BENCH_BIN:-}" ]; then
     (cd "$BENCH_ROOT" && cargo build -q --release --bin amo-storage) || bench_die "release build failed"
   fi
   [ -x "$BENCH_BIN" ] || bench_die "no service binary at $BENCH_BIN"
+}
+
+# Builds the service binary (bench_build_service) and the load generator
+# (benches/load.rs); sets BENCH_BIN and BENCH_LOAD to their executables.
+bench_build() {
+  bench_build_service
   BENCH_LOAD=$(cd "$BENCH_ROOT" && cargo bench -q --bench load --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json, sys
 for line in sys.stdin:

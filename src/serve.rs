@@ -121,6 +121,9 @@ where
             refuse(stream);
             continue;
         };
+        // hyper writes a streamed answer's head and its first body chunk
+        // apart: without TCP_NODELAY the chunk waits for the client's
+        // delayed ACK of the head.
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             endpoint: endpoint.clone(),

@@ -266,7 +266,9 @@ async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
                 .set_response_timeout(Some(TIMEOUT))
                 .set_number_of_retries(RECONNECT_RETRIES)
                 .set_max_delay(RECONNECT_MAX_DELAY);
-            let client = redis::Client::open(url.as_str())?;
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
+                .set_tcp_settings(tcp_settings());
+            let client = redis::Client::open(info)?;
             Ok(Connection::Single(
                 client.get_connection_manager_with_config(config).await?,
             ))
@@ -275,10 +277,18 @@ async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
             let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
                 .connection_timeout(TIMEOUT)
                 .response_timeout(TIMEOUT)
+                .tcp_settings(tcp_settings())
                 .build()?;
             Ok(Connection::Cluster(client.get_async_connection().await?))
         }
     }
+}
+
+/// `TCP_NODELAY`: commands of concurrent requests share one multiplexed
+/// connection, and with Nagle's algorithm a command written while an
+/// earlier one is unacknowledged waits for that ACK.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 fn millis(duration: Duration) -> u64 {

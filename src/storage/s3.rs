@@ -19,7 +19,6 @@ use aws_sdk_s3::{
     types::{CompletedMultipartUpload, CompletedPart},
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
 
 use super::{
     BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel,
@@ -616,24 +615,23 @@ impl http_body::Body for FedBody {
     }
 }
 
-/// An S3 response body as a stream of chunks, handed to hyper in fewer,
-/// larger writes: the chunks already received (S3 answers in small reads)
-/// are merged, at most 64 of them at a time.
+/// An S3 response body as a stream of chunks, handed to hyper as they
+/// come. They are not merged: hyper writes up to 16 queued chunks in one
+/// `writev`, while merging copied every byte once more into a fresh buffer
+/// of a MiB or more (page faults on every one, with the mmap threshold
+/// pinned in `main.rs`) and held up to 64 reads at once (profiled and
+/// measured with bench/streaming.sh: docs/performance.md).
 fn body_stream(body: ByteStream) -> BodyStream {
-    let stream = futures_util::stream::try_unfold(body, |mut body| async move {
-        match body.try_next().await {
-            Ok(Some(chunk)) => Ok(Some((chunk, body))),
-            Ok(None) => Ok(None),
-            Err(err) => Err(std::io::Error::other(err)),
-        }
-    });
-    Box::pin(stream.ready_chunks(64).map(|chunks| {
-        let chunks = chunks.into_iter().collect::<Result<Vec<Bytes>, _>>()?;
-        Ok(match chunks.len() {
-            1 => chunks.into_iter().next().unwrap_or_default(),
-            _ => Bytes::from(chunks.concat()),
-        })
-    }))
+    Box::pin(futures_util::stream::try_unfold(
+        body,
+        |mut body| async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                Ok(None) => Ok(None),
+                Err(err) => Err(std::io::Error::other(err)),
+            }
+        },
+    ))
 }
 
 /// `bytes <first>-<last>/<size>` of a ranged answer.
