@@ -112,6 +112,7 @@ impl State {
             max_concurrent_v1_downloads: settings.limits.max_concurrent_v1_downloads,
             lease: settings.lease,
             single_put_max_bytes: settings.s3_single_put_max_bytes,
+            upload_lifetime: settings.upload_lifetime,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config)
@@ -369,6 +370,11 @@ async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
             crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await
         {
             tracing::debug!(%err, "could not sweep abandoned uploads; trying again later");
+        }
+        if let Err(err) =
+            crate::parcels::sweep_expired_tails(&backends.store, &backends.state, lease).await
+        {
+            tracing::debug!(%err, "could not sweep expired uploads' tails; trying again later");
         }
     }
 }

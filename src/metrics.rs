@@ -24,6 +24,7 @@ struct Metrics {
     tokens_refused: IntCounterVec,
     backend_errors: IntCounterVec,
     limited: IntCounterVec,
+    resumable: IntCounterVec,
     chain_probe: IntGaugeVec,
 }
 
@@ -102,6 +103,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Requests refused by a limit, by limit.",
             &["limit"],
         ),
+        resumable: counter_vec(
+            &registry,
+            "amo_resumable_uploads_total",
+            "Resumable (tus) uploads, by event (created, completed, hash_mismatch, terminated).",
+            &["event"],
+        ),
         chain_probe: {
             let gauge = IntGaugeVec::new(
                 Opts::new(
@@ -148,6 +155,11 @@ pub fn bytes_sent(bytes: u64) {
 /// Counts an issued token.
 pub fn token_issued() {
     METRICS.tokens_issued.inc();
+}
+
+/// Counts an event of a resumable upload.
+pub fn resumable(event: &'static str) {
+    METRICS.resumable.with_label_values(&[event]).inc();
 }
 
 /// Counts a consumed token.
@@ -219,6 +231,8 @@ pub fn route_of(path: &str) -> String {
         "/api/v2/parcels",
         "/api/v2/parcels/{id}",
         "/api/v2/parcels/{id}/metadata",
+        "/api/v2/uploads",
+        "/api/v2/uploads/{id}",
         "/api/openapi.json",
         "/healthz",
         "/readyz",

@@ -60,7 +60,7 @@ const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(5);
 const COMMIT_LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Chunks in flight between the client's body and the store's request.
-const FEED_DEPTH: usize = 4;
+pub(super) const FEED_DEPTH: usize = 4;
 
 /// The shared-state key of a parcel's write lock.
 pub fn lock_key(id: &ParcelId) -> String {
@@ -109,14 +109,14 @@ pub(super) struct NewParcel<'a> {
 
 /// A client's body as it arrives: hashed, counted and bounded on the way,
 /// handed out in pieces of at most a given size.
-struct Incoming<S> {
-    body: S,
+pub(super) struct Incoming<S> {
+    pub(super) body: S,
     /// What was read but not handed out yet.
-    carry: Option<Bytes>,
-    hasher: Sha256,
-    received: u64,
-    max: u64,
-    idle: Duration,
+    pub(super) carry: Option<Bytes>,
+    pub(super) hasher: Sha256,
+    pub(super) received: u64,
+    pub(super) max: u64,
+    pub(super) idle: Duration,
 }
 
 impl<S> Incoming<S>
@@ -124,7 +124,7 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
 {
     /// The next piece of at most `limit` bytes; `None` at the end.
-    async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+    pub(super) async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
         let mut chunk = match self.carry.take() {
             Some(chunk) => chunk,
             None => match self.read().await? {
@@ -517,7 +517,7 @@ impl Parcels {
 
     /// Takes the parcel's write lock, waiting up to [`COMMIT_LOCK_WAIT`]
     /// for another commit to end; 409 `upload_in_progress` past that.
-    async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
+    pub(super) async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
             if let Some(lock) =
@@ -533,7 +533,7 @@ impl Parcels {
     }
 
     /// A conditional write that found the parcel there: whose is it?
-    async fn settle_put(
+    pub(super) async fn settle_put(
         &self,
         parcel: &NewParcel<'_>,
         outcome: PutOutcome,
@@ -551,7 +551,7 @@ impl Parcels {
     }
 }
 
-async fn unlock(lock: Lease) {
+pub(super) async fn unlock(lock: Lease) {
     if let Err(err) = lock.end().await {
         tracing::warn!(%err, "could not end a parcel write lock; it lapses by itself");
     }
@@ -560,21 +560,21 @@ async fn unlock(lock: Lease) {
 /// The message of a feed whose store stopped reading.
 const STORE_STOPPED: &str = "the store stopped reading the body";
 
-fn store_stopped() -> Error {
+pub(super) fn store_stopped() -> Error {
     Error::Internal(STORE_STOPPED.into())
 }
 
-fn is_store_stopped(err: &Error) -> bool {
+pub(super) fn is_store_stopped(err: &Error) -> bool {
     matches!(err, Error::Internal(message) if message == STORE_STOPPED)
 }
 
-fn short_body(received: u64, length: u64) -> Error {
+pub(super) fn short_body(received: u64, length: u64) -> Error {
     Error::BadRequest(format!(
         "the body ended after {received} of the {length} bytes it declared"
     ))
 }
 
-fn too_large(size: u64, max: u64) -> Error {
+pub(super) fn too_large(size: u64, max: u64) -> Error {
     Error::TooLarge(format!(
         "the body is over {max} bytes, the largest parcel this service stores (got {size})"
     ))
