@@ -19,6 +19,7 @@ use crate::{
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
         proof::WithProof,
+        uploads::UploadsApi,
     },
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
     chain::Chain,
@@ -33,7 +34,7 @@ use crate::{
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api/openapi.json";
 
-type Apis = (AuthApi, ParcelsV1Api, ParcelsV2Api, HealthApi);
+type Apis = (AuthApi, ParcelsV1Api, ParcelsV2Api, UploadsApi, HealthApi);
 
 /// The backends of a replica: the state it shares with other replicas, and
 /// its parcel store.
@@ -140,6 +141,7 @@ impl State {
             AuthApi::new(self.authorizer.clone(), self.limiter.clone()),
             ParcelsV1Api::new(self.authorizer.clone(), self.parcels.clone()),
             ParcelsV2Api::new(self.authorizer.clone(), self.parcels.clone()),
+            UploadsApi::new(self.authorizer.clone(), self.parcels.clone()),
             HealthApi::new(
                 self.authorizer.store().state().clone(),
                 self.parcels.store().clone(),

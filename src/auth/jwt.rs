@@ -113,8 +113,8 @@ impl TokenCodec {
     }
 
     fn decode(&self, jwt: &str, validation: &Validation) -> Result<TokenClaims, Error> {
-        let data = jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, validation)
-            .map_err(|err| match err.kind() {
+        let data = jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, validation).map_err(
+            |err| match err.kind() {
                 ErrorKind::ExpiredSignature => Error::unauthenticated(
                     "token_expired",
                     "the token has expired; get a new token",
@@ -127,7 +127,8 @@ impl TokenCodec {
                     "token_invalid",
                     format!("the token is not valid: {err}"),
                 ),
-            })?;
+            },
+        )?;
         if data.header != Header::new(Algorithm::HS256) {
             return Err(Error::unauthenticated(
                 "token_invalid",

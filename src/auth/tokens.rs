@@ -157,7 +157,9 @@ impl TokenClaim {
         if self.lease.replace(&bound_to(upload), lifetime).await? {
             Ok(())
         } else {
-            Err(Error::token_store("a token's claim lapsed before it was bound"))
+            Err(Error::token_store(
+                "a token's claim lapsed before it was bound",
+            ))
         }
     }
 

@@ -587,7 +587,7 @@ impl Parcels {
             }
         }
         let at = stored.record.parts.len() as u64 * part_size;
-        if at + pending_len > stored.record.offset {
+        if pending_len > 0 && at + pending_len > stored.record.offset {
             // New bytes past the last whole part: the new tail.
             let name = Uuid::new_v4().simple().to_string();
             let mut tail = BytesMut::with_capacity(pending_len as usize);
@@ -609,10 +609,7 @@ impl Parcels {
         }
         // Nothing may follow the upload's length.
         match incoming.next(1).await? {
-            Some(_) => Err(too_large(
-                stored.record.offset + 1,
-                stored.record.length,
-            )),
+            Some(_) => Err(too_large(stored.record.offset + 1, stored.record.length)),
             None => Ok(()),
         }
     }
