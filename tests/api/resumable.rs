@@ -150,7 +150,7 @@ async fn options_advertise_the_version_extensions_and_largest_size() {
 #[tokio::test]
 async fn a_parcel_goes_up_in_patches_off_part_boundaries_on_any_replica() {
     let first = spawn_with(small_parts(&[])).await;
-    let second = spawn_beside(&first, small_parts(&[])).await;
+    let second = spawn_beside(&first, first.settings.clone()).await;
     let owner = Account::new();
     let data = random_body(2 * PART + 12_345);
     let (token, proof) = first.upload_token(&owner, &data).await;
