@@ -506,7 +506,7 @@ impl Parcels {
             }
             let target = part_size.min(stored.record.length - at);
             let coming = declared.map(|declared| declared - incoming.received);
-            if !coming.is_some_and(|coming| pending_len + coming >= target) {
+            if coming.is_none_or(|coming| pending_len + coming < target) {
                 // This body may end within the part: hold it until the part
                 // is whole.
                 while pending_len < target {
