@@ -663,6 +663,11 @@ impl Parcels {
                 if outcome == PutOutcome::AlreadyExists {
                     self.store.staged_abort(&id, &stored.record.store_id).await;
                 }
+                // A replica that died between storing a tail and saving the
+                // record left that tail behind: no tail outlives the upload.
+                if let Err(err) = self.store.drop_tails(upload, None).await {
+                    tracing::warn!(%err, upload, "could not delete an upload's tails; the sweep will");
+                }
                 self.end_mark(upload, &stored.record.store_id).await;
                 stored.record.finished = true;
                 self.save(upload, stored).await?;
