@@ -278,6 +278,8 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
     Some(match route {
         "/api/v1/auth" | "/api/v2/auth" | "/api/v1/parcels" | "/api/v2/parcels" => "POST",
         "/api/v1/parcels/{id}" | "/api/v2/parcels/{id}" => "GET, DELETE",
+        "/api/v2/uploads" => "OPTIONS, POST",
+        "/api/v2/uploads/{id}" => "HEAD, PATCH, DELETE",
         "/api/v2/parcels/{id}/metadata"
         | "/healthz"
         | "/readyz"
