@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{ApiTags, parcels_v2::drain_refused_body, proof::Proof};
 use crate::{
-    auth::Authorizer,
+    auth::{Authorizer, Bound},
     domain::{OperationKind, ParcelMetadata},
     error::{ApiResult, Error},
     parcels::{Parcels, UploadStatus, valid_upload_id},
@@ -147,6 +147,16 @@ impl UploadsApi {
             parcels,
         }
     }
+
+    /// The upload of a path, and the proof checked for it.
+    async fn bound(&self, id: &str, proof: &Proof) -> Result<(String, Bound), Error> {
+        let upload = upload_id(id)?;
+        let bound = self
+            .authorizer
+            .authorize_bound(proof.headers(), &upload)
+            .await?;
+        Ok((upload, bound))
+    }
 }
 
 #[OpenApi(tag = "ApiTags::Uploads")]
@@ -244,11 +254,7 @@ impl UploadsApi {
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<TusHeadResponse> {
-        let upload = upload_id(&id.0)?;
-        let bound = self
-            .authorizer
-            .authorize_bound(proof.headers(), &upload)
-            .await?;
+        let (upload, bound) = self.bound(&id.0, &proof).await?;
         let status = self.parcels.upload_status(&bound, &upload).await?;
         Ok(TusHeadResponse::Found(
             status.offset,
@@ -290,7 +296,7 @@ impl UploadsApi {
     ) -> ApiResult<TusPatchResponse> {
         let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
         let admitted = async {
-            let upload = upload_id(&id.0)?;
+            upload_id(&id.0)?;
             let offset = offset
                 .0
                 .as_deref()
@@ -299,10 +305,7 @@ impl UploadsApi {
                     Error::BadRequest("Upload-Offset must be a number of bytes".into())
                 })?;
             let slot = self.parcels.upload_slot()?;
-            let bound = self
-                .authorizer
-                .authorize_bound(proof.headers(), &upload)
-                .await?;
+            let (upload, bound) = self.bound(&id.0, &proof).await?;
             Ok::<_, Error>((upload, offset, slot, bound))
         }
         .await;
@@ -346,11 +349,7 @@ impl UploadsApi {
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<TusDeleteResponse> {
-        let upload = upload_id(&id.0)?;
-        let bound = self
-            .authorizer
-            .authorize_bound(proof.headers(), &upload)
-            .await?;
+        let (upload, bound) = self.bound(&id.0, &proof).await?;
         self.parcels.terminate_upload(bound, upload).await?;
         Ok(TusDeleteResponse::Terminated(TUS_VERSION.into()))
     }

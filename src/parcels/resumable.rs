@@ -34,7 +34,7 @@ use uuid::Uuid;
 use super::{
     Parcels,
     upload::{
-        FEED_DEPTH, Incoming, MAX_PARTS, NewParcel, is_store_stopped, multipart_mark_key,
+        FEED_DEPTH, Incoming, MAX_PARTS, NewParcel, end_feed, is_store_stopped, multipart_mark_key,
         short_body, store_stopped, too_large, unlock,
     },
 };
@@ -559,11 +559,7 @@ impl Parcels {
                     Ok(())
                 }
                 .await;
-                if let Err(err) = &fed {
-                    // The store must not get the part's length: fail it.
-                    let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
-                }
-                drop(sender);
+                end_feed(sender, &fed);
                 fed
             };
             let (fed, put) = tokio::join!(fed, put);

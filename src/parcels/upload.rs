@@ -325,11 +325,7 @@ impl Parcels {
                 Ok(lock)
             }
             .await;
-            if let Err(err) = &fed {
-                // S3 must not get its Content-Length bytes: fail its body.
-                let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
-            }
-            drop(sender);
+            end_feed(sender, &fed);
             fed
         };
         let (fed, put) = tokio::join!(fed, put);
@@ -373,10 +369,7 @@ impl Parcels {
                 let (sender, feed) = mpsc::channel(FEED_DEPTH);
                 let fed = async {
                     let fed = incoming.feed_exactly(this_part, &sender).await;
-                    if let Err(err) = &fed {
-                        let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
-                    }
-                    drop(sender);
+                    end_feed(sender, &fed);
                     fed
                 };
                 let (fed, pushed) = tokio::join!(fed, upload.push_part(this_part, feed));
@@ -554,6 +547,14 @@ impl Parcels {
 pub(super) async fn unlock(lock: Lease) {
     if let Err(err) = lock.end().await {
         tracing::warn!(%err, "could not end a parcel write lock; it lapses by itself");
+    }
+}
+
+/// Ends a feed once its feeding ended: if that failed, the feed fails too,
+/// so that the store never gets the length it announced and stores nothing.
+pub(super) fn end_feed<T>(sender: mpsc::Sender<std::io::Result<Bytes>>, fed: &Result<T, Error>) {
+    if let Err(err) = fed {
+        let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
     }
 }
 

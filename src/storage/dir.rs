@@ -103,6 +103,31 @@ impl DirStore {
         ))
     }
 
+    /// Writes exactly `length` bytes that `feed` delivers to `file`, from
+    /// where it stands; a feed that fails, ends short or runs long fails.
+    async fn write_feed(&self, mut file: File, length: u64, mut feed: Feed) -> Result<File, Error> {
+        let mut written: u64 = 0;
+        while let Some(chunk) = feed.recv().await {
+            let chunk =
+                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
+            written += chunk.len() as u64;
+            if written > length {
+                return Err(Error::Internal(format!(
+                    "a part of {length} bytes was fed more"
+                )));
+            }
+            file = self
+                .blocking(move |_| file.write_all(&chunk).map(|()| file))
+                .await?;
+        }
+        if written != length {
+            return Err(Error::BadRequest(format!(
+                "the body ended after {written} of {length} bytes"
+            )));
+        }
+        Ok(file)
+    }
+
     /// Runs blocking file work off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -395,10 +420,10 @@ impl ParcelStore for DirStore {
         _number: usize,
         at: u64,
         length: u64,
-        mut feed: Feed,
+        feed: Feed,
     ) -> Result<String, Error> {
         let path = self.staged_path(id, store_id);
-        let mut file = self
+        let file = self
             .blocking(move |_| {
                 let mut file = File::options().read(true).write(true).open(&path)?;
                 let mut prefix = [0u8; 8];
@@ -408,25 +433,7 @@ impl ParcelStore for DirStore {
                 Ok(file)
             })
             .await?;
-        let mut written: u64 = 0;
-        while let Some(chunk) = feed.recv().await {
-            let chunk =
-                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
-            written += chunk.len() as u64;
-            if written > length {
-                return Err(Error::Internal(format!(
-                    "a part of {length} bytes was fed more"
-                )));
-            }
-            file = self
-                .blocking(move |_| file.write_all(&chunk).map(|()| file))
-                .await?;
-        }
-        if written != length {
-            return Err(Error::BadRequest(format!(
-                "the body ended after {written} of {length} bytes"
-            )));
-        }
+        let mut file = self.write_feed(file, length, feed).await?;
         self.blocking(move |_| {
             let end = file.stream_position()?;
             file.set_len(end)
@@ -530,21 +537,6 @@ struct FileUpload {
     parts: usize,
 }
 
-impl FileUpload {
-    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Internal("a part after a failed write".into()))?;
-        let file = self
-            .store
-            .blocking(move |_| file.write_all(&bytes).map(|()| file))
-            .await?;
-        self.file = Some(file);
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl PartUpload for FileUpload {
     fn upload_id(&self) -> &str {
@@ -558,24 +550,12 @@ impl PartUpload for FileUpload {
         self.parts
     }
 
-    async fn push_part(&mut self, length: u64, mut feed: Feed) -> Result<(), Error> {
-        let mut written: u64 = 0;
-        while let Some(chunk) = feed.recv().await {
-            let chunk =
-                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
-            written += chunk.len() as u64;
-            if written > length {
-                return Err(Error::Internal(format!(
-                    "a part of {length} bytes was fed more"
-                )));
-            }
-            self.write(chunk).await?;
-        }
-        if written != length {
-            return Err(Error::BadRequest(format!(
-                "the body ended after {written} of {length} bytes"
-            )));
-        }
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("a part after a failed write".into()))?;
+        self.file = Some(self.store.write_feed(file, length, feed).await?);
         self.parts += 1;
         Ok(())
     }

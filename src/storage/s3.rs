@@ -508,22 +508,7 @@ impl ParcelStore for S3Store {
                     .build()
             })
             .collect();
-        let target = self.part_target(id, store_id);
-        target
-            .client
-            .complete_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .upload_id(&target.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
-        Ok(PutOutcome::Created)
+        self.part_target(id, store_id).complete(parts).await
     }
 
     async fn staged_abort(&self, id: &ParcelId, store_id: &str) {
@@ -640,6 +625,26 @@ impl PartTarget {
             .build())
     }
 
+    /// Completes the upload from `parts`. Ceph ignores `If-None-Match` on
+    /// `CompleteMultipartUpload`: the parcel write lock is what keeps an
+    /// existing parcel from being replaced.
+    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<PutOutcome, Error> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        Ok(PutOutcome::Created)
+    }
+
     /// Aborts the upload. If S3 cannot be reached (the very failure that
     /// often ends an upload), keeps trying in the background, so the upload
     /// is gone soon after S3 is back.
@@ -729,22 +734,10 @@ impl PartUpload for MultipartUpload {
     /// parcel write lock is what keeps an existing parcel from being
     /// replaced.
     async fn complete(mut self: Box<Self>) -> Result<PutOutcome, Error> {
-        let parts = CompletedMultipartUpload::builder()
-            .set_parts(Some(std::mem::take(&mut self.done)))
-            .build();
-        let target = &self.target;
-        target
-            .client
-            .complete_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .upload_id(&target.upload_id)
-            .multipart_upload(parts)
-            .send()
-            .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        let parts = std::mem::take(&mut self.done);
+        let outcome = self.target.complete(parts).await?;
         self.finished = true;
-        Ok(PutOutcome::Created)
+        Ok(outcome)
     }
 
     async fn abort(mut self: Box<Self>) {

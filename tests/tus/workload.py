@@ -20,7 +20,6 @@ Exit status 0 only when every check held. Takes the command line of
 tests/lb/workload.py (most of it unused).
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lb"))
 import gate  # noqa: E402
 import s3  # noqa: E402
+import workload as lb_workload  # noqa: E402
 
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -319,19 +319,7 @@ def workload(run):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--bin", required=True)
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--access-log", required=True)
-    parser.add_argument("--error-log", required=True)
-    parser.add_argument("--replica-addr", action="append", default=[])
-    parser.add_argument("--replica-log", action="append", default=[])
-    parser.add_argument("--replica-pid", action="append", type=int, default=[])
-    parser.add_argument("--clients", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--cleanup-only", action="store_true")
-    args = parser.parse_args()
+    args = lb_workload.arguments()
     run = Run(args)
     if args.cleanup_only:
         run.cleanup()
