@@ -19,6 +19,7 @@ use crate::{
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
         proof::WithProof,
+        uploads::UploadsApi,
     },
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
     chain::Chain,
@@ -34,7 +35,7 @@ use crate::{
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api/openapi.json";
 
-type Apis = (AuthApi, ParcelsV1Api, ParcelsV2Api, HealthApi);
+type Apis = (AuthApi, ParcelsV1Api, ParcelsV2Api, UploadsApi, HealthApi);
 
 /// The backends of a replica: the state it shares with other replicas, and
 /// its parcel store.
@@ -114,6 +115,7 @@ impl State {
             lease: settings.lease,
             single_put_max_bytes: settings.s3_single_put_max_bytes,
             store_timeout: settings.s3_timeout,
+            upload_lifetime: settings.upload_lifetime,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config)
@@ -141,6 +143,7 @@ impl State {
             AuthApi::new(self.authorizer.clone(), self.limiter.clone()),
             ParcelsV1Api::new(self.authorizer.clone(), self.parcels.clone()),
             ParcelsV2Api::new(self.authorizer.clone(), self.parcels.clone()),
+            UploadsApi::new(self.authorizer.clone(), self.parcels.clone()),
             HealthApi::new(
                 self.authorizer.store().state().clone(),
                 self.parcels.store().clone(),
@@ -277,6 +280,8 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
     Some(match route {
         "/api/v1/auth" | "/api/v2/auth" | "/api/v1/parcels" | "/api/v2/parcels" => "POST",
         "/api/v1/parcels/{id}" | "/api/v2/parcels/{id}" => "GET, DELETE",
+        "/api/v2/uploads" => "OPTIONS, POST",
+        "/api/v2/uploads/{id}" => "HEAD, PATCH, DELETE",
         "/api/v2/parcels/{id}/metadata"
         | "/healthz"
         | "/readyz"
@@ -382,6 +387,11 @@ async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
             crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await
         {
             tracing::debug!(%err, "could not sweep abandoned uploads; trying again later");
+        }
+        if let Err(err) =
+            crate::parcels::sweep_expired_tails(&backends.store, &backends.state, lease).await
+        {
+            tracing::debug!(%err, "could not sweep expired uploads' tails; trying again later");
         }
     }
 }

@@ -33,6 +33,7 @@ struct RawSettings {
     jwt_issuer: Option<String>,
     storage_id: Option<u32>,
     token_ttl_secs: Option<u64>,
+    upload_lifetime_secs: Option<u64>,
     v1_max_data_bytes: Option<u64>,
     metadata_max_bytes: Option<usize>,
     max_parcel_bytes: Option<u64>,
@@ -74,6 +75,7 @@ const VARIABLES: &[&str] = &[
     "JWT_ISSUER",
     "STORAGE_ID",
     "TOKEN_TTL_SECS",
+    "UPLOAD_LIFETIME_SECS",
     "V1_MAX_DATA_BYTES",
     "METADATA_MAX_BYTES",
     "MAX_PARCEL_BYTES",
@@ -104,6 +106,8 @@ const VARIABLES: &[&str] = &[
 
 /// The largest object S3 stores: 5 TiB.
 const S3_MAX_OBJECT_BYTES: u64 = 5 << 40;
+/// How long a resumable upload lives by default: 24 hours.
+const DEFAULT_UPLOAD_LIFETIME_SECS: u64 = 24 * 60 * 60;
 /// S3's smallest part (but the last).
 const MIN_PART_SIZE: usize = 5 << 20;
 /// Parts beyond this would make memory per upload needlessly large.
@@ -196,6 +200,8 @@ pub struct Settings {
     pub storage_id: StorageId,
     /// Token lifetime.
     pub token_ttl: Duration,
+    /// How long a resumable upload (and the token bound to it) lives.
+    pub upload_lifetime: Duration,
     /// Largest v1 parcel body, in bytes of data (hex is twice as long).
     pub v1_max_data_bytes: u64,
     /// Largest stored metadata JSON, in bytes.
@@ -322,6 +328,7 @@ impl Settings {
             jwt_issuer: "amo-storage-service".into(),
             storage_id: StorageId(1),
             token_ttl: Duration::from_secs(300),
+            upload_lifetime: Duration::from_secs(DEFAULT_UPLOAD_LIFETIME_SECS),
             v1_max_data_bytes: 64 * 1024 * 1024,
             metadata_max_bytes: 8 * 1024,
             max_parcel_bytes: S3_MAX_OBJECT_BYTES,
@@ -443,6 +450,7 @@ impl RawSettings {
         }
         number(&mut self.storage_id, env, "STORAGE_ID")?;
         number(&mut self.token_ttl_secs, env, "TOKEN_TTL_SECS")?;
+        number(&mut self.upload_lifetime_secs, env, "UPLOAD_LIFETIME_SECS")?;
         number(&mut self.v1_max_data_bytes, env, "V1_MAX_DATA_BYTES")?;
         number(&mut self.metadata_max_bytes, env, "METADATA_MAX_BYTES")?;
         number(&mut self.max_parcel_bytes, env, "MAX_PARCEL_BYTES")?;
@@ -536,6 +544,14 @@ impl RawSettings {
         if token_ttl_secs == 0 {
             return Err(ConfigError("AMO_TOKEN_TTL_SECS must be at least 1".into()));
         }
+        let upload_lifetime_secs = self
+            .upload_lifetime_secs
+            .unwrap_or(DEFAULT_UPLOAD_LIFETIME_SECS);
+        if upload_lifetime_secs == 0 {
+            return Err(ConfigError(
+                "AMO_UPLOAD_LIFETIME_SECS must be at least 1".into(),
+            ));
+        }
         let s3_part_size_bytes = self.s3_part_size_bytes.unwrap_or(DEFAULT_PART_SIZE);
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&s3_part_size_bytes) {
             return Err(ConfigError(format!(
@@ -580,6 +596,7 @@ impl RawSettings {
                 .unwrap_or_else(|| "amo-storage-service".into()),
             storage_id: StorageId(self.storage_id.unwrap_or(1)),
             token_ttl: Duration::from_secs(token_ttl_secs),
+            upload_lifetime: Duration::from_secs(upload_lifetime_secs),
             v1_max_data_bytes: self.v1_max_data_bytes.unwrap_or(64 * 1024 * 1024),
             metadata_max_bytes: self.metadata_max_bytes.unwrap_or(8 * 1024),
             max_parcel_bytes: self.max_parcel_bytes.unwrap_or(S3_MAX_OBJECT_BYTES),

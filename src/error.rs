@@ -29,6 +29,20 @@ pub enum Error {
     /// No such parcel.
     #[error("parcel {0} not found")]
     NotFound(ParcelId),
+    /// No such resumable upload, or not one this token and key may touch.
+    #[error("no such upload; it may have expired, or this token is not bound to it")]
+    UploadNotFound,
+    /// Another request is writing to this resumable upload right now.
+    #[error("another request is writing to this upload; retry in a moment")]
+    UploadLocked,
+    /// A tus `PATCH` whose `Upload-Offset` is not where the upload stands.
+    #[error("the upload is at offset {at}, not {sent}; ask HEAD for the offset")]
+    OffsetMismatch {
+        /// Where the upload stands.
+        at: u64,
+        /// The `Upload-Offset` sent.
+        sent: u64,
+    },
     /// The token is being used by another request right now.
     #[error("this token is in use by another request; get a new token")]
     TokenInUse,
@@ -215,7 +229,7 @@ pub enum ErrorResponse {
     /// the AMO blockchain grants it none, or no blockchain is configured).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
-    /// No such parcel.
+    /// No such parcel, or no such resumable upload for this token and key.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The token is in use by a concurrent request, another account owns a
@@ -229,6 +243,9 @@ pub enum ErrorResponse {
         #[oai(header = "Retry-After")]
         Option<u64>,
     ),
+    /// Another request is writing to this resumable upload; retry.
+    #[oai(status = 423)]
+    Locked(Json<ErrorBody>),
     /// The body or its metadata is over the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -287,6 +304,11 @@ impl From<Error> for ErrorResponse {
             }
             Error::Forbidden(_) => Self::Forbidden(ErrorBody::new(message, "forbidden")),
             Error::NotFound(_) => Self::NotFound(ErrorBody::new(message, "not_found")),
+            Error::UploadNotFound => Self::NotFound(ErrorBody::new(message, "not_found")),
+            Error::UploadLocked => Self::Locked(ErrorBody::new(message, "upload_locked")),
+            Error::OffsetMismatch { .. } => {
+                Self::Conflict(ErrorBody::new(message, "offset_mismatch"), None)
+            }
             Error::TokenInUse => Self::Conflict(ErrorBody::new(message, "token_in_use"), None),
             Error::OwnedByAnother(_) => {
                 Self::Conflict(ErrorBody::new(message, "owned_by_another"), None)

@@ -24,6 +24,7 @@ struct Metrics {
     tokens_refused: IntCounterVec,
     backend_errors: IntCounterVec,
     limited: IntCounterVec,
+    resumable: IntCounterVec,
     chain_probe: IntGaugeVec,
     connections_open: IntGauge,
     connections_closed: IntCounterVec,
@@ -122,6 +123,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
              idle, refused: past AMO_MAX_CONNECTIONS).",
             &["reason"],
         ),
+        resumable: counter_vec(
+            &registry,
+            "amo_resumable_uploads_total",
+            "Resumable (tus) uploads, by event (created, completed, hash_mismatch, terminated).",
+            &["event"],
+        ),
         chain_probe: {
             let gauge = IntGaugeVec::new(
                 Opts::new(
@@ -181,6 +188,11 @@ pub fn bytes_sent(bytes: u64) {
 /// Counts an issued token.
 pub fn token_issued() {
     METRICS.tokens_issued.inc();
+}
+
+/// Counts an event of a resumable upload.
+pub fn resumable(event: &'static str) {
+    METRICS.resumable.with_label_values(&[event]).inc();
 }
 
 /// Counts a consumed token.
@@ -252,6 +264,8 @@ pub fn route_of(path: &str) -> String {
         "/api/v2/parcels",
         "/api/v2/parcels/{id}",
         "/api/v2/parcels/{id}/metadata",
+        "/api/v2/uploads",
+        "/api/v2/uploads/{id}",
         "/api/openapi.json",
         "/healthz",
         "/readyz",

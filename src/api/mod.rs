@@ -10,6 +10,7 @@ pub mod parcels_v1;
 pub mod parcels_v2;
 pub mod proof;
 pub mod types;
+pub mod uploads;
 
 use poem_openapi::{Object, Tags};
 
@@ -24,6 +25,9 @@ pub enum ApiTags {
     ParcelsV1,
     /// Parcels as raw bodies, streamed: any size, memory flat.
     ParcelsV2,
+    /// Resumable uploads: the tus 1.0.0 protocol, with proof of possession
+    /// on every request.
+    Uploads,
     /// Liveness and readiness, for load balancers and Kubernetes.
     Health,
 }

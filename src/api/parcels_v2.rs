@@ -314,7 +314,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// (`proxy_request_buffering off`), then answers 502 instead of this answer
 /// and counts this replica as failed (`max_fails`): tests/lb saw it for 2 of
 /// 10 early 401s to a 64 MiB body through nginx 1.22, none direct.
-fn drain_refused_body<S>(mut body: S)
+pub(crate) fn drain_refused_body<S>(mut body: S)
 where
     S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static,
 {

@@ -101,8 +101,20 @@ impl TokenCodec {
     /// certificates or critical extensions was not issued here, whatever
     /// its MAC.
     pub fn verify(&self, jwt: &str) -> Result<TokenClaims, Error> {
-        let data = jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, &self.validation)
-            .map_err(|err| match err.kind() {
+        self.decode(jwt, &self.validation)
+    }
+
+    /// [`TokenCodec::verify`] but for `exp`: a token bound to a resumable
+    /// upload lives as long as its binding, whatever its own `exp`.
+    pub fn verify_bound(&self, jwt: &str) -> Result<TokenClaims, Error> {
+        let mut validation = self.validation.clone();
+        validation.validate_exp = false;
+        self.decode(jwt, &validation)
+    }
+
+    fn decode(&self, jwt: &str, validation: &Validation) -> Result<TokenClaims, Error> {
+        let data = jsonwebtoken::decode::<TokenClaims>(jwt, &self.decoding, validation).map_err(
+            |err| match err.kind() {
                 ErrorKind::ExpiredSignature => Error::unauthenticated(
                     "token_expired",
                     "the token has expired; get a new token",
@@ -115,7 +127,8 @@ impl TokenCodec {
                     "token_invalid",
                     format!("the token is not valid: {err}"),
                 ),
-            })?;
+            },
+        )?;
         if data.header != Header::new(Algorithm::HS256) {
             return Err(Error::unauthenticated(
                 "token_invalid",

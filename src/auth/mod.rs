@@ -57,6 +57,17 @@ impl Authorized {
         self.claim.consume().await;
     }
 
+    /// The token's `jti`.
+    pub fn jti(&self) -> &str {
+        self.claim.jti()
+    }
+
+    /// Binds the token to the resumable upload `upload` for `lifetime`
+    /// instead of consuming it: from now on it serves that upload only.
+    pub async fn bind(self, upload: &str, lifetime: std::time::Duration) -> Result<(), Error> {
+        self.claim.bind(upload, lifetime).await
+    }
+
     /// The operation failed before any effect: the token stays usable.
     pub async fn failed(self) {
         self.claim.release().await;
@@ -114,29 +125,7 @@ impl Authorizer {
         expected: OperationKind,
         target: Option<&ParcelId>,
     ) -> Result<Authorized, Error> {
-        let (Some(jwt), Some(key), Some(signature)) =
-            (headers.token, headers.public_key, headers.signature)
-        else {
-            return Err(Error::unauthenticated(
-                "missing_credentials",
-                "this request needs the X-Auth-Token, X-Public-Key and X-Signature headers",
-            ));
-        };
-        let claims = self.codec.verify(jwt)?;
-        let user = Address::parse(&claims.user).map_err(|_| {
-            Error::unauthenticated("token_invalid", "the token's user is malformed")
-        })?;
-        let key = PublicKey::parse(key)?;
-        if key.address() != user {
-            return Err(Error::unauthenticated(
-                "key_mismatch",
-                "X-Public-Key does not belong to the token's user",
-            ));
-        }
-        key.verify(jwt, &TokenSignature::parse(signature)?)?;
-        let operation = Operation::parse(&claims.operation).map_err(|_| {
-            Error::unauthenticated("token_invalid", "the token's operation is malformed")
-        })?;
+        let (user, claims, operation) = self.prove(headers, true)?;
         if operation.kind() != expected {
             return Err(Error::Forbidden(format!(
                 "this token is for \"{}\", not \"{expected}\"",
@@ -157,6 +146,77 @@ impl Authorizer {
             claim,
         })
     }
+
+    /// Checks a request on the resumable upload `upload`: the proof, as
+    /// [`Authorizer::authorize`] checks it but for the JWT's `exp` (the
+    /// binding's lifetime replaces it). An upload token that is not bound
+    /// to `upload` answers as an unknown upload would (404). Answers the
+    /// caller and the token's `jti`, and whether the binding still stands
+    /// (it ends when the upload completes).
+    pub async fn authorize_bound(
+        &self,
+        headers: ProofHeaders<'_>,
+        upload: &str,
+    ) -> Result<Bound, Error> {
+        let (caller, claims, operation) = self.prove(headers, false)?;
+        if operation.kind() != OperationKind::Upload {
+            return Err(Error::UploadNotFound);
+        }
+        let binding = self.store.binding(&claims.jti).await?;
+        Ok(Bound {
+            caller,
+            bound: binding.as_deref() == Some(tokens::bound_to(upload).as_str()),
+            jti: claims.jti,
+        })
+    }
+
+    /// Checks 1 to 5 of the order of checks: the headers, the JWT (its
+    /// `exp` if `check_exp`), the key, the key's address and the signature.
+    fn prove(
+        &self,
+        headers: ProofHeaders<'_>,
+        check_exp: bool,
+    ) -> Result<(Address, jwt::TokenClaims, Operation), Error> {
+        let (Some(jwt), Some(key), Some(signature)) =
+            (headers.token, headers.public_key, headers.signature)
+        else {
+            return Err(Error::unauthenticated(
+                "missing_credentials",
+                "this request needs the X-Auth-Token, X-Public-Key and X-Signature headers",
+            ));
+        };
+        let claims = if check_exp {
+            self.codec.verify(jwt)?
+        } else {
+            self.codec.verify_bound(jwt)?
+        };
+        let user = Address::parse(&claims.user).map_err(|_| {
+            Error::unauthenticated("token_invalid", "the token's user is malformed")
+        })?;
+        let key = PublicKey::parse(key)?;
+        if key.address() != user {
+            return Err(Error::unauthenticated(
+                "key_mismatch",
+                "X-Public-Key does not belong to the token's user",
+            ));
+        }
+        key.verify(jwt, &TokenSignature::parse(signature)?)?;
+        let operation = Operation::parse(&claims.operation).map_err(|_| {
+            Error::unauthenticated("token_invalid", "the token's operation is malformed")
+        })?;
+        Ok((user, claims, operation))
+    }
+}
+
+/// A request on a resumable upload whose proof passed.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The proven account.
+    pub caller: Address,
+    /// The token's `jti`.
+    pub jti: String,
+    /// Whether the token is bound to the upload asked for now.
+    pub bound: bool,
 }
 
 #[cfg(test)]

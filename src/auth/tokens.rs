@@ -23,6 +23,11 @@ pub fn token_key(jti: &str) -> String {
     format!("amo:token:{{{jti}}}")
 }
 
+/// The value of a token record bound to the resumable upload `upload`.
+pub fn bound_to(upload: &str) -> String {
+    format!("bound:{upload}")
+}
+
 /// The key of the set of an account's outstanding tokens.
 fn outstanding_key(user: &Address) -> String {
     format!("amo:outstanding:{{{user}}}")
@@ -87,6 +92,18 @@ impl TokenStore {
         Ok(())
     }
 
+    /// What the record of token `jti` holds, if it exists.
+    pub async fn binding(&self, jti: &str) -> Result<Option<String>, Error> {
+        self.state.value(&token_key(jti)).await
+    }
+
+    /// Ends the binding of token `jti` to `upload`: the token is used up.
+    pub async fn unbind(&self, jti: &str, upload: &str) -> Result<bool, Error> {
+        self.state
+            .swap(&token_key(jti), &bound_to(upload), None, Duration::ZERO)
+            .await
+    }
+
     /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
     /// Of concurrent claims on any replicas, at most one succeeds.
     /// The claim is taken in a task of its own: a request dropped while
@@ -102,6 +119,7 @@ impl TokenStore {
         match taken {
             Ok(lease) => Ok(TokenClaim {
                 lease,
+                jti: jti.to_owned(),
                 outstanding: (self.max_outstanding > 0)
                     .then(|| (self.state.clone(), outstanding_key(user), jti.to_owned())),
             }),
@@ -120,22 +138,36 @@ impl TokenStore {
 /// away, a handler that failed), it releases itself.
 pub struct TokenClaim {
     lease: Lease,
+    jti: String,
     /// Where the token counts as outstanding: state, set key, member.
     outstanding: Option<(Shared, String, String)>,
 }
 
 impl TokenClaim {
+    /// The token's `jti`.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+
+    /// Binds the token to the resumable upload `upload` for `lifetime`: it
+    /// leaves the account's outstanding tokens, and its record names the
+    /// upload (docs/protocol.md, "Resumable uploads").
+    pub async fn bind(self, upload: &str, lifetime: Duration) -> Result<(), Error> {
+        uncount(&self.outstanding).await;
+        if self.lease.replace(&bound_to(upload), lifetime).await? {
+            Ok(())
+        } else {
+            Err(Error::token_store(
+                "a token's claim lapsed before it was bound",
+            ))
+        }
+    }
+
     /// The operation succeeded: the token can never be used again.
     pub async fn consume(self) {
         crate::metrics::token_consumed();
-        let uncount = async {
-            if let Some((state, key, jti)) = &self.outstanding {
-                if let Err(err) = state.remove_member(key, jti).await {
-                    tracing::warn!(%err, "could not uncount a used token; it expires by itself");
-                }
-            }
-        };
-        let (_, ended) = futures_util::future::join(uncount, self.lease.end()).await;
+        let (_, ended) =
+            futures_util::future::join(uncount(&self.outstanding), self.lease.end()).await;
         match ended {
             Ok(true) => {}
             Ok(false) => tracing::warn!("a token's claim had lapsed before it was consumed"),
@@ -148,6 +180,15 @@ impl TokenClaim {
     pub async fn release(self) {
         if let Err(err) = self.lease.give_up().await {
             tracing::warn!(%err, "could not release a token claim; it lapses by itself");
+        }
+    }
+}
+
+/// Takes a used token out of its account's outstanding tokens.
+async fn uncount(outstanding: &Option<(Shared, String, String)>) {
+    if let Some((state, key, jti)) = outstanding {
+        if let Err(err) = state.remove_member(key, jti).await {
+            tracing::warn!(%err, "could not uncount a used token; it expires by itself");
         }
     }
 }

@@ -28,6 +28,11 @@ pub struct Proof {
 }
 
 impl Proof {
+    /// The token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Adds `X-Auth-Token`, `X-Public-Key` and `X-Signature` to `request`.
     pub fn apply(&self, request: RequestBuilder) -> RequestBuilder {
         request
@@ -92,11 +97,16 @@ impl StorageClient {
             .and_then(Value::as_str)
             .ok_or_else(|| CliError::failed("the service's token answer has no \"token\""))?
             .to_owned();
-        Ok(Proof {
-            signature: key.sign_token(&token),
+        Ok(self.proof_for(key, &token))
+    }
+
+    /// The proof headers of `token`, signed with `key`.
+    pub fn proof_for(&self, key: &AccountKey, token: &str) -> Proof {
+        Proof {
+            signature: key.sign_token(token),
             public_key: key.public_key_hex(),
-            token,
-        })
+            token: token.to_owned(),
+        }
     }
 }
 

@@ -57,6 +57,17 @@ pub enum ParcelCommand {
         /// Metadata to store with the parcel: a JSON object.
         #[arg(long, value_name = "JSON")]
         metadata: Option<String>,
+        /// Upload resumably (tus, `/api/v2/uploads`) whatever the size; files
+        /// over 128 MiB always are. Run the same command again to resume.
+        #[arg(long)]
+        resumable: bool,
+        /// The bytes of one PATCH of a resumable upload.
+        #[arg(long, value_name = "BYTES", default_value_t = commands::resume::DEFAULT_CHUNK)]
+        chunk_size: u64,
+        /// Where resumable uploads keep their state files (default
+        /// `$XDG_STATE_HOME/amo-storage`, else `~/.local/state/amo-storage`).
+        #[arg(long, value_name = "DIR", env = "AMO_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Download a parcel into a file, checking its SHA-256 against the id.
     Download {
@@ -117,7 +128,18 @@ pub async fn run_parcel(command: ParcelCommand) -> ExitCode {
                 key,
                 endpoint,
                 metadata,
-            } => commands::upload::run(&file, &key, &endpoint.url, metadata.as_deref()).await,
+                resumable,
+                chunk_size,
+                state_dir,
+            } => {
+                let options = commands::upload::Options {
+                    metadata: metadata.as_deref(),
+                    resumable,
+                    chunk_size,
+                    state_dir,
+                };
+                commands::upload::run(&file, &key, &endpoint.url, options).await
+            }
             ParcelCommand::Download {
                 id,
                 key,

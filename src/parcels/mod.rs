@@ -17,8 +17,12 @@
 //! rules apply after every check of the token and proof (docs/protocol.md,
 //! "Order of checks"), and before any byte of the parcel is sent.
 
+mod resumable;
 mod upload;
 
+pub use resumable::{
+    UploadRecord, UploadStatus, sweep_expired_tails, upload_key, upload_lock_key, valid_upload_id,
+};
 pub use upload::{lock_key, multipart_mark_key, sweep_abandoned_uploads};
 
 use bytes::{Bytes, BytesMut};
@@ -65,6 +69,8 @@ pub struct Limits {
     /// How long S3 may take to accept a chunk of a streamed body, or to
     /// answer once the body is through.
     pub store_timeout: std::time::Duration,
+    /// How long a resumable upload lives after its creation.
+    pub upload_lifetime: std::time::Duration,
 }
 
 /// A download ready to stream: what was found, and the bytes to send.

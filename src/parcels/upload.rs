@@ -60,7 +60,7 @@ const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(5);
 const COMMIT_LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Chunks in flight between the client's body and the store's request.
-const FEED_DEPTH: usize = 4;
+pub(super) const FEED_DEPTH: usize = 4;
 
 /// The shared-state key of a parcel's write lock.
 pub fn lock_key(id: &ParcelId) -> String {
@@ -109,16 +109,16 @@ pub(super) struct NewParcel<'a> {
 
 /// A client's body as it arrives: hashed, counted and bounded on the way,
 /// handed out in pieces of at most a given size.
-struct Incoming<S> {
-    body: S,
+pub(super) struct Incoming<S> {
+    pub(super) body: S,
     /// What was read but not handed out yet.
-    carry: Option<Bytes>,
-    hasher: Sha256,
-    received: u64,
-    max: u64,
-    idle: Duration,
+    pub(super) carry: Option<Bytes>,
+    pub(super) hasher: Sha256,
+    pub(super) received: u64,
+    pub(super) max: u64,
+    pub(super) idle: Duration,
     /// How long the store may take to accept a chunk.
-    store_wait: Duration,
+    pub(super) store_wait: Duration,
 }
 
 impl<S> Incoming<S>
@@ -126,7 +126,7 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
 {
     /// The next piece of at most `limit` bytes; `None` at the end.
-    async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+    pub(super) async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
         let mut chunk = match self.carry.take() {
             Some(chunk) => chunk,
             None => match self.read().await? {
@@ -214,7 +214,7 @@ where
 
     /// Hands `piece` to the store's request, which must take it within the
     /// store's timeout.
-    async fn hand(
+    pub(super) async fn hand(
         &mut self,
         feed: &mpsc::Sender<std::io::Result<Bytes>>,
         piece: Bytes,
@@ -341,11 +341,7 @@ impl Parcels {
                 Ok(lock)
             }
             .await;
-            if let Err(err) = &fed {
-                // S3 must not get its Content-Length bytes: fail its body.
-                let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
-            }
-            drop(sender);
+            end_feed(sender, &fed);
             fed
         };
         let (fed, put) = fed_then_answered(fed, put, self.limits.store_timeout).await;
@@ -399,10 +395,7 @@ impl Parcels {
                 let (sender, feed) = mpsc::channel(FEED_DEPTH);
                 let fed = async {
                     let fed = incoming.feed_exactly(this_part, &sender).await;
-                    if let Err(err) = &fed {
-                        let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
-                    }
-                    drop(sender);
+                    end_feed(sender, &fed);
                     fed
                 };
                 let (fed, pushed) = fed_then_answered(
@@ -555,7 +548,7 @@ impl Parcels {
     /// for another commit to end (409 `upload_in_progress` past that, with
     /// the lock's remaining time), or for the shared state to answer again
     /// (503 past that): a whole body is not thrown away for a short blip.
-    async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
+    pub(super) async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
             let failure = match Lease::try_take(&self.state, lock_key(id), self.limits.lease).await
@@ -578,7 +571,7 @@ impl Parcels {
     }
 
     /// A conditional write that found the parcel there: whose is it?
-    async fn settle_put(
+    pub(super) async fn settle_put(
         &self,
         parcel: &NewParcel<'_>,
         outcome: PutOutcome,
@@ -600,7 +593,7 @@ impl Parcels {
 /// together. Once the body is fed, the store must answer within `within`
 /// (`Err(within)` past it); a store that answers first (a refusal, a
 /// failure) ends the feeding at its next chunk.
-async fn fed_then_answered<F, P, T>(
+pub(super) async fn fed_then_answered<F, P, T>(
     fed: F,
     store: P,
     within: Duration,
@@ -620,30 +613,38 @@ where
     }
 }
 
-async fn unlock(lock: Lease) {
+pub(super) async fn unlock(lock: Lease) {
     if let Err(err) = lock.end().await {
         tracing::warn!(%err, "could not end a parcel write lock; it lapses by itself");
+    }
+}
+
+/// Ends a feed once its feeding ended: if that failed, the feed fails too,
+/// so that the store never gets the length it announced and stores nothing.
+pub(super) fn end_feed<T>(sender: mpsc::Sender<std::io::Result<Bytes>>, fed: &Result<T, Error>) {
+    if let Err(err) = fed {
+        let _ = sender.try_send(Err(std::io::Error::other(err.to_string())));
     }
 }
 
 /// The message of a feed whose store stopped reading.
 const STORE_STOPPED: &str = "the store stopped reading the body";
 
-fn store_stopped() -> Error {
+pub(super) fn store_stopped() -> Error {
     Error::Internal(STORE_STOPPED.into())
 }
 
-fn is_store_stopped(err: &Error) -> bool {
+pub(super) fn is_store_stopped(err: &Error) -> bool {
     matches!(err, Error::Internal(message) if message == STORE_STOPPED)
 }
 
-fn short_body(received: u64, length: u64) -> Error {
+pub(super) fn short_body(received: u64, length: u64) -> Error {
     Error::BadRequest(format!(
         "the body ended after {received} of the {length} bytes it declared"
     ))
 }
 
-fn too_large(size: u64, max: u64) -> Error {
+pub(super) fn too_large(size: u64, max: u64) -> Error {
     Error::TooLarge(format!(
         "the body is over {max} bytes, the largest parcel this service stores (got {size})"
     ))

@@ -101,6 +101,15 @@ impl Lease {
         self.state.end(&self.key, &self.holder).await
     }
 
+    /// Replaces the key, if this lease still holds it, by `value` for
+    /// `ttl`: the key outlives the lease. Answers whether it did.
+    pub async fn replace(mut self, value: &str, ttl: Duration) -> Result<bool, Error> {
+        self.stop_renewal();
+        self.state
+            .swap(&self.key, &claimed_by(&self.holder), Some(value), ttl)
+            .await
+    }
+
     /// Gives the key up: back to `issued` for the rest of its lifetime, or
     /// deleted.
     pub async fn give_up(mut self) -> Result<bool, Error> {

@@ -232,6 +232,26 @@ impl SharedState for MemoryState {
         Ok(true)
     }
 
+    async fn swap(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut keys = self.keys();
+        if keys.text(key) != Some(expected) {
+            return Ok(false);
+        }
+        match new {
+            Some(new) => keys.put(key, Value::Text(new.to_owned()), ttl),
+            None => {
+                keys.entries.remove(key);
+            }
+        }
+        Ok(true)
+    }
+
     async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
         if let Some(Entry {
             value: Value::Set(members),

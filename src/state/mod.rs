@@ -99,6 +99,16 @@ pub trait SharedState: Send + Sync {
 
     /// Removes `member` from the set `key`.
     async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error>;
+
+    /// If `key` holds `expected`: sets it to `new` for `ttl`, or deletes it
+    /// when `new` is `None`. Answers whether it did.
+    async fn swap(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+        ttl: Duration,
+    ) -> Result<bool, Error>;
 }
 
 /// The shared state of a replica.

@@ -101,6 +101,18 @@ redis.call('DEL', KEYS[1])
 return 1
 ";
 
+/// If the key holds `ARGV[1]`: sets it to `ARGV[2]` for `ARGV[3]` ms, or
+/// deletes it when `ARGV[3]` is 0.
+const SWAP: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
 /// Where Redis is: one server, or the seed nodes of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTopology {
@@ -183,6 +195,7 @@ struct Scripts {
     hit: Script,
     add_evicting: Script,
     end_issued: Script,
+    swap: Script,
 }
 
 /// The shared state in Redis.
@@ -207,6 +220,7 @@ impl RedisState {
                 hit: Script::new(HIT),
                 add_evicting: Script::new(ADD_EVICTING),
                 end_issued: Script::new(END_ISSUED),
+                swap: Script::new(SWAP),
             }),
         }
     }
@@ -398,6 +412,30 @@ impl SharedState for RedisState {
         self.query::<i64>(redis::cmd("ZREM").arg(key).arg(member))
             .await
             .map(drop)
+    }
+
+    async fn swap(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let ttl = match new {
+            Some(_) => millis(ttl).max(1),
+            None => 0,
+        };
+        let done: i64 = self
+            .run(
+                self.scripts
+                    .swap
+                    .key(key)
+                    .arg(expected)
+                    .arg(new.unwrap_or(""))
+                    .arg(ttl),
+            )
+            .await?;
+        Ok(done == 1)
     }
 }
 

@@ -39,6 +39,10 @@ use crate::{
 
 const MAGIC: &[u8; 4] = b"AMO1";
 const UPLOAD_PREFIX: &str = ".upload-";
+/// The file of a resumable upload's parts: `.upload-tus-<upload>-<parcel id>`.
+const STAGED_PREFIX: &str = ".upload-tus-";
+/// A resumable upload's tail: `.upload-tail-<upload>-<name>`.
+const TAIL_PREFIX: &str = ".upload-tail-";
 /// Bytes read from disk at a time when streaming a body.
 const READ_CHUNK: usize = 256 * 1024;
 /// The largest header accepted when reading a file back.
@@ -86,6 +90,44 @@ impl DirStore {
         self.root.join(id.to_string())
     }
 
+    fn staged_path(&self, id: &ParcelId, upload: &str) -> PathBuf {
+        self.root
+            .join(format!("{STAGED_PREFIX}{}-{id}", file_safe(upload)))
+    }
+
+    fn tail_path(&self, upload: &str, name: &str) -> PathBuf {
+        self.root.join(format!(
+            "{TAIL_PREFIX}{}-{}",
+            file_safe(upload),
+            file_safe(name)
+        ))
+    }
+
+    /// Writes exactly `length` bytes that `feed` delivers to `file`, from
+    /// where it stands; a feed that fails, ends short or runs long fails.
+    async fn write_feed(&self, mut file: File, length: u64, mut feed: Feed) -> Result<File, Error> {
+        let mut written: u64 = 0;
+        while let Some(chunk) = feed.recv().await {
+            let chunk =
+                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
+            written += chunk.len() as u64;
+            if written > length {
+                return Err(Error::Internal(format!(
+                    "a part of {length} bytes was fed more"
+                )));
+            }
+            file = self
+                .blocking(move |_| file.write_all(&chunk).map(|()| file))
+                .await?;
+        }
+        if written != length {
+            return Err(Error::BadRequest(format!(
+                "the body ended after {written} of {length} bytes"
+            )));
+        }
+        Ok(file)
+    }
+
     /// Runs blocking file work off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -130,6 +172,67 @@ fn open_parcel(path: &Path, id: &ParcelId) -> io::Result<Option<(File, StoredPar
         },
         body_start,
     )))
+}
+
+/// A name made of what a file name may hold here: hex digits and letters
+/// (upload ids and tail names are hexadecimal; anything else is dropped).
+fn file_safe(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+/// The header of a parcel file.
+fn header_of(owner: &Address, metadata: &ParcelMetadata) -> Result<Vec<u8>, Error> {
+    let json = serde_json::to_vec(&Header {
+        owner: owner.as_str().to_owned(),
+        metadata: metadata.as_stored().to_owned(),
+    })
+    .map_err(|err| Error::Internal(format!("parcel header: {err}")))?;
+    let mut header = Vec::with_capacity(8 + json.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    header.extend_from_slice(&json);
+    Ok(header)
+}
+
+/// Links a finished temporary file to its parcel's name, unless a parcel
+/// is there, and removes the temporary name.
+fn link_into_place(root: &Path, temporary: &Path, target: &Path) -> io::Result<PutOutcome> {
+    File::open(temporary)?.sync_all()?;
+    let linked = std::fs::hard_link(temporary, target);
+    std::fs::remove_file(temporary)?;
+    match linked {
+        Ok(()) => {
+            File::open(root)?.sync_all()?;
+            Ok(PutOutcome::Created)
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+        Err(err) => Err(err),
+    }
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// What follows `prefix` in the names of the files that start with it and
+/// were last written more than `older_than` ago.
+fn older_files(root: &Path, prefix: &str, older_than: Duration) -> io::Result<Vec<String>> {
+    let cutoff = std::time::SystemTime::now() - older_than;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if entry.metadata()?.modified()? < cutoff {
+            found.push(rest.to_owned());
+        }
+    }
+    Ok(found)
 }
 
 fn corrupt(id: &ParcelId, detail: &str) -> io::Error {
@@ -223,11 +326,7 @@ impl ParcelStore for DirStore {
         owner: &Address,
         metadata: &ParcelMetadata,
     ) -> Result<Box<dyn PartUpload>, Error> {
-        let header = serde_json::to_vec(&Header {
-            owner: owner.as_str().to_owned(),
-            metadata: metadata.as_stored().to_owned(),
-        })
-        .map_err(|err| Error::Internal(format!("parcel header: {err}")))?;
+        let header = header_of(owner, metadata)?;
         let temporary = self
             .root
             .join(format!("{UPLOAD_PREFIX}{}", Uuid::new_v4().simple()));
@@ -236,8 +335,6 @@ impl ParcelStore for DirStore {
         let file = self
             .blocking(move |_| {
                 let mut file = File::create_new(&path)?;
-                file.write_all(MAGIC)?;
-                file.write_all(&(header.len() as u32).to_be_bytes())?;
                 file.write_all(&header)?;
                 Ok(file)
             })
@@ -254,10 +351,7 @@ impl ParcelStore for DirStore {
     async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
         let path = self.path(id);
         self.blocking(move |root| {
-            match std::fs::remove_file(path) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                _ => {}
-            }
+            remove_if_there(&path)?;
             File::open(root)?.sync_all()
         })
         .await
@@ -277,14 +371,145 @@ impl ParcelStore for DirStore {
         .await
     }
 
-    /// One process owns the directory and removes leftovers at start: no
-    /// upload it finds later is stale.
-    async fn stale_uploads(&self, _older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
-        Ok(Vec::new())
+    /// One process owns the directory and removes leftovers at start: the
+    /// only uploads that outlive a request are resumable ones.
+    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
+        let found = self
+            .blocking(move |root| older_files(root, STAGED_PREFIX, older_than))
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|rest| {
+                let (upload, id) = rest.split_once('-')?;
+                Some(StaleUpload {
+                    id: ParcelId::parse(id).ok()?,
+                    key: format!("{STAGED_PREFIX}{rest}"),
+                    upload_id: upload.to_owned(),
+                })
+            })
+            .collect())
     }
 
-    async fn abort_upload(&self, _upload: &StaleUpload) -> Result<(), Error> {
+    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error> {
+        let (id, store_id) = (upload.id.clone(), upload.upload_id.clone());
+        self.staged_abort(&id, &store_id).await;
         Ok(())
+    }
+
+    async fn staged_start(
+        &self,
+        upload: &str,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<String, Error> {
+        let header = header_of(owner, metadata)?;
+        let path = self.staged_path(id, upload);
+        self.blocking(move |_| {
+            let mut file = File::create_new(&path)?;
+            file.write_all(&header)
+        })
+        .await?;
+        Ok(upload.to_owned())
+    }
+
+    async fn staged_part(
+        &self,
+        id: &ParcelId,
+        store_id: &str,
+        _number: usize,
+        at: u64,
+        length: u64,
+        feed: Feed,
+    ) -> Result<String, Error> {
+        let path = self.staged_path(id, store_id);
+        let file = self
+            .blocking(move |_| {
+                let mut file = File::options().read(true).write(true).open(&path)?;
+                let mut prefix = [0u8; 8];
+                file.read_exact(&mut prefix)?;
+                let header = u32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+                file.seek(SeekFrom::Start(8 + u64::from(header) + at))?;
+                Ok(file)
+            })
+            .await?;
+        let mut file = self.write_feed(file, length, feed).await?;
+        self.blocking(move |_| {
+            let end = file.stream_position()?;
+            file.set_len(end)
+        })
+        .await?;
+        Ok(String::new())
+    }
+
+    async fn staged_complete(
+        &self,
+        id: &ParcelId,
+        store_id: &str,
+        _parts: &[String],
+    ) -> Result<PutOutcome, Error> {
+        let (temporary, target) = (self.staged_path(id, store_id), self.path(id));
+        self.blocking(move |root| link_into_place(root, &temporary, &target))
+            .await
+    }
+
+    async fn staged_abort(&self, id: &ParcelId, store_id: &str) {
+        let path = self.staged_path(id, store_id);
+        if let Err(err) = self.blocking(move |_| remove_if_there(&path)).await {
+            tracing::warn!(%err, "could not remove a resumable upload's file");
+        }
+    }
+
+    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), Error> {
+        let path = self.tail_path(upload, name);
+        self.blocking(move |_| {
+            let mut file = File::create(&path)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })
+        .await
+    }
+
+    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, Error> {
+        let path = self.tail_path(upload, name);
+        self.blocking(move |_| std::fs::read(path).map(Bytes::from))
+            .await
+    }
+
+    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), Error> {
+        let prefix = format!(
+            "{TAIL_PREFIX}{}-{}",
+            file_safe(upload),
+            file_safe(name.unwrap_or(""))
+        );
+        let exact = name.is_some();
+        self.blocking(move |root| {
+            for entry in std::fs::read_dir(root)? {
+                let entry = entry?;
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let matches = match exact {
+                    true => file == prefix,
+                    false => file.starts_with(&prefix),
+                };
+                if matches {
+                    remove_if_there(&entry.path())?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, Error> {
+        let mut found = self
+            .blocking(move |root| older_files(root, TAIL_PREFIX, older_than))
+            .await?
+            .into_iter()
+            .filter_map(|rest| Some(rest.split_once('-')?.0.to_owned()))
+            .collect::<Vec<_>>();
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
@@ -312,21 +537,6 @@ struct FileUpload {
     parts: usize,
 }
 
-impl FileUpload {
-    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Internal("a part after a failed write".into()))?;
-        let file = self
-            .store
-            .blocking(move |_| file.write_all(&bytes).map(|()| file))
-            .await?;
-        self.file = Some(file);
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl PartUpload for FileUpload {
     fn upload_id(&self) -> &str {
@@ -340,24 +550,12 @@ impl PartUpload for FileUpload {
         self.parts
     }
 
-    async fn push_part(&mut self, length: u64, mut feed: Feed) -> Result<(), Error> {
-        let mut written: u64 = 0;
-        while let Some(chunk) = feed.recv().await {
-            let chunk =
-                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
-            written += chunk.len() as u64;
-            if written > length {
-                return Err(Error::Internal(format!(
-                    "a part of {length} bytes was fed more"
-                )));
-            }
-            self.write(chunk).await?;
-        }
-        if written != length {
-            return Err(Error::BadRequest(format!(
-                "the body ended after {written} of {length} bytes"
-            )));
-        }
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("a part after a failed write".into()))?;
+        self.file = Some(self.store.write_feed(file, length, feed).await?);
         self.parts += 1;
         Ok(())
     }
@@ -372,18 +570,7 @@ impl PartUpload for FileUpload {
             .blocking(move |root| {
                 file.sync_all()?;
                 drop(file);
-                let linked = std::fs::hard_link(&temporary, &target);
-                std::fs::remove_file(&temporary)?;
-                match linked {
-                    Ok(()) => {
-                        File::open(root)?.sync_all()?;
-                        Ok(PutOutcome::Created)
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                        Ok(PutOutcome::AlreadyExists)
-                    }
-                    Err(err) => Err(err),
-                }
+                link_into_place(root, &temporary, &target)
             })
             .await
     }

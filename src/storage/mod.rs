@@ -154,6 +154,59 @@ pub trait ParcelStore: Send + Sync {
 
     /// Discards an unfinished upload.
     async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error>;
+
+    // Resumable uploads (docs/protocol.md, "Resumable uploads"): their
+    // bytes stay in the store between requests, named by what the shared
+    // upload record holds, so that any replica goes on with them.
+
+    /// Starts the staged upload `upload` (the resumable upload's id) of a
+    /// parcel; answers the store's id of it (an S3 multipart upload id).
+    /// Nothing is visible until [`ParcelStore::staged_complete`].
+    async fn staged_start(
+        &self,
+        upload: &str,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<String, Error>;
+
+    /// Writes part `number` (from 1) of a staged upload, `length` bytes
+    /// starting at byte `at` of the body, as `feed` delivers them; answers
+    /// the part's tag (its S3 ETag). Writing a part again replaces it.
+    async fn staged_part(
+        &self,
+        id: &ParcelId,
+        store_id: &str,
+        number: usize,
+        at: u64,
+        length: u64,
+        feed: Feed,
+    ) -> Result<String, Error>;
+
+    /// Makes the parcel visible from the parts written (their tags in
+    /// order). The caller holds the parcel's write lock and checked that no
+    /// parcel with this id exists.
+    async fn staged_complete(
+        &self,
+        id: &ParcelId,
+        store_id: &str,
+        parts: &[String],
+    ) -> Result<PutOutcome, Error>;
+
+    /// Discards a staged upload's parts.
+    async fn staged_abort(&self, id: &ParcelId, store_id: &str);
+
+    /// Stores `bytes` (less than one part) as the tail `name` of `upload`.
+    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), Error>;
+
+    /// The tail `name` of `upload`.
+    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, Error>;
+
+    /// Deletes the tail `name` of `upload`, or every tail of it.
+    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), Error>;
+
+    /// The uploads with tails stored more than `older_than` ago.
+    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, Error>;
 }
 
 /// An unfinished upload found in the store.

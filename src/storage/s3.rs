@@ -29,6 +29,8 @@ use crate::{
 };
 
 const OWNER_FIELD: &str = "owner";
+/// The folder, under the prefix, of resumable uploads' tails.
+const TAILS_DIR: &str = ".tus/";
 const METADATA_FIELD: &str = "metadata";
 
 /// How to reach the bucket.
@@ -69,6 +71,83 @@ impl S3Store {
             .await
             .map_err(|err| Error::parcel_store(describe(&err)))?;
         Ok(listed.uploads.unwrap_or_default())
+    }
+
+    /// Starts a multipart upload of a parcel.
+    async fn create_multipart(
+        &self,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<PartTarget, Error> {
+        let key = self.key(id);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/octet-stream")
+            .metadata(OWNER_FIELD, owner.as_str())
+            .metadata(METADATA_FIELD, metadata.as_stored())
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| Error::parcel_store("CreateMultipartUpload answered no upload id"))?
+            .to_owned();
+        Ok(PartTarget {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key,
+            upload_id,
+        })
+    }
+
+    /// The target of a multipart upload already started.
+    fn part_target(&self, id: &ParcelId, upload_id: &str) -> PartTarget {
+        PartTarget {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.key(id),
+            upload_id: upload_id.to_owned(),
+        }
+    }
+
+    /// Where the tails of resumable uploads are kept: beside the parcels,
+    /// under a name no parcel id has.
+    fn tails_prefix(&self) -> String {
+        format!("{}{TAILS_DIR}", self.prefix)
+    }
+
+    /// The object key of a tail of `upload`, or the prefix of them all.
+    fn tail_key(&self, upload: &str, name: &str) -> String {
+        format!("{}{upload}/{name}", self.tails_prefix())
+    }
+
+    /// Every object under `prefix`: key and last modified.
+    async fn objects(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<std::time::SystemTime>)>, Error> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| Error::parcel_store(describe(&err)))?;
+            found.extend(page.contents().iter().filter_map(|object| {
+                let modified = object
+                    .last_modified()
+                    .and_then(|at| std::time::SystemTime::try_from(*at).ok());
+                Some((object.key()?.to_owned(), modified))
+            }));
+        }
+        Ok(found)
     }
 
     /// A store for `config`. Nothing is contacted yet.
@@ -314,29 +393,9 @@ impl ParcelStore for S3Store {
         owner: &Address,
         metadata: &ParcelMetadata,
     ) -> Result<Box<dyn PartUpload>, Error> {
-        let key = self.key(id);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/octet-stream")
-            .metadata(OWNER_FIELD, owner.as_str())
-            .metadata(METADATA_FIELD, metadata.as_stored())
-            .send()
-            .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| Error::parcel_store("CreateMultipartUpload answered no upload id"))?
-            .to_owned();
+        let target = self.create_multipart(id, owner, metadata).await?;
         Ok(Box::new(MultipartUpload {
-            target: PartTarget {
-                client: self.client.clone(),
-                bucket: self.bucket.clone(),
-                key,
-                upload_id,
-            },
+            target,
             done: Vec::new(),
             finished: false,
         }))
@@ -354,24 +413,14 @@ impl ParcelStore for S3Store {
     }
 
     async fn list(&self) -> Result<Vec<String>, Error> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .into_paginator()
-            .send();
-        let mut ids = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| Error::parcel_store(describe(&err)))?;
-            ids.extend(page.contents().iter().filter_map(|object| {
-                object
-                    .key()
-                    .and_then(|key| key.strip_prefix(&self.prefix))
-                    .map(str::to_owned)
-            }));
-        }
-        Ok(ids)
+        let tails = self.tails_prefix();
+        Ok(self
+            .objects(&self.prefix)
+            .await?
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with(&tails))
+            .filter_map(|(key, _)| key.strip_prefix(&self.prefix).map(str::to_owned))
+            .collect())
     }
 
     async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
@@ -411,12 +460,139 @@ impl ParcelStore for S3Store {
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
-        Ok(self
+        let mut unfinished: Vec<String> = self
             .multipart_uploads()
             .await?
             .iter()
             .filter_map(|upload| upload.key().map(str::to_owned))
-            .collect())
+            .collect();
+        let tails = self.objects(&self.tails_prefix()).await?;
+        unfinished.extend(tails.into_iter().map(|(key, _)| key));
+        Ok(unfinished)
+    }
+
+    async fn staged_start(
+        &self,
+        _upload: &str,
+        id: &ParcelId,
+        owner: &Address,
+        metadata: &ParcelMetadata,
+    ) -> Result<String, Error> {
+        Ok(self.create_multipart(id, owner, metadata).await?.upload_id)
+    }
+
+    async fn staged_part(
+        &self,
+        id: &ParcelId,
+        store_id: &str,
+        number: usize,
+        _at: u64,
+        length: u64,
+        feed: Feed,
+    ) -> Result<String, Error> {
+        let number = i32::try_from(number)
+            .map_err(|_| Error::Internal(format!("part number {number} out of range")))?;
+        let part = self
+            .part_target(id, store_id)
+            .upload_part(number, length, feed)
+            .await?;
+        Ok(part.e_tag().unwrap_or_default().to_owned())
+    }
+
+    async fn staged_complete(
+        &self,
+        id: &ParcelId,
+        store_id: &str,
+        parts: &[String],
+    ) -> Result<PutOutcome, Error> {
+        let parts = parts
+            .iter()
+            .enumerate()
+            .map(|(at, tag)| {
+                CompletedPart::builder()
+                    .part_number(at as i32 + 1)
+                    .e_tag(tag)
+                    .build()
+            })
+            .collect();
+        self.part_target(id, store_id).complete(parts).await
+    }
+
+    async fn staged_abort(&self, id: &ParcelId, store_id: &str) {
+        self.part_target(id, store_id).abort().await;
+    }
+
+    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), Error> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.tail_key(upload, name))
+            .content_type("application/octet-stream")
+            .content_length(bytes.len() as i64)
+            .body(ByteStream::from(bytes))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| Error::parcel_store(describe(&err)))
+    }
+
+    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, Error> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.tail_key(upload, name))
+            .send()
+            .await
+            .map_err(|err| Error::parcel_store(describe(&err)))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| Error::parcel_store(format!("reading a staged tail: {err}")))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), Error> {
+        let keys = match name {
+            Some(name) => vec![self.tail_key(upload, name)],
+            None => self
+                .objects(&self.tail_key(upload, ""))
+                .await?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect(),
+        };
+        for key in keys {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|err| Error::parcel_store(describe(&err)))?;
+        }
+        Ok(())
+    }
+
+    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, Error> {
+        let cutoff = std::time::SystemTime::now() - older_than;
+        let tails = self.tails_prefix();
+        let mut uploads: Vec<String> = self
+            .objects(&tails)
+            .await?
+            .into_iter()
+            .filter(|(_, modified)| modified.is_some_and(|at| at < cutoff))
+            .filter_map(|(key, _)| {
+                let rest = key.strip_prefix(&tails)?;
+                Some(rest.split_once('/')?.0.to_owned())
+            })
+            .collect();
+        uploads.sort();
+        uploads.dedup();
+        Ok(uploads)
     }
 }
 
@@ -457,6 +633,26 @@ impl PartTarget {
             .part_number(number)
             .set_e_tag(uploaded.e_tag().map(str::to_owned))
             .build())
+    }
+
+    /// Completes the upload from `parts`. Ceph ignores `If-None-Match` on
+    /// `CompleteMultipartUpload`: the parcel write lock is what keeps an
+    /// existing parcel from being replaced.
+    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<PutOutcome, Error> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| write_failure(&err))?;
+        Ok(PutOutcome::Created)
     }
 
     /// Aborts the upload. If S3 cannot be reached (the very failure that
@@ -548,22 +744,10 @@ impl PartUpload for MultipartUpload {
     /// parcel write lock is what keeps an existing parcel from being
     /// replaced.
     async fn complete(mut self: Box<Self>) -> Result<PutOutcome, Error> {
-        let parts = CompletedMultipartUpload::builder()
-            .set_parts(Some(std::mem::take(&mut self.done)))
-            .build();
-        let target = &self.target;
-        target
-            .client
-            .complete_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .upload_id(&target.upload_id)
-            .multipart_upload(parts)
-            .send()
-            .await
-            .map_err(|err| write_failure(&err))?;
+        let parts = std::mem::take(&mut self.done);
+        let outcome = self.target.complete(parts).await?;
         self.finished = true;
-        Ok(PutOutcome::Created)
+        Ok(outcome)
     }
 
     async fn abort(mut self: Box<Self>) {

@@ -169,6 +169,15 @@ impl SharedState for Recording {
     async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
         self.inner.remove_member(key, member).await
     }
+    async fn swap(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        self.inner.swap(key, expected, new, ttl).await
+    }
 }
 
 /// `POST /api/v1/auth` from `client`; the status, and the token's `jti` if

@@ -425,3 +425,171 @@ fn without_an_endpoint_the_parcel_commands_are_a_usage_error() {
     assert_eq!(run.code(), Some(2), "{:?}", run.stderr);
     assert!(run.stderr.contains("--endpoint"), "{:?}", run.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// Resumable uploads
+
+/// A TCP proxy to the service. The first connection that carries more than
+/// `cut_after` bytes from the client is cut there: the service's side is
+/// closed (it sees a body cut mid-way), and the client's is closed too if
+/// `close_client`, else left open and unanswered (the client hangs, as on a
+/// dead link). Later connections pass through. Answers the proxy's URL and
+/// a flag that says the cut happened.
+fn cutting_proxy(
+    cut_after: usize,
+    close_client: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::{
+        net::{Shutdown, TcpListener, TcpStream},
+        sync::{Arc, atomic::AtomicBool, atomic::Ordering},
+    };
+    let target = endpoint().trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let mut server = TcpStream::connect(&target).unwrap();
+            let (mut client_out, mut server_in) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let cut = cut.clone();
+            std::thread::spawn(move || {
+                let mut block = vec![0u8; 64 * 1024];
+                let mut sent = 0;
+                loop {
+                    let n = match client.read(&mut block) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if sent + n > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                        let _ = server.write_all(&block[..cut_after - sent]);
+                        std::thread::sleep(Duration::from_millis(200));
+                        let _ = server.shutdown(Shutdown::Both);
+                        if close_client {
+                            let _ = client.shutdown(Shutdown::Both);
+                        } else {
+                            while matches!(client.read(&mut block), Ok(n) if n > 0) {}
+                        }
+                        return;
+                    }
+                    if server.write_all(&block[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = server.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut block = vec![0u8; 64 * 1024];
+                while let Ok(n) = server_in.read(&mut block) {
+                    if n == 0 || client_out.write_all(&block[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, flag)
+}
+
+/// The arguments of a resumable upload of `file` through `url`.
+fn resumable_args(file: &Path, key: &Path, url: &str, state: &Path) -> Vec<std::ffi::OsString> {
+    [
+        OsStr::new("parcel"),
+        "upload".as_ref(),
+        file.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--endpoint".as_ref(),
+        url.as_ref(),
+        "--resumable".as_ref(),
+        "--chunk-size".as_ref(),
+        "8388608".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]
+    .iter()
+    .map(|arg| arg.to_os_string())
+    .collect()
+}
+
+/// Downloads `id` with `key` and checks it against `hash`.
+fn assert_downloads(id: &str, key: &Path, dir: &Path, hash: &str) {
+    let copy = dir.join("copy.bin");
+    amo(&[
+        OsStr::new("parcel"),
+        "download".as_ref(),
+        id.as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--endpoint".as_ref(),
+        endpoint().as_ref(),
+        "-o".as_ref(),
+        copy.as_os_str(),
+    ])
+    .expect_ok("parcel download");
+    assert_eq!(file_sha256(&copy), hash);
+}
+
+/// A resumable upload whose connection is cut mid-PATCH goes on from the
+/// service's offset in the same run, and leaves no state file.
+#[test]
+fn a_resumable_upload_survives_a_cut_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (key, _) = new_key(dir.path(), "owner.key");
+    let original = dir.path().join("original.bin");
+    let hash = random_file(&original, 20 << 20);
+    let (url, cut) = cutting_proxy(11 << 20, true);
+
+    let run = amo(&resumable_args(&original, &key, &url, &state));
+    let id = run.expect_ok("resumable upload");
+    assert!(cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy cut");
+    assert!(run.stderr.contains("retrying"), "{:?}", run.stderr);
+    assert!(id.ends_with(&hash), "{id}");
+    assert_eq!(entries(&state), Vec::<String>::new(), "the state file is gone");
+    assert_downloads(&id, &key, dir.path(), &hash);
+    remove(&id, &key);
+}
+
+/// Ctrl-C during a resumable upload keeps its state file; the same command
+/// then resumes from the service's offset.
+#[test]
+fn an_interrupted_resumable_upload_resumes_where_the_service_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (key, _) = new_key(dir.path(), "owner.key");
+    let original = dir.path().join("original.bin");
+    let hash = random_file(&original, 20 << 20);
+    let (url, cut) = cutting_proxy(13 << 20, false);
+    let args = resumable_args(&original, &key, &url, &state);
+
+    let mut running = Command::new(env!("CARGO_BIN_EXE_amo-storage"))
+        .args(&args)
+        .env_remove("AMO_ENDPOINT")
+        .env_remove("AMO_KEY")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cut.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the upload never reached the cut");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: a plain signal to our own child process.
+    unsafe { libc::kill(running.id() as i32, libc::SIGINT) };
+    let status = running.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(entries(&state).len(), 1, "the state file is kept");
+
+    let run = amo(&args);
+    let id = run.expect_ok("the resumed upload");
+    assert!(run.stderr.contains("resuming at byte"), "{:?}", run.stderr);
+    assert!(id.ends_with(&hash), "{id}");
+    assert_eq!(entries(&state), Vec::<String>::new(), "the state file is gone");
+    assert_downloads(&id, &key, dir.path(), &hash);
+    remove(&id, &key);
+}

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod process;
 mod refusals;
+mod resumable;
 mod roundtrip_v1;
 mod roundtrip_v2;
 mod straight_through;

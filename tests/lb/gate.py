@@ -56,6 +56,15 @@ class Conn:
         self.sent = 0
         self.allowed_until = None
         self.closed = False
+        self.sockets = ()
+
+    def cut(self):
+        """Cuts the connection both ways, as a failed link would."""
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class GateRelay:
@@ -91,6 +100,7 @@ class GateRelay:
                 client.close()
                 continue
             conn = Conn()
+            conn.sockets = (client, upstream)
             with self.lock:
                 self.conns.append(conn)
             ends = [2]

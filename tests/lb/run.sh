@@ -37,8 +37,10 @@ fi
 bash "$ROOT/deploy/nginx/check.sh" >&2
 
 bin=${AMO_LB_BIN:-} clients=${AMO_LB_CLIENTS:-4} seed=${AMO_LB_SEED:-} keep=${AMO_LB_KEEP:-}
+# Another workload (tests/tus/run.sh: a tus client) and its Python.
+workload=${AMO_LB_WORKLOAD:-$HERE/workload.py} python=${AMO_LB_PYTHON:-python3}
 # Not passed on: the replicas would warn about unknown AMO_ variables.
-unset AMO_LB_BIN AMO_LB_CLIENTS AMO_LB_SEED AMO_LB_KEEP
+unset AMO_LB_BIN AMO_LB_CLIENTS AMO_LB_SEED AMO_LB_KEEP AMO_LB_WORKLOAD AMO_LB_PYTHON
 if [ -z "$bin" ]; then
   (cd "$ROOT" && cargo build --locked --quiet --bin amo-storage)
   bin=${CARGO_TARGET_DIR:-$ROOT/target}/debug/amo-storage
@@ -80,7 +82,7 @@ cleanup() {
   if [ -n "$nginx_pid" ]; then kill -KILL "$nginx_pid" 2>/dev/null || true; fi
   # The workload deletes its objects itself; this covers an interrupted one.
   if [ "$finished" -eq 0 ]; then
-    python3 -B "$HERE/workload.py" --cleanup-only --endpoint unused --bin "$bin" \
+    "$python" -B "$workload" --cleanup-only --endpoint unused --bin "$bin" \
       --work "$work" --access-log unused --error-log unused >&2 || log "WARNING: could not clean up $prefix"
   fi
   if [ -n "$keep" ]; then
@@ -156,7 +158,7 @@ done
 args+=(--clients "$clients")
 if [ -n "$seed" ]; then args+=(--seed "$seed"); fi
 status=0
-timeout -s INT -k 20 360 python3 -B "$HERE/workload.py" "${args[@]}" || status=$?
+timeout -s INT -k 20 360 "$python" -B "$workload" "${args[@]}" || status=$?
 finished=1
 if [ "$status" -eq 0 ]; then
   log "OK"

@@ -490,7 +490,8 @@ def make_clients(run, count, seed):
     return clients
 
 
-def main():
+def arguments():
+    """The command line run.sh gives a workload (tests/tus/workload.py too)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True, help="nginx, http://HOST:PORT")
     parser.add_argument("--bin", required=True)
@@ -503,7 +504,11 @@ def main():
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--cleanup-only", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = arguments()
     run = Run(args)
     if args.cleanup_only:
         run.cleanup()

@@ -5,6 +5,7 @@ pub mod download;
 pub mod inspect;
 pub mod key;
 pub mod remove;
+pub mod resume;
 pub mod upload;
 
 use crate::domain::ParcelId;

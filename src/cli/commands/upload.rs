@@ -14,6 +14,7 @@ use tokio_util::io::ReaderStream;
 use crate::{
     cli::{
         client::{StorageClient, json_body, send},
+        commands::resume,
         digest,
         error::{CliError, CliResult},
         key::AccountKey,
@@ -25,11 +26,29 @@ use crate::{
 /// Size of the reads that feed the request body.
 const CHUNK: usize = 256 * 1024;
 
+/// How to upload.
+pub struct Options<'a> {
+    /// `--metadata`.
+    pub metadata: Option<&'a str>,
+    /// `--resumable`.
+    pub resumable: bool,
+    /// `--chunk-size`: the bytes of one PATCH.
+    pub chunk_size: u64,
+    /// `--state-dir`.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
 /// Uploads `file` for the account of `key`; prints the parcel id last.
-pub async fn run(file: &Path, key: &Path, endpoint: &str, metadata: Option<&str>) -> CliResult<()> {
+/// Files over [`resume::RESUMABLE_ABOVE`] bytes, or any with
+/// `--resumable`, go up resumably.
+pub async fn run(file: &Path, key: &Path, endpoint: &str, options: Options<'_>) -> CliResult<()> {
     let key = AccountKey::load(key)?;
     let client = StorageClient::new(endpoint)?;
-    let metadata = metadata
+    if options.chunk_size == 0 {
+        return Err(CliError::failed("--chunk-size must be at least 1"));
+    }
+    let metadata = options
+        .metadata
         .map(|text| metadata_header(text, &key.address()))
         .transpose()?;
     let unreadable =
@@ -47,6 +66,19 @@ pub async fn run(file: &Path, key: &Path, endpoint: &str, metadata: Option<&str>
     let hash = digest::file_sha256(file, &bar).await;
     bar.finish_and_clear();
     let hash = hash?;
+
+    if options.resumable || size > resume::RESUMABLE_ABOVE {
+        let job = resume::Resumable {
+            file,
+            size,
+            hash: &hash,
+            metadata: metadata.as_deref(),
+            chunk: options.chunk_size,
+            state_dir: options.state_dir.unwrap_or_else(resume::default_state_dir),
+        };
+        let id = resume::upload(&client, &key, &job).await?;
+        return print_id(&id, &hash, false);
+    }
 
     let proof = client
         .prove(&key, json!({"name": "upload", "hash": hash.as_str()}))
@@ -76,12 +108,17 @@ pub async fn run(file: &Path, key: &Path, endpoint: &str, metadata: Option<&str>
         .and_then(Value::as_str)
         .and_then(|id| ParcelId::parse(id).ok())
         .ok_or_else(|| CliError::failed(format!("the service answered no parcel id: {answer}")))?;
-    if id.content_hash() != hash {
+    print_id(&id, &hash, status == StatusCode::OK)
+}
+
+/// Prints the parcel id, once checked to name the file's SHA-256.
+fn print_id(id: &ParcelId, hash: &crate::domain::Sha256Hex, already: bool) -> CliResult<()> {
+    if id.content_hash() != *hash {
         return Err(CliError::failed(format!(
             "the service answered parcel id {id}, which does not name this file's SHA-256 {hash}"
         )));
     }
-    if status == StatusCode::OK {
+    if already {
         eprintln!("this account already stores this content; its metadata was kept");
     }
     println!("{id}");

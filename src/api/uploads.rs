@@ -1,0 +1,450 @@
+//! Resumable uploads: the tus 1.0.0 protocol at `/api/v2/uploads`
+//! (docs/protocol.md, "Resumable uploads"), with the extensions `creation`,
+//! `termination` and `expiration`. Every request carries the proof headers
+//! of one upload token; the state lives in [`crate::parcels`].
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+use futures_util::TryStreamExt;
+use poem::{Body, Request};
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    param::{Header, Path},
+    payload::Binary,
+};
+use serde_json::Value;
+
+use super::{ApiTags, parcels_v2::drain_refused_body, proof::Proof};
+use crate::{
+    auth::{Authorizer, Bound},
+    domain::{OperationKind, ParcelMetadata},
+    error::{ApiResult, Error},
+    parcels::{Parcels, UploadStatus, valid_upload_id},
+};
+
+/// The tus version this service speaks.
+pub const TUS_VERSION: &str = "1.0.0";
+/// The tus extensions this service supports.
+pub const TUS_EXTENSIONS: &str = "creation,termination,expiration";
+/// Where uploads are created; an upload's URL is this, `/`, its id.
+pub const UPLOADS_PATH: &str = "/api/v2/uploads";
+
+/// Answers of `OPTIONS`.
+#[derive(ApiResponse)]
+pub enum TusOptionsResponse {
+    /// What the server supports.
+    #[oai(status = 204)]
+    Supported(
+        /// `1.0.0`.
+        #[oai(header = "Tus-Resumable")]
+        String,
+        /// `1.0.0`: the versions supported.
+        #[oai(header = "Tus-Version")]
+        String,
+        /// `creation,termination,expiration`.
+        #[oai(header = "Tus-Extension")]
+        String,
+        /// The largest `Upload-Length` taken, in bytes.
+        #[oai(header = "Tus-Max-Size")]
+        u64,
+    ),
+}
+
+/// Answers of a creation.
+#[derive(ApiResponse)]
+pub enum TusCreateResponse {
+    /// The upload exists; send its bytes to `Location` with `PATCH`. (An
+    /// empty body is stored at once: `X-Parcel-Id` names it.)
+    #[oai(status = 201)]
+    Created(
+        /// The upload's URL: `/api/v2/uploads/<upload id>`.
+        #[oai(header = "Location")]
+        String,
+        /// When the upload expires (an HTTP date).
+        #[oai(header = "Upload-Expires")]
+        String,
+        /// `1.0.0`.
+        #[oai(header = "Tus-Resumable")]
+        String,
+        /// The parcel id, once the parcel is stored.
+        #[oai(header = "X-Parcel-Id")]
+        Option<String>,
+    ),
+}
+
+/// Answers of `HEAD`.
+#[derive(ApiResponse)]
+pub enum TusHeadResponse {
+    /// Where the upload stands.
+    #[oai(status = 200)]
+    Found(
+        /// The bytes stored so far: the next `PATCH` starts there.
+        #[oai(header = "Upload-Offset")]
+        u64,
+        /// The upload's whole length.
+        #[oai(header = "Upload-Length")]
+        u64,
+        /// When the upload expires (an HTTP date).
+        #[oai(header = "Upload-Expires")]
+        String,
+        /// `no-store`.
+        #[oai(header = "Cache-Control")]
+        String,
+        /// `1.0.0`.
+        #[oai(header = "Tus-Resumable")]
+        String,
+        /// The parcel id, once the parcel is stored.
+        #[oai(header = "X-Parcel-Id")]
+        Option<String>,
+    ),
+}
+
+/// Answers of `PATCH`.
+#[derive(ApiResponse)]
+pub enum TusPatchResponse {
+    /// The bytes are stored; the last ones stored the parcel.
+    #[oai(status = 204)]
+    Stored(
+        /// The bytes stored so far.
+        #[oai(header = "Upload-Offset")]
+        u64,
+        /// When the upload expires (an HTTP date).
+        #[oai(header = "Upload-Expires")]
+        String,
+        /// `1.0.0`.
+        #[oai(header = "Tus-Resumable")]
+        String,
+        /// The parcel id, once the parcel is stored.
+        #[oai(header = "X-Parcel-Id")]
+        Option<String>,
+    ),
+}
+
+/// Answers of `DELETE`.
+#[derive(ApiResponse)]
+pub enum TusDeleteResponse {
+    /// The upload and everything staged for it are gone.
+    #[oai(status = 204)]
+    Terminated(
+        /// `1.0.0`.
+        #[oai(header = "Tus-Resumable")]
+        String,
+    ),
+}
+
+/// The tus endpoints.
+pub struct UploadsApi {
+    authorizer: Authorizer,
+    parcels: Parcels,
+}
+
+impl UploadsApi {
+    /// The endpoints over `authorizer` and `parcels`.
+    pub fn new(authorizer: Authorizer, parcels: Parcels) -> Self {
+        Self {
+            authorizer,
+            parcels,
+        }
+    }
+
+    /// The upload of a path, and the proof checked for it.
+    async fn bound(&self, id: &str, proof: &Proof) -> Result<(String, Bound), Error> {
+        let upload = upload_id(id)?;
+        let bound = self
+            .authorizer
+            .authorize_bound(proof.headers(), &upload)
+            .await?;
+        Ok((upload, bound))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Uploads")]
+impl UploadsApi {
+    /// What the tus server supports
+    ///
+    /// tus 1.0.0 discovery: the version, the extensions (`creation`,
+    /// `termination`, `expiration`) and the largest upload. Needs no token.
+    #[oai(
+        path = "/api/v2/uploads",
+        method = "options",
+        operation_id = "tus_options"
+    )]
+    async fn options(&self) -> TusOptionsResponse {
+        TusOptionsResponse::Supported(
+            TUS_VERSION.into(),
+            TUS_VERSION.into(),
+            TUS_EXTENSIONS.into(),
+            self.parcels.max_upload_bytes(),
+        )
+    }
+
+    /// Create a resumable upload (tus `creation`)
+    ///
+    /// Needs an upload token that declares the whole body's SHA-256, and
+    /// passes every check of the order of checks. The token is not used
+    /// up: it is bound to the new upload, for the upload's lifetime, and
+    /// serves every later request on it (and nothing else). Answers the
+    /// upload's URL in `Location`.
+    #[oai(path = "/api/v2/uploads", method = "post", operation_id = "tus_create")]
+    async fn create(
+        &self,
+        /// The body's whole length in bytes.
+        #[oai(name = "Upload-Length")]
+        length: Header<Option<String>>,
+        /// tus metadata: `key base64value` pairs separated by commas. The
+        /// key `metadata` carries the base64 of the parcel's metadata JSON
+        /// object, with the rules of `X-Parcel-Metadata`; other keys are
+        /// ignored.
+        #[oai(name = "Upload-Metadata")]
+        upload_metadata: Header<Option<String>>,
+        /// `1.0.0`.
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<Option<String>>,
+        /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
+        #[oai(name = "X-Auth-Token")]
+        proof: Proof,
+    ) -> ApiResult<TusCreateResponse> {
+        let auth = self
+            .authorizer
+            .authorize(proof.headers(), OperationKind::Upload, None)
+            .await?;
+        let parsed = parse_length(length.0.as_deref()).and_then(|length| {
+            let metadata = upload_metadata
+                .0
+                .as_deref()
+                .map(parse_upload_metadata)
+                .transpose()?
+                .flatten();
+            Ok((length, metadata))
+        });
+        let (length, metadata) = match parsed {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                auth.failed().await;
+                return Err(err.into());
+            }
+        };
+        let status = self.parcels.create_upload(auth, length, metadata).await?;
+        Ok(TusCreateResponse::Created(
+            format!("{UPLOADS_PATH}/{}", status.upload),
+            http_date(status.expires),
+            TUS_VERSION.into(),
+            status.parcel.as_ref().map(ToString::to_string),
+        ))
+    }
+
+    /// Where a resumable upload stands (tus `HEAD`)
+    ///
+    /// `Upload-Offset` is where the next `PATCH` starts. Needs the token
+    /// bound to this upload, with its key and signature (the JWT's own
+    /// `exp` no longer matters); any other token or account gets 404. Once
+    /// the parcel is stored, `X-Parcel-Id` names it, until the upload
+    /// expires.
+    #[oai(
+        path = "/api/v2/uploads/:id",
+        method = "head",
+        operation_id = "tus_head"
+    )]
+    async fn head(
+        &self,
+        /// The upload id (from `Location`).
+        id: Path<String>,
+        /// The JWT bound to this upload.
+        #[oai(name = "X-Auth-Token")]
+        proof: Proof,
+    ) -> ApiResult<TusHeadResponse> {
+        let (upload, bound) = self.bound(&id.0, &proof).await?;
+        let status = self.parcels.upload_status(&bound, &upload).await?;
+        Ok(TusHeadResponse::Found(
+            status.offset,
+            status.length,
+            http_date(status.expires),
+            "no-store".into(),
+            TUS_VERSION.into(),
+            status.parcel.as_ref().map(ToString::to_string),
+        ))
+    }
+
+    /// Send bytes of a resumable upload (tus `PATCH`)
+    ///
+    /// The body (`Content-Type: application/offset+octet-stream`) goes at
+    /// `Upload-Offset`, which must be where the upload stands (else 409
+    /// `offset_mismatch`; ask `HEAD`). A body past `Upload-Length` answers
+    /// 413. A body cut short keeps what arrived: `HEAD` says how much. The
+    /// `PATCH` that reaches `Upload-Length` checks the SHA-256 and stores
+    /// the parcel (`X-Parcel-Id`), using up the token; on a mismatch it
+    /// answers 422 and everything staged is deleted. 423 `upload_locked`:
+    /// another request is writing to this upload.
+    #[oai(
+        path = "/api/v2/uploads/:id",
+        method = "patch",
+        operation_id = "tus_patch"
+    )]
+    async fn patch(
+        &self,
+        /// The upload id (from `Location`).
+        id: Path<String>,
+        body: Binary<Body>,
+        /// Where this body starts in the upload.
+        #[oai(name = "Upload-Offset")]
+        offset: Header<Option<String>>,
+        request: &Request,
+        /// The JWT bound to this upload.
+        #[oai(name = "X-Auth-Token")]
+        proof: Proof,
+    ) -> ApiResult<TusPatchResponse> {
+        let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
+        let admitted = async {
+            upload_id(&id.0)?;
+            let offset = offset
+                .0
+                .as_deref()
+                .and_then(|offset| offset.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::BadRequest("Upload-Offset must be a number of bytes".into())
+                })?;
+            let slot = self.parcels.upload_slot()?;
+            let (upload, bound) = self.bound(&id.0, &proof).await?;
+            Ok::<_, Error>((upload, offset, slot, bound))
+        }
+        .await;
+        let (upload, offset, _slot, bound) = match admitted {
+            Ok(admitted) => admitted,
+            Err(err) => {
+                drain_refused_body(stream);
+                return Err(err.into());
+            }
+        };
+        let length = request
+            .header(poem::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.parse::<u64>().ok());
+        let (outcome, stream) = self
+            .parcels
+            .patch_upload(bound, upload, offset, stream, length)
+            .await?;
+        match outcome {
+            Ok(status) => Ok(patched(&status)),
+            Err(err) => {
+                drain_refused_body(stream);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// End a resumable upload (tus `termination`)
+    ///
+    /// Deletes the upload, everything staged for it, and the binding of
+    /// its token (which is then used up). Needs the token bound to it.
+    #[oai(
+        path = "/api/v2/uploads/:id",
+        method = "delete",
+        operation_id = "tus_delete"
+    )]
+    async fn delete(
+        &self,
+        /// The upload id (from `Location`).
+        id: Path<String>,
+        /// The JWT bound to this upload.
+        #[oai(name = "X-Auth-Token")]
+        proof: Proof,
+    ) -> ApiResult<TusDeleteResponse> {
+        let (upload, bound) = self.bound(&id.0, &proof).await?;
+        self.parcels.terminate_upload(bound, upload).await?;
+        Ok(TusDeleteResponse::Terminated(TUS_VERSION.into()))
+    }
+}
+
+fn patched(status: &UploadStatus) -> TusPatchResponse {
+    TusPatchResponse::Stored(
+        status.offset,
+        http_date(status.expires),
+        TUS_VERSION.into(),
+        status.parcel.as_ref().map(ToString::to_string),
+    )
+}
+
+/// An upload id from a path; anything else is an unknown upload.
+fn upload_id(text: &str) -> Result<String, Error> {
+    if valid_upload_id(text) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(Error::UploadNotFound)
+    }
+}
+
+/// `Upload-Length`: required (this server does not defer lengths).
+fn parse_length(text: Option<&str>) -> Result<u64, Error> {
+    text.and_then(|text| text.trim().parse::<u64>().ok())
+        .ok_or_else(|| Error::BadRequest("Upload-Length must be the body's length in bytes".into()))
+}
+
+/// The parcel metadata in a tus `Upload-Metadata`: comma-separated pairs
+/// of a key and an optional base64 value; the key `metadata` carries the
+/// metadata JSON. Anything malformed is refused, not dropped.
+pub fn parse_upload_metadata(text: &str) -> Result<Option<Value>, Error> {
+    let malformed = |why: &str| Error::BadRequest(format!("Upload-Metadata is malformed: {why}"));
+    let mut keys = Vec::new();
+    let mut metadata = None;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    for pair in text.split(',') {
+        let mut fields = pair.trim().split(' ');
+        let key = fields.next().unwrap_or_default();
+        let value = fields.next();
+        if key.is_empty() || fields.next().is_some() {
+            return Err(malformed("each pair is a key, a space and a base64 value"));
+        }
+        if keys.contains(&key) {
+            return Err(malformed("a key is sent twice"));
+        }
+        keys.push(key);
+        let value = value
+            .map(|value| base64::engine::general_purpose::STANDARD.decode(value))
+            .transpose()
+            .map_err(|_| malformed("a value is not base64"))?;
+        if key == "metadata" {
+            let text = value
+                .and_then(|value| String::from_utf8(value).ok())
+                .ok_or_else(|| malformed("metadata must be base64 of UTF-8 JSON"))?;
+            metadata = Some(ParcelMetadata::parse_offered(&text)?);
+        }
+    }
+    Ok(metadata)
+}
+
+/// Unix seconds as an HTTP date.
+fn http_date(unix: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_metadata_carries_the_parcel_metadata_and_refuses_what_is_malformed() {
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let sent = format!("filename {},metadata {}", b64("a.bin"), b64(r#"{"k":1}"#));
+        assert_eq!(
+            parse_upload_metadata(&sent).unwrap(),
+            Some(serde_json::json!({"k": 1}))
+        );
+        assert_eq!(parse_upload_metadata("is_confidential").unwrap(), None);
+        assert_eq!(parse_upload_metadata("").unwrap(), None);
+        for bad in [
+            "metadata !!!".to_owned(),
+            format!("metadata {}", b64("not json")),
+            "metadata".to_owned(),
+            format!("a {0},a {0}", b64("x")),
+            "a b c".to_owned(),
+            ",".to_owned(),
+        ] {
+            assert!(
+                matches!(parse_upload_metadata(&bad), Err(Error::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+}

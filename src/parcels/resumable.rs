@@ -1,0 +1,794 @@
+//! Resumable uploads (docs/protocol.md, "Resumable uploads"): the state of
+//! the tus 1.0.0 protocol, kept where every replica finds it.
+//!
+//! An upload is a record in the shared state (`amo:upload:{<upload id>}`,
+//! JSON, living until the upload expires) and an S3 multipart upload on the
+//! parcel's key. The record holds the offset, the parts written (their
+//! ETags), the tail and the SHA-256 of every byte so far as its serialized
+//! intermediate state: a `PATCH` goes on from it on any replica, and no
+//! byte is read twice.
+//!
+//! Every part but the last is exactly one part size. A `PATCH` that ends off
+//! a part boundary stores its **tail** (the bytes past the last whole part,
+//! less than one part) as an object of its own, as tusd's S3 store does; the
+//! next `PATCH` sends it as the start of the next part. So memory per upload
+//! stays at one part, and an upload survives any replica.
+//!
+//! A `PATCH` holds the upload's lock (`amo:upload-lock:{<upload id>}`, a
+//! lease) and writes the record after each part and at its end, with a
+//! compare-and-set: a body cut in the middle leaves the record saying what
+//! the store holds. It runs detached from its request, so a client that
+//! goes away does not stop it half-way through a record write.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256, digest::common::hazmat::SerializableState};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{
+    Parcels,
+    upload::{
+        FEED_DEPTH, Incoming, MAX_PARTS, NewParcel, end_feed, fed_then_answered, is_store_stopped,
+        multipart_mark_key, short_body, too_large, unlock,
+    },
+};
+use crate::{
+    auth::{
+        Authorized, Bound,
+        tokens::{bound_to, token_key},
+    },
+    domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
+    error::Error,
+    state::{Lease, unix_now},
+    storage::PutOutcome,
+    tasks::detached,
+};
+
+/// The shared-state key of a resumable upload's record.
+pub fn upload_key(upload: &str) -> String {
+    format!("amo:upload:{{{upload}}}")
+}
+
+/// The shared-state key of the lock of a resumable upload, held while a
+/// request writes to it.
+pub fn upload_lock_key(upload: &str) -> String {
+    format!("amo:upload-lock:{{{upload}}}")
+}
+
+/// The value of the live mark of a resumable upload's multipart upload.
+fn mark_value(upload: &str) -> String {
+    format!("upload:{upload}")
+}
+
+/// The record of a resumable upload (part of the contract between versions:
+/// docs/protocol.md, "Shared state").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// The parcel it writes (its id names the declared SHA-256).
+    pub parcel: String,
+    /// The token's user.
+    pub owner: String,
+    /// The `jti` of the token bound to it.
+    pub jti: String,
+    /// The parcel's metadata, as stored.
+    pub metadata: String,
+    /// `Upload-Length`.
+    pub length: u64,
+    /// `Upload-Offset`: the bytes the store holds.
+    pub offset: u64,
+    /// When it expires (Unix seconds).
+    pub expires: u64,
+    /// The store's id of its parts (an S3 multipart upload id).
+    pub store_id: String,
+    /// The tags (ETags) of the parts written, in order.
+    pub parts: Vec<String>,
+    /// The bytes past the last whole part, stored on their own.
+    pub tail: Option<Tail>,
+    /// The SHA-256 of the first `offset` bytes, as its serialized
+    /// intermediate state (base64).
+    pub sha256: String,
+    /// Set once the parcel is stored.
+    pub finished: bool,
+}
+
+/// The tail of a resumable upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tail {
+    /// Its name in the store (each tail has a new one).
+    pub name: String,
+    /// Its length: less than one part.
+    pub length: u64,
+}
+
+/// Where a resumable upload stands.
+#[derive(Debug, Clone)]
+pub struct UploadStatus {
+    /// Its id.
+    pub upload: String,
+    /// `Upload-Length`.
+    pub length: u64,
+    /// `Upload-Offset`.
+    pub offset: u64,
+    /// When it expires (Unix seconds).
+    pub expires: u64,
+    /// The parcel, once stored.
+    pub parcel: Option<ParcelId>,
+}
+
+impl UploadStatus {
+    fn of(upload: &str, record: &UploadRecord) -> Self {
+        Self {
+            upload: upload.to_owned(),
+            length: record.length,
+            offset: record.offset,
+            expires: record.expires,
+            parcel: record
+                .finished
+                .then(|| ParcelId::parse(&record.parcel).ok())
+                .flatten(),
+        }
+    }
+}
+
+/// A record as read, with the text it was read as (for compare-and-set).
+struct Stored {
+    text: String,
+    record: UploadRecord,
+}
+
+/// The serialized state of a SHA-256, as the record keeps it.
+fn save_hash(hasher: &Sha256) -> String {
+    base64::engine::general_purpose::STANDARD.encode(hasher.serialize())
+}
+
+/// A SHA-256 from the state [`save_hash`] wrote.
+fn load_hash(text: &str) -> Result<Sha256, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|err| Error::Internal(format!("an upload's hash state: {err}")))?;
+    let state = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Internal("an upload's hash state has the wrong length".into()))?;
+    Sha256::deserialize(state)
+        .map_err(|err| Error::Internal(format!("an upload's hash state: {err:?}")))
+}
+
+/// An upload id as sent in a path: 32 hex digits, as created.
+pub fn valid_upload_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
+impl Parcels {
+    /// The largest upload this replica takes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.limits
+            .max_parcel_bytes
+            .min(MAX_PARTS * self.limits.part_size as u64)
+    }
+
+    /// Creates a resumable upload of `length` bytes for the authorized
+    /// caller, whose token must declare the body's SHA-256, and binds the
+    /// token to it. An empty body is stored at once.
+    pub async fn create_upload(
+        &self,
+        auth: Authorized,
+        length: u64,
+        metadata: Option<Value>,
+    ) -> Result<UploadStatus, Error> {
+        let this = self.clone();
+        detached(async move {
+            let prepared = this.prepare_upload(&auth, length, metadata).await;
+            let (id, owner, metadata) = match prepared {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    auth.failed().await;
+                    return Err(err);
+                }
+            };
+            let upload = Uuid::new_v4().simple().to_string();
+            let lifetime = this.limits.upload_lifetime;
+            let mut record = UploadRecord {
+                parcel: id.to_string(),
+                owner: owner.to_string(),
+                jti: auth.jti().to_owned(),
+                metadata: metadata.as_stored().to_owned(),
+                length,
+                offset: 0,
+                expires: unix_now() + lifetime.as_secs(),
+                store_id: String::new(),
+                parts: Vec::new(),
+                tail: None,
+                sha256: save_hash(&Sha256::new()),
+                finished: false,
+            };
+            if length == 0 {
+                let parcel = NewParcel {
+                    id: &id,
+                    owner: &owner,
+                    metadata: &metadata,
+                };
+                let written = this.write_whole(&parcel, Bytes::new()).await;
+                let written = match written {
+                    Ok(_) => this.new_record(&upload, &record, true).await,
+                    Err(err) => Err(err),
+                };
+                return auth.settle(written).await.map(|stored| {
+                    crate::metrics::resumable("completed");
+                    UploadStatus::of(&upload, &stored.record)
+                });
+            }
+            let started = async {
+                record.store_id = this
+                    .store
+                    .staged_start(&upload, &id, &owner, &metadata)
+                    .await?;
+                let mark = multipart_mark_key(&record.store_id);
+                if let Err(err) = this
+                    .state
+                    .set_new(&mark, &mark_value(&upload), lifetime)
+                    .await
+                {
+                    this.store.staged_abort(&id, &record.store_id).await;
+                    return Err(err);
+                }
+                match this.new_record(&upload, &record, false).await {
+                    Ok(stored) => Ok(stored),
+                    Err(err) => {
+                        this.discard_staged(&upload, &id, &record.store_id).await;
+                        Err(err)
+                    }
+                }
+            }
+            .await;
+            let stored = match started {
+                Ok(stored) => stored,
+                Err(err) => {
+                    auth.failed().await;
+                    return Err(err);
+                }
+            };
+            if let Err(err) = auth.bind(&upload, lifetime).await {
+                this.discard(&upload, &stored).await;
+                return Err(err);
+            }
+            crate::metrics::resumable("created");
+            Ok(UploadStatus::of(&upload, &stored.record))
+        })
+        .await?
+    }
+
+    /// The checks of a creation, after the token's: the hash, the length,
+    /// the metadata, and who stores the content already.
+    async fn prepare_upload(
+        &self,
+        auth: &Authorized,
+        length: u64,
+        metadata: Option<Value>,
+    ) -> Result<(ParcelId, Address, ParcelMetadata), Error> {
+        let declared = auth.declared_hash().ok_or_else(|| {
+            Error::BadRequest(
+                "a resumable upload's token must declare the body's SHA-256: get one with \
+                 {\"name\":\"upload\",\"hash\":\"<sha256 hex>\"}"
+                    .into(),
+            )
+        })?;
+        let max = self.max_upload_bytes();
+        if length > max {
+            return Err(too_large(length, max));
+        }
+        if length == 0 && *declared != Sha256Hex::of(b"") {
+            return Err(Error::HashMismatch {
+                declared: declared.to_string(),
+                actual: Sha256Hex::of(b"").to_string(),
+            });
+        }
+        let owner = auth.caller().clone();
+        let metadata = ParcelMetadata::for_owner(metadata, &owner, self.limits.metadata_max_bytes)?;
+        let id = ParcelId::new(self.storage_id, declared);
+        if let Some(existing) = self.store.head(&id).await? {
+            if existing.owner != owner {
+                return Err(Error::OwnedByAnother(id));
+            }
+        }
+        Ok((id, owner, metadata))
+    }
+
+    /// Writes a new record.
+    async fn new_record(
+        &self,
+        upload: &str,
+        record: &UploadRecord,
+        finished: bool,
+    ) -> Result<Stored, Error> {
+        let record = UploadRecord {
+            finished,
+            ..record.clone()
+        };
+        let text = serde_json::to_string(&record)
+            .map_err(|err| Error::Internal(format!("an upload record: {err}")))?;
+        if !self
+            .state
+            .set_new(&upload_key(upload), &text, self.limits.upload_lifetime)
+            .await?
+        {
+            return Err(Error::Internal(format!("upload {upload} exists already")));
+        }
+        Ok(Stored { text, record })
+    }
+
+    /// Reads the record of `upload`, if `bound` may see it: the token's
+    /// user's, with its token, bound to it (or, once it finished, the token
+    /// that was).
+    async fn visible(&self, bound: &Bound, upload: &str) -> Result<Stored, Error> {
+        let text = self
+            .state
+            .value(&upload_key(upload))
+            .await?
+            .ok_or(Error::UploadNotFound)?;
+        let record: UploadRecord = serde_json::from_str(&text)
+            .map_err(|err| Error::Internal(format!("upload record {upload}: {err}")))?;
+        let owner_matches = Address::parse(&record.owner).is_ok_and(|owner| owner == bound.caller);
+        if !owner_matches || record.jti != bound.jti || !(bound.bound || record.finished) {
+            return Err(Error::UploadNotFound);
+        }
+        Ok(Stored { text, record })
+    }
+
+    /// Writes `stored`'s record back if nobody changed it meanwhile.
+    async fn save(&self, upload: &str, stored: &mut Stored) -> Result<(), Error> {
+        let text = serde_json::to_string(&stored.record)
+            .map_err(|err| Error::Internal(format!("an upload record: {err}")))?;
+        let left = stored.record.expires.saturating_sub(unix_now());
+        if left == 0 {
+            return Err(Error::UploadNotFound);
+        }
+        let swapped = self
+            .state
+            .swap(
+                &upload_key(upload),
+                &stored.text,
+                Some(&text),
+                Duration::from_secs(left),
+            )
+            .await?;
+        if !swapped {
+            return Err(Error::UploadLocked);
+        }
+        stored.text = text;
+        Ok(())
+    }
+
+    /// Where `upload` stands (tus `HEAD`).
+    pub async fn upload_status(&self, bound: &Bound, upload: &str) -> Result<UploadStatus, Error> {
+        let stored = self.visible(bound, upload).await?;
+        Ok(UploadStatus::of(upload, &stored.record))
+    }
+
+    /// Takes the lock of `upload` and reads its record under it.
+    async fn lock_upload(&self, bound: &Bound, upload: &str) -> Result<(Lease, Stored), Error> {
+        self.visible(bound, upload).await?;
+        let lock = Lease::try_take(&self.state, upload_lock_key(upload), self.limits.lease)
+            .await?
+            .ok_or(Error::UploadLocked)?;
+        match self.visible(bound, upload).await {
+            Ok(stored) => Ok((lock, stored)),
+            Err(err) => {
+                unlock(lock).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes `body`, which starts at byte `offset`, to `upload` (tus
+    /// `PATCH`); completes the parcel when it reaches the upload's length.
+    /// `length` is the body's declared length, if any. The body is handed
+    /// back with the outcome, so that what is left of a refused one can be
+    /// drained.
+    pub async fn patch_upload<S>(
+        &self,
+        bound: Bound,
+        upload: String,
+        offset: u64,
+        mut body: S,
+        length: Option<u64>,
+    ) -> Result<(Result<UploadStatus, Error>, S), Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let this = self.clone();
+        detached(async move {
+            let outcome = async {
+                let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
+                let outcome = this
+                    .patch_locked(&upload, &mut stored, offset, &mut body, length)
+                    .await;
+                unlock(lock).await;
+                outcome.map(|()| UploadStatus::of(&upload, &stored.record))
+            }
+            .await;
+            (outcome, body)
+        })
+        .await
+    }
+
+    async fn patch_locked<S>(
+        &self,
+        upload: &str,
+        stored: &mut Stored,
+        offset: u64,
+        body: S,
+        length: Option<u64>,
+    ) -> Result<(), Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let record = &stored.record;
+        if offset != record.offset {
+            return Err(Error::OffsetMismatch {
+                at: record.offset,
+                sent: offset,
+            });
+        }
+        if record.finished {
+            // The answer to the completing PATCH was lost: say it again.
+            return match length {
+                Some(0) | None => Ok(()),
+                Some(length) => Err(too_large(offset + length, record.length)),
+            };
+        }
+        if let Some(length) = length {
+            if offset + length > record.length {
+                return Err(Error::TooLarge(format!(
+                    "the body runs {} bytes past the upload's length of {}",
+                    offset + length - record.length,
+                    record.length
+                )));
+            }
+        }
+        self.write_body(upload, stored, body, length).await?;
+        if stored.record.offset == stored.record.length {
+            self.complete(upload, stored).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a body into the upload's parts, saving the record after each
+    /// part, and stores what is left past the last whole part as the tail.
+    /// A body that fails (cut, stalled, too long) still leaves what arrived
+    /// of it stored, and answers its error.
+    async fn write_body<S>(
+        &self,
+        upload: &str,
+        stored: &mut Stored,
+        body: S,
+        declared: Option<u64>,
+    ) -> Result<(), Error>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let part_size = self.limits.part_size as u64;
+        let id = ParcelId::parse(&stored.record.parcel)?;
+        let mut incoming = Incoming {
+            body,
+            carry: None,
+            hasher: load_hash(&stored.record.sha256)?,
+            received: 0,
+            max: stored.record.length - stored.record.offset,
+            idle: self.limits.body_idle_timeout,
+            store_wait: self.limits.store_timeout,
+        };
+        // The part being filled: the old tail, then the body's bytes.
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len: u64 = 0;
+        if let Some(tail) = &stored.record.tail {
+            let bytes = self.store.get_tail(upload, &tail.name).await?;
+            if bytes.len() as u64 != tail.length {
+                return Err(Error::parcel_store(format!(
+                    "the tail of upload {upload} holds {} bytes, not {}",
+                    bytes.len(),
+                    tail.length
+                )));
+            }
+            pending_len = tail.length;
+            pending.push(bytes);
+        }
+        let mut failed: Option<Error> = None;
+        loop {
+            let at = stored.record.parts.len() as u64 * part_size;
+            if at >= stored.record.length {
+                break;
+            }
+            let target = part_size.min(stored.record.length - at);
+            let coming = declared.map(|declared| declared - incoming.received);
+            if coming.is_none_or(|coming| pending_len + coming < target) {
+                // This body may end within the part: hold it until the part
+                // is whole.
+                while pending_len < target {
+                    match incoming.next((target - pending_len) as usize).await {
+                        Ok(Some(piece)) => {
+                            pending_len += piece.len() as u64;
+                            pending.push(piece);
+                        }
+                        Ok(None) => break,
+                        Err(err) => {
+                            failed = Some(err);
+                            break;
+                        }
+                    }
+                }
+                if pending_len < target {
+                    break;
+                }
+            }
+            // The part is whole, or will be: it streams to the store as it
+            // arrives, and is kept until stored, to become the tail if the
+            // body fails.
+            let (sender, feed) = mpsc::channel(FEED_DEPTH);
+            let put = self.store.staged_part(
+                &id,
+                &stored.record.store_id,
+                stored.record.parts.len() + 1,
+                at,
+                target,
+                feed,
+            );
+            let fed = async {
+                let fed = async {
+                    for piece in &pending {
+                        incoming.hand(&sender, piece.clone()).await?;
+                    }
+                    while pending_len < target {
+                        let piece = incoming
+                            .next((target - pending_len) as usize)
+                            .await?
+                            .ok_or_else(|| short_body(pending_len, target))?;
+                        pending_len += piece.len() as u64;
+                        pending.push(piece.clone());
+                        incoming.hand(&sender, piece).await?;
+                    }
+                    Ok(())
+                }
+                .await;
+                end_feed(sender, &fed);
+                fed
+            };
+            let (fed, put) = fed_then_answered(fed, put, self.limits.store_timeout).await;
+            let put = put.unwrap_or_else(|waited| {
+                Err(Error::parcel_store(format!(
+                    "UploadPart got no answer within {waited:?} of its last byte"
+                )))
+            });
+            match (fed, put) {
+                (Ok(()), Ok(tag)) => {
+                    pending.clear();
+                    pending_len = 0;
+                    let old = stored.record.tail.take();
+                    stored.record.parts.push(tag);
+                    stored.record.offset = at + target;
+                    stored.record.sha256 = save_hash(&incoming.hasher);
+                    self.save(upload, stored).await?;
+                    self.drop_tail(upload, old).await;
+                }
+                (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store),
+                (Ok(()), Err(store)) => return Err(store),
+                (Err(err), _) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        let at = stored.record.parts.len() as u64 * part_size;
+        if pending_len > 0 && at + pending_len > stored.record.offset {
+            // New bytes past the last whole part: the new tail.
+            let name = Uuid::new_v4().simple().to_string();
+            let mut tail = BytesMut::with_capacity(pending_len as usize);
+            for piece in pending.drain(..) {
+                tail.extend_from_slice(&piece);
+            }
+            self.store.put_tail(upload, &name, tail.freeze()).await?;
+            let old = stored.record.tail.replace(Tail {
+                name,
+                length: pending_len,
+            });
+            stored.record.offset = at + pending_len;
+            stored.record.sha256 = save_hash(&incoming.hasher);
+            self.save(upload, stored).await?;
+            self.drop_tail(upload, old).await;
+        }
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        // Nothing may follow the upload's length.
+        match incoming.next(1).await? {
+            Some(_) => Err(too_large(stored.record.offset + 1, stored.record.length)),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a tail the record no longer names.
+    async fn drop_tail(&self, upload: &str, tail: Option<Tail>) {
+        if let Some(tail) = tail {
+            if let Err(err) = self.store.drop_tails(upload, Some(&tail.name)).await {
+                tracing::warn!(%err, upload, "could not delete an old tail; the sweep will");
+            }
+        }
+    }
+
+    /// The upload has all its bytes: checks the SHA-256, and stores the
+    /// parcel under its write lock, or discards everything.
+    async fn complete(&self, upload: &str, stored: &mut Stored) -> Result<(), Error> {
+        let id = ParcelId::parse(&stored.record.parcel)?;
+        let actual = Sha256Hex::from_digest(&load_hash(&stored.record.sha256)?.finalize());
+        if actual != id.content_hash() {
+            self.discard(upload, stored).await;
+            crate::metrics::resumable("hash_mismatch");
+            return Err(Error::HashMismatch {
+                declared: id.content_hash().to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let owner = Address::parse(&stored.record.owner)?;
+        let metadata = ParcelMetadata::from_stored(&stored.record.metadata)?;
+        let parcel = NewParcel {
+            id: &id,
+            owner: &owner,
+            metadata: &metadata,
+        };
+        let lock = self.lock_for_commit(&id).await?;
+        let outcome = match self.store.head(&id).await {
+            Ok(None) => {
+                self.store
+                    .staged_complete(&id, &stored.record.store_id, &stored.record.parts)
+                    .await
+            }
+            Ok(Some(_)) => Ok(PutOutcome::AlreadyExists),
+            Err(err) => Err(err),
+        };
+        unlock(lock).await;
+        let settled = match outcome {
+            Ok(outcome) => self.settle_put(&parcel, outcome).await,
+            Err(err) => Err(err),
+        };
+        match settled {
+            Ok(outcome) => {
+                if outcome == PutOutcome::AlreadyExists {
+                    self.store.staged_abort(&id, &stored.record.store_id).await;
+                }
+                // A replica that died between storing a tail and saving the
+                // record left that tail behind: no tail outlives the upload.
+                if let Err(err) = self.store.drop_tails(upload, None).await {
+                    tracing::warn!(%err, upload, "could not delete an upload's tails; the sweep will");
+                }
+                self.end_mark(upload, &stored.record.store_id).await;
+                stored.record.finished = true;
+                self.save(upload, stored).await?;
+                self.unbind(upload, &stored.record.jti).await;
+                crate::metrics::token_consumed();
+                crate::metrics::resumable("completed");
+                Ok(())
+            }
+            Err(err @ Error::OwnedByAnother(_)) => {
+                self.discard(upload, stored).await;
+                Err(err)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Ends `upload` (tus `DELETE`): everything staged is deleted, and so
+    /// are its record and its token.
+    pub async fn terminate_upload(&self, bound: Bound, upload: String) -> Result<(), Error> {
+        let this = self.clone();
+        detached(async move {
+            let (lock, stored) = this.lock_upload(&bound, &upload).await?;
+            if !stored.record.finished {
+                this.discard(&upload, &stored).await;
+                crate::metrics::resumable("terminated");
+            } else {
+                this.state
+                    .swap(&upload_key(&upload), &stored.text, None, Duration::ZERO)
+                    .await?;
+            }
+            unlock(lock).await;
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Deletes everything of an unfinished upload: its parts, tails, live
+    /// mark, record and token.
+    async fn discard(&self, upload: &str, stored: &Stored) {
+        let record = &stored.record;
+        if let Ok(id) = ParcelId::parse(&record.parcel) {
+            self.discard_staged(upload, &id, &record.store_id).await;
+        }
+        if let Err(err) = self
+            .state
+            .swap(&upload_key(upload), &stored.text, None, Duration::ZERO)
+            .await
+        {
+            tracing::warn!(%err, upload, "could not delete an upload record; it expires");
+        }
+        self.unbind(upload, &record.jti).await;
+    }
+
+    /// Deletes the parts and tails of an upload, and its live mark.
+    async fn discard_staged(&self, upload: &str, id: &ParcelId, store_id: &str) {
+        self.store.staged_abort(id, store_id).await;
+        if let Err(err) = self.store.drop_tails(upload, None).await {
+            tracing::warn!(%err, upload, "could not delete an upload's tails; the sweep will");
+        }
+        self.end_mark(upload, store_id).await;
+    }
+
+    async fn end_mark(&self, upload: &str, store_id: &str) {
+        let ended = self
+            .state
+            .swap(
+                &multipart_mark_key(store_id),
+                &mark_value(upload),
+                None,
+                Duration::ZERO,
+            )
+            .await;
+        if let Err(err) = ended {
+            tracing::warn!(%err, upload, "could not end an upload's live mark; it lapses");
+        }
+    }
+
+    /// Uses up the token bound to `upload`.
+    async fn unbind(&self, upload: &str, jti: &str) {
+        let ended = self
+            .state
+            .swap(&token_key(jti), &bound_to(upload), None, Duration::ZERO)
+            .await;
+        if let Err(err) = ended {
+            tracing::warn!(%err, upload, "could not end a token's binding; it expires");
+        }
+    }
+}
+
+/// Deletes the tails of resumable uploads whose record is gone (expired or
+/// ended by a replica that died before deleting them). Answers how many
+/// uploads it cleaned. Their multipart uploads are aborted by
+/// [`super::sweep_abandoned_uploads`] once their live mark lapses.
+pub async fn sweep_expired_tails(
+    store: &crate::storage::Store,
+    state: &crate::state::Shared,
+    lease: Duration,
+) -> Result<usize, Error> {
+    let mut swept = 0;
+    for upload in store.tailed_uploads(lease).await? {
+        if state.value(&upload_key(&upload)).await?.is_none() {
+            store.drop_tails(&upload, None).await?;
+            tracing::info!(upload, "deleted the tails of an expired upload");
+            swept += 1;
+        }
+    }
+    Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_goes_on_from_its_saved_state_as_if_never_stopped() {
+        let mut hasher = Sha256::new();
+        hasher.update(b"hello, ");
+        let mut resumed = load_hash(&save_hash(&hasher)).unwrap();
+        resumed.update(b"world");
+        assert_eq!(
+            Sha256Hex::from_digest(&resumed.finalize()),
+            Sha256Hex::of(b"hello, world")
+        );
+        assert!(load_hash("AAAA").is_err());
+    }
+}
