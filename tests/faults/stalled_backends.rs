@@ -62,19 +62,23 @@ async fn a_stalled_s3_hits_the_configured_timeout_and_answers_503() {
     })
     .await;
     eprintln!("  RGW answering again: served after {recovery:?}");
-    // Whether the stalled PutObject landed, a new token finds out: 200 if
-    // it did (the parcel is this owner's), 201 if not.
-    let fresh_id = format!("00000001{}", sha256_upper(&fresh));
-    let landed = inspect_v2(app, &fresh_id).await.status() == StatusCode::OK;
+    // Whether the stalled PutObject lands (the proxy relays it late, at a
+    // moment the test cannot see) is unknown, as the 503 said: a new token
+    // uploads the content either way, 201 if it did not land (yet), 200 if
+    // it did, and the parcel is this owner's, whole.
     let (_, again) = rig.direct.upload_token(&owner, &fresh).await;
     let response = app.upload_v2(Some(&again), fresh.clone(), None).await;
-    let expected = if landed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    eprintln!("  the stalled upload landed: {landed}");
-    expect_json(response, expected).await;
+    let status = response.status();
+    assert!(
+        matches!(status, StatusCode::OK | StatusCode::CREATED),
+        "the upload after the stall answered {status}"
+    );
+    let fresh_id = expect_json(response, status).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eprintln!("  the upload after the stall answered {status}");
+    assert!(rig.direct.fetch_v2(&owner, &fresh_id).await == fresh);
     let response = app
         .download_v2(Some(&owner.prove(&tokens.download)), &id, None)
         .await;
