@@ -271,7 +271,8 @@ impl UploadsApi {
     /// The body (`Content-Type: application/offset+octet-stream`) goes at
     /// `Upload-Offset`, which must be where the upload stands (else 409
     /// `offset_mismatch`; ask `HEAD`). A body past `Upload-Length` answers
-    /// 413. A body cut short keeps what arrived: `HEAD` says how much. The
+    /// 413. A body cut short keeps the parts it completed (and, within
+    /// its last part, what arrived): `HEAD` says how much. The
     /// `PATCH` that reaches `Upload-Length` checks the SHA-256 and stores
     /// the parcel (`X-Parcel-Id`), using up the token; on a mismatch it
     /// answers 422 and everything staged is deleted. 423 `upload_locked`:

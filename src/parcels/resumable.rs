@@ -34,8 +34,8 @@ use uuid::Uuid;
 use super::{
     Parcels,
     upload::{
-        FEED_DEPTH, Incoming, MAX_PARTS, NewParcel, end_feed, fed_then_answered, is_store_stopped,
-        multipart_mark_key, short_body, too_large, unlock,
+        FEED_DEPTH, Incoming, MAX_PARTS, NewParcel, end_feed, is_store_stopped, multipart_mark_key,
+        short_body, too_large, unlock,
     },
 };
 use crate::{
@@ -134,6 +134,22 @@ impl UploadStatus {
                 .flatten(),
         }
     }
+}
+
+/// A part whose bytes were all handed to the store, which has yet to say
+/// it stored them.
+struct InFlight {
+    /// The store's write of it; answers the part's tag.
+    put: tokio::task::JoinHandle<Result<String, Error>>,
+    /// Where the upload stands once it is stored.
+    end: u64,
+    /// The SHA-256 of the upload up to `end`.
+    hasher: Sha256,
+}
+
+/// The outcome of a task.
+fn joined<T>(outcome: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
+    outcome.map_err(|err| Error::Internal(format!("a part's task failed: {err}")))?
 }
 
 /// A record as read, with the text it was read as (for compare-and-set).
@@ -461,8 +477,14 @@ impl Parcels {
 
     /// Writes a body into the upload's parts, saving the record after each
     /// part, and stores what is left past the last whole part as the tail.
-    /// A body that fails (cut, stalled, too long) still leaves what arrived
-    /// of it stored, and answers its error.
+    ///
+    /// A part the body will fill streams straight to the store, and the
+    /// next part streams while the store answers for the one before (two
+    /// `UploadPart`s overlap; the first has all its bytes sent). A body
+    /// that fails within such a part loses that part's bytes: the offset
+    /// stays at the last part stored. The last bytes of a body, less than
+    /// a part, are held (at most one part) and stored as the tail, also
+    /// when the body fails while they arrive.
     async fn write_body<S>(
         &self,
         upload: &str,
@@ -500,16 +522,24 @@ impl Parcels {
             pending.push(bytes);
         }
         let mut failed: Option<Error> = None;
+        let mut in_flight: Option<InFlight> = None;
         loop {
-            let at = stored.record.parts.len() as u64 * part_size;
+            let written = stored.record.parts.len() + usize::from(in_flight.is_some());
+            let at = written as u64 * part_size;
             if at >= stored.record.length {
                 break;
             }
             let target = part_size.min(stored.record.length - at);
-            let coming = declared.map(|declared| declared - incoming.received);
+            // What the body has yet to hand out: unread, or read and held.
+            let held = incoming
+                .carry
+                .as_ref()
+                .map_or(0, |carry| carry.len() as u64);
+            let coming = declared.map(|declared| declared - incoming.received + held);
             if coming.is_none_or(|coming| pending_len + coming < target) {
                 // This body may end within the part: hold it until the part
                 // is whole.
+                self.settle(upload, stored, in_flight.take()).await?;
                 while pending_len < target {
                     match incoming.next((target - pending_len) as usize).await {
                         Ok(Some(piece)) => {
@@ -528,21 +558,25 @@ impl Parcels {
                 }
             }
             // The part is whole, or will be: it streams to the store as it
-            // arrives, and is kept until stored, to become the tail if the
-            // body fails.
+            // arrives, in a task of its own.
             let (sender, feed) = mpsc::channel(FEED_DEPTH);
-            let put = self.store.staged_part(
-                &id,
-                &stored.record.store_id,
-                stored.record.parts.len() + 1,
-                at,
-                target,
-                feed,
-            );
+            let put = {
+                let (store, id, store_id) = (
+                    self.store.clone(),
+                    id.clone(),
+                    stored.record.store_id.clone(),
+                );
+                let number = written + 1;
+                tokio::spawn(async move {
+                    store
+                        .staged_part(&id, &store_id, number, at, target, feed)
+                        .await
+                })
+            };
             let fed = async {
                 let fed = async {
-                    for piece in &pending {
-                        incoming.hand(&sender, piece.clone()).await?;
+                    for piece in pending.drain(..) {
+                        incoming.hand(&sender, piece).await?;
                     }
                     while pending_len < target {
                         let piece = incoming
@@ -550,7 +584,6 @@ impl Parcels {
                             .await?
                             .ok_or_else(|| short_body(pending_len, target))?;
                         pending_len += piece.len() as u64;
-                        pending.push(piece.clone());
                         incoming.hand(&sender, piece).await?;
                     }
                     Ok(())
@@ -559,31 +592,29 @@ impl Parcels {
                 end_feed(sender, &fed);
                 fed
             };
-            let (fed, put) = fed_then_answered(fed, put, self.limits.store_timeout).await;
-            let put = put.unwrap_or_else(|waited| {
-                Err(Error::parcel_store(format!(
-                    "UploadPart got no answer within {waited:?} of its last byte"
-                )))
-            });
-            match (fed, put) {
-                (Ok(()), Ok(tag)) => {
-                    pending.clear();
-                    pending_len = 0;
-                    let old = stored.record.tail.take();
-                    stored.record.parts.push(tag);
-                    stored.record.offset = at + target;
-                    stored.record.sha256 = save_hash(&incoming.hasher);
-                    self.save(upload, stored).await?;
-                    self.drop_tail(upload, old).await;
+            let (fed, settled) = tokio::join!(fed, self.settle(upload, stored, in_flight.take()));
+            pending_len = 0;
+            let this = InFlight {
+                put,
+                end: at + target,
+                hasher: incoming.hasher.clone(),
+            };
+            match (fed, settled) {
+                (Ok(()), Ok(())) => in_flight = Some(this),
+                (_, Err(err)) => return Err(err),
+                (Err(err), Ok(())) if is_store_stopped(&err) => {
+                    return Err(joined(this.put.await).err().unwrap_or(err));
                 }
-                (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store),
-                (Ok(()), Err(store)) => return Err(store),
-                (Err(err), _) => {
+                (Err(err), Ok(())) => {
+                    // The body failed: this part is lost, the store refuses
+                    // it (its feed failed).
+                    let _ = this.put.await;
                     failed = Some(err);
                     break;
                 }
             }
         }
+        self.settle(upload, stored, in_flight.take()).await?;
         let at = stored.record.parts.len() as u64 * part_size;
         if pending_len > 0 && at + pending_len > stored.record.offset {
             // New bytes past the last whole part: the new tail.
@@ -610,6 +641,36 @@ impl Parcels {
             Some(_) => Err(too_large(stored.record.offset + 1, stored.record.length)),
             None => Ok(()),
         }
+    }
+
+    /// Waits for a part in flight, and saves the record with it: the
+    /// offset moves to its end, and the tail it began with is deleted.
+    async fn settle(
+        &self,
+        upload: &str,
+        stored: &mut Stored,
+        part: Option<InFlight>,
+    ) -> Result<(), Error> {
+        let Some(part) = part else {
+            return Ok(());
+        };
+        // The part's bytes are all fed: S3 must answer within its timeout.
+        let tag = match tokio::time::timeout(self.limits.store_timeout, part.put).await {
+            Ok(outcome) => joined(outcome)?,
+            Err(_) => {
+                return Err(Error::parcel_store(format!(
+                    "UploadPart got no answer within {:?} of its last byte",
+                    self.limits.store_timeout
+                )));
+            }
+        };
+        let old = stored.record.tail.take();
+        stored.record.parts.push(tag);
+        stored.record.offset = part.end;
+        stored.record.sha256 = save_hash(&part.hasher);
+        self.save(upload, stored).await?;
+        self.drop_tail(upload, old).await;
+        Ok(())
     }
 
     /// Deletes a tail the record no longer names.

@@ -107,8 +107,8 @@ pub(super) struct NewParcel<'a> {
     pub metadata: &'a ParcelMetadata,
 }
 
-/// A client's body as it arrives: hashed, counted and bounded on the way,
-/// handed out in pieces of at most a given size.
+/// A client's body as it arrives: counted and bounded as it is read,
+/// hashed as it is handed out, in pieces of at most a given size.
 pub(super) struct Incoming<S> {
     pub(super) body: S,
     /// What was read but not handed out yet.
@@ -137,6 +137,8 @@ where
         if chunk.len() > limit {
             self.carry = Some(chunk.split_off(limit));
         }
+        // Hashed as handed out: the hash never covers bytes held back.
+        self.hasher.update(&chunk);
         Ok(Some(chunk))
     }
 
@@ -162,7 +164,6 @@ where
             if self.received > self.max {
                 return Err(too_large(self.received, self.max));
             }
-            self.hasher.update(&chunk);
             return Ok(Some(chunk));
         }
     }

@@ -433,12 +433,9 @@ impl ParcelStore for DirStore {
                 Ok(file)
             })
             .await?;
-        let mut file = self.write_feed(file, length, feed).await?;
-        self.blocking(move |_| {
-            let end = file.stream_position()?;
-            file.set_len(end)
-        })
-        .await?;
+        // No truncation: parts may be written at once, and part N always
+        // spans the same bytes, so the file ends where the last part does.
+        self.write_feed(file, length, feed).await?;
         Ok(String::new())
     }
 

@@ -228,40 +228,55 @@ async fn a_parcel_goes_up_in_patches_off_part_boundaries_on_any_replica() {
     .await;
 }
 
-/// A PATCH whose connection is cut mid-way keeps what arrived; the client
+/// Sends a PATCH at `at` that declares `declared` bytes, sends `sent` of
+/// them, and hangs up.
+async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared: usize, sent: &[u8]) {
+    let address = app.base.trim_start_matches("http://");
+    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head_lines = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n\
+         Content-Type: application/offset+octet-stream\r\nUpload-Offset: {at}\r\n\
+         Content-Length: {declared}\r\n{}\r\n",
+        proof_lines(proof)
+    );
+    raw.write_all(head_lines.as_bytes()).await.unwrap();
+    raw.write_all(sent).await.unwrap();
+    raw.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(raw);
+}
+
+/// PATCHes whose connections are cut mid-way: the bytes of a PATCH that
+/// ends within a part are kept as they arrived; those of a part that
+/// streams to the store are kept up to the last part stored. The client
 /// resumes from HEAD's offset, after its JWT's own `exp` passed.
 #[tokio::test]
 async fn a_patch_cut_mid_way_resumes_from_heads_offset() {
     let app = spawn_with(small_parts(&[("AMO_TOKEN_TTL_SECS", "2")])).await;
     let owner = Account::new();
-    let data = random_body(PART + 4321);
+    let data = random_body(2 * PART + 4321);
     let (token, proof) = app.upload_token(&owner, &data).await;
     let path = created(&app, &proof, data.len()).await;
 
-    // Declares the whole body, sends 3 MiB + 5 bytes, and hangs up.
-    let sent = 3 * 1024 * 1024 + 5;
-    let address = app.base.trim_start_matches("http://");
-    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head_lines = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n\
-         Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n\
-         Content-Length: {}\r\n{}\r\n",
-        data.len(),
-        proof_lines(&proof)
-    );
-    raw.write_all(head_lines.as_bytes()).await.unwrap();
-    raw.write_all(&data[..sent]).await.unwrap();
-    raw.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(raw);
-
+    // Declares less than a part, sends 3 MiB + 5 bytes of it, hangs up.
+    let kept = 3 * 1024 * 1024 + 5;
+    cut_patch(&app, &path, &proof, 0, kept + 100, &data[..kept]).await;
     // The JWT's exp passes; the binding's expiry is what counts.
     tokio::time::sleep(Duration::from_secs(3)).await;
     eventually(15, "the cut PATCH's bytes are kept", || async {
-        offset(&app, &path, &proof).await == sent as u64
+        offset(&app, &path, &proof).await == kept as u64
     })
     .await;
-    let response = patched(&app, &path, &proof, sent, &data[sent..]).await;
+
+    // Declares the rest: its first part streams; cut within the second.
+    let cut = PART + 1024 * 1024;
+    cut_patch(&app, &path, &proof, kept, data.len() - kept, &data[kept..cut]).await;
+    eventually(15, "the stored part is kept, the cut one is not", || async {
+        offset(&app, &path, &proof).await == PART as u64
+    })
+    .await;
+
+    let response = patched(&app, &path, &proof, PART, &data[PART..]).await;
     let id = header(&response, "x-parcel-id");
     assert_eq!(app.fetch_v2(&owner, &id).await, data);
     assert_eq!(app.token_record(&token).await, None);
