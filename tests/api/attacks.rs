@@ -6,7 +6,7 @@
 //! account lockout through `/auth` is in `limits.rs`.) Each is refused, and
 //! nothing is stored, removed or used twice.
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use rand::Rng;
 use reqwest::StatusCode;
@@ -16,7 +16,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{helpers::*, limits::held_upload};
+use crate::{helpers::*, limits::held_upload, process::ServiceProcess};
 
 const MIB: usize = 1 << 20;
 
@@ -345,80 +345,11 @@ async fn a_declared_length_past_what_the_parts_allow_is_refused_unread() {
     assert!(app.multipart_uploads().await.is_empty());
 }
 
-/// A service process of its own, whose peak RSS the test reads.
-pub struct MeasuredService {
-    child: std::process::Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-}
-
-impl MeasuredService {
-    /// Starts the binary with `env` only, and waits until it is ready.
-    pub async fn start(env: &HashMap<String, String>) -> Self {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_amo-storage"))
-            .arg("127.0.0.1:0")
-            .env_clear()
-            .envs(env)
-            .env("AMO_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting amo-storage");
-        let stderr = child.stderr.take().unwrap();
-        let addr = tokio::task::spawn_blocking(move || {
-            use std::io::BufRead;
-            let mut lines = std::io::BufReader::new(stderr).lines();
-            let addr = lines.by_ref().find_map(|line| {
-                let entry: Value = serde_json::from_str(&line.ok()?).ok()?;
-                (entry["message"] == "amo-storage listening")
-                    .then(|| entry["addr"].as_str().unwrap().to_owned())
-            });
-            // Keep reading, so the service never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            addr
-        })
-        .await
-        .unwrap()
-        .expect("the service logged no listening address");
-        let base = format!("http://{addr}");
-        let http = reqwest::Client::new();
-        eventually(30, "the process is ready", || {
-            let request = http.get(format!("{base}/readyz")).send();
-            async move { request.await.is_ok_and(|answer| answer.status().is_success()) }
-        })
-        .await;
-        Self { child, base }
-    }
-
-    /// Kills the process at once (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// A field of `/proc/PID/status`, in KiB.
-    pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the service's /proc status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc status"))
-    }
-}
-
-impl Drop for MeasuredService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn bodies_sent_before_authentication_do_not_raise_peak_memory() {
     let env = env_for(crate::BACKEND, &[]);
-    let service = MeasuredService::start(&env).await;
+    let service = ServiceProcess::start(&env).await;
     let client = reqwest::Client::new();
     let owner = Account::new();
     // Warm up the paths, then measure from here.
@@ -501,7 +432,7 @@ async fn a_huge_declared_length_sizes_no_buffer() {
     // streams to S3 part by part; 64 MiB of it raise the service's peak
     // memory by a few MiB, not by a buffer the length would size.
     let env = env_for(crate::BACKEND, &[]);
-    let service = MeasuredService::start(&env).await;
+    let service = ServiceProcess::start(&env).await;
     let owner = Account::new();
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/api/v1/auth", service.base))

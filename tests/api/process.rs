@@ -30,7 +30,8 @@ const HOLD: Duration = Duration::from_secs(2);
 /// A running `amo-storage` process and the JSON log lines it wrote.
 pub struct ServiceProcess {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
     logs: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -127,6 +128,23 @@ impl ServiceProcess {
 
     pub fn log_lines(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A field of `/proc/PID/status`, in KiB (`VmHWM:` is the peak RSS).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the service's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 }
 

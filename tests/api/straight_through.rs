@@ -8,7 +8,7 @@ use amo_storage::{app::Backends, config::Settings};
 use reqwest::StatusCode;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use crate::{attacks::MeasuredService, helpers::*};
+use crate::{helpers::*, process::ServiceProcess};
 
 const MIB: usize = 1 << 20;
 
@@ -115,7 +115,7 @@ async fn a_client_that_sends_fewer_bytes_than_it_declared_stores_nothing() {
 #[tokio::test]
 async fn a_replica_killed_mid_put_leaves_nothing() {
     let env = env_for(crate::BACKEND, &[]);
-    let mut service = MeasuredService::start(&env).await;
+    let mut service = ServiceProcess::start(&env).await;
     let settings = Settings::load_from(None, env.clone()).unwrap().0;
     let owner = Account::new();
     let data = random_body(8 * MIB);
