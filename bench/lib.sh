@@ -88,7 +88,6 @@ bench_start_replica() {
   AMO_S3_PREFIX=${AMO_S3_PREFIX:-bench/} \
     AMO_LOG=warn \
     AMO_AUTH_RATE_PER_IP=0 \
-    AMO_AUTH_RATE_PER_USER=0 \
     AMO_MAX_OUTSTANDING_TOKENS=0 \
     AMO_TOKEN_TTL_SECS=${AMO_BENCH_TOKEN_TTL_SECS:-60} \
     "$BENCH_BIN" "127.0.0.1:$port" >"$log" 2>&1 &

@@ -15,7 +15,7 @@
 #
 # Replicas: the settings of /tmp/amo-local/env on free loopback ports,
 # AMO_S3_PREFIX=bench/, AMO_LOG=warn, abuse limits off
-# (AMO_AUTH_RATE_PER_IP=0 AMO_AUTH_RATE_PER_USER=0 AMO_MAX_OUTSTANDING_TOKENS=0)
+# (AMO_AUTH_RATE_PER_IP=0 AMO_MAX_OUTSTANDING_TOKENS=0)
 # and AMO_TOKEN_TTL_SECS=60 (unused benchmark tokens leave Redis sooner).
 #
 # Knobs: AMO_BENCH_SECS (15, each measurement), AMO_BENCH_CONNECTIONS (64,

@@ -122,7 +122,6 @@ async fn strangers_asking_for_tokens_in_an_accounts_name_never_lock_its_owner_ou
 async fn the_per_address_limit_answers_429_with_retry_after_on_both_replicas() {
     let (a, b) = spawn_pair_with(settings(&[
         ("AMO_AUTH_RATE_PER_IP", "5"),
-        ("AMO_AUTH_RATE_PER_USER", "0"),
     ]))
     .await;
     let client = client_from(unique_loopback());
@@ -148,7 +147,6 @@ async fn the_per_address_limit_answers_429_with_retry_after_on_both_replicas() {
 async fn with_trusted_forwarded_for_the_last_entry_is_the_client() {
     let (a, b) = spawn_pair_with(settings(&[
         ("AMO_AUTH_RATE_PER_IP", "3"),
-        ("AMO_AUTH_RATE_PER_USER", "0"),
         ("AMO_TRUST_FORWARDED_FOR", "true"),
     ]))
     .await;
@@ -192,7 +190,6 @@ async fn with_trusted_forwarded_for_the_last_entry_is_the_client() {
 async fn without_trust_the_forwarded_for_header_is_ignored() {
     let (a, b) = spawn_pair_with(settings(&[
         ("AMO_AUTH_RATE_PER_IP", "3"),
-        ("AMO_AUTH_RATE_PER_USER", "0"),
     ]))
     .await;
     let peer = client_from(unique_loopback());
