@@ -214,13 +214,19 @@ where
     }
 
     /// Hands `piece` to the store's request, which must take it within the
-    /// store's timeout.
+    /// store's timeout. A timer is armed only when the feed is full: most
+    /// chunks find room at once.
     pub(super) async fn hand(
         &mut self,
         feed: &mpsc::Sender<std::io::Result<Bytes>>,
         piece: Bytes,
     ) -> Result<(), Error> {
-        match tokio::time::timeout(self.store_wait, feed.send(Ok(piece))).await {
+        let piece = match feed.try_send(Ok(piece)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(store_stopped()),
+            Err(mpsc::error::TrySendError::Full(piece)) => piece,
+        };
+        match tokio::time::timeout(self.store_wait, feed.send(piece)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(store_stopped()),
             Err(_) => Err(Error::parcel_store(format!(

@@ -12,17 +12,6 @@ use crate::{helpers::*, process::ServiceProcess};
 
 const MIB: usize = 1 << 20;
 
-/// The request head of a v2 upload of `length` bytes with `proof`.
-fn upload_head(length: usize, proof: &Proof) -> String {
-    format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {length}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        proof.token.as_deref().unwrap(),
-        proof.public_key.as_deref().unwrap(),
-        proof.signature.as_deref().unwrap(),
-    )
-}
-
 /// A connection to `base` on which the head of a v2 upload of `length`
 /// bytes with `proof` is sent; the body is the caller's to send.
 async fn upload_connection(base: &str, length: usize, proof: &Proof) -> TcpStream {
@@ -30,7 +19,7 @@ async fn upload_connection(base: &str, length: usize, proof: &Proof) -> TcpStrea
         .await
         .unwrap();
     socket
-        .write_all(upload_head(length, proof).as_bytes())
+        .write_all(upload_head(proof, length, false).as_bytes())
         .await
         .unwrap();
     socket
@@ -189,10 +178,7 @@ async fn a_body_that_takes_longer_than_the_s3_timeout_still_streams_through() {
         let mut socket = TcpStream::connect(app.base.trim_start_matches("http://"))
             .await
             .unwrap();
-        let head = upload_head(data.len(), &proof).replace(
-            "Host: test\r\n",
-            "Host: test\r\nConnection: close\r\n",
-        );
+        let head = upload_head(&proof, data.len(), true);
         socket.write_all(head.as_bytes()).await.unwrap();
         let started = std::time::Instant::now();
         for piece in data.chunks(size.div_ceil(20)) {
