@@ -186,12 +186,21 @@ async fn two_thousand_slow_clients_are_cut_off_and_a_normal_client_is_served() {
     for index in 0..SLOW {
         slow.spawn(trickle(address.clone(), index));
     }
-    // The normal client, all the while the slow ones are open.
+    // The normal client, all the while the slow ones are open. The cycles
+    // measured are those begun once the slow connections are all accepted
+    // (the burst of 2,000 accepts is its own, printed, figure).
     let mut cycles = Vec::new();
+    let mut during_accepts = Vec::new();
     let mut peak_fds = baseline;
     let mut closed = Vec::new();
     while !slow.is_empty() {
-        cycles.push(small_cycle(&service, &http, &owner).await);
+        let all_accepted = peak_fds >= baseline + SLOW * 9 / 10;
+        let took = small_cycle(&service, &http, &owner).await;
+        if all_accepted {
+            cycles.push(took);
+        } else {
+            during_accepts.push(took);
+        }
         peak_fds = peak_fds.max(open_fds(service.pid()));
         while let Some(done) = slow.try_join_next() {
             closed.push(done.unwrap());
@@ -210,7 +219,8 @@ async fn two_thousand_slow_clients_are_cut_off_and_a_normal_client_is_served() {
     eprintln!(
         "{SLOW} slow clients, header timeout {HEADER_TIMEOUT:?}: closed {earliest:.1?} to \
          {latest:.1?} after their first byte, all within {all_closed:.1?}; service fds: \
-         baseline {baseline}, peak {peak_fds}; normal client: {} cycles, median {:.0?}, \
+         baseline {baseline}, peak {peak_fds}; normal client while the slow ones were \
+         accepted: {during_accepts:.0?}; once all were open: {} cycles, median {:.0?}, \
          p99 {p99:.0?}, max {:.0?}",
         cycles.len(),
         cycles[cycles.len() / 2],
