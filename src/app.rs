@@ -9,6 +9,7 @@ use poem::{
     middleware::CatchPanic,
 };
 use poem_openapi::OpenApiService;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -91,7 +92,7 @@ struct State {
 impl State {
     fn new(settings: &Settings, backends: &Backends, draining: Draining) -> Self {
         let codec = TokenCodec::new(
-            settings.jwt_secret.expose(),
+            settings.jwt_secret.expose_secret().as_bytes(),
             &settings.jwt_issuer,
             settings.storage_id,
             settings.token_ttl,
@@ -118,8 +119,7 @@ impl State {
             upload_lifetime: settings.upload_lifetime,
         };
         let chain = settings.chain.as_ref().map(|config| {
-            let chain = Chain::new(config)
-                .expect("the chain client was built when the settings were loaded");
+            let chain = Chain::new(config);
             chain.probe_in_background();
             chain
         });

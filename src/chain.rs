@@ -187,6 +187,36 @@ pub struct ChainConfig {
     pub timeout: Duration,
     /// How long a grant is remembered; zero: never (`AMO_CHAIN_CACHE_SECS`).
     pub cache_ttl: Duration,
+    /// The HTTP client for the node: one connection pool, built once.
+    http: reqwest::Client,
+}
+
+impl ChainConfig {
+    /// The settings of one node, with its HTTP client (rustls, connect and
+    /// total timeouts, no redirects, no proxy). Fails only when the TLS
+    /// stack cannot start, e.g. with no CA certificates on the system.
+    pub fn new(
+        rpc: Url,
+        usage_key: UsageKey,
+        timeout: Duration,
+        cache_ttl: Duration,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("amo-storage/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| error_chain(&err.without_url()))?;
+        Ok(Self {
+            rpc,
+            usage_key,
+            timeout,
+            cache_ttl,
+            http,
+        })
+    }
 }
 
 impl fmt::Debug for ChainConfig {
@@ -279,20 +309,12 @@ struct Inner {
 }
 
 impl Chain {
-    /// A client for `config`: one connection pool (rustls, connect and total
-    /// timeouts, no redirects, no proxy). Fails only when the TLS stack
-    /// cannot start, e.g. with no CA certificates on the system.
-    pub fn new(config: &ChainConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .tls_backend_rustls()
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("amo-storage/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| error_chain(&err.without_url()))?;
+    /// A client of the node of `config`, sharing its connection pool, with
+    /// a grant cache of its own.
+    pub fn new(config: &ChainConfig) -> Self {
+        let http = config.http.clone();
         let cache = (!config.cache_ttl.is_zero()).then(|| GrantCache::new(config.cache_ttl));
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 http,
                 rpc: config.rpc.clone(),
@@ -301,7 +323,7 @@ impl Chain {
                 timeout: config.timeout,
                 cache,
             }),
-        })
+        }
     }
 
     /// Whether the chain grants `target`, a parcel of `owner`, to `buyer`.
@@ -971,12 +993,13 @@ mod tests {
             "http://***@node example/p@q"
         );
         assert_eq!(redacted_text("not a url"), "not a url");
-        let config = ChainConfig {
-            rpc: Url::parse("http://alice:s3cret@127.0.0.1:1/").unwrap(),
-            usage_key: UsageKey::Recipient,
-            timeout: Duration::from_millis(200),
-            cache_ttl: Duration::ZERO,
-        };
+        let config = ChainConfig::new(
+            Url::parse("http://alice:s3cret@127.0.0.1:1/").unwrap(),
+            UsageKey::Recipient,
+            Duration::from_millis(200),
+            Duration::ZERO,
+        )
+        .unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 
@@ -985,13 +1008,14 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let config = ChainConfig {
-            rpc: Url::parse(&format!("http://alice:s3cret@127.0.0.1:{port}/")).unwrap(),
-            usage_key: UsageKey::Recipient,
-            timeout: Duration::from_millis(500),
-            cache_ttl: Duration::ZERO,
-        };
-        let chain = Chain::new(&config).unwrap();
+        let config = ChainConfig::new(
+            Url::parse(&format!("http://alice:s3cret@127.0.0.1:{port}/")).unwrap(),
+            UsageKey::Recipient,
+            Duration::from_millis(500),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let chain = Chain::new(&config);
         let Err(Error::ChainUnavailable { detail }) =
             chain.is_granted(&buyer(), &target(), &buyer()).await
         else {

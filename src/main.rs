@@ -1,5 +1,7 @@
 //! `amo-storage [ADDR] [--config FILE]`: runs the service.
 //! `amo-storage openapi`: prints the OpenAPI spec.
+//! `amo-storage settings-table`: prints the settings table of
+//! docs/configuration.md.
 //! `amo-storage key …`, `amo-storage parcel …`: the command-line client
 //! (`amo_storage::cli`).
 
@@ -26,6 +28,9 @@ struct Cli {
 enum Command {
     /// Print the OpenAPI spec the code describes.
     Openapi,
+    /// Print the table of every setting, its meaning and its default (the
+    /// table of docs/configuration.md).
+    SettingsTable,
     /// Account keys: create one, show its address.
     #[command(subcommand)]
     Key(cli::KeyCommand),
@@ -63,6 +68,10 @@ async fn run() -> ExitCode {
         None => {}
         Some(Command::Openapi) => {
             println!("{}", app::openapi_spec());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::SettingsTable) => {
+            print!("{}", amo_storage::config::table());
             return ExitCode::SUCCESS;
         }
         Some(Command::Key(command)) => return cli::run_key(command),

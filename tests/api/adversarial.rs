@@ -1246,7 +1246,7 @@ async fn jwts_with_key_headers_or_other_algorithms_are_refused() {
     let data = random_body(64);
     let (real, _) = app.upload_token(&owner, &data).await;
     let claims = claims_of(&real);
-    let secret = app.settings.jwt_secret.expose().to_vec();
+    let secret = secrecy::ExposeSecret::expose_secret(&app.settings.jwt_secret).as_bytes().to_vec();
     let attacker = b"attacker-secret-that-is-long-enough-for-hs256".to_vec();
 
     // Where a key URL would send the service: a listener that must never

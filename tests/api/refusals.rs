@@ -217,7 +217,7 @@ async fn an_expired_token_is_refused_even_while_its_record_lives() {
     let real = app.token(&owner.address, json!("remove")).await;
     let mut claims = claims_of(&real);
     claims["exp"] = json!(claims["iat"].as_u64().unwrap() - 1);
-    let expired = sign_claims(&claims, app.settings.jwt_secret.expose());
+    let expired = sign_claims(&claims, secrecy::ExposeSecret::expose_secret(&app.settings.jwt_secret).as_bytes());
     // The jti of `expired` is the live one of `real`: only exp can refuse it.
     let code = expect_error(
         app.remove_v1(Some(&owner.prove(&expired)), &id).await,

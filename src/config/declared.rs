@@ -1,0 +1,306 @@
+//! Every setting, declared once: its file key (the environment variable is
+//! `AMO_` and the key in upper case), its type, its default and its meaning.
+//! From this one list come the keys a settings file may hold (others are
+//! refused), the variables read from the environment (other `AMO_*` ones are
+//! reported), the defaults, and the table of docs/configuration.md, which a
+//! test compares with [`table`] (`amo-storage settings-table` prints it).
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// A value a setting can take, read from an environment variable.
+pub(super) trait FromVariable: Sized {
+    /// Parses the variable's text; the error completes `AMO_X="text" …`.
+    fn from_variable(text: &str) -> Result<Self, &'static str>;
+
+    /// The default as the docs show it: `None` for a setting unset by
+    /// default.
+    fn shown(&self) -> Option<String>;
+}
+
+impl FromVariable for String {
+    fn from_variable(text: &str) -> Result<Self, &'static str> {
+        Ok(text.to_owned())
+    }
+
+    fn shown(&self) -> Option<String> {
+        Some(if self.is_empty() {
+            "empty".to_owned()
+        } else {
+            format!("`{self}`")
+        })
+    }
+}
+
+impl FromVariable for PathBuf {
+    fn from_variable(text: &str) -> Result<Self, &'static str> {
+        Ok(text.into())
+    }
+
+    fn shown(&self) -> Option<String> {
+        Some(format!("`{}`", self.display()))
+    }
+}
+
+impl<T: FromVariable> FromVariable for Option<T> {
+    fn from_variable(text: &str) -> Result<Self, &'static str> {
+        T::from_variable(text).map(Some)
+    }
+
+    fn shown(&self) -> Option<String> {
+        self.as_ref().and_then(FromVariable::shown)
+    }
+}
+
+/// Numbers and flags: the text, trimmed, parsed.
+macro_rules! parsed_variable {
+    ($($ty:ty),*) => {$(
+        impl FromVariable for $ty {
+            fn from_variable(text: &str) -> Result<Self, &'static str> {
+                text.trim().parse().map_err(|_| "is not a valid number")
+            }
+
+            fn shown(&self) -> Option<String> {
+                Some(format!("`{self}`"))
+            }
+        }
+    )*};
+}
+
+parsed_variable!(u32, u64, usize, bool);
+
+/// Declares the settings: `key: Type = default => "note on the default",`
+/// with the meaning as doc comments (markdown, relative to docs/). A note
+/// alone stands for a default of `None`; beside a value it is shown in
+/// parentheses.
+macro_rules! settings {
+    (
+        $(
+            $(#[doc = $doc:literal])+
+            $key:ident : $ty:ty = $default:expr $(=> $note:literal)?,
+        )+
+        retired {
+            $( $(#[doc = $why:literal])+ $old:ident, )*
+        }
+    ) => {
+        /// What a settings file holds: any subset of the settings.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct RawSettings {
+            $( $key: Option<$ty>, )+
+            $( $old: Option<toml::Value>, )*
+        }
+
+        /// Every setting's value, defaults filled in, not yet checked.
+        #[derive(Debug, Clone)]
+        pub(super) struct Values {
+            $( $(#[doc = $doc])+ pub $key: $ty, )+
+        }
+
+        impl Default for Values {
+            fn default() -> Self {
+                Self { $( $key: Into::<$ty>::into($default), )+ }
+            }
+        }
+
+        impl RawSettings {
+            /// Sets every setting whose `AMO_` variable is in `env`.
+            pub(super) fn overlay(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+                $( overlay(&mut self.$key, env, stringify!($key))?; )+
+                $(
+                    if let Some(value) = env.get(&variable(stringify!($old))) {
+                        self.$old = Some(toml::Value::String(value.clone()));
+                    }
+                )*
+                Ok(())
+            }
+
+            /// The values, each setting not given taking its default; and
+            /// a warning for each retired setting given.
+            pub(super) fn resolve(self) -> (Values, Vec<String>) {
+                let defaults = Values::default();
+                let mut warnings = Vec::new();
+                $(
+                    if self.$old.is_some() {
+                        warnings.push(format!(
+                            "{} is no longer used:{}",
+                            variable(stringify!($old)),
+                            concat!($($why),+).trim_end_matches('.'),
+                        ));
+                    }
+                )*
+                let values = Values {
+                    $( $key: self.$key.unwrap_or(defaults.$key), )+
+                };
+                (values, warnings)
+            }
+        }
+
+        /// The file keys of every setting, retired ones included.
+        pub(super) const KEYS: &[&str] = &[$( stringify!($key), )+ $( stringify!($old), )*];
+
+        /// The rows of the docs' table: variable, meaning, default.
+        fn rows() -> Vec<(String, String, String)> {
+            let defaults = Values::default();
+            vec![$(
+                (
+                    variable(stringify!($key)),
+                    concat!($($doc),+).trim().to_owned(),
+                    shown_default(defaults.$key.shown(), None $(.or(Some($note)))?),
+                ),
+            )+]
+        }
+    };
+}
+
+/// The environment variable of the file key `key`.
+pub(super) fn variable(key: &str) -> String {
+    format!("AMO_{}", key.to_ascii_uppercase())
+}
+
+/// Sets `target` from the variable of `key` when `env` has it.
+fn overlay<T: FromVariable>(
+    target: &mut Option<T>,
+    env: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let name = variable(key);
+    if let Some(text) = env.get(&name) {
+        let value = T::from_variable(text)
+            .map_err(|problem| ConfigError(format!("{name}={text:?} {problem}")))?;
+        *target = Some(value);
+    }
+    Ok(())
+}
+
+/// A default as the table shows it: the value and its note in parentheses,
+/// or the note alone for a setting unset by default.
+fn shown_default(value: Option<String>, note: Option<&str>) -> String {
+    match (value, note) {
+        (Some(value), Some(note)) => format!("{value} ({note})"),
+        (Some(value), None) => value,
+        (None, Some(note)) => note.to_owned(),
+        (None, None) => "unset".to_owned(),
+    }
+}
+
+/// The table of every setting, as docs/configuration.md shows it.
+pub fn table() -> String {
+    let mut text = String::from("| variable | meaning | default |\n|---|---|---|\n");
+    for (name, meaning, default) in rows() {
+        text.push_str(&format!("| `{name}` | {meaning} | {default} |\n"));
+    }
+    text
+}
+
+settings! {
+    /// Redis for tokens, locks and rate limits: one `redis://…` URL for a
+    /// single server; a comma-separated list of node URLs, or
+    /// `redis+cluster://host:port[,host:port…]`, for a Redis Cluster
+    redis_url: Option<String> = None => "unset: embedded, in the process (one replica only)",
+    /// Ceph RGW / S3 endpoint URL
+    s3_endpoint: Option<String> = None => "unset: the directory store under `AMO_DATA_DIR`",
+    /// bucket
+    s3_bucket: String = "amo",
+    /// signing region
+    s3_region: String = "us-east-1",
+    /// prefix of every object key
+    s3_prefix: String = "",
+    /// `key.json` with `access_key`, `secret_key` for S3 (see `key.json.example`)
+    key_file: PathBuf = "key.json",
+    /// the directory store's directory (when `AMO_S3_ENDPOINT` is unset)
+    data_dir: PathBuf = "./data",
+    /// HS256 secret shared by all replicas, ≥ 32 bytes
+    jwt_secret: Option<String> = None => "required with Redis; embedded: random per start",
+    /// the tokens' `iss`
+    jwt_issuer: String = "amo-storage-service",
+    /// u32 storage id (the tokens' `aud`, the ids' first 8 hex digits)
+    storage_id: u32 = 1u32,
+    /// token lifetime
+    token_ttl_secs: u64 = 300u64,
+    /// how long a [resumable upload](protocol.md#resumable-uploads) lives
+    /// after its creation, and with it the token bound to it; past it the
+    /// upload answers 404 and the sweep removes its parts and tail
+    upload_lifetime_secs: u64 = 24 * 60 * 60u64 => "24 h",
+    /// largest v1 parcel body (hex in JSON is twice this)
+    v1_max_data_bytes: u64 = 64u64 << 20 => "64 MiB",
+    /// largest stored metadata JSON
+    metadata_max_bytes: usize = 8usize * 1024,
+    /// largest v2 parcel
+    max_parcel_bytes: u64 = super::S3_MAX_OBJECT_BYTES => "5 TiB, S3's limit",
+    /// multipart part size (5 MiB to 256 MiB), and the most a body of
+    /// unknown length (chunked) buffers; a parcel is at most 10,000 parts
+    s3_part_size_bytes: usize = 8usize << 20 => "8 MiB",
+    /// the largest body of known length that streams up in one `PutObject`
+    /// (at most 5 GiB, S3's limit); longer ones stream up in parts
+    s3_single_put_max_bytes: u64 = super::S3_MAX_SINGLE_PUT => "5 GiB",
+    /// the AMO node's Tendermint JSON-RPC URL (`http(s)://…`), asked about
+    /// [grants](operations.md#blockchain-grants); unset or empty: only
+    /// owners download
+    chain_rpc: Option<String> = None => "unset",
+    /// how the `/usage` query names the buyer: `recipient` (amoabci v1.7.0
+    /// and later) or `buyer` (older nodes)
+    chain_usage_key: String = "recipient",
+    /// connect and total timeout of one query (1 to 60000)
+    chain_timeout_ms: u64 = 3_000u64,
+    /// how long a replica remembers a grant; `0`: never
+    chain_cache_secs: u64 = 30u64,
+    /// token requests per client address per minute, across replicas (429
+    /// past it); `0`: no limit
+    auth_rate_per_ip: u64 = 6_000u64,
+    /// issued, unused, unexpired tokens per account; one more revokes the
+    /// account's oldest unused token; `0`: no limit
+    max_outstanding_tokens: u64 = 1_000u64,
+    /// uploads in flight per replica (503 `busy` past it); `0`: no limit
+    max_concurrent_uploads: usize = 64usize,
+    /// v1 downloads in flight per replica, each held whole in memory (503
+    /// `busy` past it)
+    max_concurrent_v1_downloads: usize = 8usize,
+    /// take the client address from the last `X-Forwarded-For` entry (set
+    /// it only behind a proxy that writes it)
+    trust_forwarded_for: bool = false,
+    /// S3 read, attempt and operation timeout (503 past it)
+    s3_timeout_secs: u64 = 30u64,
+    /// an upload whose client sends nothing for this long is aborted (400),
+    /// its token released
+    body_idle_timeout_secs: u64 = 60u64,
+    /// how long a v1 upload's whole body may take to arrive (it is read
+    /// into memory)
+    body_deadline_secs: u64 = 300u64,
+    /// how long a lease lives unless renewed: a token claim, a parcel's
+    /// write lock, the live mark of a multipart upload (renewed every third
+    /// of it; a dead replica's leases lapse)
+    lease_secs: u64 = 30u64,
+    /// a request head (request line and all headers) must arrive within
+    /// this of its first byte, and a new connection must send its first
+    /// head within this of being accepted; else the connection is closed
+    header_read_timeout_secs: u64 = 10u64,
+    /// a connection with no request in flight (none being read, handled or
+    /// answered) is closed after this; keep it above the idle time of a
+    /// proxy's upstream pool (the shipped nginx: 60 s)
+    idle_timeout_secs: u64 = 75u64,
+    /// client connections one replica keeps open; past it a new connection
+    /// gets a `503` `too_many_connections` JSON answer (best effort, with
+    /// `Retry-After: 2`) and is closed at once, while the open ones go on
+    max_connections: usize = 4_096usize,
+    /// on SIGTERM, how long the replica keeps accepting connections while
+    /// `/readyz` answers 503, before it stops accepting and drains
+    drain_grace_secs: u64 = 2u64,
+    /// on SIGTERM, after the grace, how long in-flight requests may take to
+    /// finish
+    drain_timeout_secs: u64 = 30u64,
+    /// log filter, as `RUST_LOG`
+    log: String = "info",
+    /// `text` or `json` (one object per line, with the request's span
+    /// fields)
+    log_format: String = "text",
+    retired {
+        /// a per-account limit on /auth let strangers lock an account out;
+        /// the per-address limit and the outstanding-token cap bound token
+        /// requests
+        auth_rate_per_user,
+    }
+}
