@@ -3,11 +3,7 @@
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
-use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
-    http::{StatusCode, header},
-    middleware::CatchPanic,
-};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, middleware::CatchPanic};
 use poem_openapi::OpenApiService;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -25,9 +21,9 @@ use crate::{
     auth::{Authorizer, jwt::TokenCodec, tokens::TokenStore},
     chain::Chain,
     config::{Settings, StateBackend, StoreBackend},
-    error::ErrorBody,
     limits::RateLimiter,
     parcels::{Limits, Parcels},
+    routes::Routes,
     serve::ConnectionLimits,
     state::{MemoryState, RedisState, Shared},
     storage::{DirStore, S3Store, Store},
@@ -202,6 +198,7 @@ pub fn endpoint(
 ) -> impl Endpoint + 'static {
     let state = State::new(settings, backends, draining);
     let service = service(state.apis());
+    let routes = Routes::from_spec(&service.spec());
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -218,78 +215,17 @@ pub fn endpoint(
             deadline: settings.body_deadline,
         })
         .with(CatchPanic::new())
-        .around(|endpoint, request| async move {
-            Ok(crate::api::bounded::bound_token_requests(endpoint, request).await)
+        .around({
+            let routes = routes.clone();
+            move |endpoint, request| {
+                let routes = routes.clone();
+                async move { Ok(crate::error::json_errors(endpoint, request, &routes).await) }
+            }
         })
-        .around(|endpoint, request| async move { Ok(json_errors(endpoint, request).await) })
-        .around(
-            |endpoint, request| async move { Ok(crate::observe::observe(endpoint, request).await) },
-        )
-}
-
-/// Turns every error answer that is not JSON yet (a route that does not
-/// exist, a parameter poem could not parse, a panic) into `{"error", "code"}`.
-async fn json_errors<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Response {
-    let route = crate::metrics::route_of(request.uri().path());
-    let mut response = match endpoint.call(request).await {
-        Ok(response) => response.into_response(),
-        Err(err) => err.into_response(),
-    };
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let text = response.take_body().into_string().await.unwrap_or_default();
-    let message = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text
-    };
-    let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        status if status.is_server_error() => "internal",
-        _ => "bad_request",
-    };
-    let mut rebuilt = ErrorBody::new(message, code).into_response();
-    rebuilt.set_status(status);
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        if let Some(allowed) = allowed_methods(&route) {
-            rebuilt
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
-        }
-    }
-    for (name, value) in response.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            rebuilt.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    rebuilt
-}
-
-/// The methods a route answers, for the `Allow` header of a 405.
-fn allowed_methods(route: &str) -> Option<&'static str> {
-    Some(match route {
-        "/api/v1/auth" | "/api/v2/auth" | "/api/v1/parcels" | "/api/v2/parcels" => "POST",
-        "/api/v1/parcels/{id}" | "/api/v2/parcels/{id}" => "GET, DELETE",
-        "/api/v2/uploads" => "OPTIONS, POST",
-        "/api/v2/uploads/{id}" => "HEAD, PATCH, DELETE",
-        "/api/v2/parcels/{id}/metadata"
-        | "/healthz"
-        | "/readyz"
-        | "/status/backends"
-        | "/metrics"
-        | "/api/openapi.json" => "GET",
-        _ => return None,
-    })
+        .around(move |endpoint, request| {
+            let routes = routes.clone();
+            async move { Ok(crate::observe::observe(endpoint, request, &routes).await) }
+        })
 }
 
 /// A bound, ready-to-run service.

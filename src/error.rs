@@ -1,13 +1,24 @@
 //! The one place where failures become HTTP answers (docs/protocol.md, "Errors").
 //!
 //! Code inside the service returns [`Error`]; [`ErrorResponse`] is what the
-//! API answers: a status and a JSON body `{"error": …, "code": …}`. Server-side
-//! details (S3, Redis or blockchain node messages) are logged and never sent
-//! to the client.
+//! API answers: a status and a JSON body `{"error": …, "code": …}`. Answers
+//! that do not come from a handler (no such route, a method the route does
+//! not take, a parameter poem could not parse, a panic) are turned into the
+//! same body by [`json_errors`]. Server-side details (S3, Redis or
+//! blockchain node messages) are logged and never sent to the client.
 
+use std::sync::Arc;
+
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{StatusCode, header},
+};
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
-use crate::domain::{MetadataError, ParcelId, ParseError};
+use crate::{
+    domain::{MetadataError, ParcelId, ParseError},
+    routes::Routes,
+};
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -359,3 +370,58 @@ impl From<Error> for ErrorResponse {
 
 /// A handler's result: its own answers, or an error answer.
 pub type ApiResult<T> = Result<T, ErrorResponse>;
+
+/// Turns every error answer that is not JSON yet (a route that does not
+/// exist, a method the route does not take, a parameter poem could not
+/// parse, a panic) into `{"error", "code"}`; a 405 names the route's
+/// methods in `Allow`.
+pub async fn json_errors<E: Endpoint>(
+    endpoint: Arc<E>,
+    request: Request,
+    routes: &Routes,
+) -> Response {
+    let mut response = match endpoint.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(err) => err.into_response(),
+    };
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = response.take_body().into_string().await.unwrap_or_default();
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        status if status.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let mut rebuilt = ErrorBody::new(message, code).into_response();
+    rebuilt.set_status(status);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(methods) = routes
+            .allowed(&response)
+            .and_then(|methods| header::HeaderValue::from_str(methods).ok())
+        {
+            rebuilt.headers_mut().insert(header::ALLOW, methods);
+        }
+    }
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *rebuilt.extensions_mut() = std::mem::take(response.extensions_mut());
+    rebuilt
+}

@@ -35,6 +35,7 @@ pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod parcels;
+pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod storage;

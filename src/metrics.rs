@@ -1,8 +1,8 @@
 //! Prometheus metrics, served at `GET /metrics` in the text format.
 //!
 //! One registry per process. Every label comes from a closed set, whatever
-//! a client sends: routes are the templates this service serves (ids
-//! collapsed to `{id}`, anything else `other`), methods the standard ones
+//! a client sends: routes are the templates of the router (`crate::routes`;
+//! anything unmatched is `other`), methods the standard ones
 //! (anything else `other`), statuses the codes this service answers,
 //! reasons the stable error codes.
 
@@ -253,65 +253,9 @@ pub fn method_label(method: &poem::http::Method) -> &'static str {
     }
 }
 
-/// The route template of `path`: segments that are ids become `{id}`, so
-/// labels stay few; paths the service does not serve are `other`.
-pub fn route_of(path: &str) -> String {
-    const KNOWN: &[&str] = &[
-        "/api/v1/auth",
-        "/api/v2/auth",
-        "/api/v1/parcels",
-        "/api/v1/parcels/{id}",
-        "/api/v2/parcels",
-        "/api/v2/parcels/{id}",
-        "/api/v2/parcels/{id}/metadata",
-        "/api/v2/uploads",
-        "/api/v2/uploads/{id}",
-        "/api/openapi.json",
-        "/healthz",
-        "/readyz",
-        "/status/backends",
-        "/metrics",
-    ];
-    let template: Vec<&str> = path
-        .split('/')
-        .enumerate()
-        .map(|(index, segment)| {
-            if index == 4 && path.starts_with("/api/") {
-                "{id}"
-            } else {
-                segment
-            }
-        })
-        .collect();
-    let template = template.join("/");
-    if KNOWN.contains(&template.as_str()) {
-        template
-    } else if path.starts_with("/docs") {
-        "/docs".into()
-    } else {
-        "other".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_collapse_ids_and_unknown_paths() {
-        let id = "A".repeat(72);
-        assert_eq!(
-            route_of(&format!("/api/v2/parcels/{id}/metadata")),
-            "/api/v2/parcels/{id}/metadata"
-        );
-        assert_eq!(
-            route_of(&format!("/api/v1/parcels/{id}")),
-            "/api/v1/parcels/{id}"
-        );
-        assert_eq!(route_of("/api/v1/auth"), "/api/v1/auth");
-        assert_eq!(route_of("/../etc/passwd"), "other");
-        assert_eq!(route_of("/api/v1/parcels/x/y/z"), "other");
-    }
 
     #[test]
     fn made_up_methods_share_one_label() {

@@ -15,7 +15,7 @@ use poem::{
 };
 use tracing::Instrument;
 
-use crate::metrics;
+use crate::{metrics, routes::Routes};
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,11 +33,15 @@ pub fn request_id_of(request: &Request) -> String {
 
 /// Runs `request` through `endpoint` inside a span that names it, then logs
 /// and counts the answer and echoes the request id.
-pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Response {
+pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request, routes: &Routes) -> Response {
     let request_id = request_id_of(&request);
     let method = metrics::method_label(request.method());
-    let route = metrics::route_of(request.uri().path());
-    let span = tracing::info_span!("request", request_id = %request_id, method, %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method,
+        route = tracing::field::Empty
+    );
     let started = Instant::now();
     let mut response = async {
         match endpoint.call(request).await {
@@ -49,6 +53,8 @@ pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request) -> Respons
     .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    let route = routes.label(&response);
+    span.record("route", route.as_str());
     metrics::request(&route, method, status, elapsed);
     span.in_scope(|| {
         tracing::info!(

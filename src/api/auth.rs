@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::{ApiTags, types::RequestedOperation};
+use super::{ApiTags, bounded::bounded, types::RequestedOperation};
 use crate::{auth::Authorizer, domain::Address, error::ApiResult, limits::RateLimiter};
 
 /// A token request.
@@ -92,7 +92,12 @@ impl AuthApi {
     ///
     /// Issues a token for `user` to perform `operation` once. Tokens from
     /// v1 and v2 are the same and work on either API.
-    #[oai(path = "/api/v1/auth", method = "post", operation_id = "auth_v1")]
+    #[oai(
+        path = "/api/v1/auth",
+        method = "post",
+        operation_id = "auth_v1",
+        transform = "bounded"
+    )]
     async fn auth_v1(&self, http: &Request, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
         self.issue(http, request.0).await
     }
@@ -100,7 +105,12 @@ impl AuthApi {
     /// Get a one-time token (v2 path)
     ///
     /// The same as `POST /api/v1/auth`.
-    #[oai(path = "/api/v2/auth", method = "post", operation_id = "auth_v2")]
+    #[oai(
+        path = "/api/v2/auth",
+        method = "post",
+        operation_id = "auth_v2",
+        transform = "bounded"
+    )]
     async fn auth_v2(&self, http: &Request, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
         self.issue(http, request.0).await
     }

@@ -1,16 +1,16 @@
 //! Token requests are bounded before anything else runs.
 //!
 //! `POST /api/v*/auth` needs no proof, so anyone may send one. Its JSON body
-//! is a few hundred bytes; this middleware reads at most
+//! is a few hundred bytes; [`bounded`], the operations' transform, reads at most
 //! [`TOKEN_REQUEST_MAX_BYTES`] of it, within [`TOKEN_REQUEST_DEADLINE`],
 //! before the handler parses it. A declared `Content-Length` over the bound
 //! answers 413 at once, without reading; a chunked body that crosses it
 //! answers 413 as soon as it does.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use poem::{Endpoint, IntoResponse, Request, Response, http::header};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, http::header};
 
 use crate::error::{Error, ErrorResponse};
 
@@ -20,25 +20,22 @@ pub const TOKEN_REQUEST_MAX_BYTES: usize = 4 * 1024;
 /// How long a token request body may take to arrive.
 pub const TOKEN_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The paths of the token endpoints.
-const TOKEN_PATHS: [&str; 2] = ["/api/v1/auth", "/api/v2/auth"];
-
-/// Reads a token request's body within its bounds, then hands the request
-/// on; every other request goes on untouched.
-pub async fn bound_token_requests<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> Response {
-    if TOKEN_PATHS.contains(&request.uri().path()) {
-        match read_bounded(&mut request).await {
-            Ok(body) => request.set_body(body),
-            Err(err) => return ErrorResponse::from(err).into_response(),
+/// The token operations' endpoint `endpoint`, reading the body within its
+/// bounds before `endpoint` parses it.
+pub fn bounded<E: Endpoint + 'static>(endpoint: E) -> impl Endpoint<Output = Response> {
+    endpoint.around(|endpoint, mut request| async move {
+        if let Err(err) = read_bounded(&mut request).await {
+            return Ok(ErrorResponse::from(err).into_response());
         }
-    }
-    match endpoint.call(request).await {
-        Ok(response) => response.into_response(),
-        Err(err) => err.into_response(),
-    }
+        endpoint
+            .call(request)
+            .await
+            .map(IntoResponse::into_response)
+    })
 }
 
-async fn read_bounded(request: &mut Request) -> Result<Vec<u8>, Error> {
+/// Reads the body of `request` within the bounds and puts it back.
+async fn read_bounded(request: &mut Request) -> Result<(), Error> {
     let too_large = || {
         crate::metrics::limited("token_request_body");
         Error::TooLarge(format!(
@@ -76,5 +73,6 @@ async fn read_bounded(request: &mut Request) -> Result<Vec<u8>, Error> {
                 TOKEN_REQUEST_DEADLINE.as_secs()
             ))
         })??;
-    Ok(body)
+    request.set_body(body);
+    Ok(())
 }

@@ -40,6 +40,50 @@ async fn unknown_routes_methods_and_bad_ids_answer_json() {
     assert!(body["error"].is_string());
 }
 
+/// A method a route does not take answers 405 in JSON, with the route's
+/// methods (as the OpenAPI spec lists them) in `Allow`.
+#[tokio::test]
+async fn a_method_a_route_does_not_take_names_the_ones_it_does() {
+    let app = spawn_app().await;
+    let spec: serde_json::Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    let id = "0".repeat(72);
+    for (path, template) in [
+        (format!("/api/v1/parcels/{id}"), "/api/v1/parcels/{id}"),
+        ("/api/v2/uploads".to_owned(), "/api/v2/uploads"),
+        ("/api/v1/auth".to_owned(), "/api/v1/auth"),
+    ] {
+        let response = app
+            .http
+            .put(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|value| value.to_str().unwrap().to_owned());
+        assert_eq!(
+            expect_error(response, StatusCode::METHOD_NOT_ALLOWED).await,
+            "method_not_allowed",
+            "{path}"
+        );
+        let mut allowed: Vec<String> = allow
+            .unwrap_or_else(|| panic!("{path}: no Allow"))
+            .split(", ")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        allowed.sort();
+        let mut listed: Vec<String> = spec["paths"][template]
+            .as_object()
+            .unwrap_or_else(|| panic!("{template} is not in the spec"))
+            .keys()
+            .cloned()
+            .collect();
+        listed.sort();
+        assert_eq!(allowed, listed, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn bodies_that_are_not_json_answer_json_errors() {
     let app = spawn_app().await;

@@ -1,0 +1,140 @@
+//! The routes this service serves, known from the router and the OpenAPI
+//! spec rather than from a list of our own: the label of the route a
+//! request matched, and the methods a path answers.
+//!
+//! poem's router records the path template it matched on every answer
+//! (`PathPattern`), 405s included; the template's parameters (`:id`) are
+//! shown as the spec writes them (`{id}`). A request no route matched is
+//! `other`, so the label set is the router's, whatever a client sends.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use poem::{PathPattern, Response};
+
+/// The label of a request that matched no route.
+pub const UNMATCHED: &str = "other";
+
+/// The route templates of the spec, and the methods each answers.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Arc<BTreeMap<String, SpecPath>>);
+
+/// One path of the spec.
+#[derive(Debug)]
+struct SpecPath {
+    /// As the spec writes it, e.g. `/api/v2/parcels/{id}`.
+    template: String,
+    /// Its methods, as `Allow` lists them.
+    methods: String,
+}
+
+/// The order methods are listed in `Allow`.
+const METHOD_ORDER: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+impl Routes {
+    /// The paths of `spec`, an OpenAPI document in JSON.
+    pub fn from_spec(spec: &str) -> Self {
+        let document: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut paths = BTreeMap::new();
+        if let Some(spec_paths) = document.get("paths").and_then(|paths| paths.as_object()) {
+            for (template, operations) in spec_paths {
+                let methods: Vec<&str> = METHOD_ORDER
+                    .into_iter()
+                    .filter(|method| operations.get(method.to_ascii_lowercase()).is_some())
+                    .collect();
+                paths.insert(
+                    shape(template),
+                    SpecPath {
+                        template: template.clone(),
+                        methods: methods.join(", "),
+                    },
+                );
+            }
+        }
+        Self(Arc::new(paths))
+    }
+
+    /// The label of the route `response` was answered on: the spec's
+    /// template, or the router's for a route outside the spec (the spec
+    /// itself, `/metrics`, the API explorer), or [`UNMATCHED`].
+    pub fn label(&self, response: &Response) -> String {
+        match response.data::<PathPattern>() {
+            Some(PathPattern(pattern)) if !pattern.is_empty() => {
+                let shape = shape(pattern);
+                match self.0.get(&shape) {
+                    Some(path) => path.template.clone(),
+                    None => shape,
+                }
+            }
+            _ => UNMATCHED.to_owned(),
+        }
+    }
+
+    /// The `Allow` value of the route `response` was answered on, if the
+    /// spec has that route.
+    pub fn allowed(&self, response: &Response) -> Option<&str> {
+        let PathPattern(pattern) = response.data::<PathPattern>()?;
+        self.0
+            .get(&shape(pattern))
+            .map(|path| path.methods.as_str())
+    }
+}
+
+/// A path template with its parameters unnamed (`{}`): poem's router names
+/// them `:param0`, `:param1`…, the spec `{id}`.
+fn shape(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            let parameter =
+                segment.starts_with(':') || (segment.starts_with('{') && segment.ends_with('}'));
+            if parameter { "{}" } else { segment }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"{"paths": {
+        "/a/{id}": {"delete": {}, "get": {}},
+        "/a/{id}/meta": {"get": {}},
+        "/b": {"post": {}}
+    }}"#;
+
+    fn answered_on(pattern: &str) -> Response {
+        let mut response = Response::default();
+        response.set_data(PathPattern(pattern.into()));
+        response
+    }
+
+    #[test]
+    fn a_matched_route_is_labelled_as_the_spec_writes_it() {
+        let routes = Routes::from_spec(SPEC);
+        assert_eq!(routes.label(&answered_on("/a/:param0")), "/a/{id}");
+        assert_eq!(
+            routes.label(&answered_on("/a/:param0/meta")),
+            "/a/{id}/meta"
+        );
+        assert_eq!(routes.label(&answered_on("/metrics")), "/metrics");
+    }
+
+    #[test]
+    fn an_answer_without_a_matched_route_is_other() {
+        let routes = Routes::from_spec(SPEC);
+        assert_eq!(routes.label(&Response::default()), UNMATCHED);
+        assert_eq!(routes.allowed(&Response::default()), None);
+    }
+
+    #[test]
+    fn the_methods_of_a_route_come_from_the_spec() {
+        let routes = Routes::from_spec(SPEC);
+        assert_eq!(
+            routes.allowed(&answered_on("/a/:param0")),
+            Some("GET, DELETE")
+        );
+        assert_eq!(routes.allowed(&answered_on("/b")), Some("POST"));
+        assert_eq!(routes.allowed(&answered_on("/c")), None);
+    }
+}
