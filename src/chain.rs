@@ -1,86 +1,12 @@
 //! Blockchain grants: asks an AMO node whether an account that does not own a
 //! parcel may download it (docs/protocol.md, "Access control").
 //!
-//! The node software is amoabci; the reference for everything below is its
-//! source, `amo/query.go` (`queryUsage`), `amo/code/code.go` and
-//! `amo/types/usage.go` (`Usage`, `UsageEx`), v1.7.0 to v1.9.x.
-//!
-//! # The query
-//!
-//! One Tendermint JSON-RPC call, `POST <AMO_CHAIN_RPC>` with
-//! `Content-Type: application/json`:
-//!
-//! ```json
-//! {"jsonrpc":"2.0","id":1,"method":"abci_query","params":{"path":"/usage","data":"<HEX>"}}
-//! ```
-//!
-//! `data` is the upper-case hex of the compact JSON
-//! `{"recipient":"<address>","target":"<parcel id>"}`. amoabci names the
-//! buyer `recipient` since v1.7.0 (August 2020) and `buyer` before;
-//! `AMO_CHAIN_USAGE_KEY` picks the name (default `recipient`). A node that
-//! expects the other name answers `BadKey`.
-//!
-//! # The codes
-//!
-//! amoabci's query codes are `QueryCodeOK` = 0, then `iota + 1001`:
-//! 1002 `BadPath`, 1003 `NoKey` (no query data), 1004 `BadKey` (bad JSON, a
-//! missing buyer key or `target`, an address that is not 20 bytes), 1005
-//! `NoMatch` ("error: no usage"). Before v1.5.4 (March 2020) they had no
-//! offset: 1 to 4, `NoMatch` = 4.
-//!
-//! # What the answer means
-//!
-//! A grant is `code` 0 (Tendermint leaves a zero code out) with `value` the
-//! base64 of the `UsageEx` JSON, `{"custody":"<HEX>","extra":{…},
-//! "recipient":"<ADDRESS>"}` (`buyer` before v1.7.0), and `key` the base64
-//! of the query data, echoed. `UsageEx` names no parcel: the echoed `key`
-//! is what names it.
-//!
-//! - **Granted**: HTTP 200, `code` 0, a `value` that is a usage object whose
-//!   buyer field (the usage key) is this buyer, and a `key` whose `target` is
-//!   this parcel (hex compared in any case).
-//! - **Not granted** (403): `NoMatch`, 1005 or the legacy 4; `code` 0 with
-//!   `value` absent, empty or JSON `null`; and a well-formed usage that names
-//!   another buyer or another parcel (logged as a warning: the node answered
-//!   a question that was not asked).
-//! - **A failure, never a grant** (502 `chain_unavailable`, the token stays
-//!   usable): the node unreachable or slower than `AMO_CHAIN_TIMEOUT_MS`, a
-//!   status other than 200, a body that is not a JSON-RPC `abci_query`
-//!   answer, a JSON-RPC `error`, any other `code` (the log names it, and for
-//!   `BadKey` the usage key the node likely expects), and a `code` 0 whose
-//!   `value` is not a usage: not base64, not JSON, not an object (`false`,
-//!   `0`), or an object with no buyer address (`{}`), or with no echoed `key`
-//!   naming the parcel. A malformed grant is the node failing, not saying no.
-//!
-//! # The probe
-//!
-//! At start, [`Chain::probe_in_background`] asks once for a usage that
-//! cannot exist: the zero address and the zero parcel id. `NoMatch` (1005 or
-//! 4) means the node speaks this replica's dialect (logged at info);
-//! `BadKey` (1004 or 3) means `AMO_CHAIN_USAGE_KEY` is wrong (an error that
-//! names the setting to change); no answer is a warning. It never stops the
-//! start and never changes `/readyz`: owners download without the chain. The
-//! outcome is the metric `amo_chain_probe{node,outcome}`.
-//!
-//! # Caching
-//!
-//! A grant is remembered for `AMO_CHAIN_CACHE_SECS` (default 30 s, 0: never),
-//! in the memory of each replica, keyed by buyer, parcel and the parcel's
-//! owner; a refusal or a failure is never remembered, so a purchase counts at
-//! once. A remove on this replica forgets the parcel's grants
-//! ([`Chain::forget_parcel`]); on another replica an entry for the old owner
-//! cannot serve a re-upload by another owner, as the owner is in the key.
-//! Per replica rather than in Redis because a Redis entry would cost a round
-//! trip on every check to save a query that is as cheap, and would add a
-//! second way for the check to fail; the price is at most one query per
-//! replica, buyer and parcel per TTL. A revoked grant stays usable on a
-//! replica until its entry expires, whichever the choice.
-//!
-//! # Credentials
-//!
-//! `AMO_CHAIN_RPC` may carry `user:password@`: reqwest sends it as basic
-//! authentication, and every log line and error detail shows the URL with
-//! its userinfo replaced by `***` ([`redacted`]).
+//! The node software is amoabci (`amo/query.go` `queryUsage`,
+//! `amo/code/code.go`, `amo/types/usage.go`). The query, the codes, what an
+//! answer means (granted, not granted, a failure that is never a grant), the
+//! start-up probe, the credentials in `AMO_CHAIN_RPC` and the grant cache
+//! are written up once, in docs/operations.md, "Blockchain grants"; this
+//! module is that text in code.
 
 use std::{
     collections::HashMap,
