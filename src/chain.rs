@@ -8,12 +8,7 @@
 //! are written up once, in docs/operations.md, "Blockchain grants"; this
 //! module is that text in code.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Deserialize;
@@ -46,8 +41,9 @@ pub const LEGACY_CODE_NO_MATCH: u32 = 4;
 /// The largest answer read from the node; a usage is a few hundred bytes.
 const MAX_REPLY_BYTES: usize = 1 << 20;
 
-/// The most grants a replica remembers; past it, new grants are not cached.
-const CACHE_CAPACITY: usize = 10_000;
+/// The most grants a replica remembers; past it, moka evicts the grants least
+/// likely to be asked for again (or does not admit the new one).
+const CACHE_CAPACITY: u64 = 10_000;
 
 /// amoabci's name of a query code, `None` for a code it never answers.
 pub fn code_name(code: u32) -> Option<&'static str> {
@@ -267,7 +263,7 @@ impl Chain {
             owner: owner.clone(),
         };
         let cache = self.inner.cache.as_ref();
-        if cache.is_some_and(|cache| cache.holds(&key, Instant::now())) {
+        if cache.is_some_and(|cache| cache.holds(&key)) {
             tracing::debug!(%buyer, %target, "grant found in the cache");
             return Ok(true);
         }
@@ -285,7 +281,7 @@ impl Chain {
         {
             Verdict::Granted => {
                 if let Some(cache) = cache {
-                    cache.remember(key, Instant::now());
+                    cache.remember(key);
                 }
                 Ok(true)
             }
@@ -620,49 +616,42 @@ struct GrantKey {
     owner: Address,
 }
 
-/// Grants remembered until they expire, in this replica's memory.
+/// Grants remembered for a TTL from when they were granted, in this
+/// replica's memory: a moka cache of at most [`CACHE_CAPACITY`] grants.
 struct GrantCache {
-    ttl: Duration,
-    until: Mutex<HashMap<GrantKey, Instant>>,
+    grants: moka::sync::Cache<GrantKey, ()>,
 }
 
 impl GrantCache {
     fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            until: Mutex::new(HashMap::new()),
+            grants: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl)
+                // For `forget`: a parcel's grants are many keys.
+                .support_invalidation_closures()
+                .build(),
         }
     }
 
-    /// Whether a grant for `key` is remembered at `now`.
-    fn holds(&self, key: &GrantKey, now: Instant) -> bool {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        match until.get(key) {
-            Some(&expiry) if now < expiry => true,
-            Some(_) => {
-                until.remove(key);
-                false
-            }
-            None => false,
-        }
+    /// Whether a grant for `key` is remembered (and has not expired).
+    fn holds(&self, key: &GrantKey) -> bool {
+        self.grants.get(key).is_some()
     }
 
-    /// Remembers a grant for `key` from `now`. When the cache is full, expired
-    /// entries go first; if none has expired, the grant is not remembered.
-    fn remember(&self, key: GrantKey, now: Instant) {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        if until.len() >= CACHE_CAPACITY {
-            until.retain(|_, expiry| now < *expiry);
-        }
-        if until.len() < CACHE_CAPACITY {
-            until.insert(key, now + self.ttl);
-        }
+    /// Remembers a grant for `key` from now, for the TTL.
+    fn remember(&self, key: GrantKey) {
+        self.grants.insert(key, ());
     }
 
-    /// Forgets every grant of `parcel`.
+    /// Forgets every grant of `parcel` remembered so far: no lookup finds
+    /// them from now on (moka removes them in its next maintenance).
     fn forget(&self, parcel: &ParcelId) {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        until.retain(|key, _| key.parcel != *parcel);
+        let parcel = parcel.clone();
+        // Fails only without `support_invalidation_closures`, which `new` sets.
+        self.grants
+            .invalidate_entries_if(move |key, ()| key.parcel == parcel)
+            .expect("the grant cache supports invalidation closures");
     }
 }
 
@@ -1094,50 +1083,67 @@ mod tests {
 
     #[test]
     fn the_cache_holds_a_grant_for_its_ttl_only() {
-        let cache = GrantCache::new(Duration::from_secs(30));
+        // moka expires on its own clock: a short real TTL, polled.
+        let ttl = Duration::from_millis(300);
+        let cache = GrantCache::new(ttl);
         let granted = key(BUYER, OTHER);
-        let start = Instant::now();
-        assert!(!cache.holds(&granted, start));
-        cache.remember(granted.clone(), start);
-        assert!(cache.holds(&granted, start + Duration::from_secs(29)));
-        assert!(!cache.holds(&key(&"0".repeat(40), OTHER), start));
-        assert!(!cache.holds(&granted, start + Duration::from_secs(30)));
+        assert!(!cache.holds(&granted));
+        let remembered = std::time::Instant::now();
+        cache.remember(granted.clone());
+        assert!(!cache.holds(&key(&"0".repeat(40), OTHER)));
+        // Every look that finds it gone ends after the TTL (counted from
+        // before `remember`): it never expires early. And it does expire.
+        loop {
+            let held = cache.holds(&granted);
+            let since = remembered.elapsed();
+            if !held {
+                assert!(since >= ttl, "gone after {since:?}, before its TTL");
+                break;
+            }
+            assert!(since < ttl * 20, "still held after {since:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // The expired entry is gone, not only hidden.
-        assert!(!cache.holds(&granted, start));
+        cache.grants.run_pending_tasks();
+        assert_eq!(cache.grants.entry_count(), 0);
     }
 
     #[test]
     fn a_grant_is_for_one_owner_and_forgotten_with_its_parcel() {
         let cache = GrantCache::new(Duration::from_secs(30));
-        let now = Instant::now();
-        cache.remember(key(BUYER, OTHER), now);
+        cache.remember(key(BUYER, OTHER));
         // The same parcel id, stored again by another owner.
-        assert!(!cache.holds(&key(BUYER, BUYER), now));
-        assert!(cache.holds(&key(BUYER, OTHER), now));
+        assert!(!cache.holds(&key(BUYER, BUYER)));
+        assert!(cache.holds(&key(BUYER, OTHER)));
+        // Another buyer of the same parcel, forgotten with it.
+        cache.remember(key(OTHER, OTHER));
         let mut elsewhere = key(BUYER, OTHER);
         elsewhere.parcel = ParcelId::parse(&"1".repeat(72)).unwrap();
-        cache.remember(elsewhere.clone(), now);
+        cache.remember(elsewhere.clone());
         cache.forget(&target());
-        assert!(!cache.holds(&key(BUYER, OTHER), now));
-        assert!(cache.holds(&elsewhere, now), "other parcels are kept");
+        assert!(!cache.holds(&key(BUYER, OTHER)));
+        assert!(!cache.holds(&key(OTHER, OTHER)));
+        assert!(cache.holds(&elsewhere), "other parcels are kept");
+        cache.grants.run_pending_tasks();
+        assert_eq!(
+            cache.grants.entry_count(),
+            1,
+            "forgotten grants are removed"
+        );
     }
 
     #[test]
-    fn a_full_cache_drops_expired_grants_and_never_grows_past_its_capacity() {
-        let cache = GrantCache::new(Duration::from_secs(1));
-        let start = Instant::now();
-        let key = |n: usize| key(&format!("{n:040X}"), OTHER);
-        for n in 0..CACHE_CAPACITY {
-            cache.remember(key(n), start);
+    fn a_full_cache_never_grows_past_its_capacity() {
+        let cache = GrantCache::new(Duration::from_secs(30));
+        let key = |n: u64| key(&format!("{n:040X}"), OTHER);
+        let remembered = CACHE_CAPACITY + 500;
+        for n in 0..remembered {
+            cache.remember(key(n));
         }
-        // Full of live grants: a new one is not remembered.
-        cache.remember(key(CACHE_CAPACITY), start);
-        assert!(!cache.holds(&key(CACHE_CAPACITY), start));
-        assert!(cache.holds(&key(0), start));
-        // Once they expired, room is made.
-        let later = start + Duration::from_secs(2);
-        cache.remember(key(CACHE_CAPACITY), later);
-        assert!(cache.holds(&key(CACHE_CAPACITY), later));
-        assert_eq!(cache.until.lock().unwrap().len(), 1);
+        cache.grants.run_pending_tasks();
+        assert!(cache.grants.entry_count() <= CACHE_CAPACITY);
+        let held = (0..remembered).filter(|&n| cache.holds(&key(n))).count();
+        assert!(held as u64 <= CACHE_CAPACITY, "{held} grants held");
+        assert!(held as u64 >= CACHE_CAPACITY * 9 / 10, "{held} grants held");
     }
 }

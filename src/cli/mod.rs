@@ -52,6 +52,7 @@ pub enum ParcelCommand {
         /// The account key that will own the parcel.
         #[arg(long, value_name = "FILE", env = "AMO_KEY")]
         key: PathBuf,
+        /// The service to talk to.
         #[command(flatten)]
         endpoint: Endpoint,
         /// Metadata to store with the parcel: a JSON object.
@@ -76,6 +77,7 @@ pub enum ParcelCommand {
         /// The account key: the owner's, or one the chain grants the parcel to.
         #[arg(long, value_name = "FILE", env = "AMO_KEY")]
         key: PathBuf,
+        /// The service to talk to.
         #[command(flatten)]
         endpoint: Endpoint,
         /// Where to write the parcel (replaced only once the whole body checked out).
@@ -86,6 +88,7 @@ pub enum ParcelCommand {
     Inspect {
         /// The parcel id (72 hex digits).
         id: String,
+        /// The service to talk to.
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -96,6 +99,7 @@ pub enum ParcelCommand {
         /// The owner's account key.
         #[arg(long, value_name = "FILE", env = "AMO_KEY")]
         key: PathBuf,
+        /// The service to talk to.
         #[command(flatten)]
         endpoint: Endpoint,
     },

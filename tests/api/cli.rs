@@ -17,6 +17,7 @@ use std::{
 
 use amo_storage::{app::App, config::Settings};
 use rand::RngCore;
+use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -579,8 +580,8 @@ fn an_interrupted_resumable_upload_resumes_where_the_service_stands() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: a plain signal to our own child process.
-    unsafe { libc::kill(running.id() as i32, libc::SIGINT) };
+    kill_process(Pid::from_child(&running), Signal::INT)
+        .expect("SIGINT to the CLI");
     let status = running.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(entries(&state).len(), 1, "the state file is kept");

@@ -9,7 +9,7 @@
 //! `/tmp/amo-local/env`). Every app gets its own S3 key prefix or data
 //! directory, so a test can list exactly what it stored.
 
-use std::{collections::HashMap, sync::OnceLock, time::Duration};
+use std::{collections::HashMap, path::Path, sync::OnceLock, time::Duration};
 
 use amo_storage::{
     app::{App, Backends},
@@ -33,19 +33,24 @@ pub fn backend_env() -> &'static HashMap<String, String> {
         if !vars.contains_key("AMO_REDIS_URL") {
             let dir = std::env::var("AMO_LOCAL_DIR").unwrap_or_else(|_| "/tmp/amo-local".into());
             // Missing, it is needed only by the real suite (see settings_for).
-            let text = std::fs::read_to_string(format!("{dir}/env")).unwrap_or_default();
-            for line in text.lines() {
-                let line = line.trim().trim_start_matches("export ").trim();
-                if let Some((name, value)) = line.split_once('=') {
-                    let value = value.trim().trim_matches('"').trim_matches('\'');
-                    vars.entry(name.to_owned())
-                        .or_insert_with(|| value.to_owned());
-                }
+            let file = env_file(&Path::new(&dir).join("env")).unwrap_or_default();
+            // The real environment wins over the file.
+            for (name, value) in file {
+                vars.entry(name).or_insert(value);
             }
         }
         vars.retain(|name, _| !name.starts_with("AMO_LOCAL_"));
         vars
     })
+}
+
+/// The variables of an env file of `deploy/local/` (`export NAME=value`
+/// lines, shell-quoted), in the file's order; an error when it cannot be
+/// opened. Fails the test on a line that does not parse.
+pub fn env_file(path: &Path) -> dotenvy::Result<Vec<(String, String)>> {
+    Ok(dotenvy::from_path_iter(path)?
+        .map(|line| line.unwrap_or_else(|err| panic!("{}: {err}", path.display())))
+        .collect())
 }
 
 /// The backend pair a suite runs on.

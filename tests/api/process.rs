@@ -15,6 +15,7 @@ use std::{
 
 use amo_storage::app::Backends;
 use reqwest::StatusCode;
+use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 use tokio::sync::mpsc as channel;
 
@@ -93,10 +94,9 @@ impl ServiceProcess {
         }
     }
 
-    pub fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_child(&self.child);
+        kill_process(pid, signal).unwrap_or_else(|err| panic!("kill({pid:?}, {signal:?}): {err}"));
     }
 
     /// Waits (up to `seconds`) for the process to exit, and its exit code.
@@ -243,7 +243,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
             .await
         }
     }
-    first.signal(libc::SIGKILL);
+    first.signal(Signal::KILL);
     assert_eq!(first.exit_code(10).await, None, "killed by a signal");
     assert!(upload.await.unwrap().is_err(), "the client saw the connection die");
     drop(sender);
@@ -288,7 +288,7 @@ async fn a_sigterm_lets_the_upload_in_flight_finish_then_exits_0() {
         sender.send(Ok(chunk.to_vec())).await.unwrap();
     }
     until_received(&app, head.len()).await;
-    service.signal(libc::SIGTERM);
+    service.signal(Signal::TERM);
     readiness_is_off(&app).await;
     service.still_draining_after_hold().await;
     // The upload in flight finishes.
@@ -364,7 +364,7 @@ async fn a_sigterm_lets_the_download_in_flight_finish_then_exits_0() {
         "the download is not in flight: {sent} of {} bytes sent",
         data.len()
     );
-    service.signal(libc::SIGTERM);
+    service.signal(Signal::TERM);
     readiness_is_off(&app).await;
     service.still_draining_after_hold().await;
     while let Some(chunk) = answer.chunk().await.expect("the download goes on") {
@@ -390,7 +390,7 @@ async fn a_request_that_outlives_the_drain_is_cut_and_the_process_still_exits_0(
     sender.send(Ok(data[..MIB].to_vec())).await.unwrap();
     until_received(&app, MIB).await;
     let signalled = std::time::Instant::now();
-    service.signal(libc::SIGTERM);
+    service.signal(Signal::TERM);
     // The client sends nothing more and keeps the request open.
     let code = service.exit_code(DRAIN.as_secs() + 10).await;
     let took = signalled.elapsed();

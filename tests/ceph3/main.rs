@@ -48,18 +48,14 @@ fn ceph3_dir() -> PathBuf {
 /// script writes; fails the test, saying why, when it is not running.
 fn ceph3_env() -> HashMap<String, String> {
     let path = ceph3_dir().join("env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+    let vars = helpers::env_file(&path).unwrap_or_else(|err| {
         panic!(
             "the three-OSD Ceph is not running ({}: {err}): run tests/ceph3/run.sh, or \
              deploy/local/ceph3.sh start first",
             path.display()
         )
     });
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("export "))
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
-        .collect()
+    vars.into_iter().collect()
 }
 
 /// Runs `deploy/local/ceph3.sh` with `args`; fails the test if it fails.

@@ -29,22 +29,18 @@ const CLOSE_SLACK: Duration = Duration::from_secs(3);
 /// Raises this process's soft limit of open files to at least `needed`
 /// (the service, its child, inherits it), up to the hard limit.
 fn raise_fd_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < needed {
-            limit.rlim_cur = limit.rlim_max.min(needed.max(limit.rlim_cur));
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    // `None` is RLIM_INFINITY.
+    let finite = |value: Option<u64>| value.unwrap_or(u64::MAX);
+    let mut limit = getrlimit(Resource::Nofile);
+    if finite(limit.current) < needed {
+        limit.current = Some(finite(limit.maximum).min(needed));
+        setrlimit(Resource::Nofile, limit).expect("setrlimit(RLIMIT_NOFILE)");
     }
     assert!(
-        limit.rlim_cur >= needed,
-        "this test needs {needed} open files; the hard limit is {}",
-        limit.rlim_max
+        finite(limit.current) >= needed,
+        "this test needs {needed} open files; the hard limit is {:?}",
+        limit.maximum
     );
 }
 
