@@ -273,9 +273,7 @@ async fn a_hundred_headers_of_1_kib_reach_the_service_and_are_answered_in_json()
         .post(format!("{}/api/v2/parcels", app.base))
         .header("content-type", "application/octet-stream")
         .header("X-Auth-Token", "junk")
-        .header("X-Auth-Token", &token)
-        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
-        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .proven(&proof)
         .body(data.clone())
         .send()
         .await
@@ -643,9 +641,7 @@ async fn raw_non_ascii_or_repeated_metadata_headers_are_refused_not_dropped() {
             .post(format!("{}/api/v2/parcels", app.base))
             .header("content-type", "application/octet-stream")
             .header("X-Parcel-Metadata", HeaderValue::from_bytes(&raw).unwrap())
-            .header("X-Auth-Token", &token)
-            .header("X-Public-Key", proof.public_key.as_deref().unwrap())
-            .header("X-Signature", proof.signature.as_deref().unwrap())
+            .proven(&proof)
             .body(data.clone())
             .send()
             .await
@@ -660,9 +656,7 @@ async fn raw_non_ascii_or_repeated_metadata_headers_are_refused_not_dropped() {
         .header("content-type", "application/octet-stream")
         .header("X-Parcel-Metadata", r#"{"title":"first"}"#)
         .header("X-Parcel-Metadata", r#"{"title":"second"}"#)
-        .header("X-Auth-Token", &token)
-        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
-        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .proven(&proof)
         .body(data.clone())
         .send()
         .await
@@ -827,9 +821,7 @@ async fn negative_huge_and_overflowing_ranges_answer_416_or_the_whole_body() {
             .http
             .get(format!("{}/api/v2/parcels/{id}", app.base))
             .header("Range", HeaderValue::from_bytes(range.as_bytes()).unwrap())
-            .header("X-Auth-Token", &token)
-            .header("X-Public-Key", owner.prove(&token).public_key.unwrap())
-            .header("X-Signature", owner.prove(&token).signature.unwrap())
+            .proven(&owner.prove(&token))
             .send()
             .await
             .unwrap();

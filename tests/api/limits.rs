@@ -288,9 +288,7 @@ pub fn held_upload(
         .http
         .post(format!("{}/api/v2/parcels", app.base))
         .header("content-type", "application/octet-stream")
-        .header("X-Auth-Token", proof.token.as_deref().unwrap())
-        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
-        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .proven(&proof)
         .body(body);
     let upload = tokio::spawn(request.send());
     sender.try_send(Ok(data[..sent].to_vec())).unwrap();

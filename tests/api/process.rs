@@ -206,9 +206,7 @@ pub fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnsw
         .http
         .post(format!("{}/api/v2/parcels", app.base))
         .header("content-type", "application/octet-stream")
-        .header("X-Auth-Token", proof.token.as_deref().unwrap())
-        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
-        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .proven(&proof)
         .body(body);
     (sender, tokio::spawn(request.send()))
 }
@@ -435,9 +433,7 @@ async fn logs_carry_request_ids_and_never_a_token_a_signature_or_a_secret() {
         .post(format!("{}/api/v2/parcels", app.base))
         .header("content-type", "application/octet-stream")
         .header("X-Request-Id", &request_id)
-        .header("X-Auth-Token", &token)
-        .header("X-Public-Key", proof.public_key.as_deref().unwrap())
-        .header("X-Signature", proof.signature.as_deref().unwrap())
+        .proven(&proof)
         .body(data.clone())
         .send()
         .await

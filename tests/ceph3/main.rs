@@ -12,13 +12,16 @@
 //! Without the cluster every test fails, saying so. `cargo test` alone does
 //! not build this target (`test = false` in Cargo.toml).
 
-/// The backend pair of this run: the real Redis; the S3 settings are
-/// replaced by the three-OSD cluster's (see [`ceph3_settings`]).
-const BACKEND: helpers::Backend = helpers::Backend::Real;
+/// The shared test support (tests/support), on the real Redis and Ceph
+/// RGW.
+mod helpers {
+    pub use amo_test_support::*;
 
-#[allow(dead_code)] // the API suite's helpers; this target uses some of them
-#[path = "../api/helpers.rs"]
-mod helpers;
+    /// Settings for a test app on the real backends, with `overrides`.
+    pub fn settings(overrides: &[(&str, &str)]) -> amo_storage::config::Settings {
+        settings_for(Backend::Real, overrides)
+    }
+}
 
 mod osd_loss;
 mod rgw_restart;

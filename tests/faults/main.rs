@@ -6,12 +6,16 @@
 //! `cargo test --test faults` (backends running). Figures (recovery times,
 //! memory) are printed; `-- --nocapture` shows them.
 
-/// The backend pair of this run.
-const BACKEND: helpers::Backend = helpers::Backend::Real;
+/// The shared test support (tests/support), on the real Redis and Ceph
+/// RGW.
+mod helpers {
+    pub use amo_test_support::*;
 
-#[allow(dead_code)] // the API suite's helpers; this target uses some of them
-#[path = "../api/helpers.rs"]
-mod helpers;
+    /// Settings for a test app on the real backends, with `overrides`.
+    pub fn settings(overrides: &[(&str, &str)]) -> amo_storage::config::Settings {
+        settings_for(Backend::Real, overrides)
+    }
+}
 
 mod proxy;
 mod rig;

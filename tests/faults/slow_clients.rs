@@ -237,16 +237,6 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
-impl Proof {
-    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("X-Auth-Token", self.token.clone().unwrap()),
-            ("X-Public-Key", self.public_key.clone().unwrap()),
-            ("X-Signature", self.signature.clone().unwrap()),
-        ]
-    }
-}
-
 /// Reads one HTTP/1.1 response with a `Content-Length`: status, headers
 /// (names in lower case), body.
 pub(crate) async fn read_response(
