@@ -7,7 +7,27 @@
 
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
-use crate::domain::{MetadataError, ParcelId, ParseError};
+use crate::{
+    domain::{MetadataError, ParcelId, ParseError},
+    state::StateError,
+    storage::StoreError,
+};
+
+/// The cause of a backend's failure, kept as the source of its error: the
+/// backend's own error, or words saying what went wrong when there is none.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error and every source under it, as one line: `error: source: …`.
+pub fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -126,32 +146,6 @@ pub enum Error {
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 2;
 
 impl Error {
-    /// A failure of Redis.
-    pub fn token_store(detail: impl ToString) -> Self {
-        crate::metrics::backend_error("redis");
-        Self::Unavailable {
-            service: "token store",
-            detail: detail.to_string(),
-        }
-    }
-
-    /// A failure of S3.
-    pub fn parcel_store(detail: impl ToString) -> Self {
-        crate::metrics::backend_error("s3");
-        Self::Unavailable {
-            service: "parcel store",
-            detail: detail.to_string(),
-        }
-    }
-
-    /// A write to S3 that may have taken effect.
-    pub fn outcome_unknown(detail: impl ToString) -> Self {
-        crate::metrics::backend_error("s3");
-        Self::OutcomeUnknown {
-            detail: detail.to_string(),
-        }
-    }
-
     /// Whether the effect of the request may have happened: its token must
     /// then be used up, never released.
     pub fn may_have_taken_effect(&self) -> bool {
@@ -181,6 +175,42 @@ impl Error {
 impl From<ParseError> for Error {
     fn from(err: ParseError) -> Self {
         Self::BadRequest(err.0)
+    }
+}
+
+/// A parcel store's failure as the API answers it; a failure of the backend
+/// counts in `amo_backend_errors_total` (under `s3`, whichever the store).
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        let detail = with_sources(&err);
+        match err {
+            StoreError::Unavailable(_) => {
+                crate::metrics::backend_error("s3");
+                Self::Unavailable {
+                    service: "parcel store",
+                    detail,
+                }
+            }
+            StoreError::OutcomeUnknown(_) => {
+                crate::metrics::backend_error("s3");
+                Self::OutcomeUnknown { detail }
+            }
+            StoreError::Body(err) => Self::BadRequest(format!("the body failed: {err}")),
+            StoreError::ShortBody { .. } => Self::BadRequest(err.to_string()),
+            StoreError::Corrupt { .. } | StoreError::Internal(_) => Self::Internal(detail),
+        }
+    }
+}
+
+/// A shared state's failure as the API answers it; it counts in
+/// `amo_backend_errors_total` under `redis`.
+impl From<StateError> for Error {
+    fn from(err: StateError) -> Self {
+        crate::metrics::backend_error("redis");
+        Self::Unavailable {
+            service: "token store",
+            detail: with_sources(&err),
+        }
     }
 }
 
