@@ -182,19 +182,16 @@ impl From<ParseError> for Error {
 /// counts in `amo_backend_errors_total` (under `s3`, whichever the store).
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            crate::metrics::backend_error("s3");
+        }
         let detail = with_sources(&err);
         match err {
-            StoreError::Unavailable(_) => {
-                crate::metrics::backend_error("s3");
-                Self::Unavailable {
-                    service: "parcel store",
-                    detail,
-                }
-            }
-            StoreError::OutcomeUnknown(_) => {
-                crate::metrics::backend_error("s3");
-                Self::OutcomeUnknown { detail }
-            }
+            StoreError::Unavailable(_) => Self::Unavailable {
+                service: "parcel store",
+                detail,
+            },
+            StoreError::OutcomeUnknown(_) => Self::OutcomeUnknown { detail },
             StoreError::Body(err) => Self::BadRequest(format!("the body failed: {err}")),
             StoreError::ShortBody { .. } => Self::BadRequest(err.to_string()),
             StoreError::Corrupt { .. } | StoreError::Internal(_) => Self::Internal(detail),
@@ -389,3 +386,64 @@ impl From<Error> for ErrorResponse {
 
 /// A handler's result: its own answers, or an error answer.
 pub type ApiResult<T> = Result<T, ErrorResponse>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Status, code and `Retry-After` of an answer.
+    fn answer(err: impl Into<Error>) -> (u16, String, Option<u64>) {
+        match ErrorResponse::from(err.into()) {
+            ErrorResponse::ServiceUnavailable(body, retry) => (503, body.0.code, Some(retry)),
+            ErrorResponse::BadRequest(body) => (400, body.0.code, None),
+            ErrorResponse::InternalServerError(body) => (500, body.0.code, None),
+            _ => panic!("an unexpected answer"),
+        }
+    }
+
+    #[test]
+    fn backend_failures_become_the_same_answers_with_their_causes_logged() {
+        let refused = || Box::new(std::io::Error::other("connection refused"));
+        let err = Error::from(StoreError::Unavailable(refused()));
+        assert_eq!(
+            err.to_string(),
+            "parcel store is unavailable; try again later"
+        );
+        assert!(matches!(&err, Error::Unavailable { detail, .. }
+            if detail == "the parcel store failed: connection refused"));
+        assert!(!err.may_have_taken_effect());
+        assert_eq!(answer(err), (503, "unavailable".into(), Some(2)));
+
+        let err = Error::from(StateError::Unavailable(refused()));
+        assert_eq!(
+            err.to_string(),
+            "token store is unavailable; try again later"
+        );
+        assert!(matches!(&err, Error::Unavailable { detail, .. }
+            if detail == "the shared state failed: connection refused"));
+        assert_eq!(answer(err), (503, "unavailable".into(), Some(2)));
+
+        let err = Error::from(StoreError::outcome_unknown("no answer"));
+        assert!(err.may_have_taken_effect());
+        assert_eq!(answer(err), (503, "outcome_unknown".into(), Some(2)));
+
+        let err = Error::from(StoreError::Body(std::io::Error::other("reset")));
+        assert_eq!(err.to_string(), "the body failed: reset");
+        assert_eq!(answer(err), (400, "bad_request".into(), None));
+        let err = Error::from(StoreError::ShortBody {
+            written: 1,
+            length: 2,
+        });
+        assert_eq!(err.to_string(), "the body ended after 1 of 2 bytes");
+
+        let id = ParcelId::parse(&format!("00000001{}", "A".repeat(64))).unwrap();
+        let err = Error::from(StoreError::Corrupt {
+            id,
+            source: "no owner".into(),
+        });
+        assert!(
+            matches!(&err, Error::Internal(detail) if detail.ends_with("is invalid: no owner"))
+        );
+        assert_eq!(answer(err), (500, "internal".into(), None));
+    }
+}
