@@ -18,12 +18,17 @@ use crate::{
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// An error and every source under it, as one line: `error: source: …`.
+/// A source that its error already shows at its end (Redis's errors do) is
+/// not shown twice.
 pub fn with_sources(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         source = cause.source();
     }
     line
@@ -422,6 +427,17 @@ mod tests {
         assert!(matches!(&err, Error::Unavailable { detail, .. }
             if detail == "the shared state failed: connection refused"));
         assert_eq!(answer(err), (503, "unavailable".into(), Some(2)));
+
+        // A cause that shows its own source at its end shows it once.
+        #[derive(Debug, thiserror::Error)]
+        #[error("refused: {0}")]
+        struct Refused(#[source] std::io::Error);
+        let cause = Refused(std::io::Error::other("os error 111"));
+        let err = StateError::Unavailable(Box::new(cause));
+        assert_eq!(
+            with_sources(&err),
+            "the shared state failed: refused: os error 111"
+        );
 
         let err = Error::from(StoreError::outcome_unknown("no answer"));
         assert!(err.may_have_taken_effect());
