@@ -18,14 +18,14 @@ use crate::{
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// An error and every source under it, as one line: `error: source: …`.
-/// A source that its error already shows at its end (Redis's errors do) is
-/// not shown twice.
+/// A source already quoted by the text before it (Redis's errors quote
+/// theirs) is not repeated.
 pub fn with_sources(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
         let text = cause.to_string();
-        if !line.ends_with(&text) {
+        if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }
