@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::{
     domain::{Address, ParcelId},
-    error::Error,
+    error::{Error, with_sources},
 };
 
 /// The ABCI query path of granted usages.
@@ -130,7 +130,7 @@ impl ChainConfig {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("amo-storage/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| error_chain(&err.without_url()))?;
+            .map_err(|err| with_sources(&err.without_url()))?;
         Ok(Self {
             rpc,
             usage_key,
@@ -373,7 +373,7 @@ impl Chain {
             detail: if err.is_timeout() {
                 format!("no answer within {:?}", self.inner.timeout)
             } else {
-                error_chain(&err.without_url())
+                with_sources(&err.without_url())
             },
         };
         let mut response = self
@@ -593,18 +593,6 @@ fn shorten(value: &Value) -> String {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text,
     }
-}
-
-/// An error and its sources, on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What a remembered grant is for: the parcel's owner is part of it, so that

@@ -18,7 +18,30 @@ use poem_openapi::{ApiResponse, Object, payload::Json};
 use crate::{
     domain::{MetadataError, ParcelId, ParseError},
     routes::Routes,
+    state::StateError,
+    storage::StoreError,
 };
+
+/// The cause of a backend's failure, kept as the source of its error: the
+/// backend's own error, or words saying what went wrong when there is none.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error and every source under it, as one line: `error: source: …`.
+/// A source already quoted by the text before it (Redis's errors quote
+/// theirs) is not repeated.
+pub fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -137,32 +160,6 @@ pub enum Error {
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 2;
 
 impl Error {
-    /// A failure of Redis.
-    pub fn token_store(detail: impl ToString) -> Self {
-        crate::metrics::backend_error("redis");
-        Self::Unavailable {
-            service: "token store",
-            detail: detail.to_string(),
-        }
-    }
-
-    /// A failure of S3.
-    pub fn parcel_store(detail: impl ToString) -> Self {
-        crate::metrics::backend_error("s3");
-        Self::Unavailable {
-            service: "parcel store",
-            detail: detail.to_string(),
-        }
-    }
-
-    /// A write to S3 that may have taken effect.
-    pub fn outcome_unknown(detail: impl ToString) -> Self {
-        crate::metrics::backend_error("s3");
-        Self::OutcomeUnknown {
-            detail: detail.to_string(),
-        }
-    }
-
     /// Whether the effect of the request may have happened: its token must
     /// then be used up, never released.
     pub fn may_have_taken_effect(&self) -> bool {
@@ -192,6 +189,39 @@ impl Error {
 impl From<ParseError> for Error {
     fn from(err: ParseError) -> Self {
         Self::BadRequest(err.0)
+    }
+}
+
+/// A parcel store's failure as the API answers it; a failure of the backend
+/// counts in `amo_backend_errors_total` (under `s3`, whichever the store).
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            crate::metrics::backend_error("s3");
+        }
+        let detail = with_sources(&err);
+        match err {
+            StoreError::Unavailable(_) => Self::Unavailable {
+                service: "parcel store",
+                detail,
+            },
+            StoreError::OutcomeUnknown(_) => Self::OutcomeUnknown { detail },
+            StoreError::Body(err) => Self::BadRequest(format!("the body failed: {err}")),
+            StoreError::ShortBody { .. } => Self::BadRequest(err.to_string()),
+            StoreError::Corrupt { .. } | StoreError::Internal(_) => Self::Internal(detail),
+        }
+    }
+}
+
+/// A shared state's failure as the API answers it; it counts in
+/// `amo_backend_errors_total` under `redis`.
+impl From<StateError> for Error {
+    fn from(err: StateError) -> Self {
+        crate::metrics::backend_error("redis");
+        Self::Unavailable {
+            service: "token store",
+            detail: with_sources(&err),
+        }
     }
 }
 
@@ -424,4 +454,76 @@ pub async fn json_errors<E: Endpoint>(
     }
     *rebuilt.extensions_mut() = std::mem::take(response.extensions_mut());
     rebuilt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Status, code and `Retry-After` of an answer.
+    fn answer(err: impl Into<Error>) -> (u16, String, Option<u64>) {
+        match ErrorResponse::from(err.into()) {
+            ErrorResponse::ServiceUnavailable(body, retry) => (503, body.0.code, Some(retry)),
+            ErrorResponse::BadRequest(body) => (400, body.0.code, None),
+            ErrorResponse::InternalServerError(body) => (500, body.0.code, None),
+            _ => panic!("an unexpected answer"),
+        }
+    }
+
+    #[test]
+    fn backend_failures_become_the_same_answers_with_their_causes_logged() {
+        let refused = || Box::new(std::io::Error::other("connection refused"));
+        let err = Error::from(StoreError::Unavailable(refused()));
+        assert_eq!(
+            err.to_string(),
+            "parcel store is unavailable; try again later"
+        );
+        assert!(matches!(&err, Error::Unavailable { detail, .. }
+            if detail == "the parcel store failed: connection refused"));
+        assert!(!err.may_have_taken_effect());
+        assert_eq!(answer(err), (503, "unavailable".into(), Some(2)));
+
+        let err = Error::from(StateError::Unavailable(refused()));
+        assert_eq!(
+            err.to_string(),
+            "token store is unavailable; try again later"
+        );
+        assert!(matches!(&err, Error::Unavailable { detail, .. }
+            if detail == "the shared state failed: connection refused"));
+        assert_eq!(answer(err), (503, "unavailable".into(), Some(2)));
+
+        // A cause that shows its own source at its end shows it once.
+        #[derive(Debug, thiserror::Error)]
+        #[error("refused: {0}")]
+        struct Refused(#[source] std::io::Error);
+        let cause = Refused(std::io::Error::other("os error 111"));
+        let err = StateError::Unavailable(Box::new(cause));
+        assert_eq!(
+            with_sources(&err),
+            "the shared state failed: refused: os error 111"
+        );
+
+        let err = Error::from(StoreError::outcome_unknown("no answer"));
+        assert!(err.may_have_taken_effect());
+        assert_eq!(answer(err), (503, "outcome_unknown".into(), Some(2)));
+
+        let err = Error::from(StoreError::Body(std::io::Error::other("reset")));
+        assert_eq!(err.to_string(), "the body failed: reset");
+        assert_eq!(answer(err), (400, "bad_request".into(), None));
+        let err = Error::from(StoreError::ShortBody {
+            written: 1,
+            length: 2,
+        });
+        assert_eq!(err.to_string(), "the body ended after 1 of 2 bytes");
+
+        let id = ParcelId::parse(&format!("00000001{}", "A".repeat(64))).unwrap();
+        let err = Error::from(StoreError::Corrupt {
+            id,
+            source: "no owner".into(),
+        });
+        assert!(
+            matches!(&err, Error::Internal(detail) if detail.ends_with("is invalid: no owner"))
+        );
+        assert_eq!(answer(err), (500, "internal".into(), None));
+    }
 }

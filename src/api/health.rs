@@ -22,7 +22,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
 use crate::{
-    error::{ErrorBody, RETRY_AFTER_UNAVAILABLE},
+    error::{ErrorBody, RETRY_AFTER_UNAVAILABLE, with_sources},
     limits::Slots,
     state::Shared,
     storage::Store,
@@ -116,16 +116,14 @@ impl HealthApi {
     }
 }
 
-async fn probe<F>(name: &str, check: F) -> Option<String>
+async fn probe<F, E>(name: &str, check: F) -> Option<String>
 where
-    F: Future<Output = Result<(), crate::error::Error>>,
+    F: Future<Output = Result<(), E>>,
+    E: std::error::Error,
 {
     match tokio::time::timeout(PROBE_TIMEOUT, check).await {
         Ok(Ok(())) => None,
-        Ok(Err(crate::error::Error::Unavailable { detail, .. })) => {
-            Some(format!("{name}: {detail}"))
-        }
-        Ok(Err(err)) => Some(format!("{name}: {err}")),
+        Ok(Err(err)) => Some(format!("{name}: {}", with_sources(&err))),
         Err(_) => Some(format!("{name}: no answer within {PROBE_TIMEOUT:?}")),
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::{
     domain::Address,
-    error::Error,
-    state::{ISSUED, Lease, Shared, TakeOutcome, unix_now_micros},
+    error::{Error, with_sources},
+    state::{ISSUED, Lease, Shared, StateError, TakeOutcome, unix_now_micros},
     tasks::detached,
 };
 
@@ -94,14 +94,15 @@ impl TokenStore {
 
     /// What the record of token `jti` holds, if it exists.
     pub async fn binding(&self, jti: &str) -> Result<Option<String>, Error> {
-        self.state.value(&token_key(jti)).await
+        Ok(self.state.value(&token_key(jti)).await?)
     }
 
     /// Ends the binding of token `jti` to `upload`: the token is used up.
     pub async fn unbind(&self, jti: &str, upload: &str) -> Result<bool, Error> {
-        self.state
+        Ok(self
+            .state
             .swap(&token_key(jti), &bound_to(upload), None, Duration::ZERO)
-            .await
+            .await?)
     }
 
     /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
@@ -157,9 +158,7 @@ impl TokenClaim {
         if self.lease.replace(&bound_to(upload), lifetime).await? {
             Ok(())
         } else {
-            Err(Error::token_store(
-                "a token's claim lapsed before it was bound",
-            ))
+            Err(StateError::Unexpected("a token's claim lapsed before it was bound".into()).into())
         }
     }
 
@@ -171,7 +170,9 @@ impl TokenClaim {
         match ended {
             Ok(true) => {}
             Ok(false) => tracing::warn!("a token's claim had lapsed before it was consumed"),
-            Err(err) => tracing::warn!(%err, "could not consume a token; it expires by itself"),
+            Err(err) => {
+                tracing::warn!(err = %with_sources(&err), "could not consume a token; it expires by itself")
+            }
         }
     }
 
@@ -179,7 +180,7 @@ impl TokenClaim {
     /// be used again until it expires.
     pub async fn release(self) {
         if let Err(err) = self.lease.give_up().await {
-            tracing::warn!(%err, "could not release a token claim; it lapses by itself");
+            tracing::warn!(err = %with_sources(&err), "could not release a token claim; it lapses by itself");
         }
     }
 }
@@ -188,7 +189,7 @@ impl TokenClaim {
 async fn uncount(outstanding: &Option<(Shared, String, String)>) {
     if let Some((state, key, jti)) = outstanding {
         if let Err(err) = state.remove_member(key, jti).await {
-            tracing::warn!(%err, "could not uncount a used token; it expires by itself");
+            tracing::warn!(err = %with_sources(&err), "could not uncount a used token; it expires by itself");
         }
     }
 }

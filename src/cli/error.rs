@@ -72,20 +72,8 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 /// `err` and its sources joined with `: ` (a cause already quoted by the
-/// message before it is not repeated).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// message before it is not repeated): the service's own helper.
+pub use crate::error::with_sources as error_chain;
 
 /// `text` on one line, cut to at most `max` characters.
 fn one_line(text: &str, max: usize) -> String {

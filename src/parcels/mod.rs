@@ -37,7 +37,7 @@ use crate::{
     error::Error,
     limits::{Slot, SlotKind, Slots},
     state::Shared,
-    storage::{BodyStream, Fetched, PutOutcome, Store, StoredParcel},
+    storage::{BodyStream, Fetched, PutOutcome, Store, StoreError, StoredParcel},
     tasks::detached,
 };
 
@@ -302,7 +302,7 @@ impl Parcels {
                 },
             )
             .await
-            .map_err(|err| Error::parcel_store(format!("reading {id}: {err}")))?;
+            .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
         Ok((parcel, body.freeze()))
     }
 

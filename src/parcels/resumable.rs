@@ -44,9 +44,9 @@ use crate::{
         tokens::{bound_to, token_key},
     },
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
-    error::Error,
+    error::{Error, with_sources},
     state::{Lease, unix_now},
-    storage::PutOutcome,
+    storage::{PutOutcome, StoreError},
     tasks::detached,
 };
 
@@ -140,7 +140,7 @@ impl UploadStatus {
 /// it stored them.
 struct InFlight {
     /// The store's write of it; answers the part's tag.
-    put: tokio::task::JoinHandle<Result<String, Error>>,
+    put: tokio::task::JoinHandle<Result<String, StoreError>>,
     /// Where the upload stands once it is stored.
     end: u64,
     /// The SHA-256 of the upload up to `end`.
@@ -148,8 +148,8 @@ struct InFlight {
 }
 
 /// The outcome of a task.
-fn joined<T>(outcome: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
-    outcome.map_err(|err| Error::Internal(format!("a part's task failed: {err}")))?
+fn joined<T>(outcome: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, Error> {
+    Ok(outcome.map_err(|err| Error::Internal(format!("a part's task failed: {err}")))??)
 }
 
 /// A record as read, with the text it was read as (for compare-and-set).
@@ -240,7 +240,7 @@ impl Parcels {
                     UploadStatus::of(&upload, &stored.record)
                 });
             }
-            let started = async {
+            let started: Result<_, Error> = async {
                 record.store_id = this
                     .store
                     .staged_start(&upload, &id, &owner, &metadata)
@@ -252,7 +252,7 @@ impl Parcels {
                     .await
                 {
                     this.store.staged_abort(&id, &record.store_id).await;
-                    return Err(err);
+                    return Err(err.into());
                 }
                 match this.new_record(&upload, &record, false).await {
                     Ok(stored) => Ok(stored),
@@ -512,11 +512,12 @@ impl Parcels {
         if let Some(tail) = &stored.record.tail {
             let bytes = self.store.get_tail(upload, &tail.name).await?;
             if bytes.len() as u64 != tail.length {
-                return Err(Error::parcel_store(format!(
+                return Err(StoreError::unavailable(format!(
                     "the tail of upload {upload} holds {} bytes, not {}",
                     bytes.len(),
                     tail.length
-                )));
+                ))
+                .into());
             }
             pending_len = tail.length;
             pending.push(bytes);
@@ -658,10 +659,11 @@ impl Parcels {
         let tag = match tokio::time::timeout(self.limits.store_timeout, part.put).await {
             Ok(outcome) => joined(outcome)?,
             Err(_) => {
-                return Err(Error::parcel_store(format!(
+                return Err(StoreError::unavailable(format!(
                     "UploadPart got no answer within {:?} of its last byte",
                     self.limits.store_timeout
-                )));
+                ))
+                .into());
             }
         };
         let old = stored.record.tail.take();
@@ -677,7 +679,7 @@ impl Parcels {
     async fn drop_tail(&self, upload: &str, tail: Option<Tail>) {
         if let Some(tail) = tail {
             if let Err(err) = self.store.drop_tails(upload, Some(&tail.name)).await {
-                tracing::warn!(%err, upload, "could not delete an old tail; the sweep will");
+                tracing::warn!(err = %with_sources(&err), upload, "could not delete an old tail; the sweep will");
             }
         }
     }
@@ -715,7 +717,7 @@ impl Parcels {
         unlock(lock).await;
         let settled = match outcome {
             Ok(outcome) => self.settle_put(&parcel, outcome).await,
-            Err(err) => Err(err),
+            Err(err) => Err(err.into()),
         };
         match settled {
             Ok(outcome) => {
@@ -725,7 +727,7 @@ impl Parcels {
                 // A replica that died between storing a tail and saving the
                 // record left that tail behind: no tail outlives the upload.
                 if let Err(err) = self.store.drop_tails(upload, None).await {
-                    tracing::warn!(%err, upload, "could not delete an upload's tails; the sweep will");
+                    tracing::warn!(err = %with_sources(&err), upload, "could not delete an upload's tails; the sweep will");
                 }
                 self.end_mark(upload, &stored.record.store_id).await;
                 stored.record.finished = true;
@@ -775,7 +777,7 @@ impl Parcels {
             .swap(&upload_key(upload), &stored.text, None, Duration::ZERO)
             .await
         {
-            tracing::warn!(%err, upload, "could not delete an upload record; it expires");
+            tracing::warn!(err = %with_sources(&err), upload, "could not delete an upload record; it expires");
         }
         self.unbind(upload, &record.jti).await;
     }
@@ -784,7 +786,7 @@ impl Parcels {
     async fn discard_staged(&self, upload: &str, id: &ParcelId, store_id: &str) {
         self.store.staged_abort(id, store_id).await;
         if let Err(err) = self.store.drop_tails(upload, None).await {
-            tracing::warn!(%err, upload, "could not delete an upload's tails; the sweep will");
+            tracing::warn!(err = %with_sources(&err), upload, "could not delete an upload's tails; the sweep will");
         }
         self.end_mark(upload, store_id).await;
     }
@@ -800,7 +802,7 @@ impl Parcels {
             )
             .await;
         if let Err(err) = ended {
-            tracing::warn!(%err, upload, "could not end an upload's live mark; it lapses");
+            tracing::warn!(err = %with_sources(&err), upload, "could not end an upload's live mark; it lapses");
         }
     }
 
@@ -811,7 +813,7 @@ impl Parcels {
             .swap(&token_key(jti), &bound_to(upload), None, Duration::ZERO)
             .await;
         if let Err(err) = ended {
-            tracing::warn!(%err, upload, "could not end a token's binding; it expires");
+            tracing::warn!(err = %with_sources(&err), upload, "could not end a token's binding; it expires");
         }
     }
 }

@@ -43,9 +43,9 @@ use tokio::sync::mpsc;
 use super::Parcels;
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
-    error::Error,
+    error::{Error, with_sources},
     state::{Lease, Shared},
-    storage::{PartUpload, PutOutcome, Store, StoredParcel, feed_of},
+    storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel, feed_of},
 };
 
 /// S3 allows at most this many parts in one upload.
@@ -229,10 +229,11 @@ where
         match tokio::time::timeout(self.store_wait, feed.send(piece)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(store_stopped()),
-            Err(_) => Err(Error::parcel_store(format!(
+            Err(_) => Err(StoreError::unavailable(format!(
                 "S3 took no byte of the body for {} s",
                 self.store_wait.as_secs()
-            ))),
+            ))
+            .into()),
         }
     }
 }
@@ -355,7 +356,7 @@ impl Parcels {
         // The whole body went up, and S3 did not answer: it may have
         // stored it.
         let put = put.unwrap_or_else(|waited| {
-            Err(Error::outcome_unknown(format!(
+            Err(StoreError::outcome_unknown(format!(
                 "PutObject of {} got no answer within {waited:?} of its last byte",
                 parcel.id
             )))
@@ -377,7 +378,7 @@ impl Parcels {
                 parcel.id
             ))),
             // The store failed first: its error is the cause.
-            Err(store) if is_store_stopped(&failed) => Err(store),
+            Err(store) if is_store_stopped(&failed) => Err(store.into()),
             Err(_) => Err(failed),
         }
     }
@@ -412,14 +413,15 @@ impl Parcels {
                 )
                 .await;
                 let pushed = pushed.unwrap_or_else(|waited| {
-                    Err(Error::parcel_store(format!(
+                    Err(StoreError::unavailable(format!(
                         "UploadPart got no answer within {waited:?} of its last byte"
                     )))
                 });
                 match (fed, pushed) {
                     (Ok(()), Ok(())) => {}
-                    (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store),
-                    (Err(err), _) | (Ok(()), Err(err)) => return Err(err),
+                    (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store.into()),
+                    (Err(err), _) => return Err(err),
+                    (Ok(()), Err(err)) => return Err(err.into()),
                 }
                 left -= this_part;
             }
@@ -486,7 +488,7 @@ impl Parcels {
             }
         };
         if let Err(err) = mark.end().await {
-            tracing::debug!(%err, "could not end a multipart upload's live mark; it lapses");
+            tracing::debug!(err = %with_sources(&err), "could not end a multipart upload's live mark; it lapses");
         }
         outcome
     }
@@ -517,7 +519,7 @@ impl Parcels {
             }
             Err(err) => {
                 upload.abort().await;
-                Err(err)
+                Err(err.into())
             }
         }
     }
@@ -558,19 +560,20 @@ impl Parcels {
     pub(super) async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         loop {
+            // `None`: another commit holds the lock.
             let failure = match Lease::try_take(&self.state, lock_key(id), self.limits.lease).await
             {
                 Ok(Some(lock)) => return Ok(lock),
-                Ok(None) => Error::upload_in_progress(id, None),
-                Err(err) => err,
+                Ok(None) => None,
+                Err(err) => Some(err),
             };
             if tokio::time::Instant::now() >= give_up {
                 return Err(match failure {
-                    Error::UploadInProgress { .. } => {
+                    None => {
                         let left = self.state.remaining(&lock_key(id)).await?;
                         Error::upload_in_progress(id, left)
                     }
-                    other => other,
+                    Some(err) => err.into(),
                 });
             }
             tokio::time::sleep(COMMIT_LOCK_POLL).await;
@@ -587,7 +590,7 @@ impl Parcels {
             return Ok(outcome);
         }
         let existing = self.store.head(parcel.id).await?.ok_or_else(|| {
-            Error::parcel_store(format!(
+            StoreError::unavailable(format!(
                 "{} existed, then vanished during upload",
                 parcel.id
             ))
@@ -622,7 +625,7 @@ where
 
 pub(super) async fn unlock(lock: Lease) {
     if let Err(err) = lock.end().await {
-        tracing::warn!(%err, "could not end a parcel write lock; it lapses by itself");
+        tracing::warn!(err = %with_sources(&err), "could not end a parcel write lock; it lapses by itself");
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Shared, Taken, claimed_by, unix_now};
-use crate::error::Error;
+use super::{Shared, StateError, Taken, claimed_by, unix_now};
+use crate::error::with_sources;
 
 /// Why an issued key could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Lease {
         state: &Shared,
         key: String,
         term: Duration,
-    ) -> Result<Option<Self>, Error> {
+    ) -> Result<Option<Self>, StateError> {
         let holder = Uuid::new_v4().to_string();
         let taken = state.set_new(&key, &claimed_by(&holder), term).await?;
         Ok(taken.then(|| Self::held(state.clone(), key, holder, None, term)))
@@ -54,7 +54,7 @@ impl Lease {
         key: String,
         restore_until: u64,
         term: Duration,
-    ) -> Result<Result<Self, TakeOutcome>, Error> {
+    ) -> Result<Result<Self, TakeOutcome>, StateError> {
         let holder = Uuid::new_v4().to_string();
         Ok(match state.take_issued(&key, &holder, term).await? {
             Taken::Now => Ok(Self::held(state, key, holder, Some(restore_until), term)),
@@ -81,7 +81,9 @@ impl Lease {
                     match state.renew(&key, &holder, term).await {
                         Ok(true) => {}
                         Ok(false) => break,
-                        Err(err) => tracing::warn!(%err, "could not renew a lease"),
+                        Err(err) => {
+                            tracing::warn!(err = %with_sources(&err), "could not renew a lease")
+                        }
                     }
                 }
             })
@@ -96,14 +98,14 @@ impl Lease {
     }
 
     /// Deletes the key if this lease still holds it; answers whether it did.
-    pub async fn end(mut self) -> Result<bool, Error> {
+    pub async fn end(mut self) -> Result<bool, StateError> {
         self.stop_renewal();
         self.state.end(&self.key, &self.holder).await
     }
 
     /// Replaces the key, if this lease still holds it, by `value` for
     /// `ttl`: the key outlives the lease. Answers whether it did.
-    pub async fn replace(mut self, value: &str, ttl: Duration) -> Result<bool, Error> {
+    pub async fn replace(mut self, value: &str, ttl: Duration) -> Result<bool, StateError> {
         self.stop_renewal();
         self.state
             .swap(&self.key, &claimed_by(&self.holder), Some(value), ttl)
@@ -112,7 +114,7 @@ impl Lease {
 
     /// Gives the key up: back to `issued` for the rest of its lifetime, or
     /// deleted.
-    pub async fn give_up(mut self) -> Result<bool, Error> {
+    pub async fn give_up(mut self) -> Result<bool, StateError> {
         self.stop_renewal();
         give_up(&self.state, &self.key, &self.holder, self.restore_until).await
     }
@@ -133,7 +135,7 @@ async fn give_up(
     key: &str,
     holder: &str,
     restore_until: Option<u64>,
-) -> Result<bool, Error> {
+) -> Result<bool, StateError> {
     let remaining = restore_until
         .map(|deadline| Duration::from_secs(deadline.saturating_sub(unix_now())))
         .unwrap_or_default();
@@ -152,7 +154,7 @@ impl Drop for Lease {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     if let Err(err) = give_up(&state, &key, &holder, restore_until).await {
-                        tracing::warn!(%err, "could not give up a lease; it lapses by itself");
+                        tracing::warn!(err = %with_sources(&err), "could not give up a lease; it lapses by itself");
                     }
                 });
             }

@@ -12,8 +12,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{ISSUED, SharedState, Taken, claimed_by, unix_now_micros};
-use crate::error::Error;
+use super::{ISSUED, SharedState, StateError, Taken, claimed_by, unix_now_micros};
 
 enum Value {
     Text(String),
@@ -102,11 +101,11 @@ impl SharedState for MemoryState {
         "memory"
     }
 
-    async fn ping(&self) -> Result<(), Error> {
+    async fn ping(&self) -> Result<(), StateError> {
         Ok(())
     }
 
-    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
         let mut keys = self.keys();
         if keys.live(key).is_some() {
             return Ok(false);
@@ -115,7 +114,12 @@ impl SharedState for MemoryState {
         Ok(true)
     }
 
-    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error> {
+    async fn take_issued(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Taken, StateError> {
         let mut keys = self.keys();
         Ok(match keys.text(key) {
             None => Taken::Absent,
@@ -127,7 +131,7 @@ impl SharedState for MemoryState {
         })
     }
 
-    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error> {
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError> {
         let mut keys = self.keys();
         if !keys.held_by(key, holder) {
             return Ok(false);
@@ -136,7 +140,7 @@ impl SharedState for MemoryState {
         Ok(true)
     }
 
-    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error> {
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError> {
         let mut keys = self.keys();
         if !keys.held_by(key, holder) {
             return Ok(false);
@@ -145,7 +149,12 @@ impl SharedState for MemoryState {
         Ok(true)
     }
 
-    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error> {
+    async fn restore(
+        &self,
+        key: &str,
+        holder: &str,
+        remaining: Duration,
+    ) -> Result<bool, StateError> {
         let mut keys = self.keys();
         if !keys.held_by(key, holder) {
             return Ok(false);
@@ -158,11 +167,11 @@ impl SharedState for MemoryState {
         Ok(true)
     }
 
-    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+    async fn value(&self, key: &str) -> Result<Option<String>, StateError> {
         Ok(self.keys().text(key).map(str::to_owned))
     }
 
-    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error> {
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
         let now = Instant::now();
         Ok(self
             .keys()
@@ -170,7 +179,7 @@ impl SharedState for MemoryState {
             .map(|entry| entry.expires.saturating_duration_since(now)))
     }
 
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error> {
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError> {
         let mut keys = self.keys();
         if let Some(Entry {
             value: Value::Counter(count),
@@ -190,7 +199,7 @@ impl SharedState for MemoryState {
         member: &str,
         expires_us: u64,
         cap: u64,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, StateError> {
         let now = unix_now_micros();
         let mut keys = self.keys();
         let mut members = match keys.entries.remove(key) {
@@ -223,7 +232,7 @@ impl SharedState for MemoryState {
         Ok(evicted)
     }
 
-    async fn end_issued(&self, key: &str) -> Result<bool, Error> {
+    async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
         let mut keys = self.keys();
         if keys.text(key) != Some(ISSUED) {
             return Ok(false);
@@ -238,7 +247,7 @@ impl SharedState for MemoryState {
         expected: &str,
         new: Option<&str>,
         ttl: Duration,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, StateError> {
         let mut keys = self.keys();
         if keys.text(key) != Some(expected) {
             return Ok(false);
@@ -252,7 +261,7 @@ impl SharedState for MemoryState {
         Ok(true)
     }
 
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError> {
         if let Some(Entry {
             value: Value::Set(members),
             ..

@@ -7,11 +7,13 @@
 //! one-replica embedded mode. The rules built on them ([`Lease`], the token
 //! store, the limits) are written once, above the trait.
 
+mod error;
 mod lease;
 mod memory;
 mod redis;
 
 pub use self::{
+    error::StateError,
     lease::{Lease, TakeOutcome},
     memory::MemoryState,
     redis::{RedisState, RedisTopology},
@@ -20,8 +22,6 @@ pub use self::{
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-
-use crate::error::Error;
 
 /// The value of a token record between issue and first use.
 pub const ISSUED: &str = "issued";
@@ -50,36 +50,46 @@ pub trait SharedState: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Checks that the state answers.
-    async fn ping(&self) -> Result<(), Error>;
+    async fn ping(&self) -> Result<(), StateError>;
 
     /// Sets `key` to `value` for `ttl` unless it exists; answers whether it
     /// was set.
-    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error>;
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError>;
 
     /// If `key` holds [`ISSUED`], sets it to [`claimed_by`]`(holder)` for
     /// `lease`.
-    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error>;
+    async fn take_issued(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Taken, StateError>;
 
     /// Extends `key` to `lease` from now if `holder` holds it.
-    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error>;
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError>;
 
     /// Deletes `key` if `holder` holds it.
-    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error>;
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError>;
 
     /// If `holder` holds `key`: sets it back to [`ISSUED`] for `remaining`,
     /// or deletes it when `remaining` is zero.
-    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error>;
+    async fn restore(
+        &self,
+        key: &str,
+        holder: &str,
+        remaining: Duration,
+    ) -> Result<bool, StateError>;
 
     /// The value of `key`, if any (for inspection and tests).
-    async fn value(&self, key: &str) -> Result<Option<String>, Error>;
+    async fn value(&self, key: &str) -> Result<Option<String>, StateError>;
 
     /// How long `key` has left to live, if it exists (for inspection and
     /// tests).
-    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error>;
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError>;
 
     /// Counts one hit on the counter `key`, which starts at zero and lives
     /// for `window` from its first hit; answers the count so far.
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error>;
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError>;
 
     /// Adds `member` to the set `key` until `expires_us` (Unix
     /// microseconds), after
@@ -92,13 +102,13 @@ pub trait SharedState: Send + Sync {
         member: &str,
         expires_us: u64,
         cap: u64,
-    ) -> Result<Vec<String>, Error>;
+    ) -> Result<Vec<String>, StateError>;
 
     /// Deletes `key` if it holds [`ISSUED`]; answers whether it did.
-    async fn end_issued(&self, key: &str) -> Result<bool, Error>;
+    async fn end_issued(&self, key: &str) -> Result<bool, StateError>;
 
     /// Removes `member` from the set `key`.
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error>;
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError>;
 
     /// If `key` holds `expected`: sets it to `new` for `ttl`, or deletes it
     /// when `new` is `None`. Answers whether it did.
@@ -108,7 +118,7 @@ pub trait SharedState: Send + Sync {
         expected: &str,
         new: Option<&str>,
         ttl: Duration,
-    ) -> Result<bool, Error>;
+    ) -> Result<bool, StateError>;
 }
 
 /// The shared state of a replica.

@@ -15,8 +15,7 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use super::{SharedState, Taken, unix_now_micros};
-use crate::error::Error;
+use super::{SharedState, StateError, Taken, unix_now_micros};
 
 /// How long to wait for Redis to connect or answer; also the most one
 /// operation may take in all, reconnecting included, before it fails (503).
@@ -226,34 +225,31 @@ impl RedisState {
     }
 
     /// A connection; reconnects by itself once made.
-    async fn connection(&self) -> Result<Connection, Error> {
+    async fn connection(&self) -> Result<Connection, StateError> {
         self.connection
             .get_or_try_init(|| connect(&self.topology))
             .await
             .cloned()
-            .map_err(Error::token_store)
+            .map_err(failed)
     }
 
     /// Runs a script with its keys and arguments.
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, Error> {
+    ) -> Result<T, StateError> {
         bounded(async {
             let mut conn = self.connection().await?;
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(Error::token_store)
+            invocation.invoke_async(&mut conn).await.map_err(failed)
         })
         .await
     }
 
     /// Runs one command.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StateError> {
         bounded(async {
             let mut conn = self.connection().await?;
-            cmd.query_async(&mut conn).await.map_err(Error::token_store)
+            cmd.query_async(&mut conn).await.map_err(failed)
         })
         .await
     }
@@ -262,14 +258,21 @@ impl RedisState {
 /// `operation`, failed if it takes longer than [`TIMEOUT`] in all: the
 /// response timeout covers one command on a live connection, not the wait
 /// for a connection being made again.
-async fn bounded<T>(operation: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+async fn bounded<T>(
+    operation: impl Future<Output = Result<T, StateError>>,
+) -> Result<T, StateError> {
     tokio::time::timeout(TIMEOUT, operation)
         .await
         .unwrap_or_else(|_| {
-            Err(Error::token_store(format!(
+            Err(StateError::unavailable(format!(
                 "no answer from Redis within {TIMEOUT:?}"
             )))
         })
+}
+
+/// A failed command or connection: Redis's error is the cause.
+fn failed(err: redis::RedisError) -> StateError {
+    StateError::Unavailable(Box::new(err))
 }
 
 async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
@@ -318,17 +321,22 @@ impl SharedState for RedisState {
         }
     }
 
-    async fn ping(&self) -> Result<(), Error> {
+    async fn ping(&self) -> Result<(), StateError> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
-    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
         Ok(self.query::<Option<String>>(&cmd).await?.is_some())
     }
 
-    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error> {
+    async fn take_issued(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Taken, StateError> {
         let answer: i64 = self
             .run(
                 self.scripts
@@ -345,19 +353,24 @@ impl SharedState for RedisState {
         })
     }
 
-    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error> {
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError> {
         let done: i64 = self
             .run(self.scripts.renew.key(key).arg(holder).arg(millis(lease)))
             .await?;
         Ok(done == 1)
     }
 
-    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error> {
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError> {
         let done: i64 = self.run(self.scripts.end.key(key).arg(holder)).await?;
         Ok(done == 1)
     }
 
-    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error> {
+    async fn restore(
+        &self,
+        key: &str,
+        holder: &str,
+        remaining: Duration,
+    ) -> Result<bool, StateError> {
         let done: i64 = self
             .run(
                 self.scripts
@@ -370,16 +383,16 @@ impl SharedState for RedisState {
         Ok(done == 1)
     }
 
-    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+    async fn value(&self, key: &str) -> Result<Option<String>, StateError> {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
-    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error> {
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
         let millis: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
     }
 
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error> {
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError> {
         self.run(self.scripts.hit.key(key).arg(millis(window)))
             .await
     }
@@ -390,7 +403,7 @@ impl SharedState for RedisState {
         member: &str,
         expires_us: u64,
         cap: u64,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, StateError> {
         self.run(
             self.scripts
                 .add_evicting
@@ -403,12 +416,12 @@ impl SharedState for RedisState {
         .await
     }
 
-    async fn end_issued(&self, key: &str) -> Result<bool, Error> {
+    async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
         let done: i64 = self.run(&self.scripts.end_issued.key(key)).await?;
         Ok(done == 1)
     }
 
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError> {
         self.query::<i64>(redis::cmd("ZREM").arg(key).arg(member))
             .await
             .map(drop)
@@ -420,7 +433,7 @@ impl SharedState for RedisState {
         expected: &str,
         new: Option<&str>,
         ttl: Duration,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, StateError> {
         let ttl = match new {
             Some(_) => millis(ttl).max(1),
             None => 0,

@@ -30,11 +30,12 @@ use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::{
-    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel,
+    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoreError,
+    StoredParcel,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest},
-    error::Error,
+    error::with_sources,
 };
 
 const MAGIC: &[u8; 4] = b"AMO1";
@@ -105,14 +106,18 @@ impl DirStore {
 
     /// Writes exactly `length` bytes that `feed` delivers to `file`, from
     /// where it stands; a feed that fails, ends short or runs long fails.
-    async fn write_feed(&self, mut file: File, length: u64, mut feed: Feed) -> Result<File, Error> {
+    async fn write_feed(
+        &self,
+        mut file: File,
+        length: u64,
+        mut feed: Feed,
+    ) -> Result<File, StoreError> {
         let mut written: u64 = 0;
         while let Some(chunk) = feed.recv().await {
-            let chunk =
-                chunk.map_err(|err| Error::BadRequest(format!("the body failed: {err}")))?;
+            let chunk = chunk.map_err(StoreError::Body)?;
             written += chunk.len() as u64;
             if written > length {
-                return Err(Error::Internal(format!(
+                return Err(StoreError::Internal(format!(
                     "a part of {length} bytes was fed more"
                 )));
             }
@@ -121,9 +126,7 @@ impl DirStore {
                 .await?;
         }
         if written != length {
-            return Err(Error::BadRequest(format!(
-                "the body ended after {written} of {length} bytes"
-            )));
+            return Err(StoreError::ShortBody { written, length });
         }
         Ok(file)
     }
@@ -132,12 +135,12 @@ impl DirStore {
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
-    ) -> Result<T, Error> {
+    ) -> Result<T, StoreError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || work(&root))
             .await
-            .map_err(|err| Error::Internal(format!("file task: {err}")))?
-            .map_err(|err| Error::parcel_store(format!("data directory: {err}")))
+            .map_err(|err| StoreError::Internal(format!("file task: {err}")))?
+            .map_err(|err| StoreError::Unavailable(Box::new(err)))
     }
 }
 
@@ -181,12 +184,12 @@ fn file_safe(name: &str) -> String {
 }
 
 /// The header of a parcel file.
-fn header_of(owner: &Address, metadata: &ParcelMetadata) -> Result<Vec<u8>, Error> {
+fn header_of(owner: &Address, metadata: &ParcelMetadata) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(&Header {
         owner: owner.as_str().to_owned(),
         metadata: metadata.as_stored().to_owned(),
     })
-    .map_err(|err| Error::Internal(format!("parcel header: {err}")))?;
+    .map_err(|err| StoreError::Internal(format!("parcel header: {err}")))?;
     let mut header = Vec::with_capacity(8 + json.len());
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&(json.len() as u32).to_be_bytes());
@@ -248,7 +251,7 @@ impl ParcelStore for DirStore {
         "directory"
     }
 
-    async fn check(&self) -> Result<(), Error> {
+    async fn check(&self) -> Result<(), StoreError> {
         self.blocking(|root| {
             let probe = root.join(format!("{UPLOAD_PREFIX}probe-{}", Uuid::new_v4()));
             File::create(&probe)?;
@@ -257,7 +260,7 @@ impl ParcelStore for DirStore {
         .await
     }
 
-    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error> {
+    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, StoreError> {
         let (path, id) = (self.path(id), id.clone());
         self.blocking(move |_| Ok(open_parcel(&path, &id)?.map(|(_, parcel, _)| parcel)))
             .await
@@ -267,7 +270,7 @@ impl ParcelStore for DirStore {
         &self,
         id: &ParcelId,
         range: Option<(u64, u64)>,
-    ) -> Result<Option<BodyStream>, Error> {
+    ) -> Result<Option<BodyStream>, StoreError> {
         let (path, id) = (self.path(id), id.clone());
         let opened = self
             .blocking(move |_| {
@@ -289,7 +292,7 @@ impl ParcelStore for DirStore {
         }))
     }
 
-    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, Error> {
+    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, StoreError> {
         let Some(parcel) = self.head(id).await? else {
             return Ok(Fetched::Missing);
         };
@@ -314,7 +317,7 @@ impl ParcelStore for DirStore {
         feed: Feed,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         let mut upload = self.start_upload(id, owner, metadata).await?;
         upload.push_part(length, feed).await?;
         upload.complete().await
@@ -325,7 +328,7 @@ impl ParcelStore for DirStore {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<Box<dyn PartUpload>, Error> {
+    ) -> Result<Box<dyn PartUpload>, StoreError> {
         let header = header_of(owner, metadata)?;
         let temporary = self
             .root
@@ -348,7 +351,7 @@ impl ParcelStore for DirStore {
         }))
     }
 
-    async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
+    async fn delete(&self, id: &ParcelId) -> Result<(), StoreError> {
         let path = self.path(id);
         self.blocking(move |root| {
             remove_if_there(&path)?;
@@ -357,7 +360,7 @@ impl ParcelStore for DirStore {
         .await
     }
 
-    async fn list(&self) -> Result<Vec<String>, Error> {
+    async fn list(&self) -> Result<Vec<String>, StoreError> {
         self.blocking(|root| {
             let mut ids = Vec::new();
             for entry in std::fs::read_dir(root)? {
@@ -373,7 +376,7 @@ impl ParcelStore for DirStore {
 
     /// One process owns the directory and removes leftovers at start: the
     /// only uploads that outlive a request are resumable ones.
-    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
+    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, StoreError> {
         let found = self
             .blocking(move |root| older_files(root, STAGED_PREFIX, older_than))
             .await?;
@@ -390,7 +393,7 @@ impl ParcelStore for DirStore {
             .collect())
     }
 
-    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error> {
+    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError> {
         let (id, store_id) = (upload.id.clone(), upload.upload_id.clone());
         self.staged_abort(&id, &store_id).await;
         Ok(())
@@ -402,7 +405,7 @@ impl ParcelStore for DirStore {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<String, Error> {
+    ) -> Result<String, StoreError> {
         let header = header_of(owner, metadata)?;
         let path = self.staged_path(id, upload);
         self.blocking(move |_| {
@@ -421,7 +424,7 @@ impl ParcelStore for DirStore {
         at: u64,
         length: u64,
         feed: Feed,
-    ) -> Result<String, Error> {
+    ) -> Result<String, StoreError> {
         let path = self.staged_path(id, store_id);
         let file = self
             .blocking(move |_| {
@@ -444,7 +447,7 @@ impl ParcelStore for DirStore {
         id: &ParcelId,
         store_id: &str,
         _parts: &[String],
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         let (temporary, target) = (self.staged_path(id, store_id), self.path(id));
         self.blocking(move |root| link_into_place(root, &temporary, &target))
             .await
@@ -453,11 +456,11 @@ impl ParcelStore for DirStore {
     async fn staged_abort(&self, id: &ParcelId, store_id: &str) {
         let path = self.staged_path(id, store_id);
         if let Err(err) = self.blocking(move |_| remove_if_there(&path)).await {
-            tracing::warn!(%err, "could not remove a resumable upload's file");
+            tracing::warn!(err = %with_sources(&err), "could not remove a resumable upload's file");
         }
     }
 
-    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), Error> {
+    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.tail_path(upload, name);
         self.blocking(move |_| {
             let mut file = File::create(&path)?;
@@ -467,13 +470,13 @@ impl ParcelStore for DirStore {
         .await
     }
 
-    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, Error> {
+    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, StoreError> {
         let path = self.tail_path(upload, name);
         self.blocking(move |_| std::fs::read(path).map(Bytes::from))
             .await
     }
 
-    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), Error> {
+    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
         let prefix = format!(
             "{TAIL_PREFIX}{}-{}",
             file_safe(upload),
@@ -497,7 +500,7 @@ impl ParcelStore for DirStore {
         .await
     }
 
-    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, Error> {
+    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
         let mut found = self
             .blocking(move |root| older_files(root, TAIL_PREFIX, older_than))
             .await?
@@ -509,7 +512,7 @@ impl ParcelStore for DirStore {
         Ok(found)
     }
 
-    async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, StoreError> {
         self.blocking(|root| {
             let mut uploads = Vec::new();
             for entry in std::fs::read_dir(root)? {
@@ -547,21 +550,21 @@ impl PartUpload for FileUpload {
         self.parts
     }
 
-    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error> {
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), StoreError> {
         let file = self
             .file
             .take()
-            .ok_or_else(|| Error::Internal("a part after a failed write".into()))?;
+            .ok_or_else(|| StoreError::Internal("a part after a failed write".into()))?;
         self.file = Some(self.store.write_feed(file, length, feed).await?);
         self.parts += 1;
         Ok(())
     }
 
-    async fn complete(mut self: Box<Self>) -> Result<PutOutcome, Error> {
+    async fn complete(mut self: Box<Self>) -> Result<PutOutcome, StoreError> {
         let file = self
             .file
             .take()
-            .ok_or_else(|| Error::Internal("completing a failed upload".into()))?;
+            .ok_or_else(|| StoreError::Internal("completing a failed upload".into()))?;
         let (temporary, target) = (self.temporary.clone(), self.target.clone());
         self.store
             .blocking(move |root| {

@@ -7,10 +7,12 @@
 //! one-replica mode. Both make a parcel visible only whole, never partly.
 
 mod dir;
+mod error;
 mod s3;
 
 pub use self::{
     dir::DirStore,
+    error::StoreError,
     s3::{S3Config, S3Store},
 };
 
@@ -20,10 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::{
-    domain::{Address, ParcelId, ParcelMetadata},
-    error::Error,
-};
+use crate::domain::{Address, ParcelId, ParcelMetadata};
 
 /// A body streamed from or to the store.
 pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -86,10 +85,10 @@ pub trait ParcelStore: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Checks that the store answers and can be written.
-    async fn check(&self) -> Result<(), Error>;
+    async fn check(&self) -> Result<(), StoreError>;
 
     /// The owner, metadata and size of a parcel, if it exists.
-    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error>;
+    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, StoreError>;
 
     /// A parcel's body, or bytes `first..=last` of it, as a stream; `None`
     /// when the parcel does not exist.
@@ -97,12 +96,12 @@ pub trait ParcelStore: Send + Sync {
         &self,
         id: &ParcelId,
         range: Option<(u64, u64)>,
-    ) -> Result<Option<BodyStream>, Error>;
+    ) -> Result<Option<BodyStream>, StoreError>;
 
     /// A parcel with its body, or the part of it that `range` (an HTTP
     /// `Range` value for one range) asks for, in one request: owner,
     /// metadata and size come with the body.
-    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, Error>;
+    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, StoreError>;
 
     /// Writes a whole parcel unless one with this id exists.
     async fn put_new(
@@ -111,7 +110,7 @@ pub trait ParcelStore: Send + Sync {
         body: Bytes,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         self.put_fed(id, body.len() as u64, feed_of(body), owner, metadata)
             .await
     }
@@ -126,7 +125,7 @@ pub trait ParcelStore: Send + Sync {
         feed: Feed,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<PutOutcome, Error>;
+    ) -> Result<PutOutcome, StoreError>;
 
     /// Starts writing a parcel in parts. Nothing is visible until
     /// [`PartUpload::complete`]; dropped before that, it is discarded.
@@ -135,25 +134,25 @@ pub trait ParcelStore: Send + Sync {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<Box<dyn PartUpload>, Error>;
+    ) -> Result<Box<dyn PartUpload>, StoreError>;
 
     /// Deletes a parcel (deleting one that is not there is no error).
-    async fn delete(&self, id: &ParcelId) -> Result<(), Error>;
+    async fn delete(&self, id: &ParcelId) -> Result<(), StoreError>;
 
     /// The ids of the stored parcels (for operators and tests).
-    async fn list(&self) -> Result<Vec<String>, Error>;
+    async fn list(&self) -> Result<Vec<String>, StoreError>;
 
     /// Uploads begun and neither completed nor discarded (for operators and
     /// tests: after every request has ended, there are none).
-    async fn unfinished_uploads(&self) -> Result<Vec<String>, Error>;
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, StoreError>;
 
     /// Unfinished uploads begun more than `older_than` ago, which a replica
     /// that died may have left behind. (A store that cleans up at start
     /// answers none.)
-    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error>;
+    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, StoreError>;
 
     /// Discards an unfinished upload.
-    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error>;
+    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError>;
 
     // Resumable uploads (docs/protocol.md, "Resumable uploads"): their
     // bytes stay in the store between requests, named by what the shared
@@ -168,7 +167,7 @@ pub trait ParcelStore: Send + Sync {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<String, Error>;
+    ) -> Result<String, StoreError>;
 
     /// Writes part `number` (from 1) of a staged upload, `length` bytes
     /// starting at byte `at` of the body, as `feed` delivers them; answers
@@ -181,7 +180,7 @@ pub trait ParcelStore: Send + Sync {
         at: u64,
         length: u64,
         feed: Feed,
-    ) -> Result<String, Error>;
+    ) -> Result<String, StoreError>;
 
     /// Makes the parcel visible from the parts written (their tags in
     /// order). The caller holds the parcel's write lock and checked that no
@@ -191,22 +190,22 @@ pub trait ParcelStore: Send + Sync {
         id: &ParcelId,
         store_id: &str,
         parts: &[String],
-    ) -> Result<PutOutcome, Error>;
+    ) -> Result<PutOutcome, StoreError>;
 
     /// Discards a staged upload's parts.
     async fn staged_abort(&self, id: &ParcelId, store_id: &str);
 
     /// Stores `bytes` (less than one part) as the tail `name` of `upload`.
-    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), Error>;
+    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), StoreError>;
 
     /// The tail `name` of `upload`.
-    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, Error>;
+    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, StoreError>;
 
     /// Deletes the tail `name` of `upload`, or every tail of it.
-    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), Error>;
+    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError>;
 
     /// The uploads with tails stored more than `older_than` ago.
-    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, Error>;
+    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, StoreError>;
 }
 
 /// An unfinished upload found in the store.
@@ -231,11 +230,11 @@ pub trait PartUpload: Send {
 
     /// Writes the next part, of `length` bytes, as `feed` delivers them;
     /// answers once it is stored. A feed that fails or ends short fails it.
-    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error>;
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), StoreError>;
 
     /// Makes the parcel visible from the parts written, unless a parcel with
     /// its id appeared meanwhile.
-    async fn complete(self: Box<Self>) -> Result<PutOutcome, Error>;
+    async fn complete(self: Box<Self>) -> Result<PutOutcome, StoreError>;
 
     /// Discards everything written: nothing becomes visible.
     async fn abort(self: Box<Self>);

@@ -21,11 +21,12 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 
 use super::{
-    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoredParcel,
+    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoreError,
+    StoredParcel,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
-    error::Error,
+    error::{Cause, with_sources},
 };
 
 const OWNER_FIELD: &str = "owner";
@@ -61,7 +62,9 @@ pub struct S3Store {
 impl S3Store {
     /// The multipart uploads begun and not finished under this store's
     /// prefix (the first 1,000, S3's page size).
-    async fn multipart_uploads(&self) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, Error> {
+    async fn multipart_uploads(
+        &self,
+    ) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, StoreError> {
         let listed = self
             .client
             .list_multipart_uploads()
@@ -69,7 +72,7 @@ impl S3Store {
             .prefix(&self.prefix)
             .send()
             .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
+            .map_err(failure)?;
         Ok(listed.uploads.unwrap_or_default())
     }
 
@@ -79,7 +82,7 @@ impl S3Store {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<PartTarget, Error> {
+    ) -> Result<PartTarget, StoreError> {
         let key = self.key(id);
         let created = self
             .client
@@ -91,10 +94,10 @@ impl S3Store {
             .metadata(METADATA_FIELD, metadata.as_stored())
             .send()
             .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
+            .map_err(failure)?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| Error::parcel_store("CreateMultipartUpload answered no upload id"))?
+            .ok_or_else(|| StoreError::unavailable("CreateMultipartUpload answered no upload id"))?
             .to_owned();
         Ok(PartTarget {
             client: self.client.clone(),
@@ -129,7 +132,7 @@ impl S3Store {
     async fn objects(
         &self,
         prefix: &str,
-    ) -> Result<Vec<(String, Option<std::time::SystemTime>)>, Error> {
+    ) -> Result<Vec<(String, Option<std::time::SystemTime>)>, StoreError> {
         let mut pages = self
             .client
             .list_objects_v2()
@@ -139,7 +142,7 @@ impl S3Store {
             .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| Error::parcel_store(describe(&err)))?;
+            let page = page.map_err(failure)?;
             found.extend(page.contents().iter().filter_map(|object| {
                 let modified = object
                     .last_modified()
@@ -234,7 +237,7 @@ impl S3Store {
         owner: &Address,
         metadata: &ParcelMetadata,
         streamed: bool,
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         let mut config = aws_sdk_s3::config::Builder::default();
         if streamed {
             config = config.timeout_config(paced_by_the_client());
@@ -258,7 +261,7 @@ impl S3Store {
         match answer {
             Ok(_) => Ok(PutOutcome::Created),
             Err(err) if status_of(&err) == Some(412) => Ok(PutOutcome::AlreadyExists),
-            Err(err) => Err(write_failure(&err)),
+            Err(err) => Err(write_failure(err)),
         }
     }
 
@@ -268,7 +271,7 @@ impl S3Store {
         &self,
         id: &ParcelId,
         range: Option<(u64, u64)>,
-    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, Error> {
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, StoreError> {
         let answer = self
             .client
             .get_object()
@@ -280,7 +283,7 @@ impl S3Store {
         match answer {
             Ok(object) => Ok(Some(object)),
             Err(err) if status_of(&err) == Some(404) => Ok(None),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
+            Err(err) => Err(failure(err)),
         }
     }
 }
@@ -291,18 +294,18 @@ impl ParcelStore for S3Store {
         "s3"
     }
 
-    async fn check(&self) -> Result<(), Error> {
+    async fn check(&self) -> Result<(), StoreError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
-            Err(err) if status_of(&err) == Some(404) => Err(Error::parcel_store(format!(
+            Err(err) if status_of(&err) == Some(404) => Err(StoreError::unavailable(format!(
                 "bucket {} does not exist",
                 self.bucket
             ))),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
+            Err(err) => Err(failure(err)),
         }
     }
 
-    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, Error> {
+    async fn head(&self, id: &ParcelId) -> Result<Option<StoredParcel>, StoreError> {
         let answer = self
             .client
             .head_object()
@@ -317,7 +320,7 @@ impl ParcelStore for S3Store {
                 head.content_length(),
             )?)),
             Err(err) if status_of(&err) == Some(404) => Ok(None),
-            Err(err) => Err(Error::parcel_store(describe(&err))),
+            Err(err) => Err(failure(err)),
         }
     }
 
@@ -327,7 +330,7 @@ impl ParcelStore for S3Store {
         body: Bytes,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         let length = body.len() as u64;
         self.put(id, length, ByteStream::from(body), owner, metadata, false)
             .await
@@ -340,7 +343,7 @@ impl ParcelStore for S3Store {
         feed: Feed,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         let body = ByteStream::from_body_1_x(FedBody::new(feed, length));
         self.put(id, length, body, owner, metadata, true).await
     }
@@ -349,14 +352,14 @@ impl ParcelStore for S3Store {
         &self,
         id: &ParcelId,
         range: Option<(u64, u64)>,
-    ) -> Result<Option<BodyStream>, Error> {
+    ) -> Result<Option<BodyStream>, StoreError> {
         let Some(object) = self.get_object(id, range).await? else {
             return Ok(None);
         };
         Ok(Some(body_stream(object.body)))
     }
 
-    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, Error> {
+    async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, StoreError> {
         let answer = self
             .client
             .get_object()
@@ -369,7 +372,7 @@ impl ParcelStore for S3Store {
             Ok(object) => object,
             Err(err) if status_of(&err) == Some(404) => return Ok(Fetched::Missing),
             Err(err) if status_of(&err) == Some(416) => return Ok(Fetched::OutOfRange),
-            Err(err) => return Err(Error::parcel_store(describe(&err))),
+            Err(err) => return Err(failure(err)),
         };
         let served = object
             .content_range()
@@ -392,7 +395,7 @@ impl ParcelStore for S3Store {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<Box<dyn PartUpload>, Error> {
+    ) -> Result<Box<dyn PartUpload>, StoreError> {
         let target = self.create_multipart(id, owner, metadata).await?;
         Ok(Box::new(MultipartUpload {
             target,
@@ -401,7 +404,7 @@ impl ParcelStore for S3Store {
         }))
     }
 
-    async fn delete(&self, id: &ParcelId) -> Result<(), Error> {
+    async fn delete(&self, id: &ParcelId) -> Result<(), StoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -409,10 +412,10 @@ impl ParcelStore for S3Store {
             .send()
             .await
             .map(drop)
-            .map_err(|err| write_failure(&err))
+            .map_err(write_failure)
     }
 
-    async fn list(&self) -> Result<Vec<String>, Error> {
+    async fn list(&self) -> Result<Vec<String>, StoreError> {
         let tails = self.tails_prefix();
         Ok(self
             .objects(&self.prefix)
@@ -423,7 +426,7 @@ impl ParcelStore for S3Store {
             .collect())
     }
 
-    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, Error> {
+    async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, StoreError> {
         let cutoff = std::time::SystemTime::now() - older_than;
         Ok(self
             .multipart_uploads()
@@ -447,7 +450,7 @@ impl ParcelStore for S3Store {
             .collect())
     }
 
-    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), Error> {
+    async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError> {
         PartTarget {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
@@ -459,7 +462,7 @@ impl ParcelStore for S3Store {
         Ok(())
     }
 
-    async fn unfinished_uploads(&self) -> Result<Vec<String>, Error> {
+    async fn unfinished_uploads(&self) -> Result<Vec<String>, StoreError> {
         let mut unfinished: Vec<String> = self
             .multipart_uploads()
             .await?
@@ -477,7 +480,7 @@ impl ParcelStore for S3Store {
         id: &ParcelId,
         owner: &Address,
         metadata: &ParcelMetadata,
-    ) -> Result<String, Error> {
+    ) -> Result<String, StoreError> {
         Ok(self.create_multipart(id, owner, metadata).await?.upload_id)
     }
 
@@ -489,9 +492,9 @@ impl ParcelStore for S3Store {
         _at: u64,
         length: u64,
         feed: Feed,
-    ) -> Result<String, Error> {
+    ) -> Result<String, StoreError> {
         let number = i32::try_from(number)
-            .map_err(|_| Error::Internal(format!("part number {number} out of range")))?;
+            .map_err(|_| StoreError::Internal(format!("part number {number} out of range")))?;
         let part = self
             .part_target(id, store_id)
             .upload_part(number, length, feed)
@@ -504,7 +507,7 @@ impl ParcelStore for S3Store {
         id: &ParcelId,
         store_id: &str,
         parts: &[String],
-    ) -> Result<PutOutcome, Error> {
+    ) -> Result<PutOutcome, StoreError> {
         let parts = parts
             .iter()
             .enumerate()
@@ -522,7 +525,7 @@ impl ParcelStore for S3Store {
         self.part_target(id, store_id).abort().await;
     }
 
-    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), Error> {
+    async fn put_tail(&self, upload: &str, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -535,10 +538,10 @@ impl ParcelStore for S3Store {
             .send()
             .await
             .map(drop)
-            .map_err(|err| Error::parcel_store(describe(&err)))
+            .map_err(failure)
     }
 
-    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, Error> {
+    async fn get_tail(&self, upload: &str, name: &str) -> Result<Bytes, StoreError> {
         let object = self
             .client
             .get_object()
@@ -546,16 +549,16 @@ impl ParcelStore for S3Store {
             .key(self.tail_key(upload, name))
             .send()
             .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
+            .map_err(failure)?;
         let body = object
             .body
             .collect()
             .await
-            .map_err(|err| Error::parcel_store(format!("reading a staged tail: {err}")))?;
+            .map_err(|err| StoreError::Unavailable(Box::new(S3Error::Body(Box::new(err)))))?;
         Ok(body.into_bytes())
     }
 
-    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), Error> {
+    async fn drop_tails(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
         let keys = match name {
             Some(name) => vec![self.tail_key(upload, name)],
             None => self
@@ -572,12 +575,12 @@ impl ParcelStore for S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|err| Error::parcel_store(describe(&err)))?;
+                .map_err(failure)?;
         }
         Ok(())
     }
 
-    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, Error> {
+    async fn tailed_uploads(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
         let cutoff = std::time::SystemTime::now() - older_than;
         let tails = self.tails_prefix();
         let mut uploads: Vec<String> = self
@@ -611,7 +614,7 @@ impl PartTarget {
         number: i32,
         length: u64,
         feed: Feed,
-    ) -> Result<CompletedPart, Error> {
+    ) -> Result<CompletedPart, StoreError> {
         let uploaded = self
             .client
             .upload_part()
@@ -628,7 +631,7 @@ impl PartTarget {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|err| Error::parcel_store(describe(&err)))?;
+            .map_err(failure)?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(uploaded.e_tag().map(str::to_owned))
@@ -638,7 +641,7 @@ impl PartTarget {
     /// Completes the upload from `parts`. Ceph ignores `If-None-Match` on
     /// `CompleteMultipartUpload`: the parcel write lock is what keeps an
     /// existing parcel from being replaced.
-    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<PutOutcome, Error> {
+    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<PutOutcome, StoreError> {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -651,7 +654,7 @@ impl PartTarget {
             )
             .send()
             .await
-            .map_err(|err| write_failure(&err))?;
+            .map_err(write_failure)?;
         Ok(PutOutcome::Created)
     }
 
@@ -662,6 +665,7 @@ impl PartTarget {
         let Err(error) = self.try_abort().await else {
             return;
         };
+        let error = with_sources(&error);
         tracing::warn!(key = %self.key, %error, "could not abort a multipart upload; trying again");
         let target = self.clone();
         tokio::spawn(async move {
@@ -674,7 +678,10 @@ impl PartTarget {
                         tracing::info!(key = %target.key, "multipart upload aborted on a later try");
                         return;
                     }
-                    Err(error) => tracing::debug!(key = %target.key, %error, "still cannot abort"),
+                    Err(error) => {
+                        let error = with_sources(&error);
+                        tracing::debug!(key = %target.key, %error, "still cannot abort");
+                    }
                 }
                 pause = (pause * 2).min(ABORT_MAX_PAUSE);
             }
@@ -686,7 +693,7 @@ impl PartTarget {
     }
 
     /// One attempt to abort; `Ok` once the upload is gone.
-    async fn try_abort(&self) -> Result<(), String> {
+    async fn try_abort(&self) -> Result<(), StoreError> {
         let aborted = self
             .client
             .abort_multipart_upload()
@@ -701,7 +708,7 @@ impl PartTarget {
                 Ok(())
             }
             Err(err) if status_of(&err) == Some(404) => Ok(()),
-            Err(err) => Err(describe(&err)),
+            Err(err) => Err(failure(err)),
         }
     }
 }
@@ -733,7 +740,7 @@ impl PartUpload for MultipartUpload {
         self.done.len()
     }
 
-    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), Error> {
+    async fn push_part(&mut self, length: u64, feed: Feed) -> Result<(), StoreError> {
         let number = self.done.len() as i32 + 1;
         let part = self.target.upload_part(number, length, feed).await?;
         self.done.push(part);
@@ -743,7 +750,7 @@ impl PartUpload for MultipartUpload {
     /// Ceph ignores `If-None-Match` on `CompleteMultipartUpload`: the
     /// parcel write lock is what keeps an existing parcel from being
     /// replaced.
-    async fn complete(mut self: Box<Self>) -> Result<PutOutcome, Error> {
+    async fn complete(mut self: Box<Self>) -> Result<PutOutcome, StoreError> {
         let parts = std::mem::take(&mut self.done);
         let outcome = self.target.complete(parts).await?;
         self.finished = true;
@@ -819,13 +826,13 @@ fn body_stream(body: ByteStream) -> BodyStream {
 }
 
 /// `bytes <first>-<last>/<size>` of a ranged answer.
-fn parse_content_range(text: &str) -> Result<(u64, u64, u64), Error> {
+fn parse_content_range(text: &str) -> Result<(u64, u64, u64), StoreError> {
     let parsed = text.strip_prefix("bytes ").and_then(|rest| {
         let (span, size) = rest.split_once('/')?;
         let (first, last) = span.split_once('-')?;
         Some((first.parse().ok()?, last.parse().ok()?, size.parse().ok()?))
     });
-    parsed.ok_or_else(|| Error::parcel_store(format!("S3 answered Content-Range {text:?}")))
+    parsed.ok_or_else(|| StoreError::unavailable(format!("S3 answered Content-Range {text:?}")))
 }
 
 /// Reads owner and metadata back from an object's user metadata.
@@ -833,16 +840,20 @@ fn stored_parcel(
     id: &ParcelId,
     fields: Option<&std::collections::HashMap<String, String>>,
     size: Option<i64>,
-) -> Result<StoredParcel, Error> {
+) -> Result<StoredParcel, StoreError> {
     let field = |name: &str| fields.and_then(|fields| fields.get(name));
+    let corrupt = |source: Cause| StoreError::Corrupt {
+        id: id.clone(),
+        source,
+    };
     let owner = field(OWNER_FIELD)
         .and_then(|owner| Address::parse(owner).ok())
-        .ok_or_else(|| Error::Internal(format!("object {id} has no valid owner field")))?;
+        .ok_or_else(|| corrupt("the object has no valid owner field".into()))?;
     let metadata = match field(METADATA_FIELD) {
-        Some(text) => ParcelMetadata::from_stored(text)
-            .map_err(|err| Error::Internal(format!("object {id}: stored metadata: {err}")))?,
-        None => ParcelMetadata::for_owner(None, &owner, usize::MAX)?,
-    };
+        Some(text) => ParcelMetadata::from_stored(text),
+        None => ParcelMetadata::for_owner(None, &owner, usize::MAX),
+    }
+    .map_err(|err| corrupt(Box::new(err)))?;
     Ok(StoredParcel {
         owner,
         metadata,
@@ -883,33 +894,56 @@ fn paced_by_the_client() -> TimeoutConfig {
 /// A failed write (a `PutObject`, a `CompleteMultipartUpload`, a
 /// `DeleteObject`): if S3 may have received it whole but did not answer in
 /// time (a timeout, a broken answer), whether it took effect is unknown.
-fn write_failure<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+fn write_failure<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            Error::outcome_unknown(describe(err))
+            StoreError::OutcomeUnknown(cause(err))
         }
-        _ => Error::parcel_store(describe(err)),
+        _ => failure(err),
     }
 }
 
-/// A one-line description of an S3 failure, for the log.
-fn describe<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
+/// A failed S3 call that changed nothing.
+fn failure<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match err {
-        SdkError::ServiceError(service) => format!(
-            "S3 answered {}: {} {}",
-            service.raw().status().as_u16(),
-            service.err().code().unwrap_or("(no code)"),
-            service.err().message().unwrap_or(""),
-        ),
-        other => format!(
-            "S3 request failed: {}",
-            aws_sdk_s3::error::DisplayErrorContext(other)
-        ),
+    StoreError::Unavailable(cause(err))
+}
+
+/// How an S3 call failed, as the cause of a [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+enum S3Error {
+    /// S3 answered with an error.
+    #[error("S3 answered {status}: {code} {message}")]
+    Answered {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No answer: the request could not be sent, timed out, or its answer
+    /// broke; the SDK's error is the cause.
+    #[error("S3 request failed")]
+    Request(#[source] Cause),
+    /// An object's body broke off while it was read.
+    #[error("reading an object's body from S3 failed")]
+    Body(#[source] Cause),
+}
+
+/// The cause of a failed S3 call: S3's answer, or the SDK's error.
+fn cause<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Cause
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(service) => Box::new(S3Error::Answered {
+            status: service.raw().status().as_u16(),
+            code: service.err().code().unwrap_or("(no code)").to_owned(),
+            message: service.err().message().unwrap_or("").to_owned(),
+        }),
+        _ => Box::new(S3Error::Request(Box::new(err))),
     }
 }

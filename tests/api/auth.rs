@@ -7,8 +7,7 @@ use std::{
 
 use amo_storage::{
     app::Backends,
-    error::Error,
-    state::{Shared, SharedState, Taken},
+    state::{Shared, SharedState, StateError, Taken},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
@@ -120,35 +119,35 @@ impl SharedState for Recording {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
-    async fn ping(&self) -> Result<(), Error> {
+    async fn ping(&self) -> Result<(), StateError> {
         self.inner.ping().await
     }
-    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, Error> {
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
         let set = self.inner.set_new(key, value, ttl).await?;
         if set && key.starts_with("amo:token:") {
             self.records.lock().unwrap().push(key.to_owned());
         }
         Ok(set)
     }
-    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, Error> {
+    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, StateError> {
         self.inner.take_issued(key, holder, lease).await
     }
-    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, Error> {
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError> {
         self.inner.renew(key, holder, lease).await
     }
-    async fn end(&self, key: &str, holder: &str) -> Result<bool, Error> {
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError> {
         self.inner.end(key, holder).await
     }
-    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, Error> {
+    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, StateError> {
         self.inner.restore(key, holder, remaining).await
     }
-    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+    async fn value(&self, key: &str) -> Result<Option<String>, StateError> {
         self.inner.value(key).await
     }
-    async fn remaining(&self, key: &str) -> Result<Option<Duration>, Error> {
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
         self.inner.remaining(key).await
     }
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, Error> {
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError> {
         self.inner.hit(key, window).await
     }
     async fn add_evicting(
@@ -157,16 +156,16 @@ impl SharedState for Recording {
         member: &str,
         expires_us: u64,
         cap: u64,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, StateError> {
         let evicted = self.inner.add_evicting(key, member, expires_us, cap).await?;
         let slot = (key.to_owned(), member.to_owned());
         self.slots.lock().unwrap().push(slot);
         Ok(evicted)
     }
-    async fn end_issued(&self, key: &str) -> Result<bool, Error> {
+    async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
         self.inner.end_issued(key).await
     }
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), Error> {
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError> {
         self.inner.remove_member(key, member).await
     }
     async fn swap(
@@ -175,7 +174,7 @@ impl SharedState for Recording {
         expected: &str,
         new: Option<&str>,
         ttl: Duration,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, StateError> {
         self.inner.swap(key, expected, new, ttl).await
     }
 }

@@ -288,7 +288,7 @@ pub fn held_upload(
         .http
         .post(format!("{}/api/v2/parcels", app.base))
         .header("content-type", "application/octet-stream")
-        .proven(&proof)
+        .proven(proof)
         .body(body);
     let upload = tokio::spawn(request.send());
     sender.try_send(Ok(data[..sent].to_vec())).unwrap();

@@ -206,7 +206,7 @@ pub fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnsw
         .http
         .post(format!("{}/api/v2/parcels", app.base))
         .header("content-type", "application/octet-stream")
-        .proven(&proof)
+        .proven(proof)
         .body(body);
     (sender, tokio::spawn(request.send()))
 }
