@@ -174,7 +174,7 @@ pub fn openapi_spec() -> String {
             bucket: "amo".into(),
             prefix: String::new(),
             access_key: String::new(),
-            secret_key: String::new(),
+            secret_key: String::new().into(),
         })),
     };
     service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec()

@@ -280,7 +280,7 @@ impl Values {
                     bucket: self.s3_bucket,
                     prefix: self.s3_prefix,
                     access_key: keys.access_key,
-                    secret_key: keys.secret_key,
+                    secret_key: keys.secret_key.into(),
                 })
             }
             None => StoreBackend::Directory(self.data_dir),
@@ -532,6 +532,10 @@ mod tests {
             StateBackend::Redis(RedisTopology::Single("redis://127.0.0.1:6379".into()))
         );
         assert!(!format!("{settings:?}").contains(&"x".repeat(32)));
+        assert!(
+            !format!("{settings:?}").contains("\"sk\""),
+            "the S3 secret key shows in {settings:?}"
+        );
         assert!(settings.chain.is_none(), "no RPC: only owners download");
         assert_eq!(
             settings.connections,

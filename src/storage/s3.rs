@@ -4,6 +4,7 @@
 //! `x-amz-meta-owner` (the owner's address) and `x-amz-meta-metadata` (the
 //! compact ASCII JSON metadata, which carries `owner` too).
 
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,8 +48,8 @@ pub struct S3Config {
     pub prefix: String,
     /// Access key id.
     pub access_key: String,
-    /// Secret access key.
-    pub secret_key: String,
+    /// Secret access key; never shown in `Debug` output or logs.
+    pub secret_key: SecretString,
 }
 
 /// Parcels as objects in one bucket.
@@ -157,7 +158,7 @@ impl S3Store {
     pub fn new(config: &S3Config) -> Self {
         let credentials = Credentials::new(
             &config.access_key,
-            &config.secret_key,
+            config.secret_key.expose_secret(),
             None,
             None,
             "key-file",
