@@ -86,6 +86,37 @@ def prestop_seconds(container):
     return 0
 
 
+def declared_settings():
+    """The settings the service declares, {variable: default text}, from the
+    table of docs/configuration.md (which a unit test keeps equal to
+    src/config/declared.rs, where each setting is declared once)."""
+    table = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    settings = {}
+    for line in table.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`AMO_"):
+            settings[cells[0].strip("`")] = cells[2]
+    if not settings:
+        problem("docs/configuration.md", "no settings table")
+    return settings
+
+
+SETTINGS = declared_settings()
+
+
+def declared_default_secs(variable):
+    """The declared default of a setting in whole seconds: `30` → 30."""
+    text = SETTINGS.get(variable, "")
+    return int(text.split("`")[1]) if text.startswith("`") else None
+
+
+def known_variables(where, names):
+    """Every AMO_* variable a manifest sets is one the service reads."""
+    for name in names:
+        if name.startswith("AMO_") and name not in SETTINGS:
+            problem(where, f"sets {name}, which the service does not read (docs/configuration.md)")
+
+
 def drain_budget(where, pod, cms):
     """terminationGracePeriodSeconds = preStop + AMO_DRAIN_TIMEOUT_SECS +
     margin: the drain is derived from one value, and the kubelet must not
@@ -102,7 +133,7 @@ def drain_budget(where, pod, cms):
             if e["name"] == "AMO_DRAIN_TIMEOUT_SECS" and "value" in e:
                 drain = int(e["value"])
         if drain is None:
-            drain = 30  # the service's default
+            drain = declared_default_secs("AMO_DRAIN_TIMEOUT_SECS")
         margin = grace - prestop_seconds(c) - drain
         if not 10 <= margin <= 60:
             problem(where, f"terminationGracePeriodSeconds {grace} = preStop {prestop_seconds(c)} + "
@@ -117,9 +148,16 @@ def consistency(objs):
     if not deploys:
         problem("manifests", "no Deployment")
         return
+    for name, cm in cms.items():
+        known_variables(f"ConfigMap/{name}", (cm.get("data") or {}).keys())
+    for name, secret in secrets.items():
+        known_variables(f"Secret/{name}",
+                        list((secret.get("data") or {}).keys()) + list((secret.get("stringData") or {}).keys()))
     for d in deploys:
         name = d["metadata"]["name"]
         tmpl = d["spec"]["template"]
+        for c in tmpl["spec"]["containers"]:
+            known_variables(f"Deployment/{name}", [e["name"] for e in c.get("env", [])])
         pod_labels = tmpl["metadata"].get("labels", {})
         if not matches(d["spec"]["selector"].get("matchLabels"), pod_labels):
             problem(f"Deployment/{name}", "selector does not match the pod labels")
