@@ -17,8 +17,22 @@ use url::Url;
 
 use crate::{
     domain::{Address, ParcelId},
-    error::{Error, with_sources},
+    error::with_sources,
 };
+
+/// The AMO node could not say whether a usage is granted: unreachable, too
+/// slow, or an answer that is neither a grant nor a refusal. Never a grant.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// No clear answer from the node.
+    #[error("abci_query {USAGE_PATH} at {node}: {detail}")]
+    Unanswered {
+        /// The node, as logged (credentials redacted).
+        node: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
 
 /// The ABCI query path of granted usages.
 pub const USAGE_PATH: &str = "/usage";
@@ -250,13 +264,13 @@ impl Chain {
 
     /// Whether the chain grants `target`, a parcel of `owner`, to `buyer`.
     /// `Ok(false)` is the node's "no"; every failure to get a clear answer
-    /// is an [`Error::ChainUnavailable`], never a grant.
+    /// is a [`ChainError`], never a grant.
     pub async fn is_granted(
         &self,
         buyer: &Address,
         target: &ParcelId,
         owner: &Address,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, ChainError> {
         let key = GrantKey {
             buyer: buyer.clone(),
             parcel: target.clone(),
@@ -268,8 +282,9 @@ impl Chain {
             return Ok(true);
         }
         let usage_key = self.inner.usage_key;
-        let unavailable = |detail: String| Error::ChainUnavailable {
-            detail: format!("abci_query {USAGE_PATH} at {}: {detail}", self.inner.shown),
+        let unavailable = |detail: String| ChainError::Unanswered {
+            node: self.inner.shown.clone(),
+            detail,
         };
         let body = self
             .ask(&usage_request(usage_key, buyer, target))
@@ -919,11 +934,11 @@ mod tests {
         )
         .unwrap();
         let chain = Chain::new(&config);
-        let Err(Error::ChainUnavailable { detail }) =
-            chain.is_granted(&buyer(), &target(), &buyer()).await
-        else {
+        let Err(failure) = chain.is_granted(&buyer(), &target(), &buyer()).await else {
             panic!("an unreachable node is a failure");
         };
+        // What error.rs logs: the error's text.
+        let detail = failure.to_string();
         assert!(
             !detail.contains("s3cret") && !detail.contains("alice"),
             "{detail}"

@@ -16,6 +16,7 @@ use poem::{
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
 use crate::{
+    chain::ChainError,
     domain::{MetadataError, ParcelId, ParseError},
     routes::Routes,
     state::StateError,
@@ -221,6 +222,14 @@ impl From<StateError> for Error {
         Self::Unavailable {
             service: "token store",
             detail: with_sources(&err),
+        }
+    }
+}
+
+impl From<ChainError> for Error {
+    fn from(err: ChainError) -> Self {
+        Self::ChainUnavailable {
+            detail: err.to_string(),
         }
     }
 }
@@ -525,5 +534,19 @@ mod tests {
             matches!(&err, Error::Internal(detail) if detail.ends_with("is invalid: no owner"))
         );
         assert_eq!(answer(err), (500, "internal".into(), None));
+    }
+
+    #[test]
+    fn a_node_without_a_clear_answer_is_a_bad_gateway_never_a_grant() {
+        let err = Error::from(ChainError::Unanswered {
+            node: "http://***@node.example/".into(),
+            detail: "timed out".into(),
+        });
+        assert!(matches!(&err, Error::ChainUnavailable { detail }
+            if detail == "abci_query /usage at http://***@node.example/: timed out"));
+        let ErrorResponse::BadGateway(body) = ErrorResponse::from(err) else {
+            panic!("not a 502");
+        };
+        assert_eq!(body.0.code, "chain_unavailable");
     }
 }
