@@ -332,13 +332,7 @@ async fn a_declared_length_past_what_the_parts_allow_is_refused_unread() {
     let app = spawn_app().await;
     let owner = Account::new();
     let (token, proof) = app.upload_token(&owner, b"anything").await;
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {token}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        5u64 << 40,
-        proof.public_key.as_deref().unwrap(),
-        proof.signature.as_deref().unwrap(),
-    );
+    let head = upload_head(&proof, 5 << 40, false);
     let (status, body) = raw_answer(&app.base, &head, false, 0).await;
     assert_eq!((status, body["code"].as_str()), (413, Some("too_large")));
     assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
@@ -452,13 +446,7 @@ async fn a_huge_declared_length_sizes_no_buffer() {
     let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    let head = format!(
-        "POST /api/v2/parcels HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nX-Auth-Token: {token}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-        60u64 << 30,
-        proof.public_key.as_deref().unwrap(),
-        proof.signature.as_deref().unwrap(),
-    );
+    let head = upload_head(&proof, 60 << 30, false);
     socket.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'x'; MIB];
     for _ in 0..64 {

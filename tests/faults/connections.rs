@@ -395,14 +395,7 @@ async fn idle_and_silent_connections_close_but_never_one_with_a_request_in_fligh
         let data = data.clone();
         tokio::spawn(async move {
             let mut socket = TcpStream::connect(&address).await.unwrap();
-            let head = format!(
-                "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n\
-                 Content-Length: {}\r\nX-Auth-Token: {}\r\nX-Public-Key: {}\r\nX-Signature: {}\r\n\r\n",
-                data.len(),
-                proof.token.as_deref().unwrap(),
-                proof.public_key.as_deref().unwrap(),
-                proof.signature.as_deref().unwrap(),
-            );
+            let head = upload_head(&proof, data.len(), false);
             socket.write_all(head.as_bytes()).await.unwrap();
             for quarter in data.chunks(data.len() / 4) {
                 tokio::time::sleep(timeout).await;
