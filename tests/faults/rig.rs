@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use amo_storage::{config::StoreBackend, storage::S3Store};
+use amo_storage::config::StoreBackend;
 use futures_util::Stream;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
@@ -73,23 +73,15 @@ impl Rig {
         let StoreBackend::S3(config) = &self.direct.settings.store else {
             unreachable!("the rig runs on S3");
         };
-        let store = S3Store::new(config);
-        let listed = store
-            .client()
-            .list_multipart_uploads()
-            .bucket(store.bucket())
-            .prefix(&config.prefix)
-            .send()
-            .await
-            .unwrap();
+        let (store, uploads) = s3_unfinished_uploads(config).await;
         let mut parts = 0;
-        for upload in listed.uploads() {
+        for (key, upload_id) in uploads {
             let listed = store
                 .client()
                 .list_parts()
                 .bucket(store.bucket())
-                .key(upload.key().unwrap())
-                .upload_id(upload.upload_id().unwrap())
+                .key(key)
+                .upload_id(upload_id)
                 .send()
                 .await
                 .unwrap();

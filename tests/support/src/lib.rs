@@ -343,22 +343,14 @@ impl TestApp {
     pub async fn lose_unfinished_uploads(&self) {
         match &self.settings.store {
             StoreBackend::S3(config) => {
-                let store = S3Store::new(config);
-                let listed = store
-                    .client()
-                    .list_multipart_uploads()
-                    .bucket(store.bucket())
-                    .prefix(&config.prefix)
-                    .send()
-                    .await
-                    .unwrap();
-                for upload in listed.uploads() {
+                let (store, uploads) = s3_unfinished_uploads(config).await;
+                for (key, upload_id) in uploads {
                     store
                         .client()
                         .abort_multipart_upload()
                         .bucket(store.bucket())
-                        .key(upload.key().unwrap())
-                        .upload_id(upload.upload_id().unwrap())
+                        .key(key)
+                        .upload_id(upload_id)
                         .send()
                         .await
                         .unwrap();
@@ -606,6 +598,33 @@ pub async fn assert_released(app: &TestApp, token: &str, sent: u64) {
         "the released token lives {left:?}, less than the {} s it has left",
         exp.saturating_sub(now)
     );
+}
+
+/// The multipart uploads begun and not finished under the prefix of
+/// `config`, as (key, upload id), and a store to act on them with.
+pub async fn s3_unfinished_uploads(
+    config: &amo_storage::storage::S3Config,
+) -> (S3Store, Vec<(String, String)>) {
+    let store = S3Store::new(config);
+    let listed = store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .prefix(&config.prefix)
+        .send()
+        .await
+        .unwrap();
+    let uploads = listed
+        .uploads()
+        .iter()
+        .map(|upload| {
+            (
+                upload.key().unwrap().to_owned(),
+                upload.upload_id().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (store, uploads)
 }
 
 /// The three proof headers as raw header lines.
