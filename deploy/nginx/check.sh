@@ -10,8 +10,10 @@
 #   - a replica's own 502 and 503 (chain, Redis or S3 unavailable) reach the
 #     client as the service's JSON, with Retry-After, are not retried, and
 #     leave every replica in rotation;
-#   - a DELETE and a POST that reached a replica which then died are not
-#     sent again; a GET is (once);
+#   - a DELETE, a POST and a PATCH that reached a replica which then died
+#     are not sent again; a GET is (once);
+#   - a DELETE or a PATCH that nginx could not deliver (the replica's port
+#     refuses connections) goes to a live replica instead, body whole;
 #   - an X-Parcel-Metadata header of 8 KiB passes through whole.
 # With UPSTREAM arguments (HOST:PORT of running replicas; a dead one may be
 # among them to show failover), it also starts nginx on a free loopback port
@@ -105,7 +107,7 @@ render_and_test start "${stubs[@]}"
 request() {
   local method=$1 path=$2
   shift 2
-  curl -sS -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" "$@" "$base$path" ||
+  curl -sS --max-time 30 -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" "$@" "$base$path" ||
     die "curl $method $path failed"
 }
 hits() { curl -sS "http://${stubs[0]}/hits"; }
@@ -145,22 +147,45 @@ echo "check.sh: an X-Parcel-Metadata of ${#metadata} bytes passed through whole"
 # A replica that dies after it received the request: the request is not
 # sent again, unless it is a GET. Each /drop takes the replica that got it
 # out of rotation for fail_timeout, so the GET, which takes two, goes last.
-for probe in "DELETE" "POST --data-binary x"; do
+for probe in "DELETE" "POST --data-binary x" "PATCH --data-binary x"; do
   read -r -a args <<<"$probe"
   got=$(request "${args[@]:0:1}" /drop "${args[@]:1}")
   [ "$got" = 502 ] || die "$probe /drop answered $got"
 done
 n=$(hits_of DELETE /drop); [ "$n" = 1 ] || die "a DELETE that reached a replica was sent $n times"
 n=$(hits_of POST /drop); [ "$n" = 1 ] || die "a POST that reached a replica was sent $n times"
+n=$(hits_of PATCH /drop); [ "$n" = 1 ] || die "a PATCH that reached a replica was sent $n times"
 stop_nginx
-echo "check.sh: a DELETE and a POST whose replica died after receiving them were each sent once" >&2
+echo "check.sh: a DELETE, a POST and a PATCH whose replica died after receiving them were each sent once" >&2
 # A GET is retried on the next replica (a fresh nginx: every replica in
 # rotation).
 render_and_test start "${stubs[@]}"
 request GET /drop >/dev/null
 n=$(hits_of GET /drop); [ "$n" = 2 ] || die "a GET whose replica died was sent $n times, not 2 (one retry)"
 stop_nginx
-policy="replicas' own 502/503 not retried and not counted; DELETE and POST not resent; 8 KiB metadata passes"
+# A replica that is down (its port refuses connections): a DELETE, or a
+# PATCH with 1 MiB of body, that nginx sends there first never reached it,
+# so nginx passes it on to a live replica, body whole. Four of each, each
+# method on a fresh nginx (the first failure takes the dead replica out of
+# rotation for fail_timeout): least_conn breaks ties round robin, so the
+# dead replica is picked within the first two.
+dead=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+head -c 1048576 /dev/urandom >"$work/mib"
+for probe in "DELETE 0" "PATCH 1048576 --data-binary @$work/mib"; do
+  read -r -a args <<<"$probe"
+  render_and_test start "127.0.0.1:$dead" "${stubs[0]}"
+  for i in 1 2 3 4; do
+    got=$(request "${args[0]}" "/undelivered/$i" "${args[@]:2}")
+    [ "$got" = 200 ] || die "${args[0]} /undelivered/$i with one replica down answered $got: $(head -c 200 "$work/body")"
+    grep -q "\"received\": ${args[1]}}" "$work/body" || die "${args[0]} /undelivered/$i arrived with a cut body: $(cat "$work/body")"
+    n=$(hits_of "${args[0]}" "/undelivered/$i"); [ "$n" = 1 ] || die "${args[0]} /undelivered/$i reached the live replica $n times"
+  done
+  grep -q "connect() failed (111: Connection refused).*\"${args[0]} /undelivered/.*127.0.0.1:$dead" "$prefix/error.log" ||
+    die "nginx never sent a ${args[0]} to the dead replica 127.0.0.1:$dead, so the check proved nothing: $(tail -n 5 "$prefix/error.log")"
+  stop_nginx
+done
+echo "check.sh: a DELETE and a 1 MiB PATCH sent first to a replica that was down reached a live one, once each, whole" >&2
+policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes"
 if [ "$#" -eq 0 ]; then
   echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"
   exit 0

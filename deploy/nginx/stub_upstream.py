@@ -11,6 +11,9 @@ nginx's retry policy must get right:
   ANY  /drop                 reads the request, then closes the connection
                              without answering: a replica that died after
                              the request reached it
+  ANY  /undelivered/<n>     200 {"received": N}: the bytes of body that
+                             arrived (a request that must reach some
+                             replica exactly once, body whole)
   ANY  /metadata-length      200 {"length": N}: the bytes of the
                              X-Parcel-Metadata header that arrived
   GET  /hits                 200 {"PORT METHOD PATH": count, ...}: every
@@ -49,8 +52,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self):
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        received = len(self.rfile.read(length)) if length else 0
         path = self.path.split("?")[0]
         if path == "/hits":
             with LOCK:
@@ -71,12 +73,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/drop":
             self.close_connection = True
             self.connection.shutdown(2)
+        elif path.startswith("/undelivered/"):
+            self._answer(200, {"received": received})
         elif path == "/metadata-length":
             self._answer(200, {"length": len(self.headers.get("X-Parcel-Metadata", ""))})
         else:
             self._answer(404, {"error": "no such stub path", "code": "not_found"})
 
-    do_GET = do_POST = do_DELETE = do_PUT = _serve
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
