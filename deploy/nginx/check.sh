@@ -14,7 +14,9 @@
 #     are not sent again; a GET is (once);
 #   - a DELETE or a PATCH that nginx could not deliver (the replica's port
 #     refuses connections) goes to a live replica instead, body whole;
-#   - an X-Parcel-Metadata header of 8 KiB passes through whole.
+#   - an X-Parcel-Metadata header of 8 KiB passes through whole;
+#   - nginx's own errors (a header too large, no replica answering) are
+#     JSON with a code, like the service's.
 # With UPSTREAM arguments (HOST:PORT of running replicas; a dead one may be
 # among them to show failover), it also starts nginx on a free loopback port
 # in front of them, sends GET /healthz, /readyz and /api/openapi.json
@@ -111,6 +113,14 @@ request() {
     die "curl $method $path failed"
 }
 hits() { curl -sS "http://${stubs[0]}/hits"; }
+# nginx_json CODE WHAT: the last answer is nginx's own error as JSON with
+# this code, and with an X-Request-Id.
+nginx_json() {
+  python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["code"] == sys.argv[2]' "$work/body" "$1" 2>/dev/null ||
+    die "$2: not nginx's JSON error with code $1: $(head -c 300 "$work/body")"
+  grep -qi '^content-type: application/json' "$work/headers" || die "$2: answered without Content-Type: application/json"
+  grep -qi '^x-request-id: ' "$work/headers" || die "$2: answered without X-Request-Id"
+}
 # hits_of METHOD PATH: how many times the stand-ins received it, in all.
 hits_of() {
   hits | python3 -c 'import json, sys; m, p = sys.argv[1:]; print(sum(n for k, n in json.load(sys.stdin).items() if k.split(" ", 1)[1] == f"{m} {p}"))' "$1" "$2"
@@ -120,7 +130,9 @@ hits_of() {
 for code in 502 503 502 503 502 503; do
   got=$(request GET "/status/$code")
   [ "$got" = "$code" ] || die "GET /status/$code via nginx answered $got"
-  grep -q '"code"' "$work/body" || die "the $code reached the client without the service's JSON: $(head -c 200 "$work/body")"
+  expected='"code": "unavailable"'
+  [ "$code" = 502 ] && expected='"code": "chain_unavailable"'
+  grep -qF "$expected" "$work/body" || die "the $code reached the client without the service's JSON: $(head -c 200 "$work/body")"
 done
 grep -qi '^retry-after: ' "$work/headers" || die "the service's 503 lost its Retry-After through nginx"
 got=$(request DELETE /status/503)
@@ -144,6 +156,19 @@ got=$(request GET /metadata-length -H "X-Parcel-Metadata: $metadata")
 [ "$got" = 200 ] || die "an X-Parcel-Metadata of ${#metadata} bytes answered $got through nginx"
 grep -q "\"length\": ${#metadata}}" "$work/body" || die "X-Parcel-Metadata arrived cut: $(cat "$work/body")"
 echo "check.sh: an X-Parcel-Metadata of ${#metadata} bytes passed through whole" >&2
+# A header line nginx's buffers cannot hold: nginx's own 431, as JSON.
+got=$(request GET /metadata-length -H "X-Parcel-Metadata: $(head -c 40000 /dev/zero | tr '\0' m)")
+[ "$got" = 431 ] || die "a 40000-byte header answered $got through nginx"
+nginx_json headers_too_large "a 40000-byte header"
+got=$(request GET "/$(head -c 40000 /dev/zero | tr '\0' u)")
+[ "$got" = 414 ] || die "a 40000-byte URI answered $got through nginx"
+nginx_json uri_too_long "a 40000-byte URI"
+got=$(request GET /.nginx-error/502)
+[ "$got" = 404 ] || die "nginx's internal error page, asked for from outside, answered $got"
+nginx_json not_found "nginx's internal error page, asked for from outside"
+# A replica's own 404 is the replica's, not nginx's.
+got=$(request GET /no-such-path)
+[ "$got" = 404 ] && grep -qF "no such stub path" "$work/body" || die "a replica's own 404 did not pass through: $got $(head -c 200 "$work/body")"
 # A replica that dies after it received the request: the request is not
 # sent again, unless it is a GET. Each /drop takes the replica that got it
 # out of rotation for fail_timeout, so the GET, which takes two, goes last.
@@ -151,6 +176,7 @@ for probe in "DELETE" "POST --data-binary x" "PATCH --data-binary x"; do
   read -r -a args <<<"$probe"
   got=$(request "${args[@]:0:1}" /drop "${args[@]:1}")
   [ "$got" = 502 ] || die "$probe /drop answered $got"
+  nginx_json upstream_unavailable "$probe /drop"
 done
 n=$(hits_of DELETE /drop); [ "$n" = 1 ] || die "a DELETE that reached a replica was sent $n times"
 n=$(hits_of POST /drop); [ "$n" = 1 ] || die "a POST that reached a replica was sent $n times"
@@ -185,7 +211,16 @@ for probe in "DELETE 0" "PATCH 1048576 --data-binary @$work/mib"; do
   stop_nginx
 done
 echo "check.sh: a DELETE and a 1 MiB PATCH sent first to a replica that was down reached a live one, once each, whole" >&2
-policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes"
+# Every replica down: nginx's own 502, as JSON, whatever the method.
+render_and_test start "127.0.0.1:$dead"
+for method in GET DELETE; do
+  got=$(request "$method" /healthz)
+  [ "$got" = 502 ] || die "$method with every replica down answered $got"
+  nginx_json upstream_unavailable "$method with every replica down"
+done
+stop_nginx
+echo "check.sh: nginx's own 404, 414, 431 and 502 answer JSON with a code and an X-Request-Id; a replica's own 404 passes through" >&2
+policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes; nginx's own errors are JSON"
 if [ "$#" -eq 0 ]; then
   echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"
   exit 0
