@@ -240,8 +240,12 @@ async fn two_thousand_slow_clients_are_cut_off_and_a_normal_client_is_served() {
         "too few cycles to measure: {}",
         cycles.len()
     );
+    // Starved by the slow clients, the normal client would wait for their
+    // header timeouts; half of that bounds a served client with room for a
+    // shared, noisy machine (seen: 67-226 ms quiet, 728 ms and once 1.27 s
+    // loaded). The figures themselves are printed above.
     assert!(
-        p99 < Duration::from_secs(1),
+        p99 < HEADER_TIMEOUT / 2,
         "the normal client's p99 is {p99:?}"
     );
     let metrics = http
