@@ -70,6 +70,12 @@ if ! diff -u "$HERE/amo-storage.conf" "$work/expected.conf" >"$work/diff" 2>&1; 
   die "amo-storage.conf is not the rendering of nginx.conf.template; regenerate it (see the template's header)"
 fi
 
+# 1b. Every error code nginx itself answers is in the protocol's error table.
+while read -r code; do
+  grep -q "^| [0-9, ]* | .*\`$code\`" "$HERE/../../docs/protocol.md" ||
+    die "nginx answers code $code, which docs/protocol.md's error table does not list"
+done < <(grep -o '"code":"[a-z_]*"' "$HERE/nginx.conf.template" | sed 's/"code":"\(.*\)"/\1/' | sort -u)
+
 # Renders the template for UPSTREAM... under a fresh prefix on a free
 # port, runs nginx -t on it; with `start`, also starts it and waits until it
 # accepts connections. Sets prefix, port, base and (started) nginx_pid.
