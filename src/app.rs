@@ -108,7 +108,10 @@ impl State {
             part_size: settings.s3_part_size_bytes,
             body_idle_timeout: settings.body_idle_timeout,
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
-            max_concurrent_v1_downloads: settings.limits.max_concurrent_v1_downloads,
+            v1_upload_memory_mib: usize::try_from(
+                settings.limits.v1_upload_memory_bytes.div_ceil(1 << 20),
+            )
+            .unwrap_or(usize::MAX),
             lease: settings.lease,
             single_put_max_bytes: settings.s3_single_put_max_bytes,
             store_timeout: settings.s3_timeout,
@@ -180,16 +183,6 @@ pub fn openapi_spec() -> String {
     service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec()
 }
 
-/// The most bytes a v1 upload body may have: the hex data, plus room for the
-/// metadata (escapes may quadruple it) and the JSON around them.
-fn v1_body_limit(settings: &Settings) -> u64 {
-    settings
-        .v1_max_data_bytes
-        .saturating_mul(2)
-        .saturating_add(settings.metadata_max_bytes as u64 * 6)
-        .saturating_add(64 * 1024)
-}
-
 /// The whole HTTP application for `settings` on `backends`.
 pub fn endpoint(
     settings: &Settings,
@@ -209,7 +202,10 @@ pub fn endpoint(
             poem::endpoint::make_sync(|_| crate::metrics::render()),
         )
         .nest("/docs", docs)
-        .data(V1BodyLimit(v1_body_limit(settings)))
+        .data(V1BodyLimit(crate::config::v1_body_limit(
+            settings.v1_max_data_bytes,
+            settings.metadata_max_bytes,
+        )))
         .data(V1BodyTimeouts {
             idle: settings.body_idle_timeout,
             deadline: settings.body_deadline,

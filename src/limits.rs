@@ -4,9 +4,10 @@
 //! block one subscriber gets) in the shared state, so the limit holds across
 //! every replica. They are not counted per account: `/auth` needs no proof,
 //! so a per-account limit would let anyone lock an account's owner out (the
-//! outstanding-token cap evicts instead, see `auth::tokens`). Uploads and v1
-//! downloads are counted per replica: past the cap, a replica answers 503
-//! rather than take on more than its memory and connections allow.
+//! outstanding-token cap evicts instead, see `auth::tokens`). Uploads, and the
+//! memory of v1 upload bodies (held whole), are counted per replica: past
+//! the cap, a replica answers 503 rather than take on more than its memory
+//! and connections allow.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -98,8 +99,8 @@ pub fn rate_key_of(client: IpAddr) -> String {
 pub enum SlotKind {
     /// Uploads, v1 and v2.
     Upload,
-    /// v1 downloads, each held whole in memory.
-    V1Download,
+    /// Memory of v1 upload bodies, in MiB: each is held whole.
+    V1UploadMemory,
 }
 
 impl SlotKind {
@@ -107,7 +108,7 @@ impl SlotKind {
     fn label(self) -> &'static str {
         match self {
             Self::Upload => "concurrent_uploads",
-            Self::V1Download => "concurrent_v1_downloads",
+            Self::V1UploadMemory => "v1_upload_memory",
         }
     }
 
@@ -115,7 +116,7 @@ impl SlotKind {
     fn doing(self) -> &'static str {
         match self {
             Self::Upload => "uploads",
-            Self::V1Download => "v1 downloads",
+            Self::V1UploadMemory => "MiB of v1 upload bodies",
         }
     }
 }
@@ -128,8 +129,16 @@ pub struct Slots {
     cap: usize,
 }
 
-/// A slot held for one piece of work; freed on drop.
-pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+/// What one piece of work holds of the slots it took; freed on drop.
+pub struct Slot(#[allow(dead_code)] Vec<OwnedSemaphorePermit>);
+
+impl Slot {
+    /// This and `other`, held and freed together.
+    pub fn join(mut self, mut other: Slot) -> Slot {
+        self.0.append(&mut other.0);
+        self
+    }
+}
 
 impl Slots {
     /// At most `cap` at once; 0: no cap.
@@ -155,11 +164,18 @@ impl Slots {
 
     /// A slot, or 503 `busy` if all are taken.
     pub fn take(&self) -> Result<Slot, Error> {
+        self.take_many(1)
+    }
+
+    /// `count` slots at once (at most the cap: a piece of work as large
+    /// as the cap takes all), or 503 `busy` if that many are not free.
+    pub fn take_many(&self, count: usize) -> Result<Slot, Error> {
         let Some(slots) = &self.slots else {
-            return Ok(Slot(None));
+            return Ok(Slot(Vec::new()));
         };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Slot(Some(permit))),
+        let count = u32::try_from(count.clamp(1, self.cap)).unwrap_or(u32::MAX);
+        match slots.clone().try_acquire_many_owned(count) {
+            Ok(permit) => Ok(Slot(vec![permit])),
             Err(_) => {
                 crate::metrics::limited(self.kind.label());
                 Err(Error::Busy(format!(
@@ -223,7 +239,27 @@ mod tests {
         assert!(matches!(slots.take(), Err(Error::Busy(_))));
         drop(first);
         assert!(slots.take().is_ok());
-        let unlimited = Slots::new(SlotKind::V1Download, 0);
+        let unlimited = Slots::new(SlotKind::Upload, 0);
         let _held: Vec<_> = (0..100).map(|_| unlimited.take().unwrap()).collect();
+    }
+
+    #[test]
+    fn weighted_work_takes_its_share_and_frees_it_with_what_it_joined() {
+        let memory = Slots::new(SlotKind::V1UploadMemory, 10);
+        let uploads = Slots::new(SlotKind::Upload, 2);
+        let large = memory.take_many(7).unwrap().join(uploads.take().unwrap());
+        assert!(matches!(memory.take_many(4), Err(Error::Busy(_))));
+        let small = memory.take_many(3).unwrap();
+        assert!(memory.is_full());
+        drop(large);
+        assert!(
+            uploads.take().is_ok(),
+            "the joined upload slot is freed too"
+        );
+        assert!(memory.take_many(7).is_ok());
+        drop(small);
+        // Work larger than the cap takes all of it, once it is all free.
+        let _all = memory.take_many(1_000).unwrap();
+        assert!(matches!(memory.take(), Err(Error::Busy(_))));
     }
 }

@@ -54,6 +54,19 @@ fn too_large(limit: u64) -> Error {
 }
 
 impl V1UploadBody {
+    /// The most bytes this body can be: its `Content-Length`, or the limit
+    /// when it has none.
+    pub fn most_bytes(&self) -> u64 {
+        self.declared.unwrap_or(self.limit).min(self.limit)
+    }
+
+    /// Leaves the body of a refused upload unread: what is left of it is
+    /// read and thrown away in the background, so that the client (or the
+    /// proxy streaming it) reads the refusal instead of a broken pipe.
+    pub fn refuse(self) {
+        super::parcels_v2::drain_refused_body(self.body.into_bytes_stream());
+    }
+
     /// Reads the whole body, bounded in size and time.
     pub async fn read(self) -> Result<Bytes, Error> {
         let Self {

@@ -11,6 +11,7 @@ pub mod parcels_v2;
 pub mod proof;
 pub mod types;
 pub mod uploads;
+pub mod v1_answer;
 
 use poem_openapi::{Object, Tags};
 

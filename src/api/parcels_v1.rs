@@ -10,7 +10,7 @@ use poem_openapi::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, body::V1UploadBody, proof::Proof};
+use super::{ApiTags, ParcelIdBody, body::V1UploadBody, proof::Proof, v1_answer::V1Answer};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId},
@@ -43,6 +43,7 @@ struct V1UploadWire<'a> {
     data: Cow<'a, str>,
 }
 
+// Answered streamed (super::v1_answer); this type gives the spec its shape.
 /// A whole parcel.
 #[derive(Debug, Clone, Object)]
 pub struct V1Parcel {
@@ -111,7 +112,7 @@ pub enum V1UploadResponse {
 pub enum V1GetResponse {
     /// The parcel, its metadata or its owner.
     #[oai(status = 200)]
-    Found(Json<V1ParcelView>),
+    Found(V1Answer),
 }
 
 /// Answers of a v1 remove.
@@ -168,13 +169,29 @@ impl ParcelsV1Api {
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<V1UploadResponse> {
-        // Nothing of the body is read before the proof passed and a slot
-        // is taken: a stranger cannot make this replica hold a body.
-        let slot = self.parcels.upload_slot()?;
-        let auth = self
-            .authorizer
-            .authorize(proof.headers(), OperationKind::Upload, None)
-            .await?;
+        // Nothing of the body is read before the proof passed and a slot,
+        // with the memory the body will hold, is taken: a stranger cannot
+        // make this replica hold a body, and the bodies held at once fit
+        // the replica's budget (AMO_V1_UPLOAD_MEMORY_BYTES).
+        let admitted = async {
+            let slot = self
+                .parcels
+                .upload_slot()?
+                .join(self.parcels.v1_upload_memory(body.most_bytes())?);
+            let auth = self
+                .authorizer
+                .authorize(proof.headers(), OperationKind::Upload, None)
+                .await?;
+            Ok::<_, crate::error::ErrorResponse>((slot, auth))
+        }
+        .await;
+        let (slot, auth) = match admitted {
+            Ok(admitted) => admitted,
+            Err(err) => {
+                body.refuse();
+                return Err(err);
+            }
+        };
         let parsed = async {
             let raw = body.read().await?;
             let limit = self.parcels.limits().whole_body_max_bytes;
@@ -234,30 +251,28 @@ impl ParcelsV1Api {
         proof: Proof,
     ) -> ApiResult<V1GetResponse> {
         let id = id.0;
-        let view = match key.0 {
-            Some(V1Key::Metadata) => {
-                V1ParcelView::Metadata(metadata_view(&id, &self.parcels.inspect(&id).await?))
-            }
-            Some(V1Key::Owner) => V1ParcelView::Owner(V1ParcelOwner {
+        let answer = match key.0 {
+            Some(V1Key::Metadata) => V1Answer::Part(V1ParcelView::Metadata(metadata_view(
+                &id,
+                &self.parcels.inspect(&id).await?,
+            ))),
+            Some(V1Key::Owner) => V1Answer::Part(V1ParcelView::Owner(V1ParcelOwner {
                 owner: self.parcels.inspect(&id).await?.owner,
-            }),
+            })),
             None => {
-                let slot = self.parcels.v1_download_slot()?;
                 let auth = self
                     .authorizer
                     .authorize(proof.headers(), OperationKind::Download, Some(&id))
                     .await?;
-                let (parcel, body) = self.parcels.download_whole(auth, slot, &id).await?;
-                let view = metadata_view(&id, &parcel);
-                V1ParcelView::Parcel(V1Parcel {
-                    id: view.id,
-                    owner: view.owner,
-                    metadata: view.metadata,
-                    data: hex::encode_upper(&body),
-                })
+                let download = self.parcels.download_whole(auth, &id).await?;
+                V1Answer::Whole {
+                    head: metadata_view(&id, &download.parcel),
+                    size: download.parcel.size,
+                    body: download.body,
+                }
             }
         };
-        Ok(V1GetResponse::Found(Json(view)))
+        Ok(V1GetResponse::Found(answer))
     }
 
     /// Remove a parcel

@@ -142,6 +142,10 @@ macro_rules! settings {
         /// The file keys of every setting, retired ones included.
         pub(super) const KEYS: &[&str] = &[$( stringify!($key), )+ $( stringify!($old), )*];
 
+        /// The file keys of the retired settings.
+        #[cfg(test)]
+        pub(super) const RETIRED: &[&str] = &[$( stringify!($old), )*];
+
         /// The rows of the docs' table: variable, meaning, default.
         fn rows() -> Vec<(String, String, String)> {
             let defaults = Values::default();
@@ -227,6 +231,12 @@ settings! {
     upload_lifetime_secs: u64 = 24 * 60 * 60u64 => "24 h",
     /// largest v1 parcel body (hex in JSON is twice this)
     v1_max_data_bytes: u64 = 64u64 << 20 => "64 MiB",
+    /// memory the bodies of the v1 uploads in flight may hold together,
+    /// per replica (503 `busy` past it); one upload holds one and a half
+    /// times its JSON body (`Content-Length`, or the most a v1 body may be
+    /// when it has none), so this must hold the largest v1 upload, about
+    /// three times `AMO_V1_MAX_DATA_BYTES`; `0`: no limit
+    v1_upload_memory_bytes: u64 = 256u64 << 20 => "256 MiB",
     /// largest stored metadata JSON
     metadata_max_bytes: usize = 8usize * 1024,
     /// largest v2 parcel
@@ -256,9 +266,6 @@ settings! {
     max_outstanding_tokens: u64 = 1_000u64,
     /// uploads in flight per replica (503 `busy` past it); `0`: no limit
     max_concurrent_uploads: usize = 64usize,
-    /// v1 downloads in flight per replica, each held whole in memory (503
-    /// `busy` past it)
-    max_concurrent_v1_downloads: usize = 8usize,
     /// take the client address from the last `X-Forwarded-For` entry (set
     /// it only behind a proxy that writes it)
     trust_forwarded_for: bool = false,
@@ -302,5 +309,8 @@ settings! {
         /// the per-address limit and the outstanding-token cap bound token
         /// requests
         auth_rate_per_user,
+        /// v1 downloads stream their hex as they read the parcel, holding
+        /// none of it whole, so they need no cap of their own
+        max_concurrent_v1_downloads,
     }
 }

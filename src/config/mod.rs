@@ -158,9 +158,9 @@ pub struct AbuseLimits {
     pub max_outstanding_tokens: u64,
     /// Uploads (v1 and v2) one replica takes at once; more answer 503.
     pub max_concurrent_uploads: usize,
-    /// v1 downloads one replica serves at once (each is held whole and
-    /// hex-encoded in memory); more answer 503.
-    pub max_concurrent_v1_downloads: usize,
+    /// Bytes the bodies of v1 uploads in flight on one replica may hold
+    /// together (each is held whole); more answer 503. 0: no limit.
+    pub v1_upload_memory_bytes: u64,
     /// Take the client address from the last `X-Forwarded-For` entry (set
     /// this behind a proxy that appends it, such as the shipped nginx).
     pub trust_forwarded_for: bool,
@@ -248,13 +248,28 @@ fn http_url(name: &str, value: &str) -> Result<url::Url, ConfigError> {
     }
 }
 
+/// The most bytes a v1 upload body may have: the hex data, plus room for the
+/// metadata (escapes may quadruple it) and the JSON around them.
+pub fn v1_body_limit(v1_max_data_bytes: u64, metadata_max_bytes: usize) -> u64 {
+    v1_max_data_bytes
+        .saturating_mul(2)
+        .saturating_add(metadata_max_bytes as u64 * 6)
+        .saturating_add(64 * 1024)
+}
+
+/// The memory a v1 upload whose JSON body is `body_bytes` long holds at
+/// most: the body, then the data decoded from its hex beside it.
+pub fn v1_upload_memory(body_bytes: u64) -> u64 {
+    body_bytes.saturating_add(body_bytes / 2)
+}
+
 /// The abuse limits of `values`.
 fn abuse_limits(values: &Values) -> AbuseLimits {
     AbuseLimits {
         auth_per_ip_per_minute: values.auth_rate_per_ip,
         max_outstanding_tokens: values.max_outstanding_tokens,
         max_concurrent_uploads: values.max_concurrent_uploads,
-        max_concurrent_v1_downloads: values.max_concurrent_v1_downloads,
+        v1_upload_memory_bytes: values.v1_upload_memory_bytes,
         trust_forwarded_for: values.trust_forwarded_for,
     }
 }
@@ -303,6 +318,17 @@ impl Values {
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.s3_part_size_bytes) {
             return Err(ConfigError(format!(
                 "AMO_S3_PART_SIZE_BYTES must be between {MIN_PART_SIZE} (S3's minimum) and {MAX_PART_SIZE}"
+            )));
+        }
+        let largest_v1 = v1_upload_memory(v1_body_limit(
+            self.v1_max_data_bytes,
+            self.metadata_max_bytes,
+        ));
+        if self.v1_upload_memory_bytes != 0 && self.v1_upload_memory_bytes < largest_v1 {
+            return Err(ConfigError(format!(
+                "AMO_V1_UPLOAD_MEMORY_BYTES={} cannot hold the largest v1 upload, which \
+                 AMO_V1_MAX_DATA_BYTES allows: it needs at least {largest_v1}",
+                self.v1_upload_memory_bytes
             )));
         }
         if self.s3_single_put_max_bytes > S3_MAX_SINGLE_PUT {
@@ -575,6 +601,29 @@ mod tests {
     }
 
     #[test]
+    fn the_v1_upload_memory_must_hold_the_largest_v1_upload() {
+        let key = key_file();
+        let load = |extra: &[(&str, &str)]| Settings::load_from(None, env(key.path(), extra));
+        let (settings, _) = load(&[]).unwrap();
+        let largest = v1_upload_memory(v1_body_limit(
+            settings.v1_max_data_bytes,
+            settings.metadata_max_bytes,
+        ));
+        assert!(settings.limits.v1_upload_memory_bytes >= largest);
+        let text = load(&[("AMO_V1_UPLOAD_MEMORY_BYTES", &(largest - 1).to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("AMO_V1_UPLOAD_MEMORY_BYTES") && text.contains(&largest.to_string()),
+            "{text}"
+        );
+        load(&[("AMO_V1_UPLOAD_MEMORY_BYTES", &largest.to_string())]).unwrap();
+        load(&[("AMO_V1_UPLOAD_MEMORY_BYTES", "0")]).unwrap();
+        // A larger v1 limit needs a larger budget.
+        assert!(load(&[("AMO_V1_MAX_DATA_BYTES", &(256u64 << 20).to_string())]).is_err());
+    }
+
+    #[test]
     fn the_chain_is_asked_only_when_its_rpc_is_set() {
         let key = key_file();
         let load =
@@ -673,9 +722,9 @@ mod tests {
         );
         let rows = table.lines().count() - 2;
         assert_eq!(
-            rows + 1,
+            rows + declared::RETIRED.len(),
             declared::KEYS.len(),
-            "one row per setting, the retired one aside"
+            "one row per setting, the retired ones aside"
         );
     }
 
@@ -692,5 +741,15 @@ mod tests {
         let file = file_with("auth_rate_per_user = 5\n");
         let (_, warnings) = Settings::load_from(Some(file.path()), env(key.path(), &[])).unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let (_, warnings) = Settings::load_from(
+            None,
+            env(key.path(), &[("AMO_MAX_CONCURRENT_V1_DOWNLOADS", "8")]),
+        )
+        .unwrap();
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("AMO_MAX_CONCURRENT_V1_DOWNLOADS is no longer used: v1"),
+            "{warnings:?}"
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use resumable::{
 };
 pub use upload::{lock_key, multipart_mark_key, sweep_abandoned_uploads};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ use crate::{
     error::Error,
     limits::{Slot, SlotKind, Slots},
     state::Shared,
-    storage::{BodyStream, Fetched, PutOutcome, Store, StoreError, StoredParcel},
+    storage::{BodyStream, Fetched, PutOutcome, Store, StoredParcel},
     tasks::detached,
 };
 
@@ -59,8 +59,9 @@ pub struct Limits {
     pub body_idle_timeout: std::time::Duration,
     /// Uploads this replica takes at once (0: no cap).
     pub max_concurrent_uploads: usize,
-    /// v1 downloads this replica serves at once (0: no cap).
-    pub max_concurrent_v1_downloads: usize,
+    /// MiB the bodies of v1 uploads in flight may hold together (0: no
+    /// cap).
+    pub v1_upload_memory_mib: usize,
     /// The term of write locks and of the live marks of multipart uploads.
     pub lease: std::time::Duration,
     /// The largest body of known length that goes up in one `PutObject`;
@@ -94,7 +95,7 @@ pub struct Parcels {
     storage_id: StorageId,
     limits: Limits,
     upload_slots: Slots,
-    v1_download_slots: Slots,
+    v1_upload_memory: Slots,
 }
 
 impl Parcels {
@@ -115,7 +116,7 @@ impl Parcels {
             storage_id,
             limits,
             upload_slots: Slots::new(SlotKind::Upload, limits.max_concurrent_uploads),
-            v1_download_slots: Slots::new(SlotKind::V1Download, limits.max_concurrent_v1_downloads),
+            v1_upload_memory: Slots::new(SlotKind::V1UploadMemory, limits.v1_upload_memory_mib),
         }
     }
 
@@ -125,16 +126,20 @@ impl Parcels {
         self.upload_slots.take()
     }
 
+    /// The memory a v1 upload whose body is `body_bytes` long will hold
+    /// (its body, then the data decoded beside it), from this replica's
+    /// budget, or 503 `busy`; take it with the upload slot, before the
+    /// token is claimed, and join it to the slot.
+    pub fn v1_upload_memory(&self, body_bytes: u64) -> Result<Slot, Error> {
+        let mib = crate::config::v1_upload_memory(body_bytes).div_ceil(1 << 20);
+        self.v1_upload_memory
+            .take_many(usize::try_from(mib).unwrap_or(usize::MAX))
+    }
+
     /// The upload slots of this replica (readiness reads how many are
     /// free).
     pub fn upload_slots(&self) -> Slots {
         self.upload_slots.clone()
-    }
-
-    /// A slot for one v1 download on this replica, or 503 `busy`; take it
-    /// before the token is claimed, and hand it to the download.
-    pub fn v1_download_slot(&self) -> Result<Slot, Error> {
-        self.v1_download_slots.take()
     }
 
     /// The underlying store.
@@ -257,53 +262,30 @@ impl Parcels {
         Ok((id, outcome))
     }
 
-    /// Reads a whole parcel for the authorized caller (bounded by the v1
-    /// limit). Who may read it is decided on the object's own metadata,
-    /// before its body is read.
-    pub async fn download_whole(
-        &self,
-        auth: Authorized,
-        slot: Slot,
-        id: &ParcelId,
-    ) -> Result<(StoredParcel, Bytes), Error> {
+    /// Opens a whole parcel for the authorized caller, for the v1 answer:
+    /// a parcel over the v1 limit is refused (413) before a byte of it is
+    /// read, and the token stays usable. Who may read it is decided first,
+    /// as for any download. The body streams: nothing of it is held whole.
+    pub async fn download_whole(&self, auth: Authorized, id: &ParcelId) -> Result<Download, Error> {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
-            let _slot = slot;
-            let outcome = this.read_whole(auth.caller(), &id).await;
+            let outcome = this.open_whole(auth.caller(), &id).await;
             auth.settle(outcome).await
         })
         .await?
     }
 
-    async fn read_whole(
-        &self,
-        caller: &Address,
-        id: &ParcelId,
-    ) -> Result<(StoredParcel, Bytes), Error> {
+    async fn open_whole(&self, caller: &Address, id: &ParcelId) -> Result<Download, Error> {
         let limit = self.limits.whole_body_max_bytes;
-        let (parcel, body) = match self.store.fetch(id, None).await? {
-            Fetched::Found { parcel, body, .. } => (parcel, body),
-            Fetched::Missing | Fetched::OutOfRange => return Err(Error::NotFound(id.clone())),
-        };
-        self.may_download(id, &parcel, caller).await?;
-        if parcel.size > limit {
+        let download = self.open(caller, id, None).await?;
+        if download.parcel.size > limit {
             return Err(Error::TooLarge(format!(
                 "parcel {id} is {} bytes; this API returns at most {limit}: \
                  use GET /api/v2/parcels/{id}",
-                parcel.size
+                download.parcel.size
             )));
         }
-        let body = body
-            .try_fold(
-                BytesMut::with_capacity(parcel.size as usize),
-                async |mut whole, chunk| {
-                    whole.extend_from_slice(&chunk);
-                    Ok(whole)
-                },
-            )
-            .await
-            .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
-        Ok((parcel, body.freeze()))
+        Ok(download)
     }
 
     /// Opens a parcel, or the range of it that `range` asks for, for the

@@ -328,6 +328,106 @@ async fn a_v1_upload_takes_an_upload_slot_and_its_body_has_a_deadline() {
 }
 
 #[tokio::test]
+async fn v1_upload_bodies_held_at_once_fit_the_replicas_memory_budget() {
+    // A v1 limit of 1 MiB: the largest body, about 2.1 MiB of JSON, holds
+    // about 3.2 MiB; a budget of 4 MiB holds it and nothing beside it.
+    let app = spawn_with(settings(&[
+        ("AMO_V1_MAX_DATA_BYTES", "1048576"),
+        ("AMO_V1_UPLOAD_MEMORY_BYTES", "4194304"),
+    ]))
+    .await;
+    let owner = Account::new();
+    // A chunked v1 body (no Content-Length) may grow to the largest: it
+    // reserves that much, and holds it while it trickles.
+    let held_token = app.token(&owner.address, json!("upload")).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ));
+    let held = tokio::spawn(
+        app.http
+            .post(format!("{}/api/v1/parcels", app.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .proven(&owner.prove(&held_token))
+            .send(),
+    );
+    sender.send(Ok(b"{".to_vec())).await.unwrap();
+    eventually(10, "the chunked v1 upload passed its proof", || {
+        let (app, token) = (app.clone(), held_token.clone());
+        async move {
+            app.token_record(&token)
+                .await
+                .is_some_and(|value| value.starts_with("claimed:"))
+        }
+    })
+    .await;
+    // Another v1 upload, however small, is busy (503) before its proof is
+    // looked at: its token stays usable and nothing is stored.
+    let data = b"small".to_vec();
+    let token = app.token(&owner.address, json!("upload")).await;
+    let small = v1_body(&owner.address, json!({}), &data);
+    let response = app.upload_v1(Some(&owner.prove(&token)), &small).await;
+    assert_eq!(
+        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
+        "busy"
+    );
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    assert!(app.stored_keys().await.is_empty());
+    // v2 uploads stream: the v1 budget does not hold them back.
+    app.store_v2(&owner, b"a v2 upload meanwhile").await;
+    // The held body ends, not JSON (400): its memory is free again, and
+    // the small upload goes through with the same token.
+    drop(sender);
+    expect_error(held.await.unwrap().unwrap(), StatusCode::BAD_REQUEST).await;
+    let response = app.upload_v1(Some(&owner.prove(&token)), &small).await;
+    let id = expect_json(response, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+}
+
+#[tokio::test]
+async fn a_v1_download_streams_its_hex_without_holding_the_parcel() {
+    let (env, backends) = crate::process::process_env();
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let data = random_body(48 * MIB);
+    let id = app.store_v2(&owner, &data).await;
+    let small = app.store_v2(&owner, b"warm-up").await;
+    let download = |id: String| {
+        let (app, owner) = (&app, &owner);
+        async move {
+            let token = app
+                .token(&owner.address, json!({"name": "download", "id": id}))
+                .await;
+            let response = app.download_v1(Some(&owner.prove(&token)), &id).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let length = response.content_length();
+            let bytes = response.bytes().await.unwrap();
+            assert_eq!(length, Some(bytes.len() as u64), "Content-Length is exact");
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    download(small).await;
+    let before = service.status_kib("VmHWM:");
+    let answer = download(id.clone()).await;
+    let grown_mib = service.status_kib("VmHWM:").saturating_sub(before) / 1024;
+    assert_eq!(answer["id"], json!(id));
+    assert_eq!(answer["owner"], json!(owner.address));
+    assert_eq!(
+        hex::decode(answer["data"].as_str().unwrap()).unwrap(),
+        data,
+        "the hex is the parcel"
+    );
+    println!("peak RSS grew by {grown_mib} MiB over a v1 download of a 48 MiB parcel");
+    assert!(grown_mib < 24, "peak RSS grew by {grown_mib} MiB");
+}
+
+#[tokio::test]
 async fn a_declared_length_past_what_the_parts_allow_is_refused_unread() {
     let app = spawn_app().await;
     let owner = Account::new();
