@@ -29,9 +29,7 @@ async fn unclaimed(app: &TestApp, token: &str) {
     eventually(10, "the token's claim is settled or lapsed", || {
         let (app, token) = (app.clone(), token.to_owned());
         async move {
-            !app.token_record(&token)
-                .await
-                .is_some_and(|value| value.starts_with("claimed:"))
+            !app.token_claimed(&token).await
         }
     })
     .await;
@@ -258,6 +256,29 @@ async fn a_v1_upload_is_refused_on_its_proof_before_its_body_is_read() {
     assert!(app.stored_keys().await.is_empty());
 }
 
+/// What feeds a chunked v1 upload body, and the upload's answer to come.
+type ChunkedUpload = (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+);
+
+/// A v1 upload with `proof` whose chunked body is whatever the returned
+/// sender sends, until it is dropped.
+fn chunked_v1_upload(app: &TestApp, proof: &Proof) -> ChunkedUpload {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ));
+    let request = app
+        .http
+        .post(format!("{}/api/v1/parcels", app.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .proven(proof);
+    (sender, tokio::spawn(request.send()))
+}
+
 #[tokio::test]
 async fn a_v1_upload_takes_an_upload_slot_and_its_body_has_a_deadline() {
     let app = spawn_with(settings(&[
@@ -271,15 +292,7 @@ async fn a_v1_upload_takes_an_upload_slot_and_its_body_has_a_deadline() {
     let data = random_body(1000);
     let (held_token, held) = app.upload_token(&owner, &data).await;
     let (sender, answer) = held_upload(&app, &held, &data, 10);
-    eventually(10, "the v2 upload holds its slot and its token", || {
-        let (app, token) = (app.clone(), held_token.clone());
-        async move {
-            app.token_record(&token)
-                .await
-                .is_some_and(|value| value.starts_with("claimed:"))
-        }
-    })
-    .await;
+    app.until_claimed(&held_token, "the v2 upload holds its slot and its token").await;
     let token = app.token(&owner.address, json!("upload")).await;
     let response = app
         .upload_v1(
@@ -298,20 +311,7 @@ async fn a_v1_upload_takes_an_upload_slot_and_its_body_has_a_deadline() {
 
     // A v1 body that trickles past the deadline is cut (400), though it
     // never paused as long as the idle timeout; the token stays usable.
-    let (trickle, answer) = {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
-            receiver,
-            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
-        ));
-        let request = owner.prove(&token).apply(
-            app.http
-                .post(format!("{}/api/v1/parcels", app.base))
-                .header("content-type", "application/json")
-                .body(body),
-        );
-        (sender, tokio::spawn(request.send()))
-    };
+    let (trickle, answer) = chunked_v1_upload(&app, &owner.prove(&token));
     let feeding = tokio::spawn(async move {
         while trickle.send(Ok(b" ".to_vec())).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -340,29 +340,9 @@ async fn v1_upload_bodies_held_at_once_fit_the_replicas_memory_budget() {
     // A chunked v1 body (no Content-Length) may grow to the largest: it
     // reserves that much, and holds it while it trickles.
     let held_token = app.token(&owner.address, json!("upload")).await;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
-        receiver,
-        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
-    ));
-    let held = tokio::spawn(
-        app.http
-            .post(format!("{}/api/v1/parcels", app.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .proven(&owner.prove(&held_token))
-            .send(),
-    );
+    let (sender, held) = chunked_v1_upload(&app, &owner.prove(&held_token));
     sender.send(Ok(b"{".to_vec())).await.unwrap();
-    eventually(10, "the chunked v1 upload passed its proof", || {
-        let (app, token) = (app.clone(), held_token.clone());
-        async move {
-            app.token_record(&token)
-                .await
-                .is_some_and(|value| value.starts_with("claimed:"))
-        }
-    })
-    .await;
+    app.until_claimed(&held_token, "the chunked v1 upload passed its proof").await;
     // Another v1 upload, however small, is busy (503) before its proof is
     // looked at: its token stays usable and nothing is stored.
     let data = b"small".to_vec();
@@ -481,15 +461,7 @@ async fn a_stranger_trickling_someone_elses_content_does_not_block_its_upload() 
         let (squat_token, squat_proof) = app.upload_token(&squatter, &data).await;
         let head = if size > 5 * MIB { 6 * MIB } else { 10 };
         let (sender, answer) = held_upload(&app, &squat_proof, &data, head);
-        eventually(10, "the squatter's upload is under way", || {
-            let (app, token) = (app.clone(), squat_token.clone());
-            async move {
-                app.token_record(&token)
-                    .await
-                    .is_some_and(|value| value.starts_with("claimed:"))
-            }
-        })
-        .await;
+        app.until_claimed(&squat_token, "the squatter's upload is under way").await;
         // The rightful owner uploads at once, while the squatter trickles.
         let id = app.store_v2(&victim, &data).await;
         let owner = expect_json(

@@ -105,15 +105,7 @@ async fn a_v1_upload_whose_body_trickles_keeps_its_claim_for_three_leases() {
     );
     let answer = tokio::spawn(request.send());
     sender.send(Ok(body[..10].to_vec())).await.unwrap();
-    eventually(10, "the v1 upload claimed its token", || {
-        let (app, token) = (app.clone(), token.clone());
-        async move {
-            app.token_record(&token)
-                .await
-                .is_some_and(|value| value.starts_with("claimed:"))
-        }
-    })
-    .await;
+    app.until_claimed(&token, "the v1 upload claimed its token").await;
     let piece = (body.len() - 10).div_ceil(30);
     let mut pieces = body[10..].chunks(piece);
     stays_claimed(&app, &token, async |_| {

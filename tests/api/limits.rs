@@ -228,15 +228,7 @@ async fn past_the_outstanding_cap_the_oldest_unused_token_is_revoked() {
     // A claimed token is not revoked: hold the first in an upload whose
     // body has not arrived yet.
     let (sender, answer) = held_upload(&b, &owner.prove(&held[0]), &first, 10);
-    eventually(10, "the first token is claimed", || {
-        let (b, token) = (b.clone(), held[0].clone());
-        async move {
-            b.token_record(&token)
-                .await
-                .is_some_and(|value| value.starts_with("claimed:"))
-        }
-    })
-    .await;
+    b.until_claimed(&held[0], "the first token is claimed").await;
     // The fourth, fifth and sixth are issued on either replica. The
     // oldest token leaves the count each time; it is revoked unless a
     // request holds it (the first, claimed, is not).

@@ -34,12 +34,6 @@ async fn nothing_stored(app: &TestApp) {
     );
 }
 
-async fn claimed(app: &TestApp, token: &str) -> bool {
-    app.token_record(token)
-        .await
-        .is_some_and(|value| value.starts_with("claimed:"))
-}
-
 #[tokio::test]
 async fn a_streamed_put_whose_body_does_not_match_stores_nothing() {
     let app = spawn_app().await;
@@ -65,7 +59,7 @@ async fn a_client_that_goes_away_halfway_through_a_streamed_put_stores_nothing()
     let (token, proof) = app.upload_token(&owner, &data).await;
     let mut socket = upload_connection(&app.base, data.len(), &proof).await;
     socket.write_all(&data[..2 * MIB]).await.unwrap();
-    eventually(20, "the upload is under way", || claimed(&app, &token)).await;
+    eventually(20, "the upload is under way", || app.token_claimed(&token)).await;
     drop(socket);
     eventually(20, "the token is released", || async {
         app.token_record(&token).await.as_deref() == Some("issued")

@@ -296,6 +296,19 @@ impl TestApp {
             .expect("list unfinished uploads")
     }
 
+    /// Whether a request holds `token`'s claim now.
+    pub async fn token_claimed(&self, token: &str) -> bool {
+        self.token_record(token)
+            .await
+            .is_some_and(|value| value.starts_with("claimed:"))
+    }
+
+    /// Waits (up to 10 s) until a request holds `token`'s claim: the request
+    /// passed its proof and is under way. `what` names it for the failure.
+    pub async fn until_claimed(&self, token: &str, what: &str) {
+        eventually(10, what, || self.token_claimed(token)).await;
+    }
+
     /// The value of a token's record in the shared state (`None`: gone).
     pub async fn token_record(&self, token: &str) -> Option<String> {
         let jti = claims_of(token)["jti"].as_str().unwrap().to_owned();
