@@ -104,10 +104,25 @@ def declared_settings():
 SETTINGS = declared_settings()
 
 
-def declared_default_secs(variable):
-    """The declared default of a setting in whole seconds: `30` → 30."""
+def declared_default_int(variable):
+    """The declared default of a whole-number setting: `30` → 30."""
     text = SETTINGS.get(variable, "")
     return int(text.split("`")[1]) if text.startswith("`") else None
+
+
+def setting(container, cms, variable):
+    """The value a container gets for `variable`: its env, else a ConfigMap
+    of its envFrom, else the declared default (whole numbers)."""
+    value = None
+    for ef in container.get("envFrom", []):
+        name = (ef.get("configMapRef") or {}).get("name")
+        found = (cms.get(name) or {}).get("data", {}).get(variable)
+        if found is not None:
+            value = int(found)
+    for e in container.get("env", []):
+        if e["name"] == variable and "value" in e:
+            value = int(e["value"])
+    return declared_default_int(variable) if value is None else value
 
 
 def known_variables(where, names):
@@ -123,21 +138,45 @@ def drain_budget(where, pod, cms):
     SIGKILL a pod that is still draining within its own timeout."""
     grace = pod.get("terminationGracePeriodSeconds", 30)
     for c in pod["containers"]:
-        drain = None
-        for ef in c.get("envFrom", []):
-            name = (ef.get("configMapRef") or {}).get("name")
-            value = (cms.get(name) or {}).get("data", {}).get("AMO_DRAIN_TIMEOUT_SECS")
-            if value is not None:
-                drain = int(value)
-        for e in c.get("env", []):
-            if e["name"] == "AMO_DRAIN_TIMEOUT_SECS" and "value" in e:
-                drain = int(e["value"])
-        if drain is None:
-            drain = declared_default_secs("AMO_DRAIN_TIMEOUT_SECS")
+        drain = setting(c, cms, "AMO_DRAIN_TIMEOUT_SECS")
         margin = grace - prestop_seconds(c) - drain
         if not 10 <= margin <= 60:
             problem(where, f"terminationGracePeriodSeconds {grace} = preStop {prestop_seconds(c)} + "
                     f"AMO_DRAIN_TIMEOUT_SECS {drain} + margin {margin}: the margin must be 10 to 60 s")
+
+
+# Measured (docs/performance.md, bench/streaming.sh): a replica's RSS idle,
+# and its peak growth per streaming v2 upload (two part buffers of 8 MiB).
+IDLE_MIB = 33
+PER_UPLOAD_MIB = 18
+
+
+def mebibytes(quantity):
+    """A Kubernetes memory quantity in MiB: 1Gi → 1024, 512Mi → 512."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    for suffix, factor in units.items():
+        if str(quantity).endswith(suffix):
+            return float(str(quantity)[: -len(suffix)]) * factor
+    return float(quantity) / (1 << 20)
+
+
+def memory_budget(where, pod, cms):
+    """What the service may hold at once fits the container's memory limit,
+    with 5 % to spare: idle + AMO_MAX_CONCURRENT_UPLOADS streaming uploads +
+    AMO_V1_UPLOAD_MEMORY_BYTES of v1 bodies. Either cap at 0 (none) does
+    not fit any limit."""
+    for c in pod["containers"]:
+        limit = (c.get("resources", {}).get("limits") or {}).get("memory")
+        if limit is None:
+            problem(where, "the container has no memory limit")
+            continue
+        uploads = setting(c, cms, "AMO_MAX_CONCURRENT_UPLOADS")
+        v1_mib = setting(c, cms, "AMO_V1_UPLOAD_MEMORY_BYTES") / (1 << 20)
+        need = IDLE_MIB + uploads * PER_UPLOAD_MIB + v1_mib
+        if uploads == 0 or v1_mib == 0 or need > 0.95 * mebibytes(limit):
+            problem(where, f"memory limit {limit} does not hold idle {IDLE_MIB} MiB + "
+                    f"AMO_MAX_CONCURRENT_UPLOADS {uploads or 'unbounded'} x {PER_UPLOAD_MIB} MiB + "
+                    f"AMO_V1_UPLOAD_MEMORY_BYTES {v1_mib or 'unbounded'} MiB with 5 % to spare")
 
 
 def consistency(objs):
@@ -163,6 +202,7 @@ def consistency(objs):
             problem(f"Deployment/{name}", "selector does not match the pod labels")
         pod = tmpl["spec"]
         drain_budget(f"Deployment/{name}", pod, cms)
+        memory_budget(f"Deployment/{name}", pod, cms)
         if "replicas" in d["spec"] and any(
                 h["spec"]["scaleTargetRef"].get("name") == name for h in by_kind(objs, "HorizontalPodAutoscaler")):
             problem(f"Deployment/{name}", "sets replicas while an HPA owns the count: re-applying resets it")

@@ -7,7 +7,8 @@
 # are needed once the package is installed. kustomization.yaml is checked by
 # validate.py: every listed resource exists and validates, no object names a
 # namespace, and the objects agree with each other (selectors, names, ports,
-# ConfigMap/Secret keys). When `kustomize` or `kubectl` is on PATH the
+# ConfigMap/Secret keys, the drain within the grace period, the upload caps
+# within the memory limit). When `kustomize` or `kubectl` is on PATH the
 # kustomization is also rendered (offline) and its output validated.
 #
 # The tool lives in a venv under ${AMO_LOCAL_DIR:-/tmp/amo-local}/venv-k8s,
