@@ -64,6 +64,12 @@ for line in sys.stdin:
   [ -x "$BENCH_LOAD" ] || bench_die "could not build benches/load.rs"
 }
 
+# bench_proof BASE_URL OPERATION_JSON FILE: a token for OPERATION_JSON from
+# BASE_URL, signed by bench/proof.py's account, as a curl config in FILE.
+bench_proof() {
+  python3 "$BENCH_ROOT/bench/proof.py" "$1" "$2" >"$3" || bench_die "no token for $2"
+}
+
 bench_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

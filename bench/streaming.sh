@@ -197,7 +197,7 @@ check() {
 }
 
 # proof OPERATION_JSON FILE: a signed v2 token's headers, as a curl config.
-proof() { python3 "$BENCH_ROOT/bench/proof.py" "http://$SVC" "$1" >"$2" || bench_die "no token for $1"; }
+proof() { bench_proof "http://$SVC" "$1" "$2"; }
 
 UP_S=() DOWN_S=() UP_D=() DOWN_D=() UP_N=() DOWN_N=() RSS_LARGE=() RSS_UP=() RSS_DOWN=() SAMPLES=()
 CPU_ROWS=() # "path|direction|service nginx rgw osd curl (s/GiB)"

@@ -33,7 +33,7 @@ python3 -c 'import cryptography' 2>/dev/null || bench_die "python3-cryptography 
 export AMO_S3_PREFIX=bench-v1-memory-$$/
 bench_start_replica
 SVC=http://$REPLICA_ADDR
-proof() { python3 "$BENCH_ROOT/bench/proof.py" "$SVC" "$1" >"$2" || bench_die "no token for $1"; }
+proof() { bench_proof "$SVC" "$1" "$2"; }
 ADDRESS=$(python3 "$BENCH_ROOT/bench/proof.py" "$SVC" address)
 
 # The bodies: PARALLEL for v1 (and their JSON), PARALLEL for v2.

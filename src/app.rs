@@ -108,10 +108,7 @@ impl State {
             part_size: settings.s3_part_size_bytes,
             body_idle_timeout: settings.body_idle_timeout,
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
-            v1_upload_memory_mib: usize::try_from(
-                settings.limits.v1_upload_memory_bytes.div_ceil(1 << 20),
-            )
-            .unwrap_or(usize::MAX),
+            v1_upload_memory_bytes: settings.limits.v1_upload_memory_bytes,
             lease: settings.lease,
             single_put_max_bytes: settings.s3_single_put_max_bytes,
             store_timeout: settings.s3_timeout,

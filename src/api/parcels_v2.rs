@@ -9,7 +9,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, proof::Proof};
+use super::{ApiTags, ParcelIdBody, body::drain_refused_body, proof::Proof};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId, ParcelMetadata},
@@ -298,37 +298,4 @@ fn offered_metadata(request: &Request, parsed: Option<&str>) -> Result<Option<Va
         .map(ParcelMetadata::parse_offered)
         .transpose()
         .map_err(Error::from)
-}
-
-/// How much of a refused upload's body is read and thrown away, at most.
-const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
-/// How long a refused upload's body is read and thrown away, at most.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Reads and throws away, in the background, what is left of the body of an
-/// upload that was refused (at most [`DRAIN_BYTES`], for [`DRAIN_TIME`]),
-/// while the answer goes out.
-///
-/// A connection closed with request bytes unread makes the peer's next sends
-/// fail (EPIPE, RST). nginx, still streaming the body
-/// (`proxy_request_buffering off`), then answers 502 instead of this answer
-/// and counts this replica as failed (`max_fails`): tests/lb saw it for 2 of
-/// 10 early 401s to a 64 MiB body through nginx 1.22, none direct.
-pub(crate) fn drain_refused_body<S>(mut body: S)
-where
-    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static,
-{
-    tokio::spawn(async move {
-        let mut drained: u64 = 0;
-        let _ = tokio::time::timeout(DRAIN_TIME, async {
-            while let Ok(Some(chunk)) = body.try_next().await {
-                drained += chunk.len() as u64;
-                if drained >= DRAIN_BYTES {
-                    break;
-                }
-            }
-        })
-        .await;
-        tracing::debug!(drained, "drained a refused upload's body");
-    });
 }

@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, parcels_v2::drain_refused_body, proof::Proof};
+use super::{ApiTags, body::drain_refused_body, proof::Proof};
 use crate::{
     auth::{Authorizer, Bound},
     domain::{OperationKind, ParcelMetadata},

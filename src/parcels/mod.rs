@@ -59,9 +59,9 @@ pub struct Limits {
     pub body_idle_timeout: std::time::Duration,
     /// Uploads this replica takes at once (0: no cap).
     pub max_concurrent_uploads: usize,
-    /// MiB the bodies of v1 uploads in flight may hold together (0: no
+    /// Bytes the bodies of v1 uploads in flight may hold together (0: no
     /// cap).
-    pub v1_upload_memory_mib: usize,
+    pub v1_upload_memory_bytes: u64,
     /// The term of write locks and of the live marks of multipart uploads.
     pub lease: std::time::Duration,
     /// The largest body of known length that goes up in one `PutObject`;
@@ -84,6 +84,11 @@ pub struct Download {
     pub range: Option<(u64, u64)>,
     /// The bytes.
     pub body: BodyStream,
+}
+
+/// `bytes` in the unit of the v1 upload memory slots, MiB, rounded up.
+fn mebibytes(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(1 << 20)).unwrap_or(usize::MAX)
 }
 
 /// The parcel operations.
@@ -116,7 +121,10 @@ impl Parcels {
             storage_id,
             limits,
             upload_slots: Slots::new(SlotKind::Upload, limits.max_concurrent_uploads),
-            v1_upload_memory: Slots::new(SlotKind::V1UploadMemory, limits.v1_upload_memory_mib),
+            v1_upload_memory: Slots::new(
+                SlotKind::V1UploadMemory,
+                mebibytes(limits.v1_upload_memory_bytes),
+            ),
         }
     }
 
@@ -131,9 +139,8 @@ impl Parcels {
     /// budget, or 503 `busy`; take it with the upload slot, before the
     /// token is claimed, and join it to the slot.
     pub fn v1_upload_memory(&self, body_bytes: u64) -> Result<Slot, Error> {
-        let mib = crate::config::v1_upload_memory(body_bytes).div_ceil(1 << 20);
         self.v1_upload_memory
-            .take_many(usize::try_from(mib).unwrap_or(usize::MAX))
+            .take_many(mebibytes(crate::config::v1_upload_memory(body_bytes)))
     }
 
     /// The upload slots of this replica (readiness reads how many are
