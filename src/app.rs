@@ -12,6 +12,7 @@ use crate::{
     api::{
         auth::AuthApi,
         body::{V1BodyLimit, V1BodyTimeouts},
+        client::ClientPolicy,
         health::{Draining, HealthApi},
         parcels_v1::ParcelsV1Api,
         parcels_v2::ParcelsV2Api,
@@ -203,6 +204,9 @@ pub fn endpoint(
             settings.v1_max_data_bytes,
             settings.metadata_max_bytes,
         )))
+        .data(ClientPolicy {
+            trust_forwarded_for: settings.limits.trust_forwarded_for,
+        })
         .data(V1BodyTimeouts {
             idle: settings.body_idle_timeout,
             deadline: settings.body_deadline,

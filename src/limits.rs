@@ -9,11 +9,11 @@
 //! the cap, a replica answers 503 rather than take on more than its memory
 //! and connections allow.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{config::AbuseLimits, error::Error, state::Shared};
+use crate::{config::AbuseLimits, domain::ClientAddress, error::Error, state::Shared};
 
 /// The window of the token-request rate limits.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -31,19 +31,11 @@ impl RateLimiter {
         Self { state, limits }
     }
 
-    /// Whether `X-Forwarded-For` names the client.
-    pub fn trusts_forwarded_for(&self) -> bool {
-        self.limits.trust_forwarded_for
-    }
-
     /// Counts a token request from `client`; refuses it (429) if the
     /// client is over its limit for the current minute.
-    pub async fn admit_token_request(&self, client: Option<IpAddr>) -> Result<(), Error> {
-        let Some(client) = client else {
-            return Ok(());
-        };
+    pub async fn admit_token_request(&self, client: ClientAddress) -> Result<(), Error> {
         self.count(
-            format!("amo:rate:ip:{{{}}}", rate_key_of(client)),
+            format!("amo:rate:ip:{{{}}}", client.key()),
             self.limits.auth_per_ip_per_minute,
             "auth_per_ip",
             "too many token requests from this address",
@@ -75,22 +67,6 @@ impl RateLimiter {
             message: format!("{what} (at most {limit} a minute); retry in {retry_after} s"),
             retry_after,
         })
-    }
-}
-
-/// The key a client address is counted under: the address itself for
-/// IPv4, its /64 for IPv6 (one subscriber commonly holds a whole /64).
-pub fn rate_key_of(client: IpAddr) -> String {
-    match client {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                format!("{}/64", std::net::Ipv6Addr::from(segments))
-            }
-        },
     }
 }
 
@@ -193,6 +169,10 @@ mod tests {
     use super::*;
     use crate::state::MemoryState;
 
+    fn client(text: &str) -> ClientAddress {
+        ClientAddress::of(text.parse().unwrap())
+    }
+
     #[tokio::test]
     async fn token_requests_over_the_limit_are_refused_with_a_retry_time() {
         let limits = AbuseLimits {
@@ -200,16 +180,21 @@ mod tests {
             ..AbuseLimits::default()
         };
         let limiter = RateLimiter::new(Arc::new(MemoryState::new()), limits);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        limiter.admit_token_request(Some(ip)).await.unwrap();
-        limiter.admit_token_request(Some(ip)).await.unwrap();
-        let refused = limiter.admit_token_request(Some(ip)).await;
+        let ip = client("127.0.0.1");
+        limiter.admit_token_request(ip).await.unwrap();
+        limiter.admit_token_request(ip).await.unwrap();
+        let refused = limiter.admit_token_request(ip).await;
         assert!(
             matches!(refused, Err(Error::RateLimited { retry_after, .. }) if (1..=60).contains(&retry_after))
         );
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        limiter.admit_token_request(Some(other)).await.unwrap();
-        limiter.admit_token_request(None).await.unwrap();
+        limiter
+            .admit_token_request(client("127.0.0.2"))
+            .await
+            .unwrap();
+        limiter
+            .admit_token_request(ClientAddress::UNKNOWN)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -219,17 +204,20 @@ mod tests {
             ..AbuseLimits::default()
         };
         let limiter = RateLimiter::new(Arc::new(MemoryState::new()), limits);
-        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let same_64: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        limiter.admit_token_request(Some(first)).await.unwrap();
+        limiter
+            .admit_token_request(client("2001:db8:1:2::1"))
+            .await
+            .unwrap();
         assert!(matches!(
-            limiter.admit_token_request(Some(same_64)).await,
+            limiter
+                .admit_token_request(client("2001:db8:1:2:ffff:1:2:3"))
+                .await,
             Err(Error::RateLimited { .. })
         ));
-        limiter.admit_token_request(Some(next_64)).await.unwrap();
-        assert_eq!(rate_key_of(same_64), "2001:db8:1:2::/64");
-        assert_eq!(rate_key_of("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        limiter
+            .admit_token_request(client("2001:db8:1:3::1"))
+            .await
+            .unwrap();
     }
 
     #[test]

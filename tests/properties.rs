@@ -1088,8 +1088,9 @@ proptest! {
         json_value(),
     ]) {
         let user = address_from(user);
-        let issued = CODEC.issue(&user, operation.clone()).unwrap();
+        let issued = CODEC.issue(&user, "0123456789abcdef", operation.clone()).unwrap();
         let claims = CODEC.verify(&issued.jwt).unwrap();
+        prop_assert_eq!(claims.cpart.as_deref(), Some("0123456789abcdef"));
         prop_assert_eq!(claims.user, user.to_string());
         prop_assert_eq!(claims.operation, operation);
         prop_assert_eq!(claims.iss, ISSUER);
@@ -1114,7 +1115,7 @@ proptest! {
             Just('/'),
         ],
     ) {
-        let issued = CODEC.issue(&address_from(user), json!("download")).unwrap();
+        let issued = CODEC.issue(&address_from(user), "0123456789abcdef", json!("download")).unwrap();
         let mut chars: Vec<char> = issued.jwt.chars().collect();
         let i = at.index(chars.len());
         prop_assume!(chars[i] != replacement);

@@ -1,11 +1,8 @@
 //! `POST /api/v1/auth` and `POST /api/v2/auth`: one-time tokens.
 
-use std::net::IpAddr;
-
-use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::{ApiTags, bounded::bounded, types::RequestedOperation};
+use super::{ApiTags, bounded::bounded, client::Client, types::RequestedOperation};
 use crate::{auth::Authorizer, domain::Address, error::ApiResult, limits::RateLimiter};
 
 /// A token request.
@@ -54,31 +51,13 @@ impl AuthApi {
         }
     }
 
-    /// The client's address: the peer, or the last `X-Forwarded-For` entry
-    /// when the service is configured to trust its proxy.
-    fn client_of(&self, http: &Request) -> Option<IpAddr> {
-        if self.limiter.trusts_forwarded_for() {
-            let mut entries = http
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(','))
-                .filter_map(|entry| entry.trim().parse().ok());
-            let forwarded = entries.next_back();
-            if forwarded.is_some() {
-                return forwarded;
-            }
-        }
-        http.remote_addr().as_socket_addr().map(|addr| addr.ip())
-    }
-
-    async fn issue(&self, http: &Request, request: AuthRequest) -> ApiResult<AuthResponse> {
+    async fn issue(&self, client: Client, request: AuthRequest) -> ApiResult<AuthResponse> {
         let user = request.user;
-        self.limiter
-            .admit_token_request(self.client_of(http))
+        self.limiter.admit_token_request(client.0).await?;
+        let issued = self
+            .authorizer
+            .issue(&user, client.0, request.operation.sent)
             .await?;
-        let issued = self.authorizer.issue(&user, request.operation.sent).await?;
         Ok(AuthResponse::Issued(Json(AuthToken {
             token: issued.jwt,
             expires_at: issued.claims.exp,
@@ -98,8 +77,8 @@ impl AuthApi {
         operation_id = "auth_v1",
         transform = "bounded"
     )]
-    async fn auth_v1(&self, http: &Request, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
-        self.issue(http, request.0).await
+    async fn auth_v1(&self, client: Client, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
+        self.issue(client, request.0).await
     }
 
     /// Get a one-time token (v2 path)
@@ -111,7 +90,7 @@ impl AuthApi {
         operation_id = "auth_v2",
         transform = "bounded"
     )]
-    async fn auth_v2(&self, http: &Request, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
-        self.issue(http, request.0).await
+    async fn auth_v2(&self, client: Client, request: Json<AuthRequest>) -> ApiResult<AuthResponse> {
+        self.issue(client, request.0).await
     }
 }

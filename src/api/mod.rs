@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod body;
 pub mod bounded;
+pub mod client;
 pub mod health;
 pub mod parcels_v1;
 pub mod parcels_v2;

@@ -30,6 +30,11 @@ pub struct TokenClaims {
     pub iat: u64,
     /// Expires at (Unix seconds).
     pub exp: u64,
+    /// The partition of the account's outstanding tokens this token counts
+    /// in: an opaque digest of the client that asked for it (absent on
+    /// tokens issued before partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpart: Option<String>,
 }
 
 /// A freshly issued token.
@@ -78,8 +83,14 @@ impl TokenCodec {
     }
 
     /// Issues a token for `user` to perform `operation` (already parsed and
-    /// found valid; it is embedded as received).
-    pub fn issue(&self, user: &Address, operation: Value) -> Result<IssuedToken, Error> {
+    /// found valid; it is embedded as received), counted in the outstanding
+    /// partition `partition`.
+    pub fn issue(
+        &self,
+        user: &Address,
+        partition: &str,
+        operation: Value,
+    ) -> Result<IssuedToken, Error> {
         let iat = unix_now();
         let claims = TokenClaims {
             iss: self.issuer.clone(),
@@ -89,6 +100,7 @@ impl TokenCodec {
             jti: Uuid::new_v4().to_string(),
             iat,
             exp: iat + self.ttl.as_secs(),
+            cpart: Some(partition.to_owned()),
         };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|err| Error::Internal(format!("encoding a JWT: {err}")))?;

@@ -12,7 +12,7 @@ pub mod tokens;
 use serde_json::Value;
 
 use crate::{
-    domain::{Address, Operation, OperationKind, ParcelId, Sha256Hex},
+    domain::{Address, ClientAddress, Operation, OperationKind, ParcelId, Sha256Hex},
     error::Error,
 };
 
@@ -104,13 +104,20 @@ impl Authorizer {
         &self.store
     }
 
-    /// Issues a one-time token for `user` and records its `jti`. `operation`
-    /// is the value the client sent; it is parsed here and must be valid.
-    pub async fn issue(&self, user: &Address, operation: Value) -> Result<IssuedToken, Error> {
+    /// Issues a one-time token for `user`, asked for by `client`, and records
+    /// its `jti`. `operation` is the value the client sent; it is parsed here
+    /// and must be valid.
+    pub async fn issue(
+        &self,
+        user: &Address,
+        client: ClientAddress,
+        operation: Value,
+    ) -> Result<IssuedToken, Error> {
         Operation::parse(&operation)?;
-        let issued = self.codec.issue(user, operation)?;
+        let partition = tokens::partition_of(client);
+        let issued = self.codec.issue(user, &partition, operation)?;
         self.store
-            .issue(&issued.claims.jti, user, self.codec.ttl())
+            .issue(&issued.claims.jti, user, &partition, self.codec.ttl())
             .await?;
         crate::metrics::token_issued();
         Ok(issued)
@@ -139,7 +146,10 @@ impl Authorizer {
                 )));
             }
         }
-        let claim = self.store.claim(&claims.jti, &user, claims.exp).await?;
+        let claim = self
+            .store
+            .claim(&claims.jti, &user, claims.cpart.as_deref(), claims.exp)
+            .await?;
         Ok(Authorized {
             caller: user,
             operation,

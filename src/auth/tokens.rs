@@ -11,8 +11,10 @@
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::{
-    domain::Address,
+    domain::{Address, ClientAddress},
     error::{Error, with_sources},
     state::{ISSUED, Lease, Shared, StateError, TakeOutcome, unix_now_micros},
     tasks::detached,
@@ -28,9 +30,22 @@ pub fn bound_to(upload: &str) -> String {
     format!("bound:{upload}")
 }
 
-/// The key of the set of an account's outstanding tokens.
-fn outstanding_key(user: &Address) -> String {
-    format!("amo:outstanding:{{{user}}}")
+/// The key of the set of an account's outstanding tokens that were asked
+/// for by the clients of `partition` (tokens issued before partitions
+/// count in the account's unpartitioned set).
+pub fn outstanding_key(user: &Address, partition: Option<&str>) -> String {
+    match partition {
+        Some(partition) => format!("amo:outstanding:{{{user}}}:{partition}"),
+        None => format!("amo:outstanding:{{{user}}}"),
+    }
+}
+
+/// The outstanding-token partition of the tokens `client` asks for: the
+/// first 8 bytes of the SHA-256 of its name, in hex. Opaque, so that a
+/// token does not carry its client's address in the clear.
+pub fn partition_of(client: ClientAddress) -> String {
+    let digest = Sha256::digest(client.key().as_bytes());
+    hex::encode(&digest[..8])
 }
 
 /// The shared token store.
@@ -57,13 +72,21 @@ impl TokenStore {
         &self.state
     }
 
-    /// Records a new token's `jti` for `user`, valid for `ttl`. When the
-    /// account then counts more than its cap of outstanding tokens, its
-    /// oldest leave the count, and those not in use by a request are
-    /// revoked: `/auth` needs no proof, so refusing would let anyone lock
-    /// the account's owner out. The record and the count are written at
-    /// once (one round trip).
-    pub async fn issue(&self, jti: &str, user: &Address, ttl: Duration) -> Result<(), Error> {
+    /// Records a new token's `jti` for `user`, asked for by the clients of
+    /// `partition`, valid for `ttl`. When that partition of the account
+    /// then counts more than the cap of outstanding tokens, its oldest
+    /// leave the count, and those not in use by a request are revoked:
+    /// `/auth` needs no proof, so refusing would let anyone lock the
+    /// account's owner out, and counting per client means a stranger's
+    /// requests only ever evict the stranger's own tokens. The record and
+    /// the count are written at once (one round trip).
+    pub async fn issue(
+        &self,
+        jti: &str,
+        user: &Address,
+        partition: &str,
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let key = token_key(jti);
         let record = self.state.set_new(&key, ISSUED, ttl);
         let count = async {
@@ -72,7 +95,7 @@ impl TokenStore {
             }
             self.state
                 .add_evicting(
-                    &outstanding_key(user),
+                    &outstanding_key(user, Some(partition)),
                     jti,
                     unix_now_micros() + ttl.as_micros() as u64,
                     self.max_outstanding,
@@ -105,11 +128,18 @@ impl TokenStore {
             .await?)
     }
 
-    /// Claims the token `jti` (expiring at `exp`) for one request, atomically.
-    /// Of concurrent claims on any replicas, at most one succeeds.
-    /// The claim is taken in a task of its own: a request dropped while
-    /// Redis takes it gives it back, rather than leave it to lapse.
-    pub async fn claim(&self, jti: &str, user: &Address, exp: u64) -> Result<TokenClaim, Error> {
+    /// Claims the token `jti` (expiring at `exp`, counted in the outstanding
+    /// `partition` of `user`) for one request, atomically. Of concurrent
+    /// claims on any replicas, at most one succeeds. The claim is taken in
+    /// a task of its own: a request dropped while Redis takes it gives it
+    /// back, rather than leave it to lapse.
+    pub async fn claim(
+        &self,
+        jti: &str,
+        user: &Address,
+        partition: Option<&str>,
+        exp: u64,
+    ) -> Result<TokenClaim, Error> {
         let taken = detached(Lease::take_issued(
             self.state.clone(),
             token_key(jti),
@@ -121,8 +151,13 @@ impl TokenStore {
             Ok(lease) => Ok(TokenClaim {
                 lease,
                 jti: jti.to_owned(),
-                outstanding: (self.max_outstanding > 0)
-                    .then(|| (self.state.clone(), outstanding_key(user), jti.to_owned())),
+                outstanding: (self.max_outstanding > 0).then(|| {
+                    (
+                        self.state.clone(),
+                        outstanding_key(user, partition),
+                        jti.to_owned(),
+                    )
+                }),
             }),
             Err(TakeOutcome::Held) => Err(Error::TokenInUse),
             Err(TakeOutcome::Absent) => Err(Error::unauthenticated(

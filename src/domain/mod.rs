@@ -3,6 +3,7 @@
 
 mod address;
 mod byte_range;
+mod client;
 mod hex_digest;
 mod metadata;
 mod operation;
@@ -10,6 +11,7 @@ mod parcel_id;
 
 pub use address::Address;
 pub use byte_range::RangeRequest;
+pub use client::ClientAddress;
 pub use hex_digest::Sha256Hex;
 pub use metadata::{MetadataError, ParcelMetadata};
 pub use operation::{Operation, OperationKind};
