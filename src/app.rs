@@ -110,6 +110,11 @@ impl State {
             body_idle_timeout: settings.body_idle_timeout,
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
             v1_upload_memory_bytes: settings.limits.v1_upload_memory_bytes,
+            v1_body_max_bytes: crate::config::v1_body_limit(
+                settings.v1_max_data_bytes,
+                settings.metadata_max_bytes,
+            ),
+            client_share_percent: settings.limits.client_share_percent,
             lease: settings.lease,
             single_put_max_bytes: settings.s3_single_put_max_bytes,
             store_timeout: settings.s3_timeout,
@@ -145,7 +150,6 @@ impl State {
                 self.authorizer.store().state().clone(),
                 self.parcels.store().clone(),
                 self.draining.clone(),
-                self.parcels.upload_slots(),
             ),
         )
     }
@@ -290,6 +294,14 @@ impl App {
             idle_timeout: connections.idle_timeout,
             max_connections: connections.max_connections,
             http2_max_concurrent_streams: HTTP2_MAX_CONCURRENT_STREAMS,
+            min_transfer: connections.min_transfer,
+            // Behind a trusted proxy every connection is the proxy's: the
+            // proxy shares its own connections out (deploy/nginx).
+            client_share_percent: if self.settings.limits.trust_forwarded_for {
+                100
+            } else {
+                self.settings.limits.client_share_percent
+            },
         };
         let served = crate::serve::serve(
             self.listener,

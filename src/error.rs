@@ -21,6 +21,7 @@ use crate::{
     routes::Routes,
     state::StateError,
     storage::StoreError,
+    transfer_rate::TooSlow,
 };
 
 /// The cause of a backend's failure, kept as the source of its error: the
@@ -152,6 +153,13 @@ pub enum Error {
     /// This replica is at its configured capacity; retry shortly.
     #[error("{0}")]
     Busy(String),
+    /// This client holds its whole share of a replica (upload slots, v1
+    /// upload memory); it may retry once one of its own requests ends.
+    #[error("{0}")]
+    ClientShare(String),
+    /// A body moved more slowly than the minimum transfer rate and was cut.
+    #[error("{0}")]
+    TooSlow(#[from] TooSlow),
     /// A defect of this service. The detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -175,6 +183,15 @@ impl Error {
         Self::UploadInProgress {
             id: id.clone(),
             retry_after: millis.div_ceil(1000).max(1),
+        }
+    }
+
+    /// A request body that failed while it was read (`what` says where): too
+    /// slow (408), or cut short or malformed (400).
+    pub fn body_failed(what: &str, err: &std::io::Error) -> Self {
+        match TooSlow::within(err) {
+            Some(too_slow) => Self::TooSlow(too_slow),
+            None => Self::BadRequest(format!("{what}: {err}")),
         }
     }
 
@@ -207,7 +224,7 @@ impl From<StoreError> for Error {
                 detail,
             },
             StoreError::OutcomeUnknown(_) => Self::OutcomeUnknown { detail },
-            StoreError::Body(err) => Self::BadRequest(format!("the body failed: {err}")),
+            StoreError::Body(err) => Self::body_failed("the body failed", &err),
             StoreError::ShortBody { .. } => Self::BadRequest(err.to_string()),
             StoreError::Corrupt { .. } | StoreError::Internal(_) => Self::Internal(detail),
         }
@@ -315,7 +332,13 @@ pub enum ErrorResponse {
     /// takes.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// Too many token requests from this client address; retry after
+    /// The request body moved more slowly than the minimum transfer rate
+    /// (`AMO_MIN_TRANSFER_BYTES_PER_SEC`) and was cut; nothing was stored
+    /// and the token stays usable.
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
+    /// Too many token requests from this client address, or this client
+    /// holds its whole share of the replica (`client_share`); retry after
     /// `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(
@@ -395,6 +418,11 @@ impl From<Error> for ErrorResponse {
             Error::Busy(_) => {
                 Self::ServiceUnavailable(ErrorBody::new(message, "busy"), RETRY_AFTER_UNAVAILABLE)
             }
+            Error::ClientShare(_) => Self::TooManyRequests(
+                ErrorBody::new(message, "client_share"),
+                RETRY_AFTER_UNAVAILABLE,
+            ),
+            Error::TooSlow(_) => Self::RequestTimeout(ErrorBody::new(message, "too_slow")),
             Error::ChainUnavailable { detail } => {
                 tracing::warn!(%detail, "blockchain node unavailable");
                 Self::BadGateway(ErrorBody::new(message, "chain_unavailable"))

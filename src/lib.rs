@@ -41,3 +41,4 @@ pub mod state;
 pub mod storage;
 pub mod tasks;
 pub mod telemetry;
+pub mod transfer_rate;

@@ -27,7 +27,18 @@ struct Metrics {
     resumable: IntCounterVec,
     chain_probe: IntGaugeVec,
     connections_open: IntGauge,
+    connections_by_state: IntGaugeVec,
     connections_closed: IntCounterVec,
+    in_flight: IntGaugeVec,
+    capacity: IntGaugeVec,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let gauge = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("registered once");
+    gauge
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -120,8 +131,33 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "amo_http_connections_closed_total",
             "Client connections this service closed on its own, by reason (header_timeout, \
-             idle, refused: past AMO_MAX_CONNECTIONS).",
+             idle, refused: past AMO_MAX_CONNECTIONS, client_share: past one client's share \
+             of it, too_slow: an answer taken below AMO_MIN_TRANSFER_BYTES_PER_SEC).",
             &["reason"],
+        ),
+        connections_by_state: gauge_vec(
+            &registry,
+            "amo_http_connections",
+            "Client connections open now, by state: reading_head (a request head is \
+             arriving), active (a request is being read, handled or answered), idle \
+             (kept alive, nothing in flight).",
+            &["state"],
+        ),
+        in_flight: gauge_vec(
+            &registry,
+            "amo_in_flight",
+            "Work in flight on this replica, by resource: uploads (slots held, of \
+             AMO_MAX_CONCURRENT_UPLOADS), downloads (answers streaming a parcel), \
+             v1_upload_memory_bytes (of AMO_V1_UPLOAD_MEMORY_BYTES).",
+            &["resource"],
+        ),
+        capacity: gauge_vec(
+            &registry,
+            "amo_capacity",
+            "What this replica takes at most, by resource (uploads, \
+             v1_upload_memory_bytes, connections); 0: no cap. amo_in_flight over it is \
+             the saturation.",
+            &["resource"],
         ),
         resumable: counter_vec(
             &registry,
@@ -165,6 +201,52 @@ pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
 /// Adds `change` to the open connections.
 pub fn connections_open(change: i64) {
     METRICS.connections_open.add(change);
+}
+
+/// Moves one connection from state `from` to state `to` (`None`: opened,
+/// or closed).
+pub fn connection_state(from: Option<&str>, to: Option<&str>) {
+    if let Some(from) = from {
+        METRICS
+            .connections_by_state
+            .with_label_values(&[from])
+            .dec();
+    }
+    if let Some(to) = to {
+        METRICS.connections_by_state.with_label_values(&[to]).inc();
+    }
+}
+
+/// Sets what this replica takes at most of `resource`.
+pub fn capacity(resource: &str, most: u64) {
+    METRICS
+        .capacity
+        .with_label_values(&[resource])
+        .set(i64::try_from(most).unwrap_or(i64::MAX));
+}
+
+/// Work of `resource` counted in `amo_in_flight` while it lives.
+pub struct InFlight {
+    resource: &'static str,
+    amount: i64,
+}
+
+impl InFlight {
+    /// `amount` of `resource`, in flight until dropped.
+    pub fn new(resource: &'static str, amount: u64) -> Self {
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        METRICS.in_flight.with_label_values(&[resource]).add(amount);
+        Self { resource, amount }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS
+            .in_flight
+            .with_label_values(&[self.resource])
+            .sub(self.amount);
+    }
 }
 
 /// Counts a connection closed by this service, by reason.

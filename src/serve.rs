@@ -33,13 +33,15 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
 };
 
+use bytes::Buf;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -58,6 +60,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::{
+    domain::ClientAddress,
+    error::Error,
+    limits::{Slot, SlotKind, Slots},
+    transfer_rate::{MeteredRequestBody, MinTransferRate, ResponseMeter, ResponseMeters},
+};
+
 /// How one replica treats connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -70,6 +79,13 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// The streams one HTTP/2 connection may have open at once.
     pub http2_max_concurrent_streams: u32,
+    /// The slowest a request or response body may move while the service
+    /// waits on its client; `None`: no minimum.
+    pub min_transfer: Option<MinTransferRate>,
+    /// The share of `max_connections` one client (a peer address, IPv4 or
+    /// IPv6 /64) may hold open, in percent; 100: no share (as behind a
+    /// trusted proxy, whose own address every connection has).
+    pub client_share_percent: u64,
 }
 
 /// The most headers an HTTP/2 request may carry, in bytes (as poem's
@@ -97,7 +113,12 @@ where
 {
     let endpoint = Arc::new(endpoint);
     let local = listener.local_addr()?;
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Slots::new(
+        SlotKind::Connection,
+        limits.max_connections,
+        limits.client_share_percent,
+        1,
+    );
     let draining = CancellationToken::new();
     let forced = CancellationToken::new();
     // Every connection task holds a sender; `recv` answers `None` once
@@ -117,9 +138,12 @@ where
                 }
             },
         };
-        let Some(slot) = OpenSlot::take(&open, limits.max_connections) else {
-            refuse(stream);
-            continue;
+        let slot = match OpenSlot::take(&open, ClientAddress::of(remote.ip())) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                refuse(stream, reason);
+                continue;
+            }
         };
         // hyper writes a streamed answer's head and its first body chunk
         // apart: without TCP_NODELAY the chunk waits for the client's
@@ -142,7 +166,7 @@ where
     drop(listener);
     drop(alive);
     draining.cancel();
-    let open_now = open.load(Ordering::Relaxed);
+    let open_now = open.in_use();
     if open_now > 0 {
         tracing::info!(
             connections = open_now,
@@ -155,7 +179,7 @@ where
         .is_err()
     {
         tracing::warn!(
-            connections = open.load(Ordering::Relaxed),
+            connections = open.in_use(),
             "the drain timeout passed; closing the connections left"
         );
         forced.cancel();
@@ -165,23 +189,28 @@ where
     Ok(())
 }
 
-/// One of the `max_connections` places; freed when dropped.
-struct OpenSlot(Arc<AtomicUsize>);
+/// One of the `max_connections` places, and of its client's share; freed
+/// when dropped.
+struct OpenSlot(#[allow(dead_code)] Slot);
 
 impl OpenSlot {
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-            (now < max).then_some(now + 1)
-        })
-        .ok()?;
-        crate::metrics::connections_open(1);
-        Some(Self(open.clone()))
+    /// A place for a connection of `client` in `open`, or why there is
+    /// none: the client holds its share (`client_share`), or the replica
+    /// is full (`refused`).
+    fn take(open: &Slots, client: ClientAddress) -> Result<Self, &'static str> {
+        match open.take(client) {
+            Ok(slot) => {
+                crate::metrics::connections_open(1);
+                Ok(Self(slot))
+            }
+            Err(Error::ClientShare(_)) => Err("client_share"),
+            Err(_) => Err("refused"),
+        }
     }
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
         crate::metrics::connections_open(-1);
     }
 }
@@ -194,10 +223,10 @@ const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     content-length: 101\r\n\r\n\
     {\"error\":\"this replica has too many open connections; try again later\",\"code\":\"too_many_connections\"}";
 
-/// Closes a connection past the cap at once, after writing it a 503 if the
-/// socket takes it without waiting.
-fn refuse(stream: TcpStream) {
-    crate::metrics::connection_closed("refused");
+/// Closes a connection past the cap (or its client's share of it) at once,
+/// after writing it a 503 if the socket takes it without waiting.
+fn refuse(stream: TcpStream, reason: &'static str) {
+    crate::metrics::connection_closed(reason);
     let _ = stream.try_write(REFUSAL);
     drop(stream);
 }
@@ -235,7 +264,18 @@ struct Activity {
     idle_since: AtomicU64,
     /// Woken when a timer may have to be set again.
     changed: Notify,
+    /// The responses being sent, held to the minimum transfer rate.
+    responses: ResponseMeters,
+    /// Its state, as `amo_http_connections` counts it (an index of
+    /// [`STATES`]).
+    state: AtomicU8,
 }
+
+/// The states of a connection in `amo_http_connections`.
+const STATES: [&str; 3] = ["reading_head", "active", "idle"];
+const READING_HEAD: u8 = 0;
+const ACTIVE: u8 = 1;
+const IDLE: u8 = 2;
 
 impl Activity {
     fn new() -> Self {
@@ -247,6 +287,22 @@ impl Activity {
             head_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             changed: Notify::new(),
+            responses: ResponseMeters::default(),
+            state: {
+                crate::metrics::connection_state(None, Some(STATES[READING_HEAD as usize]));
+                AtomicU8::new(READING_HEAD)
+            },
+        }
+    }
+
+    /// The connection is now in state `to`.
+    fn enter(&self, to: u8) {
+        let from = self.state.swap(to, Ordering::AcqRel);
+        if from != to {
+            crate::metrics::connection_state(
+                Some(STATES[from as usize]),
+                Some(STATES[to as usize]),
+            );
         }
     }
 
@@ -267,6 +323,7 @@ impl Activity {
                 .compare_exchange(UNSET, self.now_ms(), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            self.enter(READING_HEAD);
             self.changed.notify_waiters();
         }
     }
@@ -276,6 +333,7 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.head_since.store(UNSET, Ordering::Release);
+        self.enter(ACTIVE);
         self.changed.notify_waiters();
         InFlight(self.clone())
     }
@@ -319,6 +377,13 @@ impl Activity {
     }
 }
 
+impl Drop for Activity {
+    fn drop(&mut self) {
+        let state = self.state.load(Ordering::Acquire);
+        crate::metrics::connection_state(Some(STATES[state as usize]), None);
+    }
+}
+
 /// A request in flight, until its answer is sent (or abandoned).
 struct InFlight(Arc<Activity>);
 
@@ -329,14 +394,17 @@ impl Drop for InFlight {
             .idle_since
             .store(activity.now_ms(), Ordering::Release);
         if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity.enter(IDLE);
             activity.changed.notify_waiters();
         }
     }
 }
 
-/// A response body that keeps its request in flight until hyper drops it.
+/// A response body that keeps its request in flight until hyper drops it,
+/// and reports its progress to the minimum transfer rate.
 struct Tracked<B> {
     body: B,
+    meter: Option<ResponseMeter>,
     _in_flight: InFlight,
 }
 
@@ -348,7 +416,18 @@ impl<B: HttpBody + Unpin> HttpBody for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        let asked = this.meter.as_ref().map(ResponseMeter::asked);
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(asked) = asked {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    asked.gave(frame.data_ref().map_or(0, |data| data.remaining() as u64));
+                }
+                _ => asked.nothing(),
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -381,19 +460,29 @@ impl<E: Endpoint + 'static> Connection<E> {
         let service = {
             let (endpoint, activity) = (self.endpoint.clone(), activity.clone());
             let (local, remote) = (self.local, self.remote);
+            let min_transfer = self.limits.min_transfer;
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let in_flight = activity.request_started();
-                let request = Request::from((
+                let mut request = Request::from((
                     request,
                     LocalAddr(local.into()),
                     RemoteAddr(remote.into()),
                     Scheme::HTTP,
                 ));
+                if let Some(rule) = min_transfer {
+                    let body = BoxBody::from(request.take_body());
+                    request.set_body(poem::Body::from(BoxBody::new(MeteredRequestBody::new(
+                        body, rule,
+                    ))));
+                }
                 let endpoint = endpoint.clone();
+                let activity = activity.clone();
                 async move {
                     let response: http::Response<_> = endpoint.get_response(request).await.into();
+                    let meter = min_transfer.map(|_| activity.responses.add());
                     Ok::<_, Infallible>(response.map(|body| Tracked {
                         body,
+                        meter,
                         _in_flight: in_flight,
                     }))
                 }
@@ -408,9 +497,24 @@ impl<E: Endpoint + 'static> Connection<E> {
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut draining = false;
+        let too_slow = async {
+            match self.limits.min_transfer {
+                Some(rule) => activity.responses.too_slow(rule).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(too_slow);
         loop {
             tokio::select! {
                 _ = connection.as_mut() => return,
+                () = too_slow.as_mut() => {
+                    // A response the client does not take fast enough (it
+                    // stopped reading, or holds an HTTP/2 window at zero):
+                    // the connection and everything it holds are let go.
+                    crate::metrics::connection_closed("too_slow");
+                    tracing::debug!(remote = %self.remote, "closing a connection too slow to take its response");
+                    return;
+                }
                 why = activity.expired(&self.limits) => {
                     // Nothing is in flight, and the connection is not
                     // polled again: closing the socket loses nothing.

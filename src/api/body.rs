@@ -23,7 +23,10 @@ use poem_openapi::{
 };
 
 use super::parcels_v1::V1UploadRequest;
-use crate::error::{Error, ErrorResponse};
+use crate::{
+    error::{Error, ErrorResponse},
+    parcels::V1Memory,
+};
 
 /// The most bytes a v1 upload body may have. Put in the route's data.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,10 @@ pub struct V1BodyTimeouts {
     /// The longest whole body.
     pub deadline: Duration,
 }
+
+/// The most address space a v1 body's buffer asks for up front (a route
+/// without a [`V1BodyLimit`] has no limit to size it by).
+const MAX_RESERVED: u64 = 1 << 30;
 
 /// A v1 upload body: JSON (`V1UploadRequest`), not read yet.
 pub struct V1UploadBody {
@@ -56,12 +63,6 @@ fn too_large(limit: u64) -> Error {
 }
 
 impl V1UploadBody {
-    /// The most bytes this body can be: its `Content-Length`, or the limit
-    /// when it has none.
-    pub fn most_bytes(&self) -> u64 {
-        self.declared.unwrap_or(self.limit).min(self.limit)
-    }
-
     /// Leaves the body of a refused upload unread: what is left of it is
     /// read and thrown away in the background, so that the client (or the
     /// proxy streaming it) reads the refusal instead of a broken pipe.
@@ -69,8 +70,10 @@ impl V1UploadBody {
         drain_refused_body(self.body.into_bytes_stream());
     }
 
-    /// Reads the whole body, bounded in size and time.
-    pub async fn read(self) -> Result<Bytes, Error> {
+    /// Reads the whole body, bounded in size and time, growing `memory` to
+    /// cover each piece before it is kept (a piece that does not fit the
+    /// replica's budget or the client's share fails the upload).
+    pub async fn read(self, memory: &mut V1Memory) -> Result<Bytes, Error> {
         let Self {
             body,
             limit,
@@ -78,7 +81,16 @@ impl V1UploadBody {
             timeouts,
         } = self;
         let mut stream = body.into_bytes_stream();
-        let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+        // The whole length (the limit, for a chunked body) is asked of the
+        // allocator at once, so the buffer never moves or doubles as it
+        // grows; its pages only become resident, and are only counted in
+        // `memory`, as the bytes arrive.
+        let capacity = declared.unwrap_or(limit).min(limit);
+        let mut buffer = BytesMut::with_capacity(if capacity <= MAX_RESERVED {
+            capacity
+        } else {
+            0
+        } as usize);
         let whole = async {
             while let Some(chunk) = tokio::time::timeout(timeouts.idle, stream.try_next())
                 .await
@@ -88,11 +100,13 @@ impl V1UploadBody {
                         timeouts.idle.as_secs()
                     ))
                 })?
-                .map_err(|err| Error::BadRequest(format!("reading the body: {err}")))?
+                .map_err(|err| Error::body_failed("reading the body", &err))?
             {
-                if (buffer.len() + chunk.len()) as u64 > limit {
+                let total = (buffer.len() + chunk.len()) as u64;
+                if total > limit {
                     return Err(too_large(limit));
                 }
+                memory.cover(total)?;
                 buffer.extend_from_slice(&chunk);
             }
             Ok(())

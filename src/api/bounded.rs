@@ -56,7 +56,7 @@ async fn read_bounded(request: &mut Request) -> Result<(), Error> {
         while let Some(chunk) = stream
             .try_next()
             .await
-            .map_err(|err| Error::BadRequest(format!("reading the body: {err}")))?
+            .map_err(|err| Error::body_failed("reading the body", &err))?
         {
             if body.len() + chunk.len() > TOKEN_REQUEST_MAX_BYTES {
                 return Err(too_large());

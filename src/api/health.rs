@@ -23,7 +23,6 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use super::ApiTags;
 use crate::{
     error::{ErrorBody, RETRY_AFTER_UNAVAILABLE, with_sources},
-    limits::Slots,
     state::Shared,
     storage::Store,
 };
@@ -100,18 +99,16 @@ pub struct HealthApi {
     state: Shared,
     store: Store,
     draining: Draining,
-    uploads: Slots,
 }
 
 impl HealthApi {
-    /// Health of this replica (`draining`, `uploads`) and of the shared
-    /// state and parcel store.
-    pub fn new(state: Shared, store: Store, draining: Draining, uploads: Slots) -> Self {
+    /// Health of this replica (`draining`) and of the shared state and
+    /// parcel store.
+    pub fn new(state: Shared, store: Store, draining: Draining) -> Self {
         Self {
             state,
             store,
             draining,
-            uploads,
         }
     }
 }
@@ -146,30 +143,20 @@ impl HealthApi {
 
     /// Readiness of this replica
     ///
-    /// Answers 200 while this replica takes new requests; 503 from the moment
-    /// it begins to shut down, and while it streams as many uploads as
-    /// `AMO_MAX_CONCURRENT_UPLOADS` allows. Contacts no backend: Redis and S3
-    /// are shared by every replica, and their outages are answered by the
-    /// requests that need them (503 with `Retry-After`) and reported by
-    /// `/status/backends` and the metrics.
+    /// Answers 200 while this replica takes new requests; 503 only while it
+    /// shuts down. Load never makes it 503: a replica whose upload slots
+    /// are all held still serves downloads, inspections and tokens, and
+    /// refuses uploads one by one (503 `busy`, `Retry-After`); its in-flight
+    /// gauges (`amo_in_flight`) say how full it is. Contacts no backend:
+    /// Redis and S3 are shared by every replica, and their outages are
+    /// answered by the requests that need them (503 with `Retry-After`) and
+    /// reported by `/status/backends` and the metrics.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadinessResponse {
         if self.draining.is_draining() {
             return ReadinessResponse::NotReady(
                 ErrorBody::new(
                     "shutting down: finishing the requests in flight",
-                    "not_ready",
-                ),
-                RETRY_AFTER_UNAVAILABLE,
-            );
-        }
-        if self.uploads.is_full() {
-            return ReadinessResponse::NotReady(
-                ErrorBody::new(
-                    format!(
-                        "streaming the maximum of {} uploads (AMO_MAX_CONCURRENT_UPLOADS)",
-                        self.uploads.cap()
-                    ),
                     "not_ready",
                 ),
                 RETRY_AFTER_UNAVAILABLE,

@@ -10,7 +10,9 @@ use poem_openapi::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, body::V1UploadBody, proof::Proof, v1_answer::V1Answer};
+use super::{
+    ApiTags, ParcelIdBody, body::V1UploadBody, client::Client, proof::Proof, v1_answer::V1Answer,
+};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId},
@@ -165,27 +167,27 @@ impl ParcelsV1Api {
     async fn upload(
         &self,
         body: V1UploadBody,
+        client: Client,
         /// The one-time JWT from `/auth`, for operation `upload`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<V1UploadResponse> {
         // Nothing of the body is read before the proof passed and a slot,
-        // with the memory the body will hold, is taken: a stranger cannot
-        // make this replica hold a body, and the bodies held at once fit
-        // the replica's budget (AMO_V1_UPLOAD_MEMORY_BYTES).
+        // with the memory of the body's first MiB, is taken: a stranger
+        // cannot make this replica hold a body. The memory grows as the
+        // body arrives, within the replica's budget
+        // (AMO_V1_UPLOAD_MEMORY_BYTES) and the client's share of it.
         let admitted = async {
-            let slot = self
-                .parcels
-                .upload_slot()?
-                .join(self.parcels.v1_upload_memory(body.most_bytes())?);
+            let slot = self.parcels.upload_slot(client.0)?;
+            let memory = self.parcels.v1_upload_memory(client.0)?;
             let auth = self
                 .authorizer
                 .authorize(proof.headers(), OperationKind::Upload, None)
                 .await?;
-            Ok::<_, crate::error::ErrorResponse>((slot, auth))
+            Ok::<_, crate::error::ErrorResponse>((slot, memory, auth))
         }
         .await;
-        let (slot, auth) = match admitted {
+        let (slot, mut memory, auth) = match admitted {
             Ok(admitted) => admitted,
             Err(err) => {
                 body.refuse();
@@ -193,7 +195,7 @@ impl ParcelsV1Api {
             }
         };
         let parsed = async {
-            let raw = body.read().await?;
+            let raw = body.read(&mut memory).await?;
             let limit = self.parcels.limits().whole_body_max_bytes;
             let wire: V1UploadWire = serde_json::from_slice(&raw).map_err(|err| {
                 Error::BadRequest(format!("the body is not a valid v1 upload: {err}"))
@@ -219,7 +221,13 @@ impl ParcelsV1Api {
         };
         let (id, outcome) = self
             .parcels
-            .upload_whole(auth, slot, owner, metadata, data.into())
+            .upload_whole(
+                auth,
+                slot.join(memory.into_slot()),
+                owner,
+                metadata,
+                data.into(),
+            )
             .await?;
         let body = Json(ParcelIdBody { id });
         Ok(match outcome {

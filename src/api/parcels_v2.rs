@@ -9,7 +9,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, body::drain_refused_body, proof::Proof};
+use super::{ApiTags, ParcelIdBody, body::drain_refused_body, client::Client, proof::Proof};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId, ParcelMetadata},
@@ -134,13 +134,14 @@ impl ParcelsV2Api {
         #[oai(name = "X-Parcel-Metadata")]
         metadata: Header<Option<String>>,
         request: &Request,
+        client: Client,
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<V2UploadResponse> {
         let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
         let admitted: ApiResult<_> = async {
-            let slot = self.parcels.upload_slot()?;
+            let slot = self.parcels.upload_slot(client.0)?;
             let auth = self
                 .authorizer
                 .authorize(proof.headers(), OperationKind::Upload, None)

@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, body::drain_refused_body, proof::Proof};
+use super::{ApiTags, body::drain_refused_body, client::Client, proof::Proof};
 use crate::{
     auth::{Authorizer, Bound},
     domain::{OperationKind, ParcelMetadata},
@@ -291,6 +291,7 @@ impl UploadsApi {
         #[oai(name = "Upload-Offset")]
         offset: Header<Option<String>>,
         request: &Request,
+        client: Client,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -305,7 +306,7 @@ impl UploadsApi {
                 .ok_or_else(|| {
                     Error::BadRequest("Upload-Offset must be a number of bytes".into())
                 })?;
-            let slot = self.parcels.upload_slot()?;
+            let slot = self.parcels.upload_slot(client.0)?;
             let (upload, bound) = self.bound(&id.0, &proof).await?;
             Ok::<_, Error>((upload, offset, slot, bound))
         }

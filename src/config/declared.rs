@@ -293,6 +293,23 @@ settings! {
     /// gets a `503` `too_many_connections` JSON answer (best effort, with
     /// `Retry-After: 2`) and is closed at once, while the open ones go on
     max_connections: usize = 4_096usize,
+    /// the slowest a body may move while the replica waits on its client,
+    /// both ways (upload bodies, and every answer: downloads, and an
+    /// HTTP/2 window held at zero); below it over a window the upload is
+    /// cut (408 `too_slow`, its token released) or the connection closed;
+    /// a slow mobile link (2G moves 5 KB/s and more) meets it; `0`: no
+    /// minimum
+    min_transfer_bytes_per_sec: u64 = 2_048u64,
+    /// the window of `AMO_MIN_TRANSFER_BYTES_PER_SEC`: the waiting time over
+    /// which the rate is judged, long enough to ride out a stall of a
+    /// mobile link
+    min_transfer_window_secs: u64 = 30u64,
+    /// the share of a replica's upload slots, v1 upload memory and
+    /// connections one client may hold, in percent (a client holding none
+    /// may always take one upload, one largest v1 body and one
+    /// connection); past it the client gets 429 `client_share` while
+    /// others are served; `100`: no share
+    client_share_percent: u64 = 25u64,
     /// on SIGTERM, how long the replica keeps accepting connections while
     /// `/readyz` answers 503, before it stops accepting and drains
     drain_grace_secs: u64 = 2u64,

@@ -26,6 +26,7 @@ use crate::{
     domain::StorageId,
     state::RedisTopology,
     storage::S3Config,
+    transfer_rate::MinTransferRate,
 };
 
 /// The largest object S3 stores: 5 TiB.
@@ -135,6 +136,9 @@ pub struct Connections {
     /// The most connections open at once; past it new ones are closed at
     /// once, and the open ones go on.
     pub max_connections: usize,
+    /// The slowest a body may move while the replica waits on its client;
+    /// `None`: no minimum.
+    pub min_transfer: Option<MinTransferRate>,
 }
 
 /// How log lines are written.
@@ -164,6 +168,9 @@ pub struct AbuseLimits {
     /// Take the client address from the last `X-Forwarded-For` entry (set
     /// this behind a proxy that appends it, such as the shipped nginx).
     pub trust_forwarded_for: bool,
+    /// The share of a replica's upload slots, v1 upload memory and
+    /// connections one client may hold, in percent (100: no share).
+    pub client_share_percent: u64,
 }
 
 impl Default for AbuseLimits {
@@ -271,6 +278,7 @@ fn abuse_limits(values: &Values) -> AbuseLimits {
         max_concurrent_uploads: values.max_concurrent_uploads,
         v1_upload_memory_bytes: values.v1_upload_memory_bytes,
         trust_forwarded_for: values.trust_forwarded_for,
+        client_share_percent: values.client_share_percent,
     }
 }
 
@@ -346,7 +354,22 @@ impl Values {
                 0 => return Err(ConfigError("AMO_MAX_CONNECTIONS must be at least 1".into())),
                 count => count,
             },
+            min_transfer: match self.min_transfer_bytes_per_sec {
+                0 => None,
+                bytes_per_sec => Some(MinTransferRate {
+                    bytes_per_sec,
+                    window: positive_secs(
+                        "AMO_MIN_TRANSFER_WINDOW_SECS",
+                        self.min_transfer_window_secs,
+                    )?,
+                }),
+            },
         };
+        if !(1..=100).contains(&self.client_share_percent) {
+            return Err(ConfigError(
+                "AMO_CLIENT_SHARE_PERCENT must be between 1 and 100".into(),
+            ));
+        }
         let chain = chain_config(
             self.chain_rpc,
             &self.chain_usage_key,
@@ -569,8 +592,13 @@ mod tests {
                 header_read_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(75),
                 max_connections: 4_096,
+                min_transfer: Some(MinTransferRate {
+                    bytes_per_sec: 2_048,
+                    window: Duration::from_secs(30),
+                }),
             }
         );
+        assert_eq!(settings.limits.client_share_percent, 25);
     }
 
     #[test]

@@ -33,9 +33,11 @@ use self::upload::NewParcel;
 use crate::{
     auth::Authorized,
     chain::Chain,
-    domain::{Address, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId},
+    domain::{
+        Address, ClientAddress, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId,
+    },
     error::Error,
-    limits::{Slot, SlotKind, Slots},
+    limits::{Reservation, Slot, SlotKind, Slots},
     state::Shared,
     storage::{BodyStream, Fetched, PutOutcome, Store, StoredParcel},
     tasks::detached,
@@ -62,6 +64,11 @@ pub struct Limits {
     /// Bytes the bodies of v1 uploads in flight may hold together (0: no
     /// cap).
     pub v1_upload_memory_bytes: u64,
+    /// The largest v1 upload body (its JSON, on the wire).
+    pub v1_body_max_bytes: u64,
+    /// The share of the upload slots and of the v1 memory one client may
+    /// hold, in percent.
+    pub client_share_percent: u64,
     /// The term of write locks and of the live marks of multipart uploads.
     pub lease: std::time::Duration,
     /// The largest body of known length that goes up in one `PutObject`;
@@ -89,6 +96,25 @@ pub struct Download {
 /// `bytes` in the unit of the v1 upload memory slots, MiB, rounded up.
 fn mebibytes(bytes: u64) -> usize {
     usize::try_from(bytes.div_ceil(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// The memory a v1 upload holds of its replica's budget: grown as its body
+/// arrives, so that what a client holds never runs ahead of what it sent.
+pub struct V1Memory(Reservation);
+
+impl V1Memory {
+    /// Holds what a body of `body_bytes` needs (the body, then the data
+    /// decoded beside it): 429 `client_share` past the client's share, 503
+    /// `busy` past the budget.
+    pub fn cover(&mut self, body_bytes: u64) -> Result<(), Error> {
+        self.0
+            .grow_to(mebibytes(crate::config::v1_upload_memory(body_bytes)))
+    }
+
+    /// What it holds, to keep with the upload.
+    pub fn into_slot(self) -> Slot {
+        self.0.into_slot()
+    }
 }
 
 /// The parcel operations.
@@ -120,33 +146,38 @@ impl Parcels {
             chain,
             storage_id,
             limits,
-            upload_slots: Slots::new(SlotKind::Upload, limits.max_concurrent_uploads),
+            upload_slots: Slots::new(
+                SlotKind::Upload,
+                limits.max_concurrent_uploads,
+                limits.client_share_percent,
+                1,
+            ),
             v1_upload_memory: Slots::new(
                 SlotKind::V1UploadMemory,
                 mebibytes(limits.v1_upload_memory_bytes),
+                limits.client_share_percent,
+                mebibytes(crate::config::v1_upload_memory(limits.v1_body_max_bytes)),
             ),
         }
     }
 
-    /// A slot for one upload on this replica, or 503 `busy`; take it before
-    /// the token is claimed, and hand it to the upload.
-    pub fn upload_slot(&self) -> Result<Slot, Error> {
-        self.upload_slots.take()
+    /// A slot for one upload of `client` on this replica: 429
+    /// `client_share` past the client's share, 503 `busy` when all are
+    /// taken. Take it before the token is claimed, and hand it to the
+    /// upload.
+    pub fn upload_slot(&self, client: ClientAddress) -> Result<Slot, Error> {
+        self.upload_slots.take(client)
     }
 
-    /// The memory a v1 upload whose body is `body_bytes` long will hold
-    /// (its body, then the data decoded beside it), from this replica's
-    /// budget, or 503 `busy`; take it with the upload slot, before the
-    /// token is claimed, and join it to the slot.
-    pub fn v1_upload_memory(&self, body_bytes: u64) -> Result<Slot, Error> {
-        self.v1_upload_memory
-            .take_many(mebibytes(crate::config::v1_upload_memory(body_bytes)))
-    }
-
-    /// The upload slots of this replica (readiness reads how many are
-    /// free).
-    pub fn upload_slots(&self) -> Slots {
-        self.upload_slots.clone()
+    /// The memory of a v1 upload body of `client` from this replica's
+    /// budget, grown as the body arrives ([`V1Memory::cover`]); it starts
+    /// with what the body's first MiB needs (refused as
+    /// [`Parcels::upload_slot`] is). Take it with the upload slot, before
+    /// the token is claimed.
+    pub fn v1_upload_memory(&self, client: ClientAddress) -> Result<V1Memory, Error> {
+        let mut memory = V1Memory(self.v1_upload_memory.reserve(client));
+        memory.cover(1 << 20)?;
+        Ok(memory)
     }
 
     /// The underlying store.
@@ -382,7 +413,9 @@ impl Parcels {
         range: Option<(u64, u64)>,
         body: BodyStream,
     ) -> Download {
-        let body = Box::pin(body.inspect_ok(|chunk| {
+        let in_flight = crate::metrics::InFlight::new("downloads", 1);
+        let body = Box::pin(body.inspect_ok(move |chunk| {
+            let _counted_while_it_streams = &in_flight;
             crate::metrics::bytes_sent(chunk.len() as u64);
         }));
         Download {

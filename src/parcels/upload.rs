@@ -152,7 +152,7 @@ where
                         self.idle.as_secs()
                     ))
                 })?
-                .map_err(|err| Error::BadRequest(format!("the body ended early: {err}")))?;
+                .map_err(|err| Error::body_failed("the body ended early", &err))?;
             let Some(chunk) = chunk else {
                 return Ok(None);
             };
