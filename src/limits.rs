@@ -79,7 +79,8 @@ impl RateLimiter {
 pub enum SlotKind {
     /// Uploads: v1, v2 and tus `PATCH`.
     Upload,
-    /// Memory of v1 upload bodies, in MiB: each is held whole.
+    /// Memory of v1 upload bodies, in KiB: each is held whole, and holds
+    /// what arrived of it.
     V1UploadMemory,
     /// Client connections.
     Connection,
@@ -99,7 +100,7 @@ impl SlotKind {
     fn resource(self) -> (&'static str, u64) {
         match self {
             Self::Upload => ("uploads", 1),
-            Self::V1UploadMemory => ("v1_upload_memory_bytes", 1 << 20),
+            Self::V1UploadMemory => ("v1_upload_memory_bytes", 1 << 10),
             Self::Connection => ("connections", 1),
         }
     }
@@ -108,7 +109,7 @@ impl SlotKind {
     fn doing(self) -> &'static str {
         match self {
             Self::Upload => "uploads",
-            Self::V1UploadMemory => "MiB of v1 upload bodies",
+            Self::V1UploadMemory => "KiB of v1 upload bodies",
             Self::Connection => "connections",
         }
     }

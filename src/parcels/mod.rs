@@ -93,9 +93,9 @@ pub struct Download {
     pub body: BodyStream,
 }
 
-/// `bytes` in the unit of the v1 upload memory slots, MiB, rounded up.
-fn mebibytes(bytes: u64) -> usize {
-    usize::try_from(bytes.div_ceil(1 << 20)).unwrap_or(usize::MAX)
+/// `bytes` in the unit of the v1 upload memory slots, KiB, rounded up.
+fn kibibytes(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(1 << 10)).unwrap_or(usize::MAX)
 }
 
 /// The memory a v1 upload holds of its replica's budget: grown as its body
@@ -108,7 +108,7 @@ impl V1Memory {
     /// `busy` past the budget.
     pub fn cover(&mut self, body_bytes: u64) -> Result<(), Error> {
         self.0
-            .grow_to(mebibytes(crate::config::v1_upload_memory(body_bytes)))
+            .grow_to(kibibytes(crate::config::v1_upload_memory(body_bytes)))
     }
 
     /// What it holds, to keep with the upload.
@@ -154,9 +154,9 @@ impl Parcels {
             ),
             v1_upload_memory: Slots::new(
                 SlotKind::V1UploadMemory,
-                mebibytes(limits.v1_upload_memory_bytes),
+                kibibytes(limits.v1_upload_memory_bytes),
                 limits.client_share_percent,
-                mebibytes(crate::config::v1_upload_memory(limits.v1_body_max_bytes)),
+                kibibytes(crate::config::v1_upload_memory(limits.v1_body_max_bytes)),
             ),
         }
     }
@@ -171,12 +171,12 @@ impl Parcels {
 
     /// The memory of a v1 upload body of `client` from this replica's
     /// budget, grown as the body arrives ([`V1Memory::cover`]); it starts
-    /// with what the body's first MiB needs (refused as
-    /// [`Parcels::upload_slot`] is). Take it with the upload slot, before
-    /// the token is claimed.
+    /// with one unit (a KiB), so that a full budget refuses the upload
+    /// before its proof (as [`Parcels::upload_slot`] refuses). Take it with
+    /// the upload slot, before the token is claimed.
     pub fn v1_upload_memory(&self, client: ClientAddress) -> Result<V1Memory, Error> {
         let mut memory = V1Memory(self.v1_upload_memory.reserve(client));
-        memory.cover(1 << 20)?;
+        memory.cover(1)?;
         Ok(memory)
     }
 

@@ -176,6 +176,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// This replica as a client at `ip` reaches it: every request of the
+    /// copy comes from `ip`, a loopback address (127.0.0.0/8), so that a
+    /// test can be several clients at once.
+    pub fn client_at(&self, ip: &str) -> TestApp {
+        let http = reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
+            .build()
+            .expect("an HTTP client");
+        TestApp {
+            http,
+            ..self.clone()
+        }
+    }
+
     /// A token for `user` and `operation`; fails the test otherwise.
     pub async fn token(&self, user: &str, operation: Value) -> String {
         let response = self
