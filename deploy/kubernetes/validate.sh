@@ -74,4 +74,9 @@ elif command -v kubectl >/dev/null 2>&1; then
   render_args=(--rendered "$render_out" --renderer "kubectl kustomize")
 fi
 
+# The image this Deployment runs: the Dockerfile and deploy/image/build.sh
+# build the same layout, which the Deployment's user, port and preStop agree
+# with (deploy/image/check.py).
+"$VENV/bin/python" "$HERE/../image/check.py"
+
 exec "$VENV/bin/python" "$HERE/validate.py" "$HERE" "${render_args[@]}"
