@@ -92,14 +92,19 @@ pm import --quiet "$work/rootfs.tar" "$base" >/dev/null
 install -m 0755 "$bin" "$work/amo-storage"
 cp "$here/Containerfile" "$work/Containerfile"
 log "podman build $ref"
+previous=$(pm image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)
 pm build --quiet --file "$work/Containerfile" --build-arg "BASE=$base" --tag "$ref" "$work" >/dev/null
 pm rmi --force "$base" >/dev/null 2>&1 || true
+# The image this tag named before, now untagged, is not kept.
+id=$(pm image inspect --format '{{.Id}}' "$ref")
+if [[ -n $previous && $previous != "$id" ]]; then
+    pm rmi "$previous" >/dev/null 2>&1 || true
+fi
 
 archive=$out/amo-storage.oci.tar
 rm -f "$archive"
 pm save --quiet --format oci-archive --output "$archive" "$ref"
 
-id=$(pm image inspect --format '{{.Id}}' "$ref")
 digest=$(pm image inspect --format '{{.Digest}}' "$ref")
 size=$(pm image inspect --format '{{.Size}}' "$ref")
 archive_size=$(stat -c %s "$archive")

@@ -94,6 +94,8 @@ start_container() {
     echo "image: container $1 ready at $endpoint"
 }
 
+# Containers of an earlier run that did not reach its cleanup.
+pm rm --force amo-image-a amo-image-b >/dev/null 2>&1 || true
 start_container amo-image-a
 pid=$(pm container inspect --format '{{.State.Pid}}' amo-image-a)
 [[ $(stat -c %u "/proc/$pid") == 10001 ]] || fail "the service runs as uid $(stat -c %u "/proc/$pid"), not 10001"
