@@ -21,6 +21,7 @@ Prints one summary line on success; every problem, then exit 1, otherwise.
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 problems = []
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 
 def problem(where, msg):
@@ -51,6 +53,11 @@ def validate_docs(where, docs, versions):
             if isinstance(doc, dict) else f"{where}[{i}]"
         if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
             problem(label, "not a Kubernetes object (apiVersion and kind required)")
+            continue
+        if doc["apiVersion"].startswith(GATEWAY_GROUP + "/"):
+            # Not a built-in kind: gateway-api/check.sh validates it against
+            # the Gateway API's own schemas.
+            ok += 1
             continue
         good = True
         for version in versions:
@@ -179,6 +186,63 @@ def memory_budget(where, pod, cms):
                     f"AMO_V1_UPLOAD_MEMORY_BYTES {v1_mib or 'unbounded'} MiB with 5 % to spare")
 
 
+def hardened(where, pod):
+    """The pod cannot run as root, write its image, gain a capability or
+    skip the runtime's seccomp filter: each setting on the container or,
+    where Kubernetes allows it, on the pod."""
+    pod_ctx = pod.get("securityContext") or {}
+    for c in pod["containers"]:
+        ctx = c.get("securityContext") or {}
+
+        def either(key):
+            return ctx.get(key, pod_ctx.get(key))
+
+        if either("runAsNonRoot") is not True:
+            problem(where, f"container {c['name']}: runAsNonRoot is not true")
+        if ctx.get("readOnlyRootFilesystem") is not True:
+            problem(where, f"container {c['name']}: readOnlyRootFilesystem is not true")
+        if "ALL" not in ((ctx.get("capabilities") or {}).get("drop") or []):
+            problem(where, f"container {c['name']}: capabilities do not drop ALL")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problem(where, f"container {c['name']}: allowPrivilegeEscalation is not false")
+        if (either("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            problem(where, f"container {c['name']}: seccompProfile is not RuntimeDefault")
+
+
+# The egress the pods need, one rule each: (what, protocols of its ports).
+EGRESS = [("DNS", {"UDP", "TCP"}), ("Redis", {"TCP"}), ("Ceph RGW", {"TCP"}), ("the chain node", {"TCP"})]
+
+
+def least_egress(objs, pod_labels):
+    """A NetworkPolicy of the pods restricts egress to DNS, Redis, the RGW
+    and the chain node: four rules, in that order, each naming its
+    destination and its ports (a rule without `to` or `ports` opens
+    everything of that kind)."""
+    policies = [n for n in by_kind(objs, "NetworkPolicy")
+                if matches(n["spec"]["podSelector"].get("matchLabels"), pod_labels)]
+    if not policies:
+        problem("NetworkPolicy", "none selects the pods")
+    for n in policies:
+        where = f"NetworkPolicy/{n['metadata']['name']}"
+        if "Egress" not in n["spec"].get("policyTypes", []):
+            problem(where, "does not restrict egress (policyTypes lacks Egress)")
+            continue
+        rules = n["spec"].get("egress") or []
+        if len(rules) != len(EGRESS):
+            problem(where, f"{len(rules)} egress rules; expected {len(EGRESS)}: {', '.join(w for w, _ in EGRESS)}")
+        for rule, (what, protocols) in zip(rules, EGRESS):
+            ports = rule.get("ports") or []
+            if not rule.get("to"):
+                problem(where, f"the {what} rule allows every destination")
+            if not ports or any(not isinstance(p.get("port"), int) or "endPort" in p for p in ports):
+                problem(where, f"the {what} rule does not name one port number per entry")
+            if {p.get("protocol", "TCP") for p in ports} != protocols:
+                problem(where, f"the {what} rule's protocols are not {sorted(protocols)}")
+            for peer in rule.get("to") or []:
+                if "ipBlock" not in peer and not peer.get("namespaceSelector", {}).get("matchLabels"):
+                    problem(where, f"the {what} rule reaches every namespace")
+
+
 def consistency(objs):
     deploys = by_kind(objs, "Deployment")
     services = by_kind(objs, "Service")
@@ -201,6 +265,8 @@ def consistency(objs):
         if not matches(d["spec"]["selector"].get("matchLabels"), pod_labels):
             problem(f"Deployment/{name}", "selector does not match the pod labels")
         pod = tmpl["spec"]
+        hardened(f"Deployment/{name}", pod)
+        least_egress(objs, pod_labels)
         drain_budget(f"Deployment/{name}", pod, cms)
         memory_budget(f"Deployment/{name}", pod, cms)
         if "replicas" in d["spec"] and any(
@@ -268,6 +334,51 @@ def consistency(objs):
                     problem(f"Ingress/{ing['metadata']['name']}", f"backend {svc['name']}:{port} is not a Service port here")
 
 
+def local_config(obj):
+    """An object kustomize reads but does not deploy (egress.yaml)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return annotations.get("config.kubernetes.io/local-config") == "true"
+
+
+def generated_configmaps(d, k):
+    """The ConfigMaps of the kustomization's configMapGenerator, from their
+    env files (KEY=value lines, # comments)."""
+    made = []
+    for gen in k.get("configMapGenerator") or []:
+        data = {}
+        for env in gen.get("envs") or []:
+            try:
+                lines = (d / env).read_text().splitlines()
+            except OSError as e:
+                problem("kustomization.yaml", f"configMapGenerator {gen.get('name')}: {e}")
+                continue
+            for line in lines:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    key, sep, value = line.partition("=")
+                    if not sep:
+                        problem(env, f"not KEY=value: {line!r}")
+                    data[key] = value
+        data.update(dict(lit.split("=", 1) for lit in gen.get("literals") or []))
+        made.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+    return made
+
+
+def rendered_checks(label, rdocs):
+    """What only the render shows: the Deployment reads a ConfigMap whose
+    name carries its content's hash (a config change rolls the pods), and
+    the egress with egress.yaml's values in place."""
+    cms = {o["metadata"]["name"] for o in rdocs if isinstance(o, dict) and o.get("kind") == "ConfigMap"}
+    for dep in (o for o in rdocs if isinstance(o, dict) and o.get("kind") == "Deployment"):
+        pod = dep["spec"]["template"]
+        for c in pod["spec"]["containers"]:
+            for ef in c.get("envFrom", []):
+                ref = (ef.get("configMapRef") or {}).get("name")
+                if ref and (ref not in cms or not re.search(r"-[a-z0-9]{10}$", ref)):
+                    problem(label, f"envFrom ConfigMap {ref} is not a generated, content-hashed ConfigMap")
+        least_egress([o for o in rdocs if isinstance(o, dict)], pod["metadata"].get("labels", {}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -290,7 +401,7 @@ def main():
 
     kpath = d / "kustomization.yaml"
     kdocs = load_docs(kpath)
-    listed = []
+    listed, generated = [], []
     if len(kdocs) != 1 or not isinstance(kdocs[0], dict):
         problem(kpath.name, "expected one YAML document")
     else:
@@ -300,6 +411,7 @@ def main():
         if "namespace" in k:
             problem(kpath.name, "sets a namespace; the base is namespace-agnostic")
         listed = k.get("resources") or []
+        generated = generated_configmaps(d, k)
         if not listed:
             problem(kpath.name, "lists no resources")
         for r in listed:
@@ -310,17 +422,26 @@ def main():
 
     # Consistency over what the kustomization deploys plus the example
     # Secret, which stands for the one the secret manager provides.
-    objs = [o for r in listed for o in docs_of.get(r, []) if isinstance(o, dict)]
-    objs += [o for o in docs_of.get("secret.example.yaml", []) if isinstance(o, dict)]
+    # The generated ConfigMaps take their generator's name here (kustomize
+    # adds the hash, and rewrites the references, when it renders).
+    # ingress.yaml, not deployed by default, is checked against the rest too.
+    objs = [o for r in listed for o in docs_of.get(r, []) if isinstance(o, dict) and not local_config(o)]
+    objs += generated
+    for optional in ("secret.example.yaml", "ingress.yaml"):
+        objs += [o for o in docs_of.get(optional, []) if isinstance(o, dict)]
     if not problems:
         consistency(objs)
 
-    rendered_note = "not rendered (no kustomize/kubectl on PATH)"
-    if args.rendered:
+    rendered_note = ""
+    if not args.rendered:
+        problem(kpath.name, "not rendered: validate.sh passes --rendered (kubectl kustomize or kustomize)")
+    else:
         rdocs = load_docs(args.rendered)
         n = validate_docs(f"{args.renderer} output", rdocs, versions)
         kinds = sorted({o.get("kind") for o in rdocs if isinstance(o, dict)})
-        want = sorted({o.get("kind") for r in listed for o in docs_of.get(r, []) if isinstance(o, dict)})
+        want = sorted({o.get("kind") for r in listed for o in docs_of.get(r, []) if isinstance(o, dict)}
+                      | {o["kind"] for o in generated})
+        rendered_checks(f"{args.renderer} output", rdocs)
         if kinds != want:
             problem(f"{args.renderer} output", f"kinds {kinds}, expected {want}")
         rendered_note = f"{args.renderer} rendered {n} objects, valid"

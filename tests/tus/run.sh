@@ -15,18 +15,11 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 local_dir=${AMO_LOCAL_DIR:-/tmp/amo-local}
-venv=$local_dir/venv-tus
-# The versions this check was written against; bump them deliberately.
-tuspy_version=1.1.0
-cryptography_version=50.0.2
-
-if [[ ! -x $venv/bin/python ]]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "tuspy==$tuspy_version" "cryptography==$cryptography_version"
+# shellcheck source=venv.sh
+. "$here/venv.sh"
+ensure_tus_venv
 
 # A short lease: the lock of the PATCH whose replica is killed lapses in 6 s
 # (not 30), and tuspy, retrying every second, goes on sooner.
-AMO_LEASE_SECS=6 AMO_LB_WORKLOAD=$here/workload.py AMO_LB_PYTHON=$venv/bin/python \
+AMO_LEASE_SECS=6 AMO_LB_WORKLOAD=$here/workload.py AMO_LB_PYTHON=$tus_python \
     bash "$here/../lb/run.sh"

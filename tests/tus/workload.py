@@ -56,8 +56,8 @@ def say(*parts):
 
 
 class Account:
-    def __init__(self):
-        self.key = ec.generate_private_key(ec.SECP256R1())
+    def __init__(self, key=None):
+        self.key = key or ec.generate_private_key(ec.SECP256R1())
         self.public = self.key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
@@ -91,6 +91,18 @@ def token(endpoint, account, operation):
     if status != 200:
         raise RuntimeError(f"/auth answered {status}: {body[:200]!r}")
     return json.loads(body)["token"]
+
+
+def download(endpoint, account, parcel):
+    """Downloads `parcel` with a fresh token: (its size, its SHA-256 in upper hex)."""
+    proof = account.proof(token(endpoint, account, {"name": "download", "id": parcel}))
+    request = urllib.request.Request(f"{endpoint}/api/v2/parcels/{parcel}", headers=proof)
+    got, size = hashlib.sha256(), 0
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        while block := answer.read(MIB):
+            got.update(block)
+            size += len(block)
+    return size, got.hexdigest().upper()
 
 
 def bytes_received(addr):
@@ -281,15 +293,9 @@ def workload(run):
         run.violation(f"HEAD after completion: {status} {lower}")
 
     # The parcel downloads byte for byte through nginx.
-    download = account.proof(token(endpoint, account, {"name": "download", "id": expected_id}))
-    request = urllib.request.Request(f"{endpoint}/api/v2/parcels/{expected_id}", headers=download)
-    got, size = hashlib.sha256(), 0
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        while block := answer.read(MIB):
-            got.update(block)
-            size += len(block)
-    if size != SIZE or got.hexdigest().upper() != sha:
-        run.violation(f"the download is {size} bytes with SHA-256 {got.hexdigest()}")
+    size, got = download(endpoint, account, expected_id)
+    if size != SIZE or got != sha:
+        run.violation(f"the download is {size} bytes with SHA-256 {got}")
     else:
         say("the parcel downloads byte for byte")
 
