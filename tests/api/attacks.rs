@@ -328,45 +328,68 @@ async fn a_v1_upload_takes_an_upload_slot_and_its_body_has_a_deadline() {
 }
 
 #[tokio::test]
-async fn v1_upload_bodies_held_at_once_fit_the_replicas_memory_budget() {
+async fn trickled_v1_bodies_hold_what_they_sent_and_the_budget_still_bounds_them() {
     // A v1 limit of 1 MiB: the largest body, about 2.1 MiB of JSON, holds
-    // about 3.2 MiB; a budget of 4 MiB holds it and nothing beside it.
+    // about 3.2 MiB; the budget is 4 MiB.
     let app = spawn_with(settings(&[
         ("AMO_V1_MAX_DATA_BYTES", "1048576"),
         ("AMO_V1_UPLOAD_MEMORY_BYTES", "4194304"),
+        ("AMO_AUTH_RATE_PER_IP", "0"),
     ]))
     .await;
+    let attacker = app.client_at("127.0.0.2");
+    let key = Account::new();
+    // Chunked v1 bodies (no Content-Length) that send one byte each and
+    // stall. Each holds what it sent, not the largest body it could grow
+    // to.
+    let mut holds = Vec::new();
+    for _ in 0..7 {
+        let token = attacker.token(&key.address, json!("upload")).await;
+        let (sender, answer) = chunked_v1_upload(&attacker, &key.prove(&token));
+        sender.send(Ok(b"{".to_vec())).await.unwrap();
+        app.until_claimed(&token, "the chunked v1 upload passed its proof").await;
+        holds.push((sender, answer));
+    }
+    // Another client's v1 upload is served meanwhile.
+    let victim = app.client_at("127.0.0.3");
     let owner = Account::new();
-    // A chunked v1 body (no Content-Length) may grow to the largest: it
-    // reserves that much, and holds it while it trickles.
-    let held_token = app.token(&owner.address, json!("upload")).await;
-    let (sender, held) = chunked_v1_upload(&app, &owner.prove(&held_token));
-    sender.send(Ok(b"{".to_vec())).await.unwrap();
-    app.until_claimed(&held_token, "the chunked v1 upload passed its proof").await;
-    // Another v1 upload, however small, is busy (503) before its proof is
-    // looked at: its token stays usable and nothing is stored.
     let data = b"small".to_vec();
-    let token = app.token(&owner.address, json!("upload")).await;
+    let token = victim.token(&owner.address, json!("upload")).await;
     let small = v1_body(&owner.address, json!({}), &data);
-    let response = app.upload_v1(Some(&owner.prove(&token)), &small).await;
-    assert_eq!(
-        expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await,
-        "busy"
-    );
-    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
-    assert!(app.stored_keys().await.is_empty());
-    // v2 uploads stream: the v1 budget does not hold them back.
-    app.store_v2(&owner, b"a v2 upload meanwhile").await;
-    // The held body ends, not JSON (400): its memory is free again, and
-    // the small upload goes through with the same token.
-    drop(sender);
-    expect_error(held.await.unwrap().unwrap(), StatusCode::BAD_REQUEST).await;
-    let response = app.upload_v1(Some(&owner.prove(&token)), &small).await;
+    let response = victim.upload_v1(Some(&owner.prove(&token)), &small).await;
     let id = expect_json(response, StatusCode::CREATED).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+    assert_eq!(victim.fetch_v2(&owner, &id).await, data);
+    // The budget still bounds what bodies hold as they arrive: two bodies
+    // of 1.5 MiB (2.25 MiB held each) do not fit 4 MiB together, whichever
+    // grows first. One is refused (503 `busy`), its token released.
+    let (held_sender, held_answer) = holds.remove(0);
+    let token = victim.token(&owner.address, json!("upload")).await;
+    let (growing, growing_answer) = chunked_v1_upload(&victim, &owner.prove(&token));
+    growing.send(Ok(b"{".to_vec())).await.unwrap();
+    app.until_claimed(&token, "the second large body passed its proof").await;
+    let large = vec![b' '; 3 << 19];
+    held_sender.send(Ok(large.clone())).await.unwrap();
+    growing.send(Ok(large)).await.unwrap();
+    let (refused, other) =
+        match futures_util::future::select(held_answer, growing_answer).await {
+            futures_util::future::Either::Left(answered)
+            | futures_util::future::Either::Right(answered) => answered,
+        };
+    assert_eq!(
+        expect_error(refused.unwrap().unwrap(), StatusCode::SERVICE_UNAVAILABLE).await,
+        "busy"
+    );
+    // The other body ends, not JSON (400), as do the stalled ones: their
+    // memory is free again.
+    drop((held_sender, growing));
+    expect_error(other.await.unwrap().unwrap(), StatusCode::BAD_REQUEST).await;
+    for (sender, answer) in holds {
+        drop(sender);
+        expect_error(answer.await.unwrap().unwrap(), StatusCode::BAD_REQUEST).await;
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::helpers::*;
 
@@ -105,53 +104,35 @@ async fn a_backend_down_leaves_the_replica_ready_and_requests_answer_json_503_wi
     );
 }
 
-/// A replica streaming as many uploads as its cap allows is not ready (the
-/// load balancer sends new requests elsewhere), and is ready again once an
-/// upload ends.
+/// A replica streaming as many uploads as its cap allows stays ready (load
+/// never takes it out of the load balancer): it refuses the next upload
+/// (503 `busy`, `Retry-After`) and serves everything else.
 #[tokio::test]
-async fn a_replica_at_its_upload_cap_is_not_ready_until_an_upload_ends() {
+async fn a_replica_at_its_upload_cap_stays_ready_and_refuses_uploads_one_by_one() {
     let app = spawn_with(settings(&[
         ("AMO_MAX_CONCURRENT_UPLOADS", "1"),
         ("AMO_AUTH_RATE_PER_IP", "0"),
     ]))
     .await;
-    expect_json(app.get("/readyz").await, StatusCode::OK).await;
     let owner = Account::new();
     let data = random_body(4096);
-    let (_, proof) = app.upload_token(&owner, &data).await;
+    let (token, proof) = app.upload_token(&owner, &data).await;
     // An upload whose body the test holds back after its first 1000 bytes.
-    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
-    sender.try_send(Ok(data[..1000].to_vec())).unwrap();
-    let upload = tokio::spawn({
-        let app = app.clone();
-        async move {
-            app.upload_v2(Some(&proof), reqwest::Body::wrap_stream(stream), None)
-                .await
-        }
-    });
-    eventually(20, "the replica at its cap is not ready", || async {
-        app.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE
-    })
-    .await;
-    let body = expect_json(app.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert_eq!(body["code"], "not_ready");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("AMO_MAX_CONCURRENT_UPLOADS"),
-        "{body}"
+    let (sender, upload) = crate::limits::held_upload(&app, &proof, &data, 1000);
+    app.until_claimed(&token, "the held upload takes the only slot").await;
+    expect_json(app.get("/readyz").await, StatusCode::OK).await;
+    let other = app.upload_v2(None, b"probe".to_vec(), None).await;
+    assert!(other.headers().contains_key("retry-after"));
+    assert_eq!(
+        expect_error(other, StatusCode::SERVICE_UNAVAILABLE).await,
+        "busy"
     );
-    // Still alive, and still serving what is not an upload.
     expect_json(app.get("/healthz").await, StatusCode::OK).await;
-
+    // Tokens are still issued.
+    app.token(&owner.address, json!("download")).await;
     sender.send(Ok(data[1000..].to_vec())).await.unwrap();
     drop(sender);
-    expect_json(upload.await.unwrap(), StatusCode::CREATED).await;
-    expect_json(app.get("/readyz").await, StatusCode::OK).await;
+    expect_json(upload.await.unwrap().unwrap(), StatusCode::CREATED).await;
 }
 
 /// From the moment a replica drains, `/readyz` answers 503 `not_ready`

@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod concurrency;
 mod errors;
+mod fair_share;
 mod grants;
 mod health;
 mod http_layer;
