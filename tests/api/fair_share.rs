@@ -9,7 +9,8 @@
 //! - an HTTP/2 client that keeps its window at zero holds neither its own
 //!   connections for long nor the victim's out;
 //! - token requests in the victim's name never revoke the victim's token.
-//! (The v1 memory budget, held by trickled v1 bodies, is in `attacks.rs`.)
+//!
+//! The v1 memory budget, held by trickled v1 bodies, is in `attacks.rs`.
 
 use std::time::{Duration, Instant};
 
