@@ -146,8 +146,72 @@ async fn zero_window_connection(app: &TestApp, from: &str) -> tokio::net::TcpStr
     stream
 }
 
+/// The tests that count connections closed as too slow: the count is the
+/// process's, so they take turns.
+static TOO_SLOW_COUNT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How many connections this process closed as too slow so far.
+fn closed_too_slow() -> u64 {
+    amo_storage::metrics::render()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("amo_http_connections_closed_total{reason=\"too_slow\"} ")
+        })
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_download_its_client_stops_taking_is_cut_below_the_minimum_rate() {
+    let _turn = TOO_SLOW_COUNT.lock().await;
+    let app = spawn_with(settings(&[
+        ("AMO_MIN_TRANSFER_BYTES_PER_SEC", "100000"),
+        ("AMO_MIN_TRANSFER_WINDOW_SECS", "1"),
+    ]))
+    .await;
+    let owner = Account::new();
+    let size = 16 << 20;
+    let id = app.store_v2(&owner, &random_body(size)).await;
+    let token = app
+        .token(&owner.address, json!({"name": "download", "id": id}))
+        .await;
+    // A client with a small receive buffer that reads nothing after the
+    // request.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8192).unwrap();
+    let addr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let mut head = format!("GET /api/v2/parcels/{id} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in owner.prove(&token).headers() {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let before = closed_too_slow();
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    eventually(30, "the service cuts the download nobody takes", || async {
+        closed_too_slow() > before
+    })
+    .await;
+    let cut_after = started.elapsed();
+    // What was on its way arrives; then the connection ends, short of the
+    // parcel.
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+        .await
+        .expect("the cut connection ends")
+        .ok();
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        received.len() < size,
+        "{} of {size} bytes arrived: the answer was not cut",
+        received.len()
+    );
+    assert!(cut_after < Duration::from_secs(10), "cut after {cut_after:?}");
+}
+
 #[tokio::test]
 async fn zero_window_http2_clients_hold_neither_their_connections_nor_others_out() {
+    let _turn = TOO_SLOW_COUNT.lock().await;
     let app = spawn_with(settings(&[
         ("AMO_MAX_CONNECTIONS", "6"),
         ("AMO_CLIENT_SHARE_PERCENT", "50"),

@@ -295,8 +295,10 @@ async fn probe(app: &TestApp) -> Response {
 
 #[tokio::test]
 async fn the_concurrent_upload_cap_answers_503_with_retry_after_and_frees_when_uploads_end() {
+    // One client here: no share, so that it can fill the cap.
     let (a, b) = spawn_pair_with(settings(&[
         ("AMO_MAX_CONCURRENT_UPLOADS", "2"),
+        ("AMO_CLIENT_SHARE_PERCENT", "100"),
         ("AMO_AUTH_RATE_PER_IP", "0"),
     ]))
     .await;

@@ -153,9 +153,12 @@ async fn trickle(address: String, index: usize) -> Duration {
 async fn two_thousand_slow_clients_are_cut_off_and_a_normal_client_is_served() {
     let _alone = crate::exclusive().await;
     raise_fd_limit(2 * SLOW as u64 + 1_000);
+    // Every client here is one address: no per-client share, so that the
+    // header timeout, not the share, is what cuts them.
     let service = Service::start_with(&[
         ("AMO_HEADER_READ_TIMEOUT_SECS", "5"),
         ("AMO_AUTH_RATE_PER_IP", "0"),
+        ("AMO_CLIENT_SHARE_PERCENT", "100"),
     ]);
     let port: u16 = service.base.rsplit(':').next().unwrap().parse().unwrap();
     let owner = Account::new();
@@ -324,7 +327,13 @@ async fn until_closed(
 async fn past_the_connection_cap_new_connections_are_closed_at_once_and_open_ones_go_on() {
     let _running = crate::shared().await;
     const CAP: usize = 20;
-    let app = spawn_with(settings(&[("AMO_MAX_CONNECTIONS", &CAP.to_string())])).await;
+    // One address fills the cap: no per-client share here (the share has
+    // its own test, tests/api/fair_share.rs).
+    let app = spawn_with(settings(&[
+        ("AMO_MAX_CONNECTIONS", &CAP.to_string()),
+        ("AMO_CLIENT_SHARE_PERCENT", "100"),
+    ]))
+    .await;
     let mut open = Vec::new();
     for _ in 0..CAP {
         open.push(kept_open(&app.base).await);
