@@ -108,6 +108,7 @@ async fn an_upload_trickled_below_the_minimum_rate_is_cut_and_frees_its_slot() {
         .unwrap();
     let cut_after = started.elapsed();
     trickle.abort();
+    eprintln!("a body trickled at 100 B/s (minimum 1000 B/s over 1 s): cut after {cut_after:?}");
     let body = expect_json(response, StatusCode::REQUEST_TIMEOUT).await;
     assert_eq!(body["code"], "too_slow", "{body}");
     assert!(
@@ -206,6 +207,10 @@ async fn a_download_its_client_stops_taking_is_cut_below_the_minimum_rate() {
         "{} of {size} bytes arrived: the answer was not cut",
         received.len()
     );
+    eprintln!(
+        "a download nobody takes (minimum 100 kB/s over 1 s): cut after {cut_after:?}, {} of {size} bytes sent",
+        received.len()
+    );
     assert!(cut_after < Duration::from_secs(10), "cut after {cut_after:?}");
 }
 
@@ -244,6 +249,10 @@ async fn zero_window_http2_clients_hold_neither_their_connections_nor_others_out
             cut += 1;
         }
     }
+    eprintln!(
+        "6 zero-window HTTP/2 connections: {refused} refused at once, {cut} closed after {:?}",
+        started.elapsed()
+    );
     assert_eq!((refused, cut), (3, 3));
     assert!(
         started.elapsed() < Duration::from_secs(10),
