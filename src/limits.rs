@@ -136,11 +136,25 @@ pub struct Slot(Vec<Held>);
 
 /// Units taken by one client; given back on drop.
 struct Held {
-    _permit: OwnedSemaphorePermit,
-    _gauge: crate::metrics::InFlight,
+    /// `None` once absorbed by another holding.
+    permit: Option<OwnedSemaphorePermit>,
+    gauge: crate::metrics::InFlight,
     units: usize,
     client: ClientAddress,
     holders: Holders,
+}
+
+impl Held {
+    /// Holds what `other` (of the same slots and client) held, too.
+    fn absorb(&mut self, mut other: Held) {
+        let units = std::mem::take(&mut other.units);
+        self.units += units;
+        self.gauge.absorb(&mut other.gauge);
+        match (&mut self.permit, other.permit.take()) {
+            (Some(permit), Some(more)) => permit.merge(more),
+            (mine, more) => *mine = mine.take().or(more),
+        }
+    }
 }
 
 impl Drop for Held {
@@ -239,8 +253,8 @@ impl Slots {
                 holders.insert(client, held + count);
                 let (resource, unit) = self.kind.resource();
                 Ok(Slot(vec![Held {
-                    _permit: permit,
-                    _gauge: crate::metrics::InFlight::new(resource, count as u64 * unit),
+                    permit: Some(permit),
+                    gauge: crate::metrics::InFlight::new(resource, count as u64 * unit),
                     units: count,
                     client,
                     holders: self.holders.clone(),
@@ -284,8 +298,14 @@ impl Reservation {
     pub fn grow_to(&mut self, units: usize) -> Result<(), Error> {
         if units > self.units {
             let more = self.slots.take_many(self.client, units - self.units)?;
-            self.slot.0.extend(more.0);
             self.units = units;
+            // One holding, however often it grew.
+            for more in more.0 {
+                match self.slot.0.first_mut() {
+                    Some(held) => held.absorb(more),
+                    None => self.slot.0.push(more),
+                }
+            }
         }
         Ok(())
     }

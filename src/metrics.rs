@@ -240,6 +240,14 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Counts what `other` (of the same resource) counted, too; `other`
+    /// counts nothing after.
+    pub fn absorb(&mut self, other: &mut InFlight) {
+        self.amount += std::mem::take(&mut other.amount);
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         METRICS
