@@ -216,9 +216,8 @@ impl Service {
             ];
             let response = Self::with(request, &signed).send().await.unwrap();
             assert_eq!(response.status().as_u16(), 204, "PATCH at {offset}");
-            let number = |name: &str| -> u64 {
-                response.headers()[name].to_str().unwrap().parse().unwrap()
-            };
+            let number =
+                |name: &str| -> u64 { response.headers()[name].to_str().unwrap().parse().unwrap() };
             offset = number("upload-offset");
             sequence = number("x-upload-sequence");
             id = response
