@@ -239,14 +239,16 @@ settings! {
     upload_idle_secs: u64 = 60 * 60u64 => "1 h",
     /// unfinished resumable uploads one account may hold, across replicas
     /// (429 `too_many_uploads` past it, the token left usable); a seller
-    /// uploads a few files at once, and each upload holds a Redis record
-    /// of about 1.5 KB (docs/operations.md) and an open S3 multipart
-    /// upload for up to `AMO_UPLOAD_IDLE_SECS`; `0`: no cap
+    /// uploads a few files at once, while each unfinished upload holds
+    /// about 1.3 KB of Redis (11 KB with the largest metadata;
+    /// [operations](operations.md#redis-memory-of-resumable-uploads)) and
+    /// an open S3 multipart upload for up to `AMO_UPLOAD_IDLE_SECS`: one
+    /// account holds at most 1.1 MB; `0`: no cap
     max_open_uploads_per_account: u64 = 100u64,
     /// unfinished resumable uploads one client (an IPv4 address or an IPv6
     /// /64) may hold, across replicas, whatever accounts it uses (accounts
     /// cost nothing); room for an office behind one NAT, while one address
-    /// holds at most this many records in Redis; `0`: no cap
+    /// holds at most 11 MB of Redis; `0`: no cap
     max_open_uploads_per_client: u64 = 1_000u64,
     /// largest v1 parcel body (hex in JSON is twice this)
     v1_max_data_bytes: u64 = 64u64 << 20 => "64 MiB",
