@@ -105,19 +105,33 @@ pub async fn patch_in_sequence(
     sequence: u64,
     body: &[u8],
 ) -> Response {
+    let signed = TusRequest::Patch {
+        offset: at as u64,
+        sequence,
+    };
+    let headers = proof.for_upload(path, signed);
+    patch_with_headers(app, path, &headers, at as u64, sequence, body).await
+}
+
+/// A `PATCH` with these proof headers, as they are (a replay's, say), and
+/// `offset` and `sequence` as sent in the clear.
+pub async fn patch_with_headers(
+    app: &TestApp,
+    path: &str,
+    headers: &Proof,
+    offset: u64,
+    sequence: u64,
+    body: &[u8],
+) -> Response {
     let request = app
         .http
         .patch(format!("{}{path}", app.base))
         .header("Tus-Resumable", "1.0.0")
         .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", at.to_string())
+        .header("Upload-Offset", offset.to_string())
         .header("X-Upload-Sequence", sequence.to_string())
         .body(body.to_vec());
-    let signed = TusRequest::Patch {
-        offset: at as u64,
-        sequence,
-    };
-    proof.for_upload(path, signed).apply(request).send().await.unwrap()
+    headers.apply(request).send().await.unwrap()
 }
 
 /// A PATCH that must store its body; answers the response.

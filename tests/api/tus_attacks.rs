@@ -19,8 +19,8 @@ use reqwest::{Response, StatusCode};
 use crate::{
     helpers::*,
     resumable::{
-        PART, created, delete, head, header, location, offset, patch_in_sequence, sequence,
-        small_parts,
+        PART, created, delete, head, header, location, offset, patch_in_sequence,
+        patch_with_headers, sequence, small_parts,
     },
 };
 
@@ -227,27 +227,6 @@ fn captured(proof: &Proof, path: &str, request: TusRequest) -> Proof {
     proof.for_upload(path, request)
 }
 
-/// A `PATCH` with captured headers: `offset` and `sequence` as sent in the
-/// clear, the signature as captured, any body.
-async fn replayed_patch(
-    app: &TestApp,
-    path: &str,
-    headers: &Proof,
-    offset: u64,
-    sequence: u64,
-    body: &[u8],
-) -> Response {
-    let request = app
-        .http
-        .patch(format!("{}{path}", app.base))
-        .header("Tus-Resumable", "1.0.0")
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", offset.to_string())
-        .header("X-Upload-Sequence", sequence.to_string())
-        .body(body.to_vec());
-    headers.apply(request).send().await.unwrap()
-}
-
 /// A request with captured headers, as they are.
 async fn replayed(app: &TestApp, method: reqwest::Method, path: &str, headers: &Proof) -> Response {
     let request = app.http.request(method, format!("{}{path}", app.base));
@@ -274,7 +253,7 @@ async fn a_captured_tus_request_replayed_changes_nothing() {
         sequence: 0,
     };
     let patch_headers = captured(&proof, &path, first);
-    let response = replayed_patch(&app, &path, &patch_headers, 0, 0, &data[..1000]).await;
+    let response = patch_with_headers(&app, &path, &patch_headers, 0, 0, &data[..1000]).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&response, "x-upload-sequence"), "1");
     let head_headers = captured(&proof, &path, TusRequest::Head);
@@ -283,16 +262,16 @@ async fn a_captured_tus_request_replayed_changes_nothing() {
 
     let garbage = random_body(1000);
     // The PATCH as captured, with its own offset: its sequence is spent.
-    let response = replayed_patch(&app, &path, &patch_headers, 0, 0, &garbage).await;
+    let response = patch_with_headers(&app, &path, &patch_headers, 0, 0, &garbage).await;
     expect_code(response, StatusCode::CONFLICT, "stale_request").await;
     // With the offset moved to the upload's, or the next sequence: the
     // signature does not cover them.
-    let response = replayed_patch(&app, &path, &patch_headers, 1000, 0, &garbage).await;
+    let response = patch_with_headers(&app, &path, &patch_headers, 1000, 0, &garbage).await;
     expect_code(response, StatusCode::UNAUTHORIZED, "invalid_signature").await;
-    let response = replayed_patch(&app, &path, &patch_headers, 1000, 1, &garbage).await;
+    let response = patch_with_headers(&app, &path, &patch_headers, 1000, 1, &garbage).await;
     expect_code(response, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     // The creation's signature (over the token alone) serves nothing bound.
-    let response = replayed_patch(&app, &path, &proof, 1000, 1, &garbage).await;
+    let response = patch_with_headers(&app, &path, &proof, 1000, 1, &garbage).await;
     expect_code(response, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     // The HEAD replayed only reads.
     let response = replayed(&app, reqwest::Method::HEAD, &path, &head_headers).await;
@@ -321,39 +300,15 @@ async fn a_captured_tus_request_replayed_changes_nothing() {
             sequence: 1,
         },
     );
-    let response = replayed_patch(&app, &path, &completing, 1000, 1, &random_body(2000)).await;
+    let response = patch_with_headers(&app, &path, &completing, 1000, 1, &random_body(2000)).await;
     expect_code(response, StatusCode::CONFLICT, "stale_request").await;
     assert_eq!(app.fetch_v2(&owner, &id).await, data);
 }
 
-/// Every multipart upload under `prefix`, as (key, upload id), read page
-/// by page here, independently of the service.
-async fn every_multipart_upload(store: &S3Store, prefix: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let (mut key_marker, mut id_marker) = (None, None);
-    loop {
-        let page = store
-            .client()
-            .list_multipart_uploads()
-            .bucket(store.bucket())
-            .prefix(prefix)
-            .set_key_marker(key_marker.take())
-            .set_upload_id_marker(id_marker.take())
-            .send()
-            .await
-            .unwrap();
-        found.extend(page.uploads().iter().map(|upload| {
-            (
-                upload.key().unwrap().to_owned(),
-                upload.upload_id().unwrap().to_owned(),
-            )
-        }));
-        if !page.is_truncated().unwrap_or(false) {
-            return found;
-        }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        id_marker = page.next_upload_id_marker().map(str::to_owned);
-    }
+/// The keys of every multipart upload of `config`'s prefix.
+async fn multipart_keys(config: &amo_storage::storage::S3Config) -> Vec<String> {
+    let (_, uploads) = s3_unfinished_uploads(config).await;
+    uploads.into_iter().map(|(key, _)| key).collect()
 }
 
 /// Attack 5, the sweep: past the first page of S3's listing (1,000
@@ -402,28 +357,15 @@ async fn the_sweep_reads_past_the_first_page_of_multipart_uploads() {
     assert_eq!(live.len(), LIVE);
 
     eventually(60, "the abandoned uploads past the first page are aborted", || async {
-        every_multipart_upload(&store, &config.prefix).await.len() == LIVE
+        multipart_keys(config).await.len() == LIVE
     })
     .await;
-    let mut left: Vec<String> = every_multipart_upload(&store, &config.prefix)
-        .await
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
+    let mut left = multipart_keys(config).await;
     left.sort();
     live.sort();
     assert_eq!(left, live, "the live uploads are left alone");
-    for (key, upload_id) in every_multipart_upload(&store, &config.prefix).await {
-        store
-            .client()
-            .abort_multipart_upload()
-            .bucket(store.bucket())
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-            .unwrap();
-    }
+    app.lose_unfinished_uploads().await;
+    assert_eq!(multipart_keys(config).await, Vec::<String>::new());
 }
 
 /// The key of the parcel numbered `number` under `prefix`.

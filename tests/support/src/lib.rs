@@ -661,30 +661,37 @@ pub async fn assert_released(app: &TestApp, token: &str, sent: u64) {
 }
 
 /// The multipart uploads begun and not finished under the prefix of
-/// `config`, as (key, upload id), and a store to act on them with.
+/// `config`, as (key, upload id), read page by page here, independently of
+/// the service; and a store to act on them with.
 pub async fn s3_unfinished_uploads(
     config: &amo_storage::storage::S3Config,
 ) -> (S3Store, Vec<(String, String)>) {
     let store = S3Store::new(config);
-    let listed = store
-        .client()
-        .list_multipart_uploads()
-        .bucket(store.bucket())
-        .prefix(&config.prefix)
-        .send()
-        .await
-        .unwrap();
-    let uploads = listed
-        .uploads()
-        .iter()
-        .map(|upload| {
+    let mut found = Vec::new();
+    let (mut key_marker, mut id_marker) = (None, None);
+    loop {
+        let page = store
+            .client()
+            .list_multipart_uploads()
+            .bucket(store.bucket())
+            .prefix(&config.prefix)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(id_marker.take())
+            .send()
+            .await
+            .unwrap();
+        found.extend(page.uploads().iter().map(|upload| {
             (
                 upload.key().unwrap().to_owned(),
                 upload.upload_id().unwrap().to_owned(),
             )
-        })
-        .collect();
-    (store, uploads)
+        }));
+        if !page.is_truncated().unwrap_or(false) {
+            return (store, found);
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        id_marker = page.next_upload_id_marker().map(str::to_owned);
+    }
 }
 
 /// The three proof headers as raw header lines.
