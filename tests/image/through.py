@@ -29,7 +29,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tus"))
-from workload import Account, call, download, token  # noqa: E402
+from workload import Account, SignedUploader, call, download, request_text, token  # noqa: E402
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from tusclient import client as tus  # noqa: E402
@@ -67,15 +67,18 @@ def tus_upload(endpoint, work):
     with open(path, "wb") as f:
         f.write(body)
     account = Account()
-    proof = account.proof(token(endpoint, account, {"name": "upload", "hash": sha}))
+    upload_token = token(endpoint, account, {"name": "upload", "hash": sha})
+    proof = account.proof(upload_token)
     client = tus.TusClient(f"{endpoint}/api/v2/uploads", headers=proof)
-    uploader = client.uploader(file_path=path, chunk_size=chunk, retries=0,
-                               metadata={"metadata": json.dumps({"name": "image-tus"})})
+    uploader = SignedUploader(client=client, account=account, token=upload_token,
+                              file_path=path, chunk_size=chunk, retries=0,
+                              metadata={"metadata": json.dumps({"name": "image-tus"})})
     uploader.upload()
     parcel = uploader.request.response_headers.get("x-parcel-id")
     if parcel is None or not parcel.endswith(sha):
         fail(f"the last PATCH answered X-Parcel-Id {parcel!r}, not …{sha}")
-    status, headers, _ = call("HEAD", uploader.url, proof)
+    head_proof = dict(proof, **{"X-Signature": account.sign(request_text("HEAD", uploader.url, upload_token))})
+    status, headers, _ = call("HEAD", uploader.url, head_proof)
     lower = {k.lower(): v for k, v in headers.items()}
     if status != 200 or lower.get("upload-offset") != str(size):
         fail(f"HEAD after the upload: {status} {lower}")
