@@ -93,6 +93,18 @@ impl State {
             &settings.jwt_issuer,
             settings.storage_id,
             settings.token_ttl,
+        )
+        .verifying(
+            settings
+                .jwt_previous_secrets
+                .iter()
+                .map(|secret| secret.expose_secret().as_bytes()),
+        )
+        .writing_kid(settings.jwt_write_kid);
+        tracing::info!(
+            signing = codec.signing_kid(),
+            verifying = ?codec.verifying_kids(),
+            "JWT keys (by kid)"
         );
         let authorizer = Authorizer::new(
             codec,

@@ -217,8 +217,18 @@ settings! {
     key_file: PathBuf = "key.json",
     /// the directory store's directory (when `AMO_S3_ENDPOINT` is unset)
     data_dir: PathBuf = "./data",
-    /// HS256 secret shared by all replicas, ≥ 32 bytes
+    /// HS256 secret shared by all replicas, ≥ 32 bytes: it signs new
+    /// tokens, which name it by a `kid` derived from it
     jwt_secret: Option<String> = None => "required with Redis; embedded: random per start",
+    /// other HS256 secrets that verify tokens but sign none, separated by
+    /// commas (each ≥ 32 bytes, without commas): the secrets that signed
+    /// before, until their tokens and bound uploads have expired, and the
+    /// next one, staged before it signs ([rotation](operations.md#rotating-the-jwt-secret))
+    jwt_previous_secrets: Option<String> = None => "none",
+    /// write the signing secret's `kid` in new tokens' header; turn it off
+    /// only while upgrading from a version without key ids (its replicas
+    /// refuse a `kid`)
+    jwt_write_kid: bool = true,
     /// the tokens' `iss`
     jwt_issuer: String = "amo-storage-service",
     /// u32 storage id (the tokens' `aud`, the ids' first 8 hex digits)
