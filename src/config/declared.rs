@@ -215,6 +215,10 @@ settings! {
     s3_prefix: String = "",
     /// `key.json` with `access_key`, `secret_key` for S3 (see `key.json.example`)
     key_file: PathBuf = "key.json",
+    /// how often the key file is read again: new valid keys are used for
+    /// new S3 requests without a restart (also read on SIGHUP; see
+    /// [rotating the S3 keys](operations.md#rotating-the-s3-keys))
+    key_file_poll_secs: u64 = 5u64,
     /// the directory store's directory (when `AMO_S3_ENDPOINT` is unset)
     data_dir: PathBuf = "./data",
     /// HS256 secret shared by all replicas, ≥ 32 bytes: it signs new

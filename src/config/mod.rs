@@ -17,15 +17,13 @@ use std::{
 
 use secrecy::SecretString;
 
-use serde::Deserialize;
-
 use declared::{RawSettings, Values};
 
 use crate::{
     chain::{ChainConfig, UsageKey, redacted_text},
     domain::StorageId,
     state::RedisTopology,
-    storage::S3Config,
+    storage::{KeyFile, S3Config},
     transfer_rate::MinTransferRate,
 };
 
@@ -185,13 +183,6 @@ impl Default for AbuseLimits {
     }
 }
 
-/// The `key.json` file of the seed: S3 credentials.
-#[derive(Deserialize)]
-struct KeyFile {
-    access_key: String,
-    secret_key: String,
-}
-
 impl Settings {
     /// Settings that name no real backend, for work that contacts none (such
     /// as printing the OpenAPI spec): the declared defaults.
@@ -301,14 +292,19 @@ impl Values {
         let store = match self.s3_endpoint.filter(|url| !url.trim().is_empty()) {
             Some(endpoint) => {
                 http_url("AMO_S3_ENDPOINT", &endpoint)?;
-                let keys = read_key_file(self.key_file)?;
+                let keys = read_key_file(&self.key_file)?;
                 StoreBackend::S3(S3Config {
                     endpoint,
                     region: self.s3_region,
                     bucket: self.s3_bucket,
                     prefix: self.s3_prefix,
                     access_key: keys.access_key,
-                    secret_key: keys.secret_key.into(),
+                    secret_key: keys.secret_key,
+                    key_file: Some(self.key_file),
+                    key_file_poll: positive_secs(
+                        "AMO_KEY_FILE_POLL_SECS",
+                        self.key_file_poll_secs,
+                    )?,
                 })
             }
             None => StoreBackend::Directory(self.data_dir),
@@ -432,15 +428,8 @@ fn positive_secs(name: &str, secs: u64) -> Result<Duration, ConfigError> {
 }
 
 /// Reads the S3 credentials of `key.json`.
-fn read_key_file(path: PathBuf) -> Result<KeyFile, ConfigError> {
-    let text = std::fs::read_to_string(&path)
-        .map_err(|err| ConfigError(format!("cannot read key file {}: {err}", path.display())))?;
-    serde_json::from_str(&text).map_err(|err| {
-        ConfigError(format!(
-            "key file {} must be JSON with \"access_key\" and \"secret_key\": {err}",
-            path.display()
-        ))
-    })
+fn read_key_file(path: &Path) -> Result<KeyFile, ConfigError> {
+    KeyFile::read(path).map_err(|err| ConfigError(format!("key file {} {err}", path.display())))
 }
 
 /// The secrets of `AMO_JWT_PREVIOUS_SECRETS`: comma-separated, blanks

@@ -222,6 +222,7 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
         Backends {
             state: recording.clone(),
             store: backends.store,
+            s3_keys: backends.s3_keys,
         },
     )
     .await;
