@@ -174,7 +174,8 @@ impl S3Keys {
     /// Reloads the keys every `every`, and whenever `hangup` (SIGHUP)
     /// arrives; runs until dropped.
     pub async fn watch(self, every: Duration, mut hangup: Option<Signal>) {
-        let mut ticks = tokio::time::interval(every);
+        // The keys were read at start: the first read is one period on.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
