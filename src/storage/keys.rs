@@ -119,6 +119,11 @@ impl S3Keys {
         self.inner.reloads.subscribe()
     }
 
+    /// The access key id in use (not a secret).
+    pub fn access_key(&self) -> String {
+        self.current().access_key_id().to_owned()
+    }
+
     fn current(&self) -> Credentials {
         self.inner
             .credentials
@@ -230,12 +235,11 @@ mod tests {
         file
     }
 
+    /// The access key the SDK gets.
     async fn access_key(keys: &S3Keys) -> String {
-        keys.provide_credentials()
-            .await
-            .unwrap()
-            .access_key_id()
-            .to_owned()
+        let provided = keys.provide_credentials().await.unwrap();
+        assert_eq!(provided.access_key_id(), keys.access_key());
+        keys.access_key()
     }
 
     #[tokio::test]
