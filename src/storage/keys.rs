@@ -167,10 +167,12 @@ impl S3Keys {
                     .unwrap_or_else(PoisonError::into_inner) =
                     credentials(&keys.access_key, &keys.secret_key);
                 tracing::info!(file = %path.display(), "S3 keys reloaded: new requests use the new keys");
+                crate::metrics::s3_key_reload("applied");
                 self.inner.reloads.send_modify(|count| count.applied += 1);
             }
             Err(err) => {
                 tracing::warn!(file = %path.display(), "the S3 key file changed but {err}; the current S3 keys stay");
+                crate::metrics::s3_key_reload("refused");
                 self.inner.reloads.send_modify(|count| count.refused += 1);
             }
         }

@@ -147,9 +147,19 @@ async fn a_rewritten_key_file_switches_the_s3_keys_without_a_restart() {
     assert_eq!(app.fetch_v2(&owner, &id).await, data);
     assert_eq!(app.fetch_v2(&owner, &before).await.len(), 1_000);
 
-    // A file without valid keys: logged, and the keys stay.
+    // A file without valid keys: logged, counted, and the keys stay. Only
+    // this test writes a bad key file: the process-wide count is its own.
+    let refusals = || async {
+        crate::metrics::sample(
+            &crate::metrics::scrape(&app).await,
+            "amo_s3_key_reloads_total",
+            &["outcome=\"refused\""],
+        )
+    };
+    let refused_before = refusals().await;
     rewrite(&file, r#"{"access_key": "#);
     reloaded(&keys, Reloads { applied: 1, refused: 1 }).await;
+    assert_eq!(refusals().await, refused_before + 1.0);
     assert_eq!(keys.access_key(), second.access_key);
     assert_eq!(app.fetch_v2(&owner, &id).await, data);
 
