@@ -27,7 +27,7 @@ use crate::{
     routes::Routes,
     serve::ConnectionLimits,
     state::{MemoryState, RedisState, Shared},
-    storage::{DirStore, S3Store, Store},
+    storage::{DirStore, S3Keys, S3Store, Store},
 };
 
 /// Where the spec is served.
@@ -43,6 +43,9 @@ pub struct Backends {
     pub state: Shared,
     /// Parcels.
     pub store: Store,
+    /// The S3 keys the store signs with, when it is an S3 store: reloaded
+    /// from their key file while the replica runs.
+    pub s3_keys: Option<S3Keys>,
 }
 
 impl Backends {
@@ -54,9 +57,12 @@ impl Backends {
             StateBackend::Redis(topology) => Arc::new(RedisState::new(topology.clone())),
             StateBackend::Embedded => Arc::new(MemoryState::new()),
         };
+        let mut s3_keys = None;
         let store: Store = match &settings.store {
             StoreBackend::S3(config) => {
-                Arc::new(S3Store::new(config).with_timeout(settings.s3_timeout))
+                let store = S3Store::new(config).with_timeout(settings.s3_timeout);
+                s3_keys = Some(store.keys().clone());
+                Arc::new(store)
             }
             StoreBackend::Directory(dir) => Arc::new(DirStore::open(dir).map_err(|err| {
                 io::Error::new(
@@ -74,7 +80,11 @@ impl Backends {
         if let StoreBackend::Directory(dir) = &settings.store {
             tracing::info!(dir = %dir.display(), "parcels are kept in a local directory (AMO_S3_ENDPOINT is unset)");
         }
-        Ok(Self { state, store })
+        Ok(Self {
+            state,
+            store,
+            s3_keys,
+        })
     }
 }
 
@@ -93,6 +103,18 @@ impl State {
             &settings.jwt_issuer,
             settings.storage_id,
             settings.token_ttl,
+        )
+        .verifying(
+            settings
+                .jwt_previous_secrets
+                .iter()
+                .map(|secret| secret.expose_secret().as_bytes()),
+        )
+        .writing_kid(settings.jwt_write_kid);
+        tracing::info!(
+            signing = codec.signing_kid(),
+            verifying = ?codec.verifying_kids(),
+            "JWT keys (by kid)"
         );
         let authorizer = Authorizer::new(
             codec,
@@ -183,7 +205,10 @@ pub fn openapi_spec() -> String {
             prefix: String::new(),
             access_key: String::new(),
             secret_key: String::new().into(),
+            key_file: None,
+            key_file_poll: std::time::Duration::from_secs(5),
         })),
+        s3_keys: None,
     };
     service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec()
 }
@@ -239,6 +264,9 @@ pub struct App {
     settings: Settings,
     backends: Backends,
     draining: Draining,
+    /// SIGHUP, listened for from the bind on (so that it never kills a
+    /// bound replica), when there are S3 keys to reload.
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl App {
@@ -254,12 +282,19 @@ impl App {
     pub async fn bind_with(settings: Settings, backends: Backends, addr: &str) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        let hangup = match &backends.s3_keys {
+            Some(_) => Some(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::hangup(),
+            )?),
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
             settings,
             backends,
             draining: Draining::default(),
+            hangup,
         })
     }
 
@@ -282,6 +317,12 @@ impl App {
             self.backends.clone(),
             self.settings.lease,
         ));
+        let key_watch = match (&self.backends.s3_keys, &self.settings.store) {
+            (Some(keys), StoreBackend::S3(config)) if keys.path().is_some() => Some(tokio::spawn(
+                keys.clone().watch(config.key_file_poll, self.hangup),
+            )),
+            _ => None,
+        };
         let endpoint = endpoint(&self.settings, &self.backends, self.draining).into_endpoint();
         let grace = self.settings.drain_grace;
         let shutdown = async move {
@@ -315,6 +356,9 @@ impl App {
         )
         .await;
         janitor.abort();
+        if let Some(watch) = key_watch {
+            watch.abort();
+        }
         served
     }
 }

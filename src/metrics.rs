@@ -23,6 +23,7 @@ struct Metrics {
     tokens_consumed: IntCounter,
     tokens_refused: IntCounterVec,
     backend_errors: IntCounterVec,
+    s3_key_reloads: IntCounterVec,
     limited: IntCounterVec,
     resumable: IntCounterVec,
     chain_probe: IntGaugeVec,
@@ -109,6 +110,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "amo_backend_errors_total",
             "Failed calls to a backend, by backend (redis, s3).",
             &["backend"],
+        ),
+        s3_key_reloads: counter_vec(
+            &registry,
+            "amo_s3_key_reloads_total",
+            "Changes of the S3 key file read again, by outcome: applied (new keys in use) or \
+             refused (no valid keys in it; the old keys stay).",
+            &["outcome"],
         ),
         limited: counter_vec(
             &registry,
@@ -298,6 +306,11 @@ pub fn token_refused(reason: &str) {
 /// Counts a failed backend call.
 pub fn backend_error(backend: &str) {
     METRICS.backend_errors.with_label_values(&[backend]).inc();
+}
+
+/// Counts a changed S3 key file, by `outcome`: `applied` or `refused`.
+pub fn s3_key_reload(outcome: &str) {
+    METRICS.s3_key_reloads.with_label_values(&[outcome]).inc();
 }
 
 /// Counts a request refused by the limit `limit`.

@@ -215,10 +215,24 @@ settings! {
     s3_prefix: String = "",
     /// `key.json` with `access_key`, `secret_key` for S3 (see `key.json.example`)
     key_file: PathBuf = "key.json",
+    /// how often the key file is read again: new valid keys are used for
+    /// new S3 requests without a restart (also read on SIGHUP; see
+    /// [rotating the S3 keys](operations.md#rotating-the-s3-keys))
+    key_file_poll_secs: u64 = 5u64,
     /// the directory store's directory (when `AMO_S3_ENDPOINT` is unset)
     data_dir: PathBuf = "./data",
-    /// HS256 secret shared by all replicas, ≥ 32 bytes
+    /// HS256 secret shared by all replicas, ≥ 32 bytes: it signs new
+    /// tokens, which name it by a `kid` derived from it
     jwt_secret: Option<String> = None => "required with Redis; embedded: random per start",
+    /// other HS256 secrets that verify tokens but sign none, separated by
+    /// commas (each ≥ 32 bytes, without commas): the secrets that signed
+    /// before, until their tokens and bound uploads have expired, and the
+    /// next one, staged before it signs ([rotation](operations.md#rotating-the-jwt-secret))
+    jwt_previous_secrets: Option<String> = None => "none",
+    /// write the signing secret's `kid` in new tokens' header; turn it off
+    /// only while upgrading from a version without key ids (its replicas
+    /// refuse a `kid`)
+    jwt_write_kid: bool = true,
     /// the tokens' `iss`
     jwt_issuer: String = "amo-storage-service",
     /// u32 storage id (the tokens' `aud`, the ids' first 8 hex digits)

@@ -17,15 +17,13 @@ use std::{
 
 use secrecy::SecretString;
 
-use serde::Deserialize;
-
 use declared::{RawSettings, Values};
 
 use crate::{
     chain::{ChainConfig, UsageKey, redacted_text},
     domain::StorageId,
     state::RedisTopology,
-    storage::S3Config,
+    storage::{KeyFile, S3Config},
     transfer_rate::MinTransferRate,
 };
 
@@ -73,6 +71,11 @@ pub struct Settings {
     /// HS256 secret shared by all replicas; never shown in `Debug` output
     /// or logs.
     pub jwt_secret: SecretString,
+    /// HS256 secrets that verify tokens but sign none (the previous ones,
+    /// and the next one staged); never shown in `Debug` output or logs.
+    pub jwt_previous_secrets: Vec<SecretString>,
+    /// Whether new tokens carry the signing secret's `kid`.
+    pub jwt_write_kid: bool,
     /// The `iss` of tokens.
     pub jwt_issuer: String,
     /// This storage's id.
@@ -187,13 +190,6 @@ impl Default for AbuseLimits {
     }
 }
 
-/// The `key.json` file of the seed: S3 credentials.
-#[derive(Deserialize)]
-struct KeyFile {
-    access_key: String,
-    secret_key: String,
-}
-
 impl Settings {
     /// Settings that name no real backend, for work that contacts none (such
     /// as printing the OpenAPI spec): the declared defaults.
@@ -303,14 +299,19 @@ impl Values {
         let store = match self.s3_endpoint.filter(|url| !url.trim().is_empty()) {
             Some(endpoint) => {
                 http_url("AMO_S3_ENDPOINT", &endpoint)?;
-                let keys = read_key_file(self.key_file)?;
+                let keys = read_key_file(&self.key_file)?;
                 StoreBackend::S3(S3Config {
                     endpoint,
                     region: self.s3_region,
                     bucket: self.s3_bucket,
                     prefix: self.s3_prefix,
                     access_key: keys.access_key,
-                    secret_key: keys.secret_key.into(),
+                    secret_key: keys.secret_key,
+                    key_file: Some(self.key_file),
+                    key_file_poll: positive_secs(
+                        "AMO_KEY_FILE_POLL_SECS",
+                        self.key_file_poll_secs,
+                    )?,
                 })
             }
             None => StoreBackend::Directory(self.data_dir),
@@ -330,6 +331,7 @@ impl Values {
                 jwt_secret.len()
             )));
         }
+        let jwt_previous_secrets = previous_secrets(self.jwt_previous_secrets.as_deref())?;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.s3_part_size_bytes) {
             return Err(ConfigError(format!(
                 "AMO_S3_PART_SIZE_BYTES must be between {MIN_PART_SIZE} (S3's minimum) and {MAX_PART_SIZE}"
@@ -387,6 +389,8 @@ impl Values {
             state,
             store,
             jwt_secret: jwt_secret.into(),
+            jwt_previous_secrets,
+            jwt_write_kid: self.jwt_write_kid,
             jwt_issuer: self.jwt_issuer,
             storage_id: StorageId(self.storage_id),
             token_ttl: positive_secs("AMO_TOKEN_TTL_SECS", self.token_ttl_secs)?,
@@ -434,15 +438,32 @@ fn positive_secs(name: &str, secs: u64) -> Result<Duration, ConfigError> {
 }
 
 /// Reads the S3 credentials of `key.json`.
-fn read_key_file(path: PathBuf) -> Result<KeyFile, ConfigError> {
-    let text = std::fs::read_to_string(&path)
-        .map_err(|err| ConfigError(format!("cannot read key file {}: {err}", path.display())))?;
-    serde_json::from_str(&text).map_err(|err| {
-        ConfigError(format!(
-            "key file {} must be JSON with \"access_key\" and \"secret_key\": {err}",
-            path.display()
-        ))
-    })
+fn read_key_file(path: &Path) -> Result<KeyFile, ConfigError> {
+    KeyFile::read(path).map_err(|err| ConfigError(format!("key file {} {err}", path.display())))
+}
+
+/// The secrets of `AMO_JWT_PREVIOUS_SECRETS`: comma-separated, blanks
+/// around each ignored, each at least 32 bytes. Errors name an entry by its
+/// position, never by its text.
+fn previous_secrets(text: Option<&str>) -> Result<Vec<SecretString>, ConfigError> {
+    let Some(text) = text.filter(|text| !text.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(index, secret)| match secret.len() {
+            0 => Err(ConfigError(format!(
+                "AMO_JWT_PREVIOUS_SECRETS: entry {} is empty",
+                index + 1
+            ))),
+            n if n < 32 => Err(ConfigError(format!(
+                "AMO_JWT_PREVIOUS_SECRETS: entry {} is {n} bytes; it must be at least 32",
+                index + 1
+            ))),
+            _ => Ok(SecretString::from(secret)),
+        })
+        .collect()
 }
 
 /// A JWT secret for one embedded replica: 256 bits from the operating
@@ -747,6 +768,41 @@ mod tests {
         assert!(warnings[0].contains("AMO_S3_BUCKT"));
         let unknown_key = file_with("bukket = \"x\"\n");
         assert!(Settings::load_from(Some(unknown_key.path()), env(key.path(), &[])).is_err());
+    }
+
+    #[test]
+    fn previous_jwt_secrets_are_listed_checked_and_hidden() {
+        let key = key_file();
+        let (old, next) = ("o".repeat(32), "n".repeat(40));
+        let list = format!(" {old} ,{next}");
+        let (settings, _) = Settings::load_from(
+            None,
+            env(key.path(), &[("AMO_JWT_PREVIOUS_SECRETS", &list)]),
+        )
+        .unwrap();
+        let secrets: Vec<&str> = settings
+            .jwt_previous_secrets
+            .iter()
+            .map(|secret| secret.expose_secret())
+            .collect();
+        assert_eq!(secrets, [old.as_str(), next.as_str()]);
+        assert!(settings.jwt_write_kid);
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains(&old) && !shown.contains(&next), "{shown}");
+        let (none, _) = Settings::load_from(None, env(key.path(), &[])).unwrap();
+        assert!(none.jwt_previous_secrets.is_empty());
+        let short = format!("{old},short-secret-text");
+        let err = Settings::load_from(
+            None,
+            env(key.path(), &[("AMO_JWT_PREVIOUS_SECRETS", &short)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("entry 2 is 17 bytes"), "{err}");
+        assert!(
+            !err.contains("short-secret-text") && !err.contains(&old),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,11 +8,13 @@
 
 mod dir;
 mod error;
+mod keys;
 mod s3;
 
 pub use self::{
     dir::DirStore,
     error::StoreError,
+    keys::{KeyFile, Reloads, S3Keys},
     s3::{S3Config, S3Store},
 };
 

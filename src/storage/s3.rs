@@ -4,16 +4,15 @@
 //! `x-amz-meta-owner` (the owner's address) and `x-amz-meta-metadata` (the
 //! compact ASCII JSON metadata, which carries `owner` too).
 
-use secrecy::{ExposeSecret, SecretString};
-use std::time::Duration;
+use secrecy::SecretString;
+use std::{path::PathBuf, time::Duration};
 
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
 use aws_sdk_s3::{
     Client,
     config::{
-        BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-        timeout::TimeoutConfig,
+        BehaviorVersion, IdentityCache, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation, timeout::TimeoutConfig,
     },
     error::{ProvideErrorMetadata, SdkError},
     primitives::ByteStream,
@@ -22,8 +21,8 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 
 use super::{
-    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoreError,
-    StoredParcel,
+    BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, S3Keys, StaleUpload,
+    StoreError, StoredParcel,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
@@ -50,6 +49,11 @@ pub struct S3Config {
     pub access_key: String,
     /// Secret access key; never shown in `Debug` output or logs.
     pub secret_key: SecretString,
+    /// The key file the keys came from, read again every `key_file_poll`
+    /// and on SIGHUP by [`S3Keys::watch`]; `None`: the keys never change.
+    pub key_file: Option<PathBuf>,
+    /// How often the key file is read again.
+    pub key_file_poll: Duration,
 }
 
 /// Parcels as objects in one bucket.
@@ -58,6 +62,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    keys: S3Keys,
 }
 
 impl S3Store {
@@ -171,18 +176,18 @@ impl S3Store {
 
     /// A store for `config`. Nothing is contacted yet.
     pub fn new(config: &S3Config) -> Self {
-        let credentials = Credentials::new(
+        let keys = S3Keys::new(
             &config.access_key,
-            config.secret_key.expose_secret(),
-            None,
-            None,
-            "key-file",
+            &config.secret_key,
+            config.key_file.clone(),
         );
         let sdk_config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&config.endpoint)
             .region(Region::new(config.region.clone()))
-            .credentials_provider(credentials)
+            // Asked as each request is signed: reloaded keys apply at once.
+            .identity_cache(IdentityCache::no_cache())
+            .credentials_provider(keys.clone())
             // Ceph RGW: path-style, and no checksums or aws-chunked bodies
             // (Ceph 16 stores aws-chunked framing inside the object).
             .force_path_style(true)
@@ -198,6 +203,7 @@ impl S3Store {
             client: Client::from_conf(sdk_config),
             bucket: config.bucket.clone(),
             prefix: config.prefix.clone(),
+            keys,
         }
     }
 
@@ -222,6 +228,11 @@ impl S3Store {
             client: Client::from_conf(config),
             ..self
         }
+    }
+
+    /// The S3 keys this store signs with (reloaded by [`S3Keys::watch`]).
+    pub fn keys(&self) -> &S3Keys {
+        &self.keys
     }
 
     /// The client, as configured for this store (the benchmarks reuse it).

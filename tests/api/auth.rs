@@ -33,8 +33,9 @@ async fn issues_the_designed_jwt_and_records_its_jti_with_the_ttl() {
         .await;
 
     let header = decode_part(&token, 0);
-    assert_eq!(header["alg"], json!("HS256"));
-    assert_eq!(header["typ"], json!("JWT"));
+    let secret = secrecy::ExposeSecret::expose_secret(&app.settings.jwt_secret);
+    let kid = amo_storage::auth::jwt::key_id(secret.as_bytes());
+    assert_eq!(header, json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
     let claims = decode_part(&token, 1);
     assert_eq!(claims["iss"], json!("amo-storage-service"));
     assert_eq!(claims["aud"], json!("00000001"));
@@ -233,6 +234,7 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
         Backends {
             state: recording.clone(),
             store: backends.store,
+            s3_keys: backends.s3_keys,
         },
     )
     .await;
@@ -297,4 +299,75 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
     for ((_, member), jti) in slots.iter().zip(&issued) {
         assert_eq!(member, jti, "outstanding slots: {slots:?}");
     }
+}
+
+/// A token signed by `secret` with these claims and this `kid`.
+fn signed(claims: &Value, kid: Option<String>, secret: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = kid;
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_outlive_a_rotation_of_the_jwt_secret_but_not_its_retirement() {
+    let (a, b) = (jwt_secret("key-a"), jwt_secret("key-b"));
+    let kid = |secret: &str| amo_storage::auth::jwt::key_id(secret.as_bytes());
+    let before = spawn_with(settings(&[("AMO_JWT_SECRET", a.as_str())])).await;
+    let owner = Account::new();
+    let (first, second) = (random_body(100), random_body(200));
+    let (token, proof) = before.upload_token(&owner, &first).await;
+    let (retired_token, retired_proof) = before.upload_token(&owner, &second).await;
+    let third = random_body(300);
+    let (unnamed_token, _) = before.upload_token(&owner, &third).await;
+    assert_eq!(decode_part(&token, 0)["kid"], json!(kid(&a)));
+    // Its claims without a kid, as a version before key ids wrote them.
+    let plain = signed(&decode_part(&unnamed_token, 1), None, &a);
+
+    // B signs, A still verifies.
+    let after = spawn_beside(&before, with_jwt_keys(&before.settings, &b, &[&a])).await;
+    let response = after.upload_v2(Some(&proof), first.clone(), None).await;
+    let id = expect_json(response, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = after.upload_v2(Some(&owner.prove(&plain)), third, None).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let fresh = after
+        .token(&owner.address, json!({"name": "download", "id": id}))
+        .await;
+    assert_eq!(decode_part(&fresh, 0)["kid"], json!(kid(&b)));
+
+    // A retired: its tokens, with or without a kid, are refused; B's serve.
+    let retired = spawn_beside(&before, with_jwt_keys(&before.settings, &b, &[])).await;
+    let response = retired.upload_v2(Some(&retired_proof), second.clone(), None).await;
+    expect_code(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    let unnamed = signed(&decode_part(&retired_token, 1), None, &a);
+    let response = retired
+        .upload_v2(Some(&owner.prove(&unnamed)), second.clone(), None)
+        .await;
+    expect_code(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    let response = retired.download_v2(Some(&owner.prove(&fresh)), &id, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), first);
+
+    // Forged kids: one no key has, and A's kid on a token A did not sign.
+    let claims = decode_part(&retired_token, 1);
+    for forged in [
+        signed(&claims, Some("0011223344556677".into()), &b),
+        signed(&claims, Some(kid(&a)), &b),
+        signed(&claims, Some(kid(&b)), &jwt_secret("attacker")),
+    ] {
+        let response = after
+            .upload_v2(Some(&owner.prove(&forged)), second.clone(), None)
+            .await;
+        expect_code(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    }
+    // The retired token was never used: it still uploads where A verifies.
+    let response = after.upload_v2(Some(&retired_proof), second.clone(), None).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
 }

@@ -306,6 +306,31 @@ async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared
 /// streams to the store are kept up to the last part stored. The client
 /// resumes from HEAD's offset, after its JWT's own `exp` passed.
 #[tokio::test]
+async fn an_upload_begun_before_a_jwt_rotation_completes_after_it() {
+    let (a, b) = (jwt_secret("key-a"), jwt_secret("key-b"));
+    let before = spawn_with(settings(&[("AMO_JWT_SECRET", a.as_str())])).await;
+    let owner = Account::new();
+    let data = random_body(3_000);
+    let (_, proof) = before.upload_token(&owner, &data).await;
+    let path = created(&before, &proof, data.len()).await;
+    patched(&before, &path, &proof, 0, &data[..1_000]).await;
+
+    // A retired: the bound token is refused.
+    let retired = spawn_beside(&before, with_jwt_keys(&before.settings, &b, &[])).await;
+    let response = head(&retired, &path, &proof).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // B signs, A still verifies: the upload goes on where it stopped.
+    let after = spawn_beside(&before, with_jwt_keys(&before.settings, &b, &[&a])).await;
+    assert_eq!(offset(&after, &path, &proof).await, 1_000);
+    let response = patched(&after, &path, &proof, 1_000, &data[1_000..]).await;
+    assert_eq!(
+        header(&response, "x-parcel-id"),
+        format!("00000001{}", sha256_upper(&data))
+    );
+}
+
+#[tokio::test]
 async fn a_patch_cut_mid_way_resumes_from_heads_offset() {
     let app = spawn_with(small_parts(&[("AMO_TOKEN_TTL_SECS", "2")])).await;
     let owner = Account::new();

@@ -23,6 +23,7 @@ mod refusals;
 mod resumable;
 mod roundtrip_v1;
 mod roundtrip_v2;
+mod s3_keys;
 mod straight_through;
 mod streaming_faults;
 mod tus_attacks;

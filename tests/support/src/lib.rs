@@ -111,6 +111,25 @@ pub fn env_for(backend: Backend, overrides: &[(&str, &str)]) -> HashMap<String, 
     vars
 }
 
+/// `settings` with other JWT keys, as after a rotation: `signing` signs
+/// (`AMO_JWT_SECRET`), `previous` only verify (`AMO_JWT_PREVIOUS_SECRETS`).
+/// The backends stay those of `settings`: give the result to
+/// [`spawn_beside`].
+pub fn with_jwt_keys(settings: &Settings, signing: &str, previous: &[&str]) -> Settings {
+    let mut settings = settings.clone();
+    settings.jwt_secret = signing.to_owned().into();
+    settings.jwt_previous_secrets = previous
+        .iter()
+        .map(|secret| (*secret).to_owned().into())
+        .collect();
+    settings
+}
+
+/// A fresh JWT secret (43 bytes) whose text starts with `name`.
+pub fn jwt_secret(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// One running replica.
 #[derive(Clone)]
 pub struct TestApp {
