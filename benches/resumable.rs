@@ -188,7 +188,9 @@ impl Service {
             created.headers()["location"].to_str().unwrap()
         );
         let content = source(seed);
+        let upload = url.rsplit('/').next().unwrap().to_owned();
         let mut offset = 0;
+        let mut sequence = 0u64;
         let mut id = None;
         while offset < size {
             let length = patch.min(size - offset);
@@ -198,17 +200,26 @@ impl Service {
                 .header("Tus-Resumable", "1.0.0")
                 .header("content-type", "application/offset+octet-stream")
                 .header("Upload-Offset", offset)
+                .header("X-Upload-Sequence", sequence)
                 .header("content-length", length)
                 .body(reqwest::Body::wrap_stream(
                     chunks(content.clone(), length).map(Ok::<_, std::io::Error>),
                 ));
-            let response = Self::with(request, &proof).send().await.unwrap();
+            // A request on an upload signs itself (docs/protocol.md).
+            let token = &proof[0].1;
+            let text = format!("PATCH\n{upload}\n{offset}\n{sequence}\n{token}");
+            let signature: Signature = self.key.sign(text.as_bytes());
+            let signed = [
+                proof[0].clone(),
+                proof[1].clone(),
+                ("X-Signature", hex::encode(signature.to_bytes())),
+            ];
+            let response = Self::with(request, &signed).send().await.unwrap();
             assert_eq!(response.status().as_u16(), 204, "PATCH at {offset}");
-            offset = response.headers()["upload-offset"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let number =
+                |name: &str| -> u64 { response.headers()[name].to_str().unwrap().parse().unwrap() };
+            offset = number("upload-offset");
+            sequence = number("x-upload-sequence");
             id = response
                 .headers()
                 .get("x-parcel-id")

@@ -119,6 +119,9 @@ impl State {
             single_put_max_bytes: settings.s3_single_put_max_bytes,
             store_timeout: settings.s3_timeout,
             upload_lifetime: settings.upload_lifetime,
+            upload_idle: settings.upload_idle,
+            max_open_uploads_per_account: settings.max_open_uploads_per_account,
+            max_open_uploads_per_client: settings.max_open_uploads_per_client,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config);

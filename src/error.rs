@@ -79,6 +79,19 @@ pub enum Error {
         /// The `Upload-Offset` sent.
         sent: u64,
     },
+    /// A tus `PATCH` whose `X-Upload-Sequence` is not the upload's next
+    /// one: a replay, or a client that lost track.
+    #[error(
+        "this request's X-Upload-Sequence is used or not yet due (the upload is at {at}); ask HEAD for the upload's sequence and offset"
+    )]
+    StaleRequest {
+        /// The upload's sequence: the next PATCH's.
+        at: u64,
+    },
+    /// The account or the client holds as many unfinished resumable
+    /// uploads as it may.
+    #[error("{0}")]
+    TooManyUploads(String),
     /// The token is being used by another request right now.
     #[error("this token is in use by another request; get a new token")]
     TokenInUse,
@@ -167,6 +180,11 @@ pub enum Error {
 
 /// How long a client should wait after a 503, in seconds.
 pub const RETRY_AFTER_UNAVAILABLE: u64 = 2;
+
+/// `Retry-After` of 429 `too_many_uploads`: an unfinished upload frees its
+/// place when it completes, is ended or idles out, which the service
+/// cannot foresee; a minute is a polite pause.
+pub const RETRY_AFTER_UPLOADS: u64 = 60;
 
 impl Error {
     /// Whether the effect of the request may have happened: its token must
@@ -337,9 +355,10 @@ pub enum ErrorResponse {
     /// and the token stays usable.
     #[oai(status = 408)]
     RequestTimeout(Json<ErrorBody>),
-    /// Too many token requests from this client address, or this client
-    /// holds its whole share of the replica (`client_share`); retry after
-    /// `Retry-After` seconds.
+    /// Too many token requests from this client address (`rate_limited`),
+    /// this client holds its whole share of the replica (`client_share`), or
+    /// too many unfinished resumable uploads for this account or client
+    /// (`too_many_uploads`); retry after `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(
         Json<ErrorBody>,
@@ -382,6 +401,13 @@ impl From<Error> for ErrorResponse {
             Error::OffsetMismatch { .. } => {
                 Self::Conflict(ErrorBody::new(message, "offset_mismatch"), None)
             }
+            Error::StaleRequest { .. } => {
+                Self::Conflict(ErrorBody::new(message, "stale_request"), None)
+            }
+            Error::TooManyUploads(_) => Self::TooManyRequests(
+                ErrorBody::new(message, "too_many_uploads"),
+                RETRY_AFTER_UPLOADS,
+            ),
             Error::TokenInUse => Self::Conflict(ErrorBody::new(message, "token_in_use"), None),
             Error::OwnedByAnother(_) => {
                 Self::Conflict(ErrorBody::new(message, "owned_by_another"), None)

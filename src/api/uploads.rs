@@ -1,7 +1,10 @@
 //! Resumable uploads: the tus 1.0.0 protocol at `/api/v2/uploads`
 //! (docs/protocol.md, "Resumable uploads"), with the extensions `creation`,
 //! `termination` and `expiration`. Every request carries the proof headers
-//! of one upload token; the state lives in [`crate::parcels`].
+//! of one upload token; after creation, the signature covers the request
+//! ([`UploadRequest`]), and a `PATCH` spends the upload's sequence, so a
+//! captured request cannot be served twice. The state lives in
+//! [`crate::parcels`].
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -17,7 +20,7 @@ use serde_json::Value;
 
 use super::{ApiTags, body::drain_refused_body, client::Client, proof::Proof};
 use crate::{
-    auth::{Authorizer, Bound},
+    auth::{Authorizer, Bound, bound::UploadRequest},
     domain::{OperationKind, ParcelMetadata},
     error::{ApiResult, Error},
     parcels::{Parcels, UploadStatus, valid_upload_id},
@@ -70,6 +73,9 @@ pub enum TusCreateResponse {
         /// The parcel id, once the parcel is stored.
         #[oai(header = "X-Parcel-Id")]
         Option<String>,
+        /// `0`: the `X-Upload-Sequence` of the first `PATCH`.
+        #[oai(header = "X-Upload-Sequence")]
+        u64,
     ),
 }
 
@@ -97,6 +103,9 @@ pub enum TusHeadResponse {
         /// The parcel id, once the parcel is stored.
         #[oai(header = "X-Parcel-Id")]
         Option<String>,
+        /// The `X-Upload-Sequence` the next `PATCH` sends (and signs).
+        #[oai(header = "X-Upload-Sequence")]
+        u64,
     ),
 }
 
@@ -118,6 +127,9 @@ pub enum TusPatchResponse {
         /// The parcel id, once the parcel is stored.
         #[oai(header = "X-Parcel-Id")]
         Option<String>,
+        /// The `X-Upload-Sequence` the next `PATCH` sends (and signs).
+        #[oai(header = "X-Upload-Sequence")]
+        u64,
     ),
 }
 
@@ -148,12 +160,17 @@ impl UploadsApi {
         }
     }
 
-    /// The upload of a path, and the proof checked for it.
-    async fn bound(&self, id: &str, proof: &Proof) -> Result<(String, Bound), Error> {
+    /// The upload of a path, and the proof checked for `request` on it.
+    async fn bound(
+        &self,
+        id: &str,
+        proof: &Proof,
+        request: UploadRequest,
+    ) -> Result<(String, Bound), Error> {
         let upload = upload_id(id)?;
         let bound = self
             .authorizer
-            .authorize_bound(proof.headers(), &upload)
+            .authorize_bound(proof.headers(), &upload, request)
             .await?;
         Ok((upload, bound))
     }
@@ -182,10 +199,13 @@ impl UploadsApi {
     /// Create a resumable upload (tus `creation`)
     ///
     /// Needs an upload token that declares the whole body's SHA-256, and
-    /// passes every check of the order of checks. The token is not used
-    /// up: it is bound to the new upload, for the upload's lifetime, and
-    /// serves every later request on it (and nothing else). Answers the
-    /// upload's URL in `Location`.
+    /// passes every check of the order of checks (the signature over the
+    /// token, as for any operation). The token is not used up: it is bound
+    /// to the new upload, for the upload's lifetime, and serves every later
+    /// request on it (and nothing else), each signed over the request.
+    /// Answers the upload's URL in `Location`. 429 `too_many_uploads`: the
+    /// account or the client holds its cap of unfinished uploads (the token
+    /// stays usable).
     #[oai(path = "/api/v2/uploads", method = "post", operation_id = "tus_create")]
     async fn create(
         &self,
@@ -204,6 +224,7 @@ impl UploadsApi {
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
+        client: Client,
     ) -> ApiResult<TusCreateResponse> {
         let auth = self
             .authorizer
@@ -225,22 +246,27 @@ impl UploadsApi {
                 return Err(err.into());
             }
         };
-        let status = self.parcels.create_upload(auth, length, metadata).await?;
+        let status = self
+            .parcels
+            .create_upload(auth, client.0, length, metadata)
+            .await?;
         Ok(TusCreateResponse::Created(
             format!("{UPLOADS_PATH}/{}", status.upload),
             http_date(status.expires),
             TUS_VERSION.into(),
             status.parcel.as_ref().map(ToString::to_string),
+            status.sequence,
         ))
     }
 
     /// Where a resumable upload stands (tus `HEAD`)
     ///
-    /// `Upload-Offset` is where the next `PATCH` starts. Needs the token
-    /// bound to this upload, with its key and signature (the JWT's own
-    /// `exp` no longer matters); any other token or account gets 404. Once
-    /// the parcel is stored, `X-Parcel-Id` names it, until the upload
-    /// expires.
+    /// `Upload-Offset` is where the next `PATCH` starts, and
+    /// `X-Upload-Sequence` the sequence it sends. Needs the token bound to
+    /// this upload, with its key, and `X-Signature` over
+    /// `HEAD\n<upload id>\n\n\n<token>` (the JWT's own `exp` no longer
+    /// matters); any other token or account gets 404. Once the parcel is
+    /// stored, `X-Parcel-Id` names it, until the upload expires.
     #[oai(
         path = "/api/v2/uploads/:id",
         method = "head",
@@ -254,7 +280,7 @@ impl UploadsApi {
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<TusHeadResponse> {
-        let (upload, bound) = self.bound(&id.0, &proof).await?;
+        let (upload, bound) = self.bound(&id.0, &proof, UploadRequest::Head).await?;
         let status = self.parcels.upload_status(&bound, &upload).await?;
         Ok(TusHeadResponse::Found(
             status.offset,
@@ -263,6 +289,7 @@ impl UploadsApi {
             "no-store".into(),
             TUS_VERSION.into(),
             status.parcel.as_ref().map(ToString::to_string),
+            status.sequence,
         ))
     }
 
@@ -270,7 +297,12 @@ impl UploadsApi {
     ///
     /// The body (`Content-Type: application/offset+octet-stream`) goes at
     /// `Upload-Offset`, which must be where the upload stands (else 409
-    /// `offset_mismatch`; ask `HEAD`). A body past `Upload-Length` answers
+    /// `offset_mismatch`; ask `HEAD`). `X-Upload-Sequence` must be the
+    /// upload's sequence (`HEAD` says it, and each answer gives the next
+    /// one), else 409 `stale_request` and nothing changes; `X-Signature`
+    /// signs `PATCH\n<upload id>\n<Upload-Offset>\n<X-Upload-Sequence>\n<token>`.
+    /// The sequence is spent before any byte is read, so the same request
+    /// is never served twice. A body past `Upload-Length` answers
     /// 413. A body cut short keeps the parts it completed (and, within
     /// its last part, what arrived): `HEAD` says how much. The
     /// `PATCH` that reaches `Upload-Length` checks the SHA-256 and stores
@@ -290,6 +322,9 @@ impl UploadsApi {
         /// Where this body starts in the upload.
         #[oai(name = "Upload-Offset")]
         offset: Header<Option<String>>,
+        /// The upload's sequence, as `HEAD` or the last answer gave it.
+        #[oai(name = "X-Upload-Sequence")]
+        sequence: Header<Option<String>>,
         request: &Request,
         client: Client,
         /// The JWT bound to this upload.
@@ -299,19 +334,21 @@ impl UploadsApi {
         let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
         let admitted = async {
             upload_id(&id.0)?;
-            let offset = offset
-                .0
-                .as_deref()
-                .and_then(|offset| offset.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::BadRequest("Upload-Offset must be a number of bytes".into())
-                })?;
+            let offset = number(
+                offset.0.as_deref(),
+                "Upload-Offset must be a number of bytes",
+            )?;
+            let sequence = number(
+                sequence.0.as_deref(),
+                "X-Upload-Sequence must be the upload's sequence (ask HEAD)",
+            )?;
             let slot = self.parcels.upload_slot(client.0)?;
-            let (upload, bound) = self.bound(&id.0, &proof).await?;
-            Ok::<_, Error>((upload, offset, slot, bound))
+            let request = UploadRequest::Patch { offset, sequence };
+            let (upload, bound) = self.bound(&id.0, &proof, request).await?;
+            Ok::<_, Error>((upload, offset, sequence, slot, bound))
         }
         .await;
-        let (upload, offset, _slot, bound) = match admitted {
+        let (upload, offset, sequence, _slot, bound) = match admitted {
             Ok(admitted) => admitted,
             Err(err) => {
                 drain_refused_body(stream);
@@ -323,7 +360,7 @@ impl UploadsApi {
             .and_then(|value| value.parse::<u64>().ok());
         let (outcome, stream) = self
             .parcels
-            .patch_upload(bound, upload, offset, stream, length)
+            .patch_upload(bound, upload, offset, sequence, stream, length)
             .await?;
         match outcome {
             Ok(status) => Ok(patched(&status)),
@@ -337,7 +374,8 @@ impl UploadsApi {
     /// End a resumable upload (tus `termination`)
     ///
     /// Deletes the upload, everything staged for it, and the binding of
-    /// its token (which is then used up). Needs the token bound to it.
+    /// its token (which is then used up). Needs the token bound to it, and
+    /// `X-Signature` over `DELETE\n<upload id>\n\n\n<token>`.
     #[oai(
         path = "/api/v2/uploads/:id",
         method = "delete",
@@ -351,7 +389,7 @@ impl UploadsApi {
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<TusDeleteResponse> {
-        let (upload, bound) = self.bound(&id.0, &proof).await?;
+        let (upload, bound) = self.bound(&id.0, &proof, UploadRequest::Delete).await?;
         self.parcels.terminate_upload(bound, upload).await?;
         Ok(TusDeleteResponse::Terminated(TUS_VERSION.into()))
     }
@@ -363,7 +401,14 @@ fn patched(status: &UploadStatus) -> TusPatchResponse {
         http_date(status.expires),
         TUS_VERSION.into(),
         status.parcel.as_ref().map(ToString::to_string),
+        status.sequence,
     )
+}
+
+/// A header that must be a decimal number.
+fn number(text: Option<&str>, refusal: &str) -> Result<u64, Error> {
+    text.and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| Error::BadRequest(refusal.into()))
 }
 
 /// An upload id from a path; anything else is an unknown upload.

@@ -5,6 +5,7 @@
 //! any side effect, then claims the token. Passing yields [`Authorized`]: the
 //! parcel code takes one, so it cannot act for a caller that was not checked.
 
+pub mod bound;
 pub mod jwt;
 pub mod proof;
 pub mod tokens;
@@ -17,6 +18,7 @@ use crate::{
 };
 
 use self::{
+    bound::UploadRequest,
     jwt::{IssuedToken, TokenCodec},
     proof::{PublicKey, TokenSignature},
     tokens::{TokenClaim, TokenStore},
@@ -29,7 +31,8 @@ pub struct ProofHeaders<'a> {
     pub token: Option<&'a str>,
     /// `X-Public-Key`: the account's P-256 public key.
     pub public_key: Option<&'a str>,
-    /// `X-Signature`: the signature over the token.
+    /// `X-Signature`: the signature over the token (over the request, on a
+    /// resumable upload: [`UploadRequest::signed_text`]).
     pub signature: Option<&'a str>,
 }
 
@@ -132,7 +135,7 @@ impl Authorizer {
         expected: OperationKind,
         target: Option<&ParcelId>,
     ) -> Result<Authorized, Error> {
-        let (user, claims, operation) = self.prove(headers, true)?;
+        let (user, claims, operation) = self.prove(headers, true, str::to_owned)?;
         if operation.kind() != expected {
             return Err(Error::Forbidden(format!(
                 "this token is for \"{}\", not \"{expected}\"",
@@ -157,18 +160,22 @@ impl Authorizer {
         })
     }
 
-    /// Checks a request on the resumable upload `upload`: the proof, as
+    /// Checks `request` on the resumable upload `upload`: the proof, as
     /// [`Authorizer::authorize`] checks it but for the JWT's `exp` (the
-    /// binding's lifetime replaces it). An upload token that is not bound
-    /// to `upload` answers as an unknown upload would (404). Answers the
-    /// caller and the token's `jti`, and whether the binding still stands
-    /// (it ends when the upload completes).
+    /// binding's lifetime replaces it), and with the signature over the
+    /// request ([`UploadRequest::signed_text`]), not the token alone. An
+    /// upload token that is not bound to `upload` answers as an unknown
+    /// upload would (404). Answers the caller and the token's `jti`, and
+    /// whether the binding still stands (it ends when the upload
+    /// completes).
     pub async fn authorize_bound(
         &self,
         headers: ProofHeaders<'_>,
         upload: &str,
+        request: UploadRequest,
     ) -> Result<Bound, Error> {
-        let (caller, claims, operation) = self.prove(headers, false)?;
+        let (caller, claims, operation) =
+            self.prove(headers, false, |token| request.signed_text(upload, token))?;
         if operation.kind() != OperationKind::Upload {
             return Err(Error::UploadNotFound);
         }
@@ -181,11 +188,13 @@ impl Authorizer {
     }
 
     /// Checks 1 to 5 of the order of checks: the headers, the JWT (its
-    /// `exp` if `check_exp`), the key, the key's address and the signature.
+    /// `exp` if `check_exp`), the key, the key's address and the signature,
+    /// over the text `signed` makes of the token.
     fn prove(
         &self,
         headers: ProofHeaders<'_>,
         check_exp: bool,
+        signed: impl FnOnce(&str) -> String,
     ) -> Result<(Address, jwt::TokenClaims, Operation), Error> {
         let (Some(jwt), Some(key), Some(signature)) =
             (headers.token, headers.public_key, headers.signature)
@@ -210,7 +219,7 @@ impl Authorizer {
                 "X-Public-Key does not belong to the token's user",
             ));
         }
-        key.verify(jwt, &TokenSignature::parse(signature)?)?;
+        key.verify(&signed(jwt), &TokenSignature::parse(signature)?)?;
         let operation = Operation::parse(&claims.operation).map_err(|_| {
             Error::unauthenticated("token_invalid", "the token's operation is malformed")
         })?;

@@ -62,7 +62,8 @@ impl PublicKey {
             .map_err(|_| {
                 Error::unauthenticated(
                     "invalid_signature",
-                    "X-Signature does not verify against X-Public-Key over the token",
+                    "X-Signature does not verify against X-Public-Key over the token (on a \
+                     resumable upload after its creation: over the request)",
                 )
             })
     }

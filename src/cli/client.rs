@@ -10,6 +10,7 @@ use super::{
     error::{CliError, CliResult},
     key::AccountKey,
 };
+use crate::auth::bound::UploadRequest;
 
 /// The most of an error answer's body that is read.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -104,6 +105,23 @@ impl StorageClient {
     pub fn proof_for(&self, key: &AccountKey, token: &str) -> Proof {
         Proof {
             signature: key.sign_token(token),
+            public_key: key.public_key_hex(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The proof of `request` on the resumable upload `upload` (its id)
+    /// with the bound `token`: the signature covers the request
+    /// (docs/protocol.md, "Signing a request on an upload").
+    pub fn proof_of_request(
+        &self,
+        key: &AccountKey,
+        token: &str,
+        upload: &str,
+        request: UploadRequest,
+    ) -> Proof {
+        Proof {
+            signature: key.sign_text(&request.signed_text(upload, token)),
             public_key: key.public_key_hex(),
             token: token.to_owned(),
         }

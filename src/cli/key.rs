@@ -96,7 +96,14 @@ impl AccountKey {
     /// ECDSA P-256 with SHA-256 over the token's ASCII bytes, as 64-byte
     /// r‖s hex (`X-Signature`).
     pub fn sign_token(&self, token: &str) -> String {
-        let signature: Signature = self.0.sign(token.as_bytes());
+        self.sign_text(token)
+    }
+
+    /// ECDSA P-256 with SHA-256 over the ASCII bytes of `text`, as 64-byte
+    /// r‖s hex: the `X-Signature` of a request whose signature covers more
+    /// than the token (a request on a resumable upload).
+    pub fn sign_text(&self, text: &str) -> String {
+        let signature: Signature = self.0.sign(text.as_bytes());
         hex::encode(signature.to_bytes())
     }
 }

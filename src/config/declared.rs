@@ -229,6 +229,27 @@ settings! {
     /// after its creation, and with it the token bound to it; past it the
     /// upload answers 404 and the sweep removes its parts and tail
     upload_lifetime_secs: u64 = 24 * 60 * 60u64 => "24 h",
+    /// a [resumable upload](protocol.md#resumable-uploads) that stores no
+    /// byte for this long expires early (404, and the sweep removes its
+    /// parts and tail): its creation and each `PATCH` that stores bytes
+    /// set its expiry to now plus this, never past its lifetime. It bounds
+    /// how long an abandoned upload holds its Redis record, its S3 parts
+    /// and its place in the open-upload caps; keep it well above the time
+    /// one part takes to arrive
+    upload_idle_secs: u64 = 60 * 60u64 => "1 h",
+    /// unfinished resumable uploads one account may hold, across replicas
+    /// (429 `too_many_uploads` past it, the token left usable); a seller
+    /// uploads a few files at once, while each unfinished upload holds
+    /// about 1.3 KB of Redis (11 KB with the largest metadata;
+    /// [operations](operations.md#redis-memory-of-resumable-uploads)) and
+    /// an open S3 multipart upload for up to `AMO_UPLOAD_IDLE_SECS`: one
+    /// account holds at most 1.1 MB; `0`: no cap
+    max_open_uploads_per_account: u64 = 100u64,
+    /// unfinished resumable uploads one client (an IPv4 address or an IPv6
+    /// /64) may hold, across replicas, whatever accounts it uses (accounts
+    /// cost nothing); room for an office behind one NAT, while one address
+    /// holds at most 11 MB of Redis; `0`: no cap
+    max_open_uploads_per_client: u64 = 1_000u64,
     /// largest v1 parcel body (hex in JSON is twice this)
     v1_max_data_bytes: u64 = 64u64 << 20 => "64 MiB",
     /// memory the bodies of the v1 uploads in flight may hold together,

@@ -81,6 +81,13 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// How long a resumable upload (and the token bound to it) lives.
     pub upload_lifetime: Duration,
+    /// How long a resumable upload lives without a `PATCH` that stores
+    /// bytes (never past its lifetime).
+    pub upload_idle: Duration,
+    /// Unfinished resumable uploads one account may hold (0: no cap).
+    pub max_open_uploads_per_account: u64,
+    /// Unfinished resumable uploads one client may hold (0: no cap).
+    pub max_open_uploads_per_client: u64,
     /// Largest v1 parcel body, in bytes of data (hex is twice as long).
     pub v1_max_data_bytes: u64,
     /// Largest stored metadata JSON, in bytes.
@@ -384,6 +391,9 @@ impl Values {
             storage_id: StorageId(self.storage_id),
             token_ttl: positive_secs("AMO_TOKEN_TTL_SECS", self.token_ttl_secs)?,
             upload_lifetime: positive_secs("AMO_UPLOAD_LIFETIME_SECS", self.upload_lifetime_secs)?,
+            upload_idle: positive_secs("AMO_UPLOAD_IDLE_SECS", self.upload_idle_secs)?,
+            max_open_uploads_per_account: self.max_open_uploads_per_account,
+            max_open_uploads_per_client: self.max_open_uploads_per_client,
             v1_max_data_bytes: self.v1_max_data_bytes,
             metadata_max_bytes: self.metadata_max_bytes,
             max_parcel_bytes: self.max_parcel_bytes,

@@ -17,9 +17,11 @@
 //! rules apply after every check of the token and proof (docs/protocol.md,
 //! "Order of checks"), and before any byte of the parcel is sent.
 
+mod open;
 mod resumable;
 mod upload;
 
+pub use open::{open_by_account_key, open_by_client_key};
 pub use resumable::{
     UploadRecord, UploadStatus, sweep_expired_tails, upload_key, upload_lock_key, valid_upload_id,
 };
@@ -79,6 +81,13 @@ pub struct Limits {
     pub store_timeout: std::time::Duration,
     /// How long a resumable upload lives after its creation.
     pub upload_lifetime: std::time::Duration,
+    /// How long a resumable upload lives after its creation or its last
+    /// `PATCH` that stored bytes (never past its lifetime).
+    pub upload_idle: std::time::Duration,
+    /// Unfinished resumable uploads one account may hold (0: no cap).
+    pub max_open_uploads_per_account: u64,
+    /// Unfinished resumable uploads one client may hold (0: no cap).
+    pub max_open_uploads_per_client: u64,
 }
 
 /// A download ready to stream: what was found, and the bytes to send.

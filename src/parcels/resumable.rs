@@ -43,7 +43,7 @@ use crate::{
         Authorized, Bound,
         tokens::{bound_to, token_key},
     },
-    domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
+    domain::{Address, ClientAddress, ParcelId, ParcelMetadata, Sha256Hex},
     error::{Error, with_sources},
     state::{Lease, unix_now},
     storage::{PutOutcome, StoreError},
@@ -82,8 +82,22 @@ pub struct UploadRecord {
     pub length: u64,
     /// `Upload-Offset`: the bytes the store holds.
     pub offset: u64,
-    /// When it expires (Unix seconds).
+    /// When it expires (Unix seconds): its creation or its last `PATCH`
+    /// that stored bytes, plus the idle time, at most its deadline.
     pub expires: u64,
+    /// When it expires however busy it is (Unix seconds): its creation plus
+    /// the upload lifetime. Records written before it was kept have
+    /// `expires` there.
+    #[serde(default)]
+    pub deadline: Option<u64>,
+    /// The `PATCH`es admitted so far: the `X-Upload-Sequence` the next one
+    /// must send (records written before it was kept read as 0).
+    #[serde(default)]
+    pub sequence: u64,
+    /// The client that created it ([`crate::domain::ClientAddress::key`]),
+    /// whose open uploads it counts in.
+    #[serde(default)]
+    pub client: String,
     /// The store's id of its parts (an S3 multipart upload id).
     pub store_id: String,
     /// The tags (ETags) of the parts written, in order.
@@ -117,6 +131,8 @@ pub struct UploadStatus {
     pub offset: u64,
     /// When it expires (Unix seconds).
     pub expires: u64,
+    /// The `X-Upload-Sequence` the next `PATCH` must send.
+    pub sequence: u64,
     /// The parcel, once stored.
     pub parcel: Option<ParcelId>,
 }
@@ -128,6 +144,7 @@ impl UploadStatus {
             length: record.length,
             offset: record.offset,
             expires: record.expires,
+            sequence: record.sequence,
             parcel: record
                 .finished
                 .then(|| ParcelId::parse(&record.parcel).ok())
@@ -176,6 +193,15 @@ fn load_hash(text: &str) -> Result<Sha256, Error> {
         .map_err(|err| Error::Internal(format!("an upload's hash state: {err:?}")))
 }
 
+/// How long `record` has to live: until its expiry; an expired one is not
+/// found.
+fn time_left(record: &UploadRecord) -> Result<Duration, Error> {
+    match record.expires.saturating_sub(unix_now()) {
+        0 => Err(Error::UploadNotFound),
+        left => Ok(Duration::from_secs(left)),
+    }
+}
+
 /// An upload id as sent in a path: 32 hex digits, as created.
 pub fn valid_upload_id(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
@@ -195,6 +221,7 @@ impl Parcels {
     pub async fn create_upload(
         &self,
         auth: Authorized,
+        client: ClientAddress,
         length: u64,
         metadata: Option<Value>,
     ) -> Result<UploadStatus, Error> {
@@ -210,6 +237,7 @@ impl Parcels {
             };
             let upload = Uuid::new_v4().simple().to_string();
             let lifetime = this.limits.upload_lifetime;
+            let now = unix_now();
             let mut record = UploadRecord {
                 parcel: id.to_string(),
                 owner: owner.to_string(),
@@ -217,7 +245,10 @@ impl Parcels {
                 metadata: metadata.as_stored().to_owned(),
                 length,
                 offset: 0,
-                expires: unix_now() + lifetime.as_secs(),
+                expires: now + lifetime.min(this.limits.upload_idle).as_secs(),
+                deadline: Some(now + lifetime.as_secs()),
+                sequence: 0,
+                client: client.key(),
                 store_id: String::new(),
                 parts: Vec::new(),
                 tail: None,
@@ -240,6 +271,10 @@ impl Parcels {
                     UploadStatus::of(&upload, &stored.record)
                 });
             }
+            if let Err(err) = this.admit_open(&upload, &record).await {
+                auth.failed().await;
+                return Err(err);
+            }
             let started: Result<_, Error> = async {
                 record.store_id = this
                     .store
@@ -248,7 +283,7 @@ impl Parcels {
                 let mark = multipart_mark_key(&record.store_id);
                 if let Err(err) = this
                     .state
-                    .set_new(&mark, &mark_value(&upload), lifetime)
+                    .set_new(&mark, &mark_value(&upload), time_left(&record)?)
                     .await
                 {
                     this.store.staged_abort(&id, &record.store_id).await;
@@ -266,6 +301,7 @@ impl Parcels {
             let stored = match started {
                 Ok(stored) => stored,
                 Err(err) => {
+                    this.close_open(&upload, &record).await;
                     auth.failed().await;
                     return Err(err);
                 }
@@ -331,7 +367,7 @@ impl Parcels {
             .map_err(|err| Error::Internal(format!("an upload record: {err}")))?;
         if !self
             .state
-            .set_new(&upload_key(upload), &text, self.limits.upload_lifetime)
+            .set_new(&upload_key(upload), &text, time_left(&record)?)
             .await?
         {
             return Err(Error::Internal(format!("upload {upload} exists already")));
@@ -361,17 +397,13 @@ impl Parcels {
     async fn save(&self, upload: &str, stored: &mut Stored) -> Result<(), Error> {
         let text = serde_json::to_string(&stored.record)
             .map_err(|err| Error::Internal(format!("an upload record: {err}")))?;
-        let left = stored.record.expires.saturating_sub(unix_now());
-        if left == 0 {
-            return Err(Error::UploadNotFound);
-        }
         let swapped = self
             .state
             .swap(
                 &upload_key(upload),
                 &stored.text,
                 Some(&text),
-                Duration::from_secs(left),
+                time_left(&stored.record)?,
             )
             .await?;
         if !swapped {
@@ -412,6 +444,7 @@ impl Parcels {
         bound: Bound,
         upload: String,
         offset: u64,
+        sequence: u64,
         mut body: S,
         length: Option<u64>,
     ) -> Result<(Result<UploadStatus, Error>, S), Error>
@@ -422,9 +455,13 @@ impl Parcels {
         detached(async move {
             let outcome = async {
                 let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
+                let expires = stored.record.expires;
                 let outcome = this
-                    .patch_locked(&upload, &mut stored, offset, &mut body, length)
+                    .patch_locked(&upload, &mut stored, offset, sequence, &mut body, length)
                     .await;
+                if stored.record.expires != expires && !stored.record.finished {
+                    this.kept_alive(&upload, &stored.record).await;
+                }
                 unlock(lock).await;
                 outcome.map(|()| UploadStatus::of(&upload, &stored.record))
             }
@@ -439,12 +476,22 @@ impl Parcels {
         upload: &str,
         stored: &mut Stored,
         offset: u64,
+        sequence: u64,
         body: S,
         length: Option<u64>,
     ) -> Result<(), Error>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
+        // The sequence is spent before any byte of the body is read: a
+        // replay of this request finds it used, and changes nothing.
+        if sequence != stored.record.sequence {
+            return Err(Error::StaleRequest {
+                at: stored.record.sequence,
+            });
+        }
+        stored.record.sequence += 1;
+        self.save(upload, stored).await?;
         let record = &stored.record;
         if offset != record.offset {
             return Err(Error::OffsetMismatch {
@@ -631,6 +678,7 @@ impl Parcels {
             });
             stored.record.offset = at + pending_len;
             stored.record.sha256 = save_hash(&incoming.hasher);
+            self.progressed(&mut stored.record);
             self.save(upload, stored).await?;
             self.drop_tail(upload, old).await;
         }
@@ -670,9 +718,33 @@ impl Parcels {
         stored.record.parts.push(tag);
         stored.record.offset = part.end;
         stored.record.sha256 = save_hash(&part.hasher);
+        self.progressed(&mut stored.record);
         self.save(upload, stored).await?;
         self.drop_tail(upload, old).await;
         Ok(())
+    }
+
+    /// Bytes were stored: the upload lives for the idle time from now, up
+    /// to its deadline.
+    fn progressed(&self, record: &mut UploadRecord) {
+        let deadline = record.deadline.unwrap_or(record.expires);
+        record.expires = deadline.min(unix_now() + self.limits.upload_idle.as_secs());
+    }
+
+    /// The upload's expiry moved (bytes were stored): its live mark, which
+    /// keeps the sweep off its parts, and its place in the open-uploads
+    /// counts follow.
+    async fn kept_alive(&self, upload: &str, record: &UploadRecord) {
+        let mark = multipart_mark_key(&record.store_id);
+        let value = mark_value(upload);
+        let moved = match time_left(record) {
+            Ok(left) => self.state.swap(&mark, &value, Some(&value), left).await,
+            Err(_) => return,
+        };
+        if let Err(err) = moved {
+            tracing::warn!(err = %with_sources(&err), upload, "could not move an upload's live mark; it lapses sooner");
+        }
+        self.open_moved(upload, record).await;
     }
 
     /// Deletes a tail the record no longer names.
@@ -732,6 +804,7 @@ impl Parcels {
                 self.end_mark(upload, &stored.record.store_id).await;
                 stored.record.finished = true;
                 self.save(upload, stored).await?;
+                self.close_open(upload, &stored.record).await;
                 self.unbind(upload, &stored.record.jti).await;
                 crate::metrics::token_consumed();
                 crate::metrics::resumable("completed");
@@ -779,6 +852,7 @@ impl Parcels {
         {
             tracing::warn!(err = %with_sources(&err), upload, "could not delete an upload record; it expires");
         }
+        self.close_open(upload, record).await;
         self.unbind(upload, &record.jti).await;
     }
 

@@ -68,6 +68,26 @@ impl Keys {
             .insert(key.to_owned(), Entry { value, expires });
     }
 
+    /// Takes the members of the set at `key` out (none if it is not a set).
+    fn members(&mut self, key: &str) -> HashMap<String, u64> {
+        match self.entries.remove(key) {
+            Some(Entry {
+                value: Value::Set(members),
+                expires,
+            }) if expires > Instant::now() => members,
+            _ => HashMap::new(),
+        }
+    }
+
+    /// Puts a set back at `key`, living as long as its last member (`now`
+    /// in Unix microseconds); an empty one is gone.
+    fn put_set(&mut self, key: &str, members: HashMap<String, u64>, now: u64) {
+        if let Some(last) = members.values().max().copied() {
+            let ttl = Duration::from_micros(last.saturating_sub(now) + 1_000_000);
+            self.put(key, Value::Set(members), ttl);
+        }
+    }
+
     fn held_by(&mut self, key: &str, holder: &str) -> bool {
         self.text(key) == Some(claimed_by(holder).as_str())
     }
@@ -202,13 +222,7 @@ impl SharedState for MemoryState {
     ) -> Result<Vec<String>, StateError> {
         let now = unix_now_micros();
         let mut keys = self.keys();
-        let mut members = match keys.entries.remove(key) {
-            Some(Entry {
-                value: Value::Set(members),
-                ..
-            }) => members,
-            _ => HashMap::new(),
-        };
+        let mut members = keys.members(key);
         members.retain(|name, until| *until > now && name != member);
         let mut by_expiry: Vec<(u64, String)> = members
             .iter()
@@ -225,11 +239,38 @@ impl SharedState for MemoryState {
             members.remove(name);
         }
         members.insert(member.to_owned(), expires_us);
-        if let Some(last) = members.values().max().copied() {
-            let ttl = Duration::from_micros(last.saturating_sub(now) + 1_000_000);
-            keys.put(key, Value::Set(members), ttl);
-        }
+        keys.put_set(key, members, now);
         Ok(evicted)
+    }
+
+    async fn add_capped(
+        &self,
+        key: &str,
+        member: &str,
+        expires_us: u64,
+        cap: u64,
+    ) -> Result<bool, StateError> {
+        let now = unix_now_micros();
+        let mut keys = self.keys();
+        let mut members = keys.members(key);
+        members.retain(|_, until| *until > now);
+        let admitted = members.contains_key(member) || (members.len() as u64) < cap;
+        if admitted {
+            members.insert(member.to_owned(), expires_us);
+        }
+        keys.put_set(key, members, now);
+        Ok(admitted)
+    }
+
+    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError> {
+        let now = unix_now_micros();
+        let mut keys = self.keys();
+        let mut members = keys.members(key);
+        if let Some(until) = members.get_mut(member) {
+            *until = expires_us;
+        }
+        keys.put_set(key, members, now);
+        Ok(())
     }
 
     async fn end_issued(&self, key: &str) -> Result<bool, StateError> {

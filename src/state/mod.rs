@@ -104,6 +104,23 @@ pub trait SharedState: Send + Sync {
         cap: u64,
     ) -> Result<Vec<String>, StateError>;
 
+    /// Adds `member` to the set `key` until `expires_us` (Unix
+    /// microseconds), after dropping the members that expired, unless the
+    /// set holds `cap` live members already (a member there already is
+    /// given its new expiry). Answers whether `member` is in the set now.
+    /// The set lives as long as its last member.
+    async fn add_capped(
+        &self,
+        key: &str,
+        member: &str,
+        expires_us: u64,
+        cap: u64,
+    ) -> Result<bool, StateError>;
+
+    /// Gives `member` of the set `key` the expiry `expires_us`, if it is
+    /// there; the set lives as long as its last member.
+    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError>;
+
     /// Deletes `key` if it holds [`ISSUED`]; answers whether it did.
     async fn end_issued(&self, key: &str) -> Result<bool, StateError>;
 

@@ -93,6 +93,31 @@ redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(last[2]) / 1000) + 1000)
 return evicted
 ";
 
+/// Drops the members of a sorted set scored by expiry (Unix µs) that
+/// expired at `ARGV[3]`; then adds `ARGV[1]` scored `ARGV[2]` if it is a
+/// member already or fewer than `ARGV[4]` are left. Answers 1 when added.
+/// The set lives as long as its last member.
+const ADD_CAPPED: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+  and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(last[2]) / 1000) + 1000)
+return 1
+";
+
+/// Gives the member `ARGV[1]` of a sorted set scored by expiry the score
+/// `ARGV[2]`, if it is there; the set lives as long as its last member.
+const RESCORE: &str = r"
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[2], ARGV[1]) == 0 then return 0 end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(last[2]) / 1000) + 1000)
+return 1
+";
+
 /// Deletes a key that holds `issued`.
 const END_ISSUED: &str = r"
 if redis.call('GET', KEYS[1]) ~= 'issued' then return 0 end
@@ -193,6 +218,8 @@ struct Scripts {
     take_issued: Script,
     hit: Script,
     add_evicting: Script,
+    add_capped: Script,
+    rescore: Script,
     end_issued: Script,
     swap: Script,
 }
@@ -218,6 +245,8 @@ impl RedisState {
                 take_issued: Script::new(TAKE_ISSUED),
                 hit: Script::new(HIT),
                 add_evicting: Script::new(ADD_EVICTING),
+                add_capped: Script::new(ADD_CAPPED),
+                rescore: Script::new(RESCORE),
                 end_issued: Script::new(END_ISSUED),
                 swap: Script::new(SWAP),
             }),
@@ -414,6 +443,33 @@ impl SharedState for RedisState {
                 .arg(cap.max(1)),
         )
         .await
+    }
+
+    async fn add_capped(
+        &self,
+        key: &str,
+        member: &str,
+        expires_us: u64,
+        cap: u64,
+    ) -> Result<bool, StateError> {
+        let done: i64 = self
+            .run(
+                self.scripts
+                    .add_capped
+                    .key(key)
+                    .arg(member)
+                    .arg(expires_us)
+                    .arg(unix_now_micros())
+                    .arg(cap),
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError> {
+        self.run::<i64>(self.scripts.rescore.key(key).arg(member).arg(expires_us))
+            .await
+            .map(drop)
     }
 
     async fn end_issued(&self, key: &str) -> Result<bool, StateError> {

@@ -62,19 +62,34 @@ pub struct S3Store {
 
 impl S3Store {
     /// The multipart uploads begun and not finished under this store's
-    /// prefix (the first 1,000, S3's page size).
+    /// prefix: every page of S3's listing (1,000 a page), each page asked
+    /// from where the last one ended.
     async fn multipart_uploads(
         &self,
     ) -> Result<Vec<aws_sdk_s3::types::MultipartUpload>, StoreError> {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .send()
-            .await
-            .map_err(failure)?;
-        Ok(listed.uploads.unwrap_or_default())
+        let mut found = Vec::new();
+        let mut marker: Option<(Option<String>, Option<String>)> = None;
+        loop {
+            let mut request = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix);
+            if let Some((key, upload_id)) = marker.take() {
+                request = request.set_key_marker(key).set_upload_id_marker(upload_id);
+            }
+            let page = request.send().await.map_err(failure)?;
+            let next = (
+                page.next_key_marker().map(str::to_owned),
+                page.next_upload_id_marker().map(str::to_owned),
+            );
+            let truncated = page.is_truncated().unwrap_or(false);
+            found.extend(page.uploads.unwrap_or_default());
+            if !truncated || next.0.is_none() {
+                return Ok(found);
+            }
+            marker = Some(next);
+        }
     }
 
     /// Starts a multipart upload of a parcel.

@@ -719,6 +719,7 @@ async fn unicode_and_control_characters_in_the_proof_headers_are_refused() {
             token: Some(lookalike[0].clone()),
             public_key: Some(lookalike[1].clone()),
             signature: Some(lookalike[2].clone()),
+            signer: None,
         };
         let code = expect_error(
             app.upload_v2(Some(&proof), data.clone(), None).await,

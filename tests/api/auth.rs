@@ -162,6 +162,18 @@ impl SharedState for Recording {
         self.slots.lock().unwrap().push(slot);
         Ok(evicted)
     }
+    async fn add_capped(
+        &self,
+        key: &str,
+        member: &str,
+        expires_us: u64,
+        cap: u64,
+    ) -> Result<bool, StateError> {
+        self.inner.add_capped(key, member, expires_us, cap).await
+    }
+    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError> {
+        self.inner.rescore(key, member, expires_us).await
+    }
     async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
         self.inner.end_issued(key).await
     }

@@ -13,9 +13,9 @@ use tokio::io::AsyncWriteExt;
 use crate::helpers::*;
 
 /// The smallest part S3 allows: several parts stay small.
-const PART: usize = 5 * 1024 * 1024;
+pub const PART: usize = 5 * 1024 * 1024;
 
-fn small_parts(extra: &[(&str, &str)]) -> amo_storage::config::Settings {
+pub fn small_parts(extra: &[(&str, &str)]) -> amo_storage::config::Settings {
     let part = PART.to_string();
     let mut overrides = vec![("AMO_S3_PART_SIZE_BYTES", part.as_str())];
     overrides.extend_from_slice(extra);
@@ -27,7 +27,7 @@ fn b64(text: &str) -> String {
 }
 
 /// `POST /api/v2/uploads`.
-async fn create(app: &TestApp, proof: &Proof, length: usize, metadata: Option<&str>) -> Response {
+pub async fn create(app: &TestApp, proof: &Proof, length: usize, metadata: Option<&str>) -> Response {
     let mut request = app
         .http
         .post(format!("{}/api/v2/uploads", app.base))
@@ -40,19 +40,19 @@ async fn create(app: &TestApp, proof: &Proof, length: usize, metadata: Option<&s
 }
 
 /// Creates an upload; answers its path (`/api/v2/uploads/<id>`).
-async fn created(app: &TestApp, proof: &Proof, length: usize) -> String {
+pub async fn created(app: &TestApp, proof: &Proof, length: usize) -> String {
     let response = create(app, proof, length, None).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     location(&response)
 }
 
-fn location(response: &Response) -> String {
+pub fn location(response: &Response) -> String {
     let location = header(response, "location");
     assert!(location.starts_with("/api/v2/uploads/"), "{location}");
     location
 }
 
-fn header(response: &Response, name: &str) -> String {
+pub fn header(response: &Response, name: &str) -> String {
     response
         .headers()
         .get(name)
@@ -62,31 +62,76 @@ fn header(response: &Response, name: &str) -> String {
         .to_owned()
 }
 
-async fn head(app: &TestApp, path: &str, proof: &Proof) -> Response {
+/// `HEAD`, signed over the request.
+pub async fn head(app: &TestApp, path: &str, proof: &Proof) -> Response {
     let request = app
         .http
         .head(format!("{}{path}", app.base))
         .header("Tus-Resumable", "1.0.0");
+    let proof = proof.for_upload(path, TusRequest::Head);
     proof.apply(request).send().await.unwrap()
 }
 
+/// The upload's sequence by `HEAD` (0 when `HEAD` finds no upload: the
+/// refusals tested need one).
+pub async fn sequence(app: &TestApp, path: &str, proof: &Proof) -> u64 {
+    let response = head(app, path, proof).await;
+    match response.status() {
+        StatusCode::OK => header(&response, "x-upload-sequence").parse().unwrap(),
+        _ => 0,
+    }
+}
+
 /// The upload's offset by `HEAD`.
-async fn offset(app: &TestApp, path: &str, proof: &Proof) -> u64 {
+pub async fn offset(app: &TestApp, path: &str, proof: &Proof) -> u64 {
     let response = head(app, path, proof).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "cache-control"), "no-store");
     header(&response, "upload-offset").parse().unwrap()
 }
 
+/// A `PATCH` at `at` with the upload's sequence, asked of `HEAD` first.
 async fn patch(app: &TestApp, path: &str, proof: &Proof, at: usize, body: &[u8]) -> Response {
+    let sequence = sequence(app, path, proof).await;
+    patch_in_sequence(app, path, proof, at, sequence, body).await
+}
+
+/// A `PATCH` at `at` that sends and signs `sequence`.
+pub async fn patch_in_sequence(
+    app: &TestApp,
+    path: &str,
+    proof: &Proof,
+    at: usize,
+    sequence: u64,
+    body: &[u8],
+) -> Response {
+    let signed = TusRequest::Patch {
+        offset: at as u64,
+        sequence,
+    };
+    let headers = proof.for_upload(path, signed);
+    patch_with_headers(app, path, &headers, at as u64, sequence, body).await
+}
+
+/// A `PATCH` with these proof headers, as they are (a replay's, say), and
+/// `offset` and `sequence` as sent in the clear.
+pub async fn patch_with_headers(
+    app: &TestApp,
+    path: &str,
+    headers: &Proof,
+    offset: u64,
+    sequence: u64,
+    body: &[u8],
+) -> Response {
     let request = app
         .http
         .patch(format!("{}{path}", app.base))
         .header("Tus-Resumable", "1.0.0")
         .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", at.to_string())
+        .header("Upload-Offset", offset.to_string())
+        .header("X-Upload-Sequence", sequence.to_string())
         .body(body.to_vec());
-    proof.apply(request).send().await.unwrap()
+    headers.apply(request).send().await.unwrap()
 }
 
 /// A PATCH that must store its body; answers the response.
@@ -107,8 +152,10 @@ fn patch_ok_offset(response: Response, expected: usize) -> Response {
     response
 }
 
-async fn delete(app: &TestApp, path: &str, proof: &Proof) -> Response {
+/// `DELETE`, signed over the request.
+pub async fn delete(app: &TestApp, path: &str, proof: &Proof) -> Response {
     let request = app.http.delete(format!("{}{path}", app.base));
+    let proof = proof.for_upload(path, TusRequest::Delete);
     proof.apply(request).send().await.unwrap()
 }
 
@@ -231,13 +278,18 @@ async fn a_parcel_goes_up_in_patches_off_part_boundaries_on_any_replica() {
 /// Sends a PATCH at `at` that declares `declared` bytes, sends `sent` of
 /// them, and hangs up.
 async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared: usize, sent: &[u8]) {
+    let sequence = sequence(app, path, proof).await;
+    let signed = TusRequest::Patch {
+        offset: at as u64,
+        sequence,
+    };
     let address = app.base.trim_start_matches("http://");
     let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
     let head_lines = format!(
         "PATCH {path} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: {at}\r\n\
-         Content-Length: {declared}\r\n{}\r\n",
-        proof_lines(proof)
+         X-Upload-Sequence: {sequence}\r\nContent-Length: {declared}\r\n{}\r\n",
+        proof_lines(&proof.for_upload(path, signed))
     );
     raw.write_all(head_lines.as_bytes()).await.unwrap();
     raw.write_all(sent).await.unwrap();

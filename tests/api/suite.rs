@@ -25,3 +25,4 @@ mod roundtrip_v1;
 mod roundtrip_v2;
 mod straight_through;
 mod streaming_faults;
+mod tus_attacks;

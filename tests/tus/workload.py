@@ -1,7 +1,9 @@
 """The workload of tests/tus/run.sh: a real tus client (tuspy, from PyPI)
 uploads a 256 MiB parcel in 8 MiB PATCHes through nginx in front of three
 replicas (tests/lb/run.sh starts them), with the proof headers of one upload
-token on every request. During the upload:
+token on every request: the creation signed over the token, each HEAD and
+PATCH after it signed over the request, with the upload's sequence
+(SignedUploader, the hook docs/protocol.md shows). During the upload:
 
   - the connection of a PATCH is cut in the middle (the client reaches nginx
     through a relay, tests/lb/gate.py, which cuts it); tuspy asks HEAD for
@@ -41,7 +43,10 @@ import workload as lb_workload  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature  # noqa: E402
+import requests  # noqa: E402 - tuspy's own HTTP client
 from tusclient import client as tus  # noqa: E402
+from tusclient.exceptions import TusCommunicationError  # noqa: E402
+from tusclient.uploader import Uploader  # noqa: E402
 
 MIB = 1024 * 1024
 SIZE = 256 * MIB
@@ -63,13 +68,55 @@ class Account:
         )
         self.address = hashlib.sha256(self.public).hexdigest()[:40].upper()
 
-    def proof(self, token):
-        r, s = decode_dss_signature(self.key.sign(token.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+    def sign(self, text):
+        """ECDSA P-256/SHA-256 over the ASCII of `text`, as r||s hex."""
+        r, s = decode_dss_signature(self.key.sign(text.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        return (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
+
+    def proof(self, token, signed=None):
+        """The proof headers; the signature over `signed`, else the token."""
         return {
             "X-Auth-Token": token,
             "X-Public-Key": self.public.hex(),
-            "X-Signature": (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex(),
+            "X-Signature": self.sign(token if signed is None else signed),
         }
+
+
+def request_text(method, url, token, offset="", sequence=""):
+    """What X-Signature signs on an upload after its creation."""
+    upload = url.rstrip("/").rsplit("/", 1)[1]
+    return f"{method}\n{upload}\n{offset}\n{sequence}\n{token}"
+
+
+class SignedUploader(Uploader):
+    """tuspy's Uploader, each HEAD and PATCH signed over the request with the
+    upload's sequence. The client's headers carry the creation's proof
+    (over the token alone)."""
+
+    def __init__(self, *args, account, token, **kwargs):
+        self.account, self.token, self.sequence = account, token, 0
+        super().__init__(*args, **kwargs)
+
+    def get_headers(self):
+        # Once the upload exists, tuspy asks these only for a PATCH.
+        headers = super().get_headers()
+        if self.url:
+            text = request_text("PATCH", self.url, self.token, self.offset, self.sequence)
+            headers.update({"X-Upload-Sequence": str(self.sequence), "X-Signature": self.account.sign(text)})
+        return headers
+
+    def get_offset(self):
+        # tuspy's HEAD (before each retry), signed, learning the sequence.
+        headers = dict(super().get_headers(), **{"X-Signature": self.account.sign(request_text("HEAD", self.url, self.token))})
+        resp = requests.head(self.url, headers=headers, verify=self.verify_tls_cert, cert=self.client_cert)
+        if "upload-offset" not in resp.headers:
+            raise TusCommunicationError(f"HEAD answered {resp.status_code}", resp.status_code, resp.content)
+        self.sequence = int(resp.headers["x-upload-sequence"])
+        return int(resp.headers["upload-offset"])
+
+    def upload_chunk(self):
+        super().upload_chunk()
+        self.sequence = int(self.request.response_headers["x-upload-sequence"])
 
 
 def call(method, url, headers=None, body=None, timeout=60):
@@ -242,11 +289,15 @@ def workload(run):
     expected_id = "00000001" + sha
 
     account = Account()
-    proof = account.proof(token(endpoint, account, {"name": "upload", "hash": sha}))
+    upload_token = token(endpoint, account, {"name": "upload", "hash": sha})
+    proof = account.proof(upload_token)
     relay = gate.GateRelay(nginx_port, run.gates)
     base = f"http://127.0.0.1:{relay.port}"
     client = tus.TusClient(f"{base}/api/v2/uploads", headers=proof)
-    uploader = client.uploader(
+    uploader = SignedUploader(
+        client=client,
+        account=account,
+        token=upload_token,
         file_path=path,
         chunk_size=CHUNK,
         retries=60,
@@ -256,8 +307,12 @@ def workload(run):
     uploader.set_url(uploader.create_url())
     say(f"created {uploader.url}; uploading {SIZE} bytes in {CHUNK}-byte PATCHes through nginx")
 
+    def signed_head():
+        url = uploader.url.replace(base, endpoint)
+        return call("HEAD", url, account.proof(upload_token, request_text("HEAD", url, upload_token)))
+
     def head():
-        status, headers, _ = call("HEAD", uploader.url.replace(base, endpoint), proof)
+        status, headers, _ = signed_head()
         lower = {k.lower(): v for k, v in headers.items()}
         return int(lower["upload-offset"]) if status == 200 else None
 
@@ -287,7 +342,7 @@ def workload(run):
     parcel = uploader.request.response_headers.get("x-parcel-id")
     if parcel != expected_id:
         run.violation(f"the last PATCH answered X-Parcel-Id {parcel!r}, not {expected_id}")
-    status, headers, _ = call("HEAD", uploader.url.replace(base, endpoint), proof)
+    status, headers, _ = signed_head()
     lower = {k.lower(): v for k, v in headers.items()}
     if status != 200 or lower.get("x-parcel-id") != expected_id or lower.get("upload-offset") != str(SIZE):
         run.violation(f"HEAD after completion: {status} {lower}")

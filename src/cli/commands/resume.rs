@@ -10,6 +10,11 @@
 //! goes on from there; the progress bar starts at that offset. Within one
 //! run, a PATCH that fails on the network or with a 5xx, 409 or 423 is
 //! retried from `HEAD`'s offset, with a growing pause.
+//!
+//! Each request after creation is signed over itself (method, upload,
+//! offset and the upload's sequence), and each `PATCH` sends the sequence
+//! the last answer gave (docs/protocol.md, "Signing a request on an
+//! upload").
 
 use std::{
     io::SeekFrom,
@@ -27,8 +32,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::{
+    auth::bound::UploadRequest,
     cli::{
-        client::{Proof, StorageClient, send},
+        client::{StorageClient, send},
         error::{CliError, CliResult},
         key::AccountKey,
         progress,
@@ -55,6 +61,27 @@ struct Saved {
     url: String,
     /// The token bound to it (useless without the key).
     token: String,
+}
+
+/// What signs the requests on one upload.
+struct Signer<'a> {
+    client: &'a StorageClient,
+    key: &'a AccountKey,
+    saved: &'a Saved,
+}
+
+impl Signer<'_> {
+    /// `request` with the proof headers of `signed` on this upload.
+    fn proven(
+        &self,
+        request: reqwest::RequestBuilder,
+        signed: UploadRequest,
+    ) -> reqwest::RequestBuilder {
+        let upload = self.saved.url.rsplit('/').next().unwrap_or_default();
+        self.client
+            .proof_of_request(self.key, &self.saved.token, upload, signed)
+            .apply(request)
+    }
 }
 
 /// What to upload, and how.
@@ -106,7 +133,11 @@ pub async fn upload(
             (saved, Status::default())
         }
     };
-    let proof = client.proof_for(key, &saved.token);
+    let signer = Signer {
+        client,
+        key,
+        saved: &saved,
+    };
     let bar = progress::bytes("uploading", Some(job.size));
     if at.offset > 0 && at.parcel.is_none() {
         eprintln!("resuming at byte {} of {}", at.offset, job.size);
@@ -115,11 +146,7 @@ pub async fn upload(
     let mut failures = 0;
     while at.parcel.is_none() {
         let length = job.chunk.min(job.size - at.offset);
-        match patch(
-            client, &saved.url, &proof, job.file, at.offset, length, &bar,
-        )
-        .await
-        {
+        match patch(&signer, job.file, &at, length, &bar).await {
             Ok(status) => {
                 at = status;
                 failures = 0;
@@ -129,7 +156,7 @@ pub async fn upload(
                 let pause = Duration::from_millis(500 << failures.min(4));
                 bar.suspend(|| eprintln!("{err}; retrying in {} ms", pause.as_millis()));
                 tokio::time::sleep(pause).await;
-                if let Ok(status) = head(client, &saved.url, &proof).await {
+                if let Ok(status) = head(&signer).await {
                     at = status;
                 }
             }
@@ -153,6 +180,8 @@ pub async fn upload(
 #[derive(Debug, Default)]
 struct Status {
     offset: u64,
+    /// The `X-Upload-Sequence` of the next `PATCH`.
+    sequence: u64,
     parcel: Option<ParcelId>,
 }
 
@@ -169,7 +198,12 @@ async fn resume(
         forget(state);
         return Ok(None);
     };
-    match head(client, &saved.url, &client.proof_for(key, &saved.token)).await {
+    let signer = Signer {
+        client,
+        key,
+        saved: &saved,
+    };
+    match head(&signer).await {
         Ok(status) => Ok(Some((saved, status))),
         Err(err) if gone(&err) => {
             eprintln!("the saved upload is gone ({err}); starting again");
@@ -205,21 +239,24 @@ async fn create(client: &StorageClient, key: &AccountKey, job: &Resumable<'_>) -
     })
 }
 
-async fn head(client: &StorageClient, url: &str, proof: &Proof) -> CliResult<Status> {
-    let request = client.http().head(url).header("Tus-Resumable", "1.0.0");
-    status_of(&send(proof.apply(request)).await?)
+async fn head(signer: &Signer<'_>) -> CliResult<Status> {
+    let request = signer
+        .client
+        .http()
+        .head(&signer.saved.url)
+        .header("Tus-Resumable", "1.0.0");
+    status_of(&send(signer.proven(request, UploadRequest::Head)).await?)
 }
 
-/// Sends `length` bytes of `file` from `offset`.
+/// Sends `length` bytes of `file` from where the upload stands, `at`.
 async fn patch(
-    client: &StorageClient,
-    url: &str,
-    proof: &Proof,
+    signer: &Signer<'_>,
     file: &Path,
-    offset: u64,
+    at: &Status,
     length: u64,
     bar: &indicatif::ProgressBar,
 ) -> CliResult<Status> {
+    let offset = at.offset;
     let unreadable =
         |err: std::io::Error| CliError::failed(format!("cannot read {}: {err}", file.display()));
     let mut opened = tokio::fs::File::open(file).await.map_err(unreadable)?;
@@ -230,21 +267,32 @@ async fn patch(
     let counter = bar.clone();
     let body = ReaderStream::with_capacity(opened.take(length), READ)
         .inspect_ok(move |chunk| counter.inc(chunk.len() as u64));
-    let request = client
+    let request = signer
+        .client
         .http()
-        .patch(url)
+        .patch(&signer.saved.url)
         .header("Tus-Resumable", "1.0.0")
         .header(CONTENT_TYPE, "application/offset+octet-stream")
         .header("Upload-Offset", offset)
+        .header("X-Upload-Sequence", at.sequence)
         .header(reqwest::header::CONTENT_LENGTH, length)
         .body(Body::wrap_stream(body));
-    status_of(&send(proof.apply(request)).await?)
+    let signed = UploadRequest::Patch {
+        offset,
+        sequence: at.sequence,
+    };
+    status_of(&send(signer.proven(request, signed)).await?)
 }
 
 fn status_of(response: &reqwest::Response) -> CliResult<Status> {
     let offset = header(response, "upload-offset")?.parse().map_err(|_| {
         CliError::failed("the service answered an Upload-Offset that is not a number")
     })?;
+    let sequence = header(response, "x-upload-sequence")?
+        .parse()
+        .map_err(|_| {
+            CliError::failed("the service answered an X-Upload-Sequence that is not a number")
+        })?;
     let parcel = response
         .headers()
         .get("x-parcel-id")
@@ -255,7 +303,11 @@ fn status_of(response: &reqwest::Response) -> CliResult<Status> {
             })
         })
         .transpose()?;
-    Ok(Status { offset, parcel })
+    Ok(Status {
+        offset,
+        sequence,
+        parcel,
+    })
 }
 
 fn header(response: &reqwest::Response, name: &str) -> CliResult<String> {
@@ -268,7 +320,8 @@ fn header(response: &reqwest::Response, name: &str) -> CliResult<String> {
 }
 
 /// A failure worth another try from `HEAD`'s offset: the network, a
-/// replica that failed (5xx), a wrong offset (409) or a busy upload (423).
+/// replica that failed (5xx), a wrong offset or sequence (409) or a busy
+/// upload (423).
 fn retryable(err: &CliError) -> bool {
     match err {
         CliError::Server { status, .. } => {

@@ -428,9 +428,53 @@ pub struct Proof {
     pub token: Option<String>,
     pub public_key: Option<String>,
     pub signature: Option<String>,
+    /// The key that signed it, when one did: it signs the requests on a
+    /// resumable upload ([`Proof::for_upload`]).
+    pub signer: Option<SigningKey>,
+}
+
+/// A request on a resumable upload, as its signature names it (written
+/// here from docs/protocol.md, independently of the service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TusRequest {
+    /// `HEAD`.
+    Head,
+    /// `PATCH` at an offset, with the upload's sequence.
+    Patch { offset: u64, sequence: u64 },
+    /// `DELETE`.
+    Delete,
+}
+
+/// What `X-Signature` signs on a resumable upload after its creation:
+/// `<METHOD>\n<upload id>\n<Upload-Offset>\n<X-Upload-Sequence>\n<token>`.
+pub fn tus_signed_text(request: TusRequest, upload: &str, token: &str) -> String {
+    let (method, offset, sequence) = match request {
+        TusRequest::Head => ("HEAD", String::new(), String::new()),
+        TusRequest::Patch { offset, sequence } => {
+            ("PATCH", offset.to_string(), sequence.to_string())
+        }
+        TusRequest::Delete => ("DELETE", String::new(), String::new()),
+    };
+    format!("{method}\n{upload}\n{offset}\n{sequence}\n{token}")
 }
 
 impl Proof {
+    /// This proof for `request` on the upload at `path`
+    /// (`/api/v2/uploads/<id>`): the same token and key, the signature over
+    /// the request. A proof without its key (or its token) is kept as it
+    /// is, for tests of refusals.
+    pub fn for_upload(&self, path: &str, request: TusRequest) -> Proof {
+        let (Some(key), Some(token)) = (&self.signer, &self.token) else {
+            return self.clone();
+        };
+        let upload = path.rsplit('/').next().unwrap_or_default();
+        let signature: Signature = key.sign(tus_signed_text(request, upload, token).as_bytes());
+        Proof {
+            signature: Some(hex::encode(signature.to_bytes())),
+            ..self.clone()
+        }
+    }
+
     /// The headers this proof has, by name.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         [
@@ -504,6 +548,7 @@ impl Account {
             token: Some(token.to_owned()),
             public_key: Some(hex::encode(self.public_bytes(false))),
             signature: Some(hex::encode(self.sign(token).to_bytes())),
+            signer: Some(self.key.clone()),
         }
     }
 
@@ -513,6 +558,7 @@ impl Account {
             token: Some(token.to_owned()),
             public_key: Some(URL_SAFE_NO_PAD.encode(self.public_bytes(false))),
             signature: Some(URL_SAFE_NO_PAD.encode(self.sign(token).to_bytes())),
+            signer: None,
         }
     }
 
@@ -523,6 +569,7 @@ impl Account {
             token: Some(token.to_owned()),
             public_key: Some(hex::encode(self.public_bytes(true))),
             signature: Some(hex::encode(der.as_bytes())),
+            signer: None,
         }
     }
 }
@@ -628,30 +675,37 @@ pub async fn assert_released(app: &TestApp, token: &str, sent: u64) {
 }
 
 /// The multipart uploads begun and not finished under the prefix of
-/// `config`, as (key, upload id), and a store to act on them with.
+/// `config`, as (key, upload id), read page by page here, independently of
+/// the service; and a store to act on them with.
 pub async fn s3_unfinished_uploads(
     config: &amo_storage::storage::S3Config,
 ) -> (S3Store, Vec<(String, String)>) {
     let store = S3Store::new(config);
-    let listed = store
-        .client()
-        .list_multipart_uploads()
-        .bucket(store.bucket())
-        .prefix(&config.prefix)
-        .send()
-        .await
-        .unwrap();
-    let uploads = listed
-        .uploads()
-        .iter()
-        .map(|upload| {
+    let mut found = Vec::new();
+    let (mut key_marker, mut id_marker) = (None, None);
+    loop {
+        let page = store
+            .client()
+            .list_multipart_uploads()
+            .bucket(store.bucket())
+            .prefix(&config.prefix)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(id_marker.take())
+            .send()
+            .await
+            .unwrap();
+        found.extend(page.uploads().iter().map(|upload| {
             (
                 upload.key().unwrap().to_owned(),
                 upload.upload_id().unwrap().to_owned(),
             )
-        })
-        .collect();
-    (store, uploads)
+        }));
+        if !page.is_truncated().unwrap_or(false) {
+            return (store, found);
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        id_marker = page.next_upload_id_marker().map(str::to_owned);
+    }
 }
 
 /// The three proof headers as raw header lines.
