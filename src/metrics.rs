@@ -162,7 +162,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         resumable: counter_vec(
             &registry,
             "amo_resumable_uploads_total",
-            "Resumable (tus) uploads, by event (created, completed, hash_mismatch, terminated).",
+            "Resumable (tus) uploads, by event (created, completed, hash_mismatch, terminated, refused_open_cap: a creation past an open-upload cap).",
             &["event"],
         ),
         chain_probe: {

@@ -42,9 +42,17 @@ impl ClientPolicy {
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub ClientAddress);
 
+impl Client {
+    /// The client of `request`, under the route's [`ClientPolicy`]: for a
+    /// handler that takes the request itself.
+    pub fn of(request: &Request) -> Self {
+        let policy = request.data::<ClientPolicy>().copied().unwrap_or_default();
+        Self(policy.client_of(request))
+    }
+}
+
 impl<'a> FromRequest<'a> for Client {
     async fn from_request(request: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
-        let policy = request.data::<ClientPolicy>().copied().unwrap_or_default();
-        Ok(Self(policy.client_of(request)))
+        Ok(Self::of(request))
     }
 }

@@ -326,7 +326,6 @@ impl UploadsApi {
         #[oai(name = "X-Upload-Sequence")]
         sequence: Header<Option<String>>,
         request: &Request,
-        client: Client,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -342,7 +341,7 @@ impl UploadsApi {
                 sequence.0.as_deref(),
                 "X-Upload-Sequence must be the upload's sequence (ask HEAD)",
             )?;
-            let slot = self.parcels.upload_slot(client.0)?;
+            let slot = self.parcels.upload_slot(Client::of(request).0)?;
             let request = UploadRequest::Patch { offset, sequence };
             let (upload, bound) = self.bound(&id.0, &proof, request).await?;
             Ok::<_, Error>((upload, offset, sequence, slot, bound))

@@ -306,7 +306,11 @@ impl Parcels {
                     return Err(err);
                 }
             };
-            if let Err(err) = auth.bind(&upload, lifetime).await {
+            let bound = match time_left(&stored.record) {
+                Ok(left) => auth.bind(&upload, left).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = bound {
                 this.discard(&upload, &stored).await;
                 return Err(err);
             }
@@ -732,17 +736,20 @@ impl Parcels {
     }
 
     /// The upload's expiry moved (bytes were stored): its live mark, which
-    /// keeps the sweep off its parts, and its place in the open-uploads
-    /// counts follow.
+    /// keeps the sweep off its parts, its token's binding and its place in
+    /// the open-uploads counts follow.
     async fn kept_alive(&self, upload: &str, record: &UploadRecord) {
-        let mark = multipart_mark_key(&record.store_id);
-        let value = mark_value(upload);
-        let moved = match time_left(record) {
-            Ok(left) => self.state.swap(&mark, &value, Some(&value), left).await,
-            Err(_) => return,
+        let Ok(left) = time_left(record) else {
+            return;
         };
-        if let Err(err) = moved {
-            tracing::warn!(err = %with_sources(&err), upload, "could not move an upload's live mark; it lapses sooner");
+        let follow = [
+            (multipart_mark_key(&record.store_id), mark_value(upload)),
+            (token_key(&record.jti), bound_to(upload)),
+        ];
+        for (key, value) in follow {
+            if let Err(err) = self.state.swap(&key, &value, Some(&value), left).await {
+                tracing::warn!(err = %with_sources(&err), upload, key, "could not move the expiry of an upload's key; it lapses sooner");
+            }
         }
         self.open_moved(upload, record).await;
     }

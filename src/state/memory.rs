@@ -380,6 +380,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_capped_set_refuses_a_new_member_past_its_cap_until_one_leaves_or_expires() {
+        let state = MemoryState::new();
+        let now = unix_now_micros();
+        let later = now + 60_000_000;
+        assert!(state.add_capped("s", "a", later, 2).await.unwrap());
+        assert!(state.add_capped("s", "b", now + 50_000, 2).await.unwrap());
+        assert!(!state.add_capped("s", "c", later, 2).await.unwrap());
+        // A member already there is given its new expiry, not refused.
+        assert!(state.add_capped("s", "a", later + 1, 2).await.unwrap());
+        state.remove_member("s", "a").await.unwrap();
+        assert!(state.add_capped("s", "c", later, 2).await.unwrap());
+        // "b" expires: its place is free; moved on, it would have stayed.
+        state.rescore("s", "c", later + 2).await.unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(state.add_capped("s", "d", later, 2).await.unwrap());
+        assert!(!state.add_capped("s", "e", later, 2).await.unwrap());
+        // A cap of 0 admits nothing new.
+        assert!(!state.add_capped("t", "a", later, 0).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn only_an_issued_key_is_ended_unclaimed() {
         let state = MemoryState::new();
         let ttl = Duration::from_secs(60);

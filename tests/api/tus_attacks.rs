@@ -172,7 +172,8 @@ fn expires_in(response: &Response) -> i64 {
 /// Attack 5, abandonment: an upload that stores nothing for
 /// `AMO_UPLOAD_IDLE_SECS` expires early, and `Upload-Expires` says so; a
 /// `PATCH` that stores bytes moves it on. Once idle, it answers 404, its
-/// staged part is swept, and its place in the account's count is free.
+/// token's binding is gone, its staged part is swept, and its place in the
+/// account's count is free.
 #[tokio::test]
 async fn an_idle_upload_expires_early_and_frees_its_place() {
     let app = spawn_with(capped(&[
@@ -184,7 +185,7 @@ async fn an_idle_upload_expires_early_and_frees_its_place() {
     let owner = Account::new();
     let client = fresh_client(false);
     let data = random_body(2 * PART);
-    let (_, proof) = app.upload_token(&owner, &data).await;
+    let (token, proof) = app.upload_token(&owner, &data).await;
     let response = create_from(&app, &proof, data.len(), &client).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let left = expires_in(&response);
@@ -211,6 +212,8 @@ async fn an_idle_upload_expires_early_and_frees_its_place() {
     .await;
     let response = patch_in_sequence(&app, &path, &proof, PART + 10, 1, &data[PART + 10..]).await;
     expect_code(response, StatusCode::NOT_FOUND, "not_found").await;
+    // Its token's binding went with it.
+    assert_eq!(app.token_record(&token).await, None);
     eventually(20, "the idle upload's part and tail are swept", || async {
         app.multipart_uploads().await.is_empty()
     })
