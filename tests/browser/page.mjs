@@ -64,8 +64,9 @@ function tree(root) {
   for (let i = 0; i < pids.length; i++) pids.push(...(children.get(pids[i]) ?? []));
   return pids;
 }
-/** CPU seconds (user + system, children waited for included) and resident
- * bytes of the tree under `root`. */
+/** CPU seconds (user + system, children waited for included) and memory
+ * of the tree under `root`: the sum of its proportional set sizes (PSS:
+ * shared pages divided among the processes that share them). */
 function usage(root) {
   let cpu = 0;
   let rss = 0;
@@ -73,7 +74,8 @@ function usage(root) {
     try {
       const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
       cpu += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / TICK;
-      rss += Number(fs.readFileSync(`/proc/${pid}/statm`, "utf8").split(" ")[1]) * 4096;
+      const pss = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+      rss += Number(pss?.[1] ?? 0) * 1024;
     } catch {
       // gone meanwhile
     }
@@ -205,7 +207,7 @@ try {
   metrics.chromium_cpu_seconds = Number((after.cpu - before.cpu).toFixed(2));
   metrics.wall_seconds = Number(((performance.now() - started) / 1000).toFixed(2));
   metrics.chromium_cpu_percent_of_one_core = Math.round((100 * metrics.chromium_cpu_seconds) / metrics.wall_seconds);
-  metrics.chromium_peak_rss_mib = Math.round(peakRss / 1048576);
+  metrics.chromium_peak_pss_mib = Math.round(peakRss / 1048576);
   metrics.js_heap_used_mib = Math.round((await page.metrics()).JSHeapUsedSize / 1048576);
   metrics.cores = os.cpus().length;
 
