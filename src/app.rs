@@ -251,6 +251,17 @@ pub fn endpoint(
                 async move { Ok(crate::error::json_errors(endpoint, request, &routes).await) }
             }
         })
+        .around({
+            // Outside the JSON errors, so that a page reads them; inside
+            // the observation, so that preflights are logged and counted.
+            let routes = routes.clone();
+            let origins = Arc::new(settings.cors.clone());
+            move |endpoint, request| {
+                let routes = routes.clone();
+                let origins = origins.clone();
+                async move { Ok(crate::cors::cors(endpoint, request, &origins, &routes).await) }
+            }
+        })
         .around(move |endpoint, request| {
             let routes = routes.clone();
             async move { Ok(crate::observe::observe(endpoint, request, &routes).await) }

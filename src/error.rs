@@ -355,11 +355,10 @@ pub enum ErrorResponse {
     /// and the token stays usable.
     #[oai(status = 408)]
     RequestTimeout(Json<ErrorBody>),
-    /// Too many token requests from this client address
-    /// (`rate_limited`), too many unfinished resumable uploads for this
-    /// account or client (`too_many_uploads`), or this client holds its
-    /// whole share of the replica (`client_share`); retry after
-    /// `Retry-After` seconds.
+    /// Too many token requests from this client address (`rate_limited`),
+    /// this client holds its whole share of the replica (`client_share`), or
+    /// too many unfinished resumable uploads for this account or client
+    /// (`too_many_uploads`); retry after `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(
         Json<ErrorBody>,

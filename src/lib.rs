@@ -19,7 +19,8 @@
 //!   are.
 //! - [`api`]: the poem-openapi endpoints; [`error`]: how failures answer.
 //! - [`limits`]: rate limits and upload capacity; [`metrics`]: Prometheus
-//!   counters; [`observe`]: request ids, access logs and metrics per request.
+//!   counters; [`observe`]: request ids, access logs and metrics per request;
+//!   [`cors`]: what browsers on other origins may call.
 //! - [`app`]: wires it all into a server; [`telemetry`]: logging;
 //!   [`tasks`]: work that outlives a dropped request.
 
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod domain;
 pub mod error;
 pub mod limits;

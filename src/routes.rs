@@ -69,6 +69,27 @@ impl Routes {
         }
     }
 
+    /// The spec's route a request on `path` goes to, and its methods (as
+    /// `Allow` lists them): as poem's router picks it, a literal segment
+    /// before a parameter.
+    pub fn find(&self, path: &str) -> Option<(&str, &str)> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .filter_map(|(shape, spec)| {
+                let parts: Vec<&str> = shape.split('/').collect();
+                let matches = parts.len() == segments.len()
+                    && parts.iter().zip(&segments).all(|(part, segment)| {
+                        part == segment || (*part == "{}" && !segment.is_empty())
+                    });
+                // Literal segments first, from the left, as the router does.
+                let rank: Vec<bool> = parts.iter().map(|part| *part == "{}").collect();
+                matches.then_some((rank, spec))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, spec)| (spec.template.as_str(), spec.methods.as_str()))
+    }
+
     /// The `Allow` value of the route `response` was answered on, if the
     /// spec has that route.
     pub fn allowed(&self, response: &Response) -> Option<&str> {
@@ -125,6 +146,19 @@ mod tests {
         let routes = Routes::from_spec(SPEC);
         assert_eq!(routes.label(&Response::default()), UNMATCHED);
         assert_eq!(routes.allowed(&Response::default()), None);
+    }
+
+    #[test]
+    fn a_path_finds_its_route_literal_segments_first() {
+        let routes = Routes::from_spec(
+            r#"{"paths": {"/a/{id}": {"get": {}}, "/a/list": {"post": {}}, "/a/{id}/meta": {"get": {}}}}"#,
+        );
+        assert_eq!(routes.find("/a/17"), Some(("/a/{id}", "GET")));
+        assert_eq!(routes.find("/a/list"), Some(("/a/list", "POST")));
+        assert_eq!(routes.find("/a/17/meta"), Some(("/a/{id}/meta", "GET")));
+        assert_eq!(routes.find("/a/"), None);
+        assert_eq!(routes.find("/a"), None);
+        assert_eq!(routes.find("/b/17"), None);
     }
 
     #[test]

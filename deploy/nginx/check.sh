@@ -15,6 +15,10 @@
 #   - a DELETE or a PATCH that nginx could not deliver (the replica's port
 #     refuses connections) goes to a live replica instead, body whole;
 #   - an X-Parcel-Metadata header of 8 KiB passes through whole;
+#   - a browser's CORS preflight (OPTIONS with Origin and
+#     Access-Control-Request-*) reaches a replica once, and the replica's
+#     Access-Control-* answer headers reach the client unchanged, as do an
+#     actual request's;
 #   - nginx's own errors (a header too large, no replica answering) are
 #     JSON with a code, like the service's.
 # With UPSTREAM arguments (HOST:PORT of running replicas; a dead one may be
@@ -162,6 +166,23 @@ got=$(request GET /metadata-length -H "X-Parcel-Metadata: $metadata")
 [ "$got" = 200 ] || die "an X-Parcel-Metadata of ${#metadata} bytes answered $got through nginx"
 grep -q "\"length\": ${#metadata}}" "$work/body" || die "X-Parcel-Metadata arrived cut: $(cat "$work/body")"
 echo "check.sh: an X-Parcel-Metadata of ${#metadata} bytes passed through whole" >&2
+# A browser's preflight and actual request: the replica answers CORS, nginx
+# passes both ways untouched.
+page=http://127.0.0.1:8000
+asked="content-type,tus-resumable,upload-offset,x-auth-token,x-public-key,x-signature,x-upload-sequence"
+got=$(request OPTIONS /cors -H "Origin: $page" -H "Access-Control-Request-Method: PATCH" -H "Access-Control-Request-Headers: $asked")
+[ "$got" = 204 ] || die "a CORS preflight through nginx answered $got: $(head -c 200 "$work/body")"
+n=$(hits_of OPTIONS /cors); [ "$n" = 1 ] || die "a CORS preflight reached the replicas $n times, not once"
+for expected in "access-control-allow-origin: $page" "access-control-allow-methods: HEAD, PATCH, DELETE" \
+  "access-control-allow-headers: $asked" "access-control-max-age: 600" "vary: origin"; do
+  tr -d '\r' <"$work/headers" | grep -qix "$expected" || die "a CORS preflight's answer lost '$expected' through nginx: $(cat "$work/headers")"
+done
+got=$(request GET /cors -H "Origin: $page")
+[ "$got" = 200 ] || die "a cross-origin GET through nginx answered $got"
+for expected in "access-control-allow-origin: $page" "access-control-expose-headers: Location, Upload-Offset, X-Upload-Sequence"; do
+  tr -d '\r' <"$work/headers" | grep -qix "$expected" || die "a cross-origin answer lost '$expected' through nginx: $(cat "$work/headers")"
+done
+echo "check.sh: a CORS preflight reached a replica once, and its Access-Control-* answer passed through whole" >&2
 # A header line nginx's buffers cannot hold: nginx's own 431, as JSON.
 got=$(request GET /metadata-length -H "X-Parcel-Metadata: $(head -c 40000 /dev/zero | tr '\0' m)")
 [ "$got" = 431 ] || die "a 40000-byte header answered $got through nginx"
@@ -226,7 +247,7 @@ for method in GET DELETE; do
 done
 stop_nginx
 echo "check.sh: nginx's own 404, 414, 431 and 502 answer JSON with a code and an X-Request-Id; a replica's own 404 passes through" >&2
-policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes; nginx's own errors are JSON"
+policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes; CORS preflights pass through; nginx's own errors are JSON"
 if [ "$#" -eq 0 ]; then
   echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"
   exit 0

@@ -16,6 +16,11 @@ nginx's retry policy must get right:
                              replica exactly once, body whole)
   ANY  /metadata-length      200 {"length": N}: the bytes of the
                              X-Parcel-Metadata header that arrived
+  OPTIONS /cors              204, a CORS preflight's answer as the service
+                             gives it: the Origin echoed, methods, headers,
+                             max-age (deploy/nginx must pass it through)
+  ANY  /cors                 200 {"origin": ...} with the Origin echoed and
+                             Access-Control-Expose-Headers
   GET  /hits                 200 {"PORT METHOD PATH": count, ...}: every
                              request any listener received (but /hits)
 
@@ -60,7 +65,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         with LOCK:
             HITS[f"{self.server.server_address[1]} {self.command} {path}"] += 1
-        if path == "/healthz":
+        if path == "/cors" and self.command == "OPTIONS":
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", ""))
+            self.send_header("Access-Control-Allow-Methods", "HEAD, PATCH, DELETE")
+            self.send_header("Access-Control-Allow-Headers", self.headers.get("Access-Control-Request-Headers", ""))
+            self.send_header("Access-Control-Max-Age", "600")
+            self.send_header("Vary", "origin")
+            self.end_headers()
+        elif path == "/cors":
+            self._answer(
+                200,
+                {"origin": self.headers.get("Origin")},
+                [
+                    ("Access-Control-Allow-Origin", self.headers.get("Origin", "")),
+                    ("Access-Control-Expose-Headers", "Location, Upload-Offset, X-Upload-Sequence"),
+                ],
+            )
+        elif path == "/healthz":
             self._answer(200, {"status": "ok"})
         elif path == "/status/502":
             self._answer(502, {"error": "the chain does not answer", "code": "chain_unavailable"})
@@ -80,7 +102,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._answer(404, {"error": "no such stub path", "code": "not_found"})
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_OPTIONS = _serve
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):

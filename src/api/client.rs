@@ -43,7 +43,8 @@ impl ClientPolicy {
 pub struct Client(pub ClientAddress);
 
 impl Client {
-    /// The client of `request`, under the route's [`ClientPolicy`].
+    /// The client of `request`, under the route's [`ClientPolicy`]: for a
+    /// handler that takes the request itself.
     pub fn of(request: &Request) -> Self {
         let policy = request.data::<ClientPolicy>().copied().unwrap_or_default();
         Self(policy.client_of(request))

@@ -301,6 +301,11 @@ settings! {
     max_outstanding_tokens: u64 = 1_000u64,
     /// uploads in flight per replica (503 `busy` past it); `0`: no limit
     max_concurrent_uploads: usize = 64usize,
+    /// the origins a browser page may call the service from (CORS): empty
+    /// for none (no CORS header is sent), `*` for any, or a comma-separated
+    /// list such as `https://market.example,http://127.0.0.1:8000` (see
+    /// [protocol](protocol.md#from-a-browser))
+    cors_allowed_origins: String = "",
     /// take the client address from the last `X-Forwarded-For` entry (set
     /// it only behind a proxy that writes it)
     trust_forwarded_for: bool = false,

@@ -21,6 +21,7 @@ use declared::{RawSettings, Values};
 
 use crate::{
     chain::{ChainConfig, UsageKey, redacted_text},
+    cors::AllowedOrigins,
     domain::StorageId,
     state::RedisTopology,
     storage::{KeyFile, S3Config},
@@ -128,6 +129,8 @@ pub struct Settings {
     /// How this replica treats client connections: header read timeout,
     /// idle timeout, and the cap on open connections.
     pub connections: Connections,
+    /// The origins browser pages may call the service from (CORS).
+    pub cors: AllowedOrigins,
     /// Log filter, as `RUST_LOG`.
     pub log: String,
     /// Log lines as text or JSON.
@@ -415,6 +418,8 @@ impl Values {
             body_deadline: positive_secs("AMO_BODY_DEADLINE_SECS", self.body_deadline_secs)?,
             lease: positive_secs("AMO_LEASE_SECS", self.lease_secs)?,
             connections,
+            cors: AllowedOrigins::parse(&self.cors_allowed_origins)
+                .map_err(|problem| ConfigError(format!("AMO_CORS_ALLOWED_ORIGINS: {problem}")))?,
             log: self.log,
             log_format: match self.log_format.as_str() {
                 "text" => LogFormat::Text,

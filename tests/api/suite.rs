@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod cli;
 mod concurrency;
+mod cors;
 mod errors;
 mod fair_share;
 mod grants;
