@@ -418,8 +418,15 @@ impl Parcels {
     }
 
     /// Where `upload` stands (tus `HEAD`).
+    /// An upload whose bytes are all stored is complete by tus: a client
+    /// that finds its offset equal to its length sends nothing more. So an
+    /// upload left stored but not completed (its completion failed) is
+    /// completed here, before it says so.
     pub async fn upload_status(&self, bound: &Bound, upload: &str) -> Result<UploadStatus, Error> {
         let stored = self.visible(bound, upload).await?;
+        if stored.record.offset == stored.record.length && !stored.record.finished {
+            return self.complete_stored(bound, upload).await;
+        }
         Ok(UploadStatus::of(upload, &stored.record))
     }
 
@@ -507,23 +514,50 @@ impl Parcels {
             // The answer to the completing PATCH was lost: say it again.
             return match length {
                 Some(0) | None => Ok(()),
-                Some(length) => Err(too_large(offset + length, record.length)),
+                Some(length) => Err(too_large(offset.saturating_add(length), record.length)),
             };
         }
         if let Some(length) = length {
-            if offset + length > record.length {
+            // `offset` is the record's, at most its length: no overflow,
+            // whatever length the client declares.
+            let room = record.length - offset;
+            if length > room {
                 return Err(Error::TooLarge(format!(
                     "the body runs {} bytes past the upload's length of {}",
-                    offset + length - record.length,
+                    length - room,
                     record.length
                 )));
             }
         }
-        self.write_body(upload, stored, body, length).await?;
+        let written = self.write_body(upload, stored, body, length).await;
         if stored.record.offset == stored.record.length {
+            // Every byte is stored, whatever became of the body's end (a
+            // connection dropped before a chunked body's last terminator, a
+            // client that sent more): the parcel is completed now, so that
+            // an offset equal to the length always means a stored parcel.
             self.complete(upload, stored).await?;
         }
-        Ok(())
+        written
+    }
+
+    /// Completes an upload whose bytes are all stored but whose completion
+    /// failed (the store or the write lock refused it), under the upload's
+    /// lock; answers where it stands.
+    async fn complete_stored(&self, bound: &Bound, upload: &str) -> Result<UploadStatus, Error> {
+        let this = self.clone();
+        let (bound, upload) = (bound.clone(), upload.to_owned());
+        detached(async move {
+            let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
+            let outcome = if stored.record.offset == stored.record.length && !stored.record.finished
+            {
+                this.complete(&upload, &mut stored).await
+            } else {
+                Ok(())
+            };
+            unlock(lock).await;
+            outcome.map(|()| UploadStatus::of(&upload, &stored.record))
+        })
+        .await?
     }
 
     /// Writes a body into the upload's parts, saving the record after each

@@ -280,8 +280,17 @@ async fn a_parcel_goes_up_in_patches_off_part_boundaries_on_any_replica() {
 
 /// Sends a PATCH at `at` that declares `declared` bytes, sends `sent` of
 /// them, and hangs up.
-async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared: usize, sent: &[u8]) {
-    let sequence = sequence(app, path, proof).await;
+/// A raw connection to `app` on which the head of a `PATCH` at `at` went
+/// out, signed for `sequence`, with `framing` (a `Content-Length` or
+/// `Transfer-Encoding` line) for its body.
+async fn raw_patch(
+    app: &TestApp,
+    path: &str,
+    proof: &Proof,
+    at: usize,
+    sequence: u64,
+    framing: &str,
+) -> tokio::net::TcpStream {
     let signed = TusRequest::Patch {
         offset: at as u64,
         sequence,
@@ -291,10 +300,17 @@ async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared
     let head_lines = format!(
         "PATCH {path} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: {at}\r\n\
-         X-Upload-Sequence: {sequence}\r\nContent-Length: {declared}\r\n{}\r\n",
+         X-Upload-Sequence: {sequence}\r\n{framing}\r\n{}\r\n",
         proof_lines(&proof.for_upload(path, signed))
     );
     raw.write_all(head_lines.as_bytes()).await.unwrap();
+    raw
+}
+
+async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared: usize, sent: &[u8]) {
+    let sequence = sequence(app, path, proof).await;
+    let framing = format!("Content-Length: {declared}");
+    let mut raw = raw_patch(app, path, proof, at, sequence, &framing).await;
     raw.write_all(sent).await.unwrap();
     raw.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -364,6 +380,113 @@ async fn a_patch_cut_mid_way_resumes_from_heads_offset() {
         app.multipart_uploads().await.is_empty()
     })
     .await;
+}
+
+/// `HEAD` says the upload at `path` is complete and names its parcel, which
+/// holds `data`; answers the parcel id.
+async fn stored_by_head(app: &TestApp, path: &str, proof: &Proof, owner: &Account, data: &[u8]) -> String {
+    let response = head(app, path, proof).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "upload-offset"), data.len().to_string());
+    let id = header(&response, "x-parcel-id");
+    assert_eq!(app.fetch_v2(owner, &id).await, data);
+    id
+}
+
+/// A chunked final PATCH whose connection drops after its last data chunk,
+/// before the chunk that ends the body: every byte is stored, so the
+/// upload completes. `HEAD` never answers an offset equal to the length
+/// without the parcel stored (tus clients then report success and send
+/// nothing more).
+#[tokio::test]
+async fn a_final_patch_cut_before_its_last_chunk_ends_still_stores_the_parcel() {
+    let app = spawn_with(small_parts(&[])).await;
+    let owner = Account::new();
+    let data = random_body(64 * 1024 + 7);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let path = created(&app, &proof, data.len()).await;
+    let sequence = sequence(&app, &path, &proof).await;
+    let mut raw = raw_patch(&app, &path, &proof, 0, sequence, "Transfer-Encoding: chunked").await;
+    raw.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+        .await
+        .unwrap();
+    raw.write_all(&data).await.unwrap();
+    raw.write_all(b"\r\n").await.unwrap();
+    // The body never ends: the connection drops once the bytes are sent.
+    raw.shutdown().await.unwrap();
+    drop(raw);
+    eventually(15, "the upload is complete, its parcel stored", || async {
+        let response = head(&app, &path, &proof).await;
+        response.status() == StatusCode::OK && response.headers().contains_key("x-parcel-id")
+    })
+    .await;
+    stored_by_head(&app, &path, &proof, &owner, &data).await;
+}
+
+/// A completing PATCH whose commit cannot take the parcel's write lock
+/// answers 409 `upload_in_progress`, every byte stored. Until the parcel is
+/// stored, `HEAD` does not say the upload is complete; once the lock is
+/// free, `HEAD` completes it and names the parcel.
+#[tokio::test]
+async fn an_upload_whose_completion_failed_is_completed_by_head_never_reported_done() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(1000);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let path = created(&app, &proof, data.len()).await;
+    // Another commit of the same content holds its write lock (the key of
+    // docs/protocol.md's Redis layout).
+    let id = format!("{}{}", app.settings.storage_id, sha256_upper(&data));
+    let lock = format!("amo:lock:{{{id}}}");
+    let state = &app.backends.state;
+    assert!(
+        state
+            .set_new(&lock, "claimed:another-commit", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let response = patch(&app, &path, &proof, 0, &data).await;
+    assert_eq!(
+        expect_error(response, StatusCode::CONFLICT).await,
+        "upload_in_progress"
+    );
+    let response = head(&app, &path, &proof).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT, "not reported done");
+    assert!(!response.headers().contains_key("x-parcel-id"));
+    assert!(state.end(&lock, "another-commit").await.unwrap());
+    assert_eq!(stored_by_head(&app, &path, &proof, &owner, &data).await, id);
+}
+
+/// A declared length that would run past 2^64 from the offset answers
+/// 413, like any body past the upload's length, and changes nothing.
+#[tokio::test]
+async fn a_patch_declaring_a_length_that_overflows_is_refused_413() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(10);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let path = created(&app, &proof, data.len()).await;
+    patched(&app, &path, &proof, 0, &data[..5]).await;
+    let sequence = sequence(&app, &path, &proof).await;
+    // 2^64 - 5: past 2^64 from offset 5.
+    let framing = format!("Content-Length: {}", u64::MAX - 4);
+    let mut raw = raw_patch(&app, &path, &proof, 5, sequence, &framing).await;
+    raw.write_all(&data[5..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        raw.read(&mut answer).await
+    })
+    .await
+    .expect("an answer")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"too_large\""), "{text}");
+    assert_eq!(offset(&app, &path, &proof).await, 5);
+    let response = patched(&app, &path, &proof, 5, &data[5..]).await;
+    let id = header(&response, "x-parcel-id");
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
 }
 
 /// The completing PATCH of a body that is not the declared one answers 422;
