@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use poem::{
-    Endpoint, IntoResponse, Request, Response,
-    http::{StatusCode, header},
+    Endpoint, IntoResponse, PathPattern, Request, Response,
+    http::{Method, StatusCode, header},
 };
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
@@ -473,6 +473,21 @@ pub async fn json_errors<E: Endpoint>(
     request: Request,
     routes: &Routes,
 ) -> Response {
+    if request.method() == Method::HEAD {
+        if let Some((template, methods)) = routes.head_would_spend_a_token(request.uri().path()) {
+            let mut refused = ErrorBody::new(
+                "HEAD is not served on a route whose GET spends a token; send GET",
+                "method_not_allowed",
+            )
+            .into_response();
+            refused.set_status(StatusCode::METHOD_NOT_ALLOWED);
+            if let Ok(methods) = header::HeaderValue::from_str(methods) {
+                refused.headers_mut().insert(header::ALLOW, methods);
+            }
+            refused.set_data(PathPattern(template.into()));
+            return refused;
+        }
+    }
     let mut response = match endpoint.call(request).await {
         Ok(response) => response.into_response(),
         Err(err) => err.into_response(),

@@ -25,6 +25,9 @@ struct SpecPath {
     template: String,
     /// Its methods, as `Allow` lists them.
     methods: String,
+    /// Whether its `GET` takes a token (`X-Auth-Token`): a download, which
+    /// spends it.
+    get_takes_token: bool,
 }
 
 /// The order methods are listed in `Allow`.
@@ -41,11 +44,20 @@ impl Routes {
                     .into_iter()
                     .filter(|method| operations.get(method.to_ascii_lowercase()).is_some())
                     .collect();
+                let get_takes_token = operations
+                    .pointer("/get/parameters")
+                    .and_then(|parameters| parameters.as_array())
+                    .is_some_and(|parameters| {
+                        parameters
+                            .iter()
+                            .any(|parameter| parameter["name"] == "X-Auth-Token")
+                    });
                 paths.insert(
                     shape(template),
                     SpecPath {
                         template: template.clone(),
                         methods: methods.join(", "),
+                        get_takes_token,
                     },
                 );
             }
@@ -88,6 +100,18 @@ impl Routes {
             })
             .min_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, spec)| (spec.template.as_str(), spec.methods.as_str()))
+    }
+
+    /// The spec's route a `HEAD` on `path` must not reach, and its methods:
+    /// one whose `GET` takes a token. poem's router answers a `HEAD` with
+    /// the `GET` handler, and a download's would spend its token for an
+    /// answer without a body; `HEAD` is in neither the protocol nor the
+    /// spec there.
+    pub fn head_would_spend_a_token(&self, path: &str) -> Option<(&str, &str)> {
+        let (template, methods) = self.find(path)?;
+        let spec = self.0.get(&shape(template))?;
+        (spec.get_takes_token && !methods.split(", ").any(|method| method == "HEAD"))
+            .then_some((template, methods))
     }
 
     /// The `Allow` value of the route `response` was answered on, if the

@@ -2,7 +2,10 @@
 //! a connection's first request they come in the JSON error format; on a
 //! later request of a keep-alive connection hyper's bare answer goes out
 //! (README, "Errors"). A body whose chunked framing breaks is the service's
-//! to answer, in JSON.
+//! to answer, in JSON. A `HEAD` never reaches a handler that spends a token.
+
+use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::{
     adversarial::{assert_nothing_stored, assert_token_unused, exchange},
@@ -80,4 +83,41 @@ async fn on_a_later_request_of_a_connection_hyper_answers_bare() {
     assert_eq!(answers[1].status, 431, "{:?}", answers[1]);
     assert!(answers[1].body.is_empty(), "{:?}", answers[1]);
     assert_eq!(answers[1].header("content-length"), Some("0"));
+}
+
+/// poem answers a `HEAD` with the `GET` handler. On a download that would
+/// spend the token for an answer without a body: `HEAD` is in neither the
+/// protocol nor the spec there, so it answers 405 (naming the methods) and
+/// the token stays usable. A `HEAD` on a route without a token is served.
+#[tokio::test]
+async fn head_on_a_download_route_is_refused_and_spends_no_token() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(100);
+    let id = app.store_v2(&owner, &data).await;
+    let token = app
+        .token(&owner.address, json!({"name": "download", "id": id}))
+        .await;
+    for path in [format!("/api/v2/parcels/{id}"), format!("/api/v1/parcels/{id}")] {
+        let response = owner
+            .prove(&token)
+            .apply(app.http.head(format!("{}{path}", app.base)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+        assert_eq!(allow, "GET, DELETE", "{path}");
+        assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    }
+    let inspected = app
+        .http
+        .head(format!("{}/api/v2/parcels/{id}/metadata", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inspected.status(), StatusCode::OK);
+    let response = app.download_v2(Some(&owner.prove(&token)), &id, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), data);
 }
