@@ -129,6 +129,7 @@ impl State {
             whole_body_max_bytes: settings.v1_max_data_bytes,
             max_parcel_bytes: settings.max_parcel_bytes,
             part_size: settings.s3_part_size_bytes,
+            max_part_size: settings.s3_max_part_size_bytes,
             body_idle_timeout: settings.body_idle_timeout,
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
             v1_upload_memory_bytes: settings.limits.v1_upload_memory_bytes,

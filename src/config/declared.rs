@@ -274,11 +274,25 @@ settings! {
     v1_upload_memory_bytes: u64 = 256u64 << 20 => "256 MiB",
     /// largest stored metadata JSON
     metadata_max_bytes: usize = 8usize * 1024,
-    /// largest v2 parcel
+    /// largest v2 parcel of declared length (`Content-Length`), at most
+    /// 5 TiB (S3's limit) and at most 10,000 parts of
+    /// `AMO_S3_MAX_PART_SIZE_BYTES`; a body of unknown length (chunked) and
+    /// a resumable upload are at most 10,000 parts of
+    /// `AMO_S3_PART_SIZE_BYTES` (83,886,080,000 bytes at the default, the
+    /// `Tus-Max-Size` answered), and never past this
     max_parcel_bytes: u64 = super::S3_MAX_OBJECT_BYTES => "5 TiB, S3's limit",
     /// multipart part size (5 MiB to 256 MiB), and the most a body of
-    /// unknown length (chunked) buffers; a parcel is at most 10,000 parts
+    /// unknown length (chunked) or a resumable upload buffers; such a body
+    /// is at most 10,000 parts of it. A body of declared length longer
+    /// than 10,000 of these parts goes up in larger parts, as the AWS SDKs
+    /// do: its length ÷ 10,000 rounded up to a MiB (logged as `part_size`
+    /// when its multipart upload starts); those parts stream through
+    /// without being buffered
     s3_part_size_bytes: usize = 8usize << 20 => "8 MiB",
+    /// the largest part a body of declared length may grow to (from
+    /// `AMO_S3_PART_SIZE_BYTES` to 5 GiB, S3's limit); 10,000 of them must
+    /// hold `AMO_MAX_PARCEL_BYTES`, else the service refuses to start
+    s3_max_part_size_bytes: u64 = 525u64 << 20 => "525 MiB: 10,000 parts hold 5 TiB",
     /// the largest body of known length that streams up in one `PutObject`
     /// (at most 5 GiB, S3's limit); longer ones stream up in parts
     s3_single_put_max_bytes: u64 = super::S3_MAX_SINGLE_PUT => "5 GiB",

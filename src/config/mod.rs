@@ -36,6 +36,8 @@ const MIN_PART_SIZE: usize = 5 << 20;
 const MAX_PART_SIZE: usize = 256 << 20;
 /// The largest object S3 takes in one `PutObject`: 5 GiB.
 const S3_MAX_SINGLE_PUT: u64 = 5 << 30;
+/// S3's largest part: 5 GiB.
+const S3_MAX_PART_SIZE: u64 = 5 << 30;
 /// The longest timeout of a blockchain query: a download waits for it.
 const MAX_CHAIN_TIMEOUT_MS: u64 = 60_000;
 
@@ -101,6 +103,8 @@ pub struct Settings {
     /// Multipart part size: what a body of unknown length buffers at most,
     /// and the size of the parts of a multipart upload.
     pub s3_part_size_bytes: usize,
+    /// The largest part a body of declared length grows its parts to.
+    pub s3_max_part_size_bytes: u64,
     /// The largest body of known length that goes up in one streamed
     /// `PutObject` (at most S3's 5 GiB); longer ones go up in parts.
     pub s3_single_put_max_bytes: u64,
@@ -277,6 +281,31 @@ pub fn v1_upload_memory(body_bytes: u64) -> u64 {
 }
 
 /// The abuse limits of `values`.
+/// Refuses parcel sizes that contradict each other: a largest parcel past
+/// S3's 5 TiB, or past what 10,000 parts of the largest part hold; a largest
+/// part below the part size or past S3's 5 GiB.
+fn parcel_sizes(max_parcel: u64, part_size: usize, max_part: u64) -> Result<(), ConfigError> {
+    if !(part_size as u64..=S3_MAX_PART_SIZE).contains(&max_part) {
+        return Err(ConfigError(format!(
+            "AMO_S3_MAX_PART_SIZE_BYTES={max_part} must be between AMO_S3_PART_SIZE_BYTES \
+             ({part_size}) and {S3_MAX_PART_SIZE} (S3's largest part)"
+        )));
+    }
+    if max_parcel > S3_MAX_OBJECT_BYTES {
+        return Err(ConfigError(format!(
+            "AMO_MAX_PARCEL_BYTES={max_parcel} is past {S3_MAX_OBJECT_BYTES}, the largest object S3 stores"
+        )));
+    }
+    let reachable = crate::parcels::MAX_PARTS * max_part;
+    if max_parcel > reachable {
+        return Err(ConfigError(format!(
+            "AMO_MAX_PARCEL_BYTES={max_parcel} is past {reachable}, what 10,000 parts of \
+             AMO_S3_MAX_PART_SIZE_BYTES ({max_part}) hold: raise the one or lower the other"
+        )));
+    }
+    Ok(())
+}
+
 fn abuse_limits(values: &Values) -> AbuseLimits {
     AbuseLimits {
         auth_per_ip_per_minute: values.auth_rate_per_ip,
@@ -340,6 +369,11 @@ impl Values {
                 "AMO_S3_PART_SIZE_BYTES must be between {MIN_PART_SIZE} (S3's minimum) and {MAX_PART_SIZE}"
             )));
         }
+        parcel_sizes(
+            self.max_parcel_bytes,
+            self.s3_part_size_bytes,
+            self.s3_max_part_size_bytes,
+        )?;
         let largest_v1 = v1_upload_memory(v1_body_limit(
             self.v1_max_data_bytes,
             self.metadata_max_bytes,
@@ -405,6 +439,7 @@ impl Values {
             metadata_max_bytes: self.metadata_max_bytes,
             max_parcel_bytes: self.max_parcel_bytes,
             s3_part_size_bytes: self.s3_part_size_bytes,
+            s3_max_part_size_bytes: self.s3_max_part_size_bytes,
             s3_single_put_max_bytes: self.s3_single_put_max_bytes,
             chain,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
@@ -824,6 +859,71 @@ mod tests {
             rows + declared::RETIRED.len(),
             declared::KEYS.len(),
             "one row per setting, the retired ones aside"
+        );
+    }
+
+    #[test]
+    fn parcel_sizes_that_contradict_each_other_are_refused_at_start() {
+        let key = key_file();
+        let refused = |extra: &[(&str, &str)]| {
+            Settings::load_from(None, env(key.path(), extra))
+                .unwrap_err()
+                .to_string()
+        };
+        let defaults = Settings::load_from(None, env(key.path(), &[])).unwrap().0;
+        assert_eq!(defaults.max_parcel_bytes, 5 << 40);
+        // The default largest part holds the default largest parcel.
+        assert!(crate::parcels::MAX_PARTS * defaults.s3_max_part_size_bytes >= 5 << 40);
+        let err = refused(&[("AMO_MAX_PARCEL_BYTES", &((5u64 << 40) + 1).to_string())]);
+        assert!(err.contains("the largest object S3 stores"), "{err}");
+        let err = refused(&[("AMO_S3_MAX_PART_SIZE_BYTES", &(100u64 << 20).to_string())]);
+        assert!(err.contains("what 10,000 parts of"), "{err}");
+        let err = refused(&[("AMO_S3_MAX_PART_SIZE_BYTES", &(6u64 << 30).to_string())]);
+        assert!(err.contains("S3's largest part"), "{err}");
+        let err = refused(&[
+            ("AMO_S3_PART_SIZE_BYTES", &(16u64 << 20).to_string()),
+            ("AMO_S3_MAX_PART_SIZE_BYTES", &(8u64 << 20).to_string()),
+        ]);
+        assert!(
+            err.contains("must be between AMO_S3_PART_SIZE_BYTES"),
+            "{err}"
+        );
+        // Lowered together, they agree.
+        let (small, _) = Settings::load_from(
+            None,
+            env(
+                key.path(),
+                &[
+                    ("AMO_S3_MAX_PART_SIZE_BYTES", &(100u64 << 20).to_string()),
+                    (
+                        "AMO_MAX_PARCEL_BYTES",
+                        &(10_000u64 * (100 << 20)).to_string(),
+                    ),
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(small.max_parcel_bytes, 10_000 * (100 << 20));
+    }
+
+    #[test]
+    fn the_docs_state_the_tus_max_size_of_the_defaults() {
+        let defaults = Values::default();
+        let tus_max = defaults
+            .max_parcel_bytes
+            .min(crate::parcels::MAX_PARTS * defaults.s3_part_size_bytes as u64);
+        let shown = tus_max
+            .to_string()
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|group| std::str::from_utf8(group).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        let docs = include_str!("../../docs/configuration.md");
+        assert!(
+            docs.contains(&format!("{shown} bytes at the default")),
+            "docs/configuration.md does not state the default Tus-Max-Size, {shown}"
         );
     }
 

@@ -25,7 +25,7 @@ pub use open::{open_by_account_key, open_by_client_key};
 pub use resumable::{
     UploadRecord, UploadStatus, sweep_expired_tails, upload_key, upload_lock_key, valid_upload_id,
 };
-pub use upload::{lock_key, multipart_mark_key, sweep_abandoned_uploads};
+pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for, sweep_abandoned_uploads};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -54,11 +54,13 @@ pub struct Limits {
     pub whole_body_max_bytes: u64,
     /// Largest parcel a streamed (v2) upload may store.
     pub max_parcel_bytes: u64,
-    /// Size of the parts of a multipart upload; bodies up to this size go
-    /// up in one `PutObject`. Memory per upload is at most two parts,
-    /// whatever length the client declares; a body that would need more
-    /// parts than S3 allows is refused (413).
+    /// Size of the parts of a multipart upload, and what a body of unknown
+    /// length (chunked) or a resumable upload buffers at most: such a body
+    /// is at most [`MAX_PARTS`] of them (413 past it).
     pub part_size: usize,
+    /// The largest part a body of declared length grows its parts to
+    /// ([`part_size_for`]); they stream through, unbuffered.
+    pub max_part_size: u64,
     /// How long an upload's body may send nothing before it fails.
     pub body_idle_timeout: std::time::Duration,
     /// Uploads this replica takes at once (0: no cap).
@@ -88,6 +90,15 @@ pub struct Limits {
     pub max_open_uploads_per_account: u64,
     /// Unfinished resumable uploads one client may hold (0: no cap).
     pub max_open_uploads_per_client: u64,
+}
+
+impl Limits {
+    /// The largest body of unknown length (chunked), and the largest
+    /// resumable upload: [`MAX_PARTS`] parts of `part_size`, never past
+    /// `max_parcel_bytes`.
+    pub fn parts_max_bytes(&self) -> u64 {
+        self.max_parcel_bytes.min(MAX_PARTS * self.part_size as u64)
+    }
 }
 
 /// A download ready to stream: what was found, and the bytes to send.

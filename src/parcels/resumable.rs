@@ -34,7 +34,7 @@ use uuid::Uuid;
 use super::{
     Parcels,
     upload::{
-        FEED_DEPTH, Incoming, MAX_PARTS, NewParcel, end_feed, is_store_stopped, multipart_mark_key,
+        FEED_DEPTH, Incoming, NewParcel, end_feed, is_store_stopped, multipart_mark_key,
         short_body, too_large, unlock,
     },
 };
@@ -208,11 +208,11 @@ pub fn valid_upload_id(text: &str) -> bool {
 }
 
 impl Parcels {
-    /// The largest upload this replica takes.
+    /// The largest upload this replica takes: 10,000 parts of
+    /// `AMO_S3_PART_SIZE_BYTES` (a resumable upload's parts do not grow),
+    /// never past `AMO_MAX_PARCEL_BYTES`.
     pub fn max_upload_bytes(&self) -> u64 {
-        self.limits
-            .max_parcel_bytes
-            .min(MAX_PARTS * self.limits.part_size as u64)
+        self.limits.parts_max_bytes()
     }
 
     /// Creates a resumable upload of `length` bytes for the authorized
@@ -337,7 +337,12 @@ impl Parcels {
         })?;
         let max = self.max_upload_bytes();
         if length > max {
-            return Err(too_large(length, max));
+            return Err(Error::TooLarge(format!(
+                "a resumable upload is at most {max} bytes (10,000 parts of {} bytes; \
+                 Tus-Max-Size), got {length}: send a longer body in one v2 upload of \
+                 declared length",
+                self.limits.part_size
+            )));
         }
         if length == 0 && *declared != Sha256Hex::of(b"") {
             return Err(Error::HashMismatch {

@@ -51,6 +51,17 @@ use crate::{
 /// S3 allows at most this many parts in one upload.
 pub const MAX_PARTS: u64 = 10_000;
 
+/// The part size of a body of declared `length`: `base`
+/// (`AMO_S3_PART_SIZE_BYTES`), or, when [`MAX_PARTS`] of those cannot hold
+/// it, its length ÷ [`MAX_PARTS`] rounded up to a MiB, as the AWS SDKs do;
+/// never past `max` (`AMO_S3_MAX_PART_SIZE_BYTES`, which start-up checks
+/// holds the largest parcel).
+pub fn part_size_for(length: u64, base: usize, max: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let grown = length.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    grown.max(base as u64).min(max.max(base as u64))
+}
+
 /// How long a commit waits for another commit of the same parcel to end
 /// before it answers 409 `upload_in_progress`. A commit is the last chunk
 /// of a `PutObject`, or one `CompleteMultipartUpload`: seconds at most.
@@ -266,20 +277,19 @@ impl Parcels {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let part_size = self.limits.part_size;
-        let max = self
-            .limits
-            .max_parcel_bytes
-            .min(MAX_PARTS * part_size as u64);
+        // A declared length grows its parts up to the largest parcel; a
+        // body of unknown length keeps the configured part size.
+        let max = self.limits.max_parcel_bytes;
         if let Some(length) = length.filter(|length| *length > max) {
             return Err(too_large(length, max));
         }
+        let chunked_max = self.limits.parts_max_bytes();
         let mut incoming = Incoming {
             body,
             carry: None,
             hasher: Sha256::new(),
             received: 0,
-            max: length.unwrap_or(max),
+            max: length.unwrap_or(chunked_max),
             idle: self.limits.body_idle_timeout,
             store_wait: self.limits.store_timeout,
         };
@@ -297,7 +307,12 @@ impl Parcels {
                 if let Some(existing) = self.already_stored(&parcel).await? {
                     return Ok(existing);
                 }
-                self.buffered(&parcel, &mut incoming).await
+                self.buffered(&parcel, &mut incoming)
+                    .await
+                    .map_err(|err| match err {
+                        Error::TooLarge(_) => too_large_chunked(incoming.received, chunked_max),
+                        other => other,
+                    })
             }
         }
     }
@@ -394,8 +409,15 @@ impl Parcels {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let part_size = self.limits.part_size as u64;
+        let part_size = part_size_for(length, self.limits.part_size, self.limits.max_part_size);
         let (mut upload, mark) = self.start_multipart(parcel).await?;
+        tracing::info!(
+            parcel = %parcel.id,
+            length,
+            part_size,
+            parts = length.div_ceil(part_size),
+            "a multipart upload of declared length started"
+        );
         let written = async {
             let mut left = length;
             while left > 0 {
@@ -660,10 +682,47 @@ pub(super) fn too_large(size: u64, max: u64) -> Error {
     ))
 }
 
+/// A body of unknown length past its own maximum: [`MAX_PARTS`] parts of
+/// the configured part size.
+fn too_large_chunked(size: u64, max: u64) -> Error {
+    Error::TooLarge(format!(
+        "a body of unknown length (chunked) is at most {max} bytes (10,000 parts of \
+         AMO_S3_PART_SIZE_BYTES, never past AMO_MAX_PARCEL_BYTES), got {size}: declare the \
+         length (Content-Length) of a longer one"
+    ))
+}
+
 fn same_owner(id: &ParcelId, existing: &StoredParcel, owner: &Address) -> Result<(), Error> {
     if existing.owner == *owner {
         Ok(())
     } else {
         Err(Error::OwnedByAnother(id.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_part_size_grows_with_the_declared_length_as_the_aws_sdks_do() {
+        let base = 8 << 20;
+        let max = 525 * MIB;
+        // Up to 10,000 parts of the base, the base.
+        assert_eq!(part_size_for(1, base, max), 8 * MIB);
+        assert_eq!(part_size_for(MAX_PARTS * 8 * MIB, base, max), 8 * MIB);
+        // Past it, length ÷ 10,000 rounded up to a MiB.
+        assert_eq!(part_size_for(MAX_PARTS * 8 * MIB + 1, base, max), 9 * MIB);
+        let hundred_gib = 100u64 << 30;
+        assert_eq!(part_size_for(hundred_gib, base, max), 11 * MIB);
+        assert!(hundred_gib.div_ceil(11 * MIB) <= MAX_PARTS);
+        // 5 TiB takes 525 MiB parts, 10,000 of them at most.
+        let five_tib = 5u64 << 40;
+        assert_eq!(part_size_for(five_tib, base, max), 525 * MIB);
+        assert!(five_tib.div_ceil(525 * MIB) <= MAX_PARTS);
+        // Never past the largest part.
+        assert_eq!(part_size_for(five_tib, base, 64 * MIB), 64 * MIB);
     }
 }

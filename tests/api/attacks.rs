@@ -16,7 +16,11 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{helpers::*, limits::held_upload, process::ServiceProcess};
+use crate::{
+    helpers::*,
+    limits::held_upload,
+    process::{ServiceProcess, process_env},
+};
 
 const MIB: usize = 1 << 20;
 
@@ -435,9 +439,13 @@ async fn a_declared_length_past_what_the_parts_allow_is_refused_unread() {
     let app = spawn_app().await;
     let owner = Account::new();
     let (token, proof) = app.upload_token(&owner, b"anything").await;
-    let head = upload_head(&proof, 5 << 40, false);
+    // One byte past AMO_MAX_PARCEL_BYTES (5 TiB by default).
+    let past = app.settings.max_parcel_bytes as usize + 1;
+    let head = upload_head(&proof, past, false);
     let (status, body) = raw_answer(&app.base, &head, false, 0).await;
     assert_eq!((status, body["code"].as_str()), (413, Some("too_large")));
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains(&app.settings.max_parcel_bytes.to_string()), "{message}");
     assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
     assert!(app.multipart_uploads().await.is_empty());
 }
@@ -564,4 +572,86 @@ async fn a_huge_declared_length_sizes_no_buffer() {
     drop(socket);
     println!("peak RSS grew by {grown_mib} MiB over 64 MiB of a body declared 60 GiB");
     assert!(grown_mib < 12, "peak RSS grew by {grown_mib} MiB");
+}
+
+#[tokio::test]
+async fn a_chunked_body_past_its_own_maximum_is_refused_naming_it() {
+    let max = 12 * MIB;
+    let app = spawn_with(settings(&[
+        ("AMO_S3_PART_SIZE_BYTES", &(5 * MIB).to_string()),
+        ("AMO_MAX_PARCEL_BYTES", &max.to_string()),
+    ]))
+    .await;
+    let owner = Account::new();
+    let (token, proof) = app.upload_token(&owner, b"longer than chunked may be").await;
+    let head = format!(
+        "POST /api/v2/parcels HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n\
+         Transfer-Encoding: chunked\r\n{}\r\n",
+        proof_lines(&proof)
+    );
+    let (status, body) = raw_answer(&app.base, &head, true, 16 * MIB).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too_large")), "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("unknown length (chunked) is at most {max} bytes")),
+        "{message}"
+    );
+    eventually(30, "the multipart upload is aborted", || {
+        let app = app.clone();
+        async move { app.multipart_uploads().await.is_empty() }
+    })
+    .await;
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+}
+
+#[tokio::test]
+async fn a_100_gib_declared_length_streams_in_grown_parts_and_a_cut_body_stores_nothing() {
+    let (env, backends) = process_env();
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let (token, proof) = app.upload_token(&owner, b"a hundred GiB, never sent").await;
+    let id = format!("00000001{}", sha256_upper(b"a hundred GiB, never sent"));
+    let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let declared = 100usize << 30;
+    socket
+        .write_all(upload_head(&proof, declared, true).as_bytes())
+        .await
+        .unwrap();
+    socket.write_all(&vec![b'x'; MIB]).await.unwrap();
+    // The multipart upload started, in parts of 100 GiB ÷ 10,000 rounded
+    // up to a MiB: 11 MiB, 9,310 of them (8 MiB parts would need 12,800).
+    let started = |service: &ServiceProcess| {
+        service.log_lines().into_iter().find(|line| {
+            line["message"] == "a multipart upload of declared length started"
+                && line["length"] == declared as u64
+        })
+    };
+    eventually(30, "the multipart upload started", || {
+        let found = started(&service).is_some();
+        async move { found }
+    })
+    .await;
+    let line = started(&service).unwrap();
+    assert_eq!(line["part_size"], 11u64 << 20, "{line}");
+    assert_eq!(line["parts"], 9_310, "{line}");
+    assert!(app.settings.s3_part_size_bytes < 11 << 20);
+    // The body ends 100 GiB short: 400, nothing stored, the upload aborted.
+    socket.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), socket.read_to_string(&mut answer))
+        .await
+        .expect("an answer within 30 s")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains(r#""code":"bad_request","error":"the body ended early"#), "{answer}");
+    eventually(30, "the multipart upload is aborted", || {
+        let app = app.clone();
+        async move { app.multipart_uploads().await.is_empty() }
+    })
+    .await;
+    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    assert!(!present(&app, &id).await);
 }

@@ -187,8 +187,18 @@ async fn options_advertise_the_version_extensions_and_largest_size() {
     for extension in ["creation", "termination", "expiration"] {
         assert!(extensions.split(',').any(|e| e == extension), "{extensions}");
     }
+    // 10,000 parts of AMO_S3_PART_SIZE_BYTES (a resumable upload's parts do
+    // not grow), never past AMO_MAX_PARCEL_BYTES.
     let max: u64 = header(&response, "tus-max-size").parse().unwrap();
-    assert!(max > 0);
+    let parts_max = 10_000 * app.settings.s3_part_size_bytes as u64;
+    assert_eq!(max, app.settings.max_parcel_bytes.min(parts_max));
+    // One byte more is refused, and the answer names the maximum.
+    let owner = Account::new();
+    let (_, proof) = app.upload_token(&owner, b"past the maximum").await;
+    let response = create(&app, &proof, max as usize + 1, None).await;
+    let body = expect_json(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("at most {max} bytes")), "{body}");
 }
 
 /// Five PATCHes, most ending off a part boundary, alternating between two
