@@ -462,3 +462,128 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// The memory plan of deploy/kubernetes/validate.py, in MiB: a replica idle,
+/// plus per upload in flight two parts of `AMO_S3_PART_SIZE_BYTES` and 2 MiB
+/// of stream buffers, plus the v1 upload budget. Keep the figures equal to
+/// validate.py's `IDLE_MIB` and `upload_mib`.
+fn planned_mib(uploads: u64, part_mib: u64, v1_budget_mib: u64) -> u64 {
+    const IDLE_MIB: u64 = 40;
+    IDLE_MIB + uploads * (2 * part_mib + 2) + v1_budget_mib
+}
+
+/// An upload whose body the returned sender feeds, and that never ends
+/// unless the sender does: `length` declared, or chunked when `None`.
+fn slow_writer(
+    http: &reqwest::Client,
+    base: &str,
+    proof: &Proof,
+    length: Option<u64>,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let body = stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let mut request = http
+        .post(format!("{base}/api/v2/parcels"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body));
+    if let Some(length) = length {
+        request = request.header("content-length", length);
+    }
+    for (name, value) in proof.headers() {
+        request = request.header(name, value);
+    }
+    (sender, tokio::spawn(request.send()))
+}
+
+/// One replica driven to its upload cap by slow writers, each held below
+/// completion and above the minimum rate: chunked bodies that sent one part
+/// and all but a MiB of the next (the most a chunked upload holds), and a
+/// body declared 100 GiB whose grown 11 MiB parts stream through. Its
+/// peak RSS stays under the memory plan that validate.py checks against
+/// the Deployment's limit.
+#[tokio::test]
+async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
+    let _running = crate::shared().await;
+    const UPLOADS: u64 = 6;
+    const DECLARED: u64 = 1;
+    const PART_MIB: u64 = 32;
+    const V1_BUDGET_MIB: u64 = 4;
+    let service = Service::start_with(&[
+        ("AMO_MAX_CONCURRENT_UPLOADS", &UPLOADS.to_string()),
+        ("AMO_CLIENT_SHARE_PERCENT", "100"),
+        ("AMO_S3_PART_SIZE_BYTES", &(PART_MIB * MIB).to_string()),
+        ("AMO_V1_MAX_DATA_BYTES", &MIB.to_string()),
+        (
+            "AMO_V1_UPLOAD_MEMORY_BYTES",
+            &(V1_BUDGET_MIB * MIB).to_string(),
+        ),
+        ("AMO_MIN_TRANSFER_BYTES_PER_SEC", "2048"),
+        ("AMO_MIN_TRANSFER_WINDOW_SECS", "60"),
+        ("AMO_BODY_IDLE_TIMEOUT_SECS", "60"),
+    ]);
+    let http = reqwest::Client::new();
+    service.wait_ready(&http).await;
+    let limit_mib = planned_mib(UPLOADS, PART_MIB, V1_BUDGET_MIB);
+    let owner = Account::new();
+    let piece = Bytes::from(vec![b'm'; MIB as usize]);
+    let mut writers = Vec::new();
+    let mut fed = 0;
+    for index in 0..UPLOADS {
+        let hash = hex::encode_upper(Sha256::digest(format!("never whole {index}")));
+        let token = service
+            .token(&http, &owner, json!({"name": "upload", "hash": hash}))
+            .await;
+        let declared = (index < DECLARED).then_some(100 << 30);
+        let (sender, answer) = slow_writer(&http, &service.base, &owner.prove(&token), declared);
+        // A part and all but a MiB of the next: the first part goes up,
+        // the second is all but full.
+        let mibs = 2 * PART_MIB - 1;
+        for _ in 0..mibs {
+            sender.send(Ok(piece.clone())).await.unwrap();
+        }
+        fed += mibs * MIB;
+        writers.push((sender, answer));
+    }
+    // Measured once the replica has read all of it.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let text = service.metrics(&http).await;
+        let received = text
+            .lines()
+            .find_map(|line| line.strip_prefix("amo_parcel_bytes_received_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        if received >= fed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica read {received} of the {fed} bytes sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every slot is held: one more upload is turned away.
+    let refused = http
+        .post(format!("{}/api/v2/parcels", service.base))
+        .header("content-type", "application/octet-stream")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(writers.iter().all(|(_, answer)| !answer.is_finished()));
+    let peak_mib = service.status_kib("VmHWM:") / 1024;
+    eprintln!(
+        "{UPLOADS} uploads held at the cap ({DECLARED} declared 100 GiB, the rest chunked), \
+         {PART_MIB} MiB parts: peak RSS {peak_mib} MiB, plan {limit_mib} MiB"
+    );
+    assert!(
+        peak_mib <= limit_mib,
+        "peak RSS {peak_mib} MiB is past the plan, {limit_mib} MiB"
+    );
+}
