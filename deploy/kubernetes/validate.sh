@@ -121,4 +121,18 @@ bash "$HERE/gateway-api/check.sh" "$render_out"
 # with (deploy/image/check.py).
 "$VENV/bin/python" "$HERE/../image/check.py"
 
+# The memory plan refuses caps raised past the limit: the same manifests
+# with config.env's upload cap, then its part size, raised must fail.
+for raised in AMO_MAX_CONCURRENT_UPLOADS=48 AMO_S3_PART_SIZE_BYTES=16777216; do
+  rm -rf "$digest_dir/raised" && cp -r "$HERE" "$digest_dir/raised"
+  grep -v "^${raised%%=*}=" "$HERE/config.env" >"$digest_dir/raised/config.env"
+  echo "$raised" >>"$digest_dir/raised/config.env"
+  if "$VENV/bin/python" "$HERE/validate.py" "$digest_dir/raised" "${render_args[@]}" 2>"$digest_dir/raised.err"; then
+    die "validate.py accepted config.env with $raised, whose worst case passes the memory limit"
+  fi
+  grep -q "does not hold the worst case" "$digest_dir/raised.err" ||
+    die "validate.py refused config.env with $raised, but not for its memory: $(cat "$digest_dir/raised.err")"
+  log "refuses config.env with $raised: $(grep -o 'memory limit .* MiB:' "$digest_dir/raised.err")"
+done
+
 exec "$VENV/bin/python" "$HERE/validate.py" "$HERE" "${render_args[@]}"
