@@ -647,11 +647,15 @@ async fn a_100_gib_declared_length_streams_in_grown_parts_and_a_cut_body_stores_
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains(r#""code":"bad_request","error":"the body ended early"#), "{answer}");
-    eventually(30, "the multipart upload is aborted", || {
-        let app = app.clone();
-        async move { app.multipart_uploads().await.is_empty() }
-    })
-    .await;
-    assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    // On the embedded pair the state and the store are inside the process:
+    // only HTTP tells.
+    if crate::BACKEND != Backend::Embedded {
+        eventually(30, "the multipart upload is aborted", || {
+            let app = app.clone();
+            async move { app.multipart_uploads().await.is_empty() }
+        })
+        .await;
+        assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
+    }
     assert!(!present(&app, &id).await);
 }
