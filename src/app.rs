@@ -132,6 +132,7 @@ impl State {
             max_part_size: settings.s3_max_part_size_bytes,
             body_idle_timeout: settings.body_idle_timeout,
             max_concurrent_uploads: settings.limits.max_concurrent_uploads,
+            max_concurrent_downloads: settings.limits.max_concurrent_downloads,
             v1_upload_memory_bytes: settings.limits.v1_upload_memory_bytes,
             v1_body_max_bytes: crate::config::v1_body_limit(
                 settings.v1_max_data_bytes,

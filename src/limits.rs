@@ -84,6 +84,8 @@ pub enum SlotKind {
     V1UploadMemory,
     /// Client connections.
     Connection,
+    /// Downloads: v1 and v2, held while their body streams.
+    Download,
 }
 
 impl SlotKind {
@@ -93,6 +95,7 @@ impl SlotKind {
             Self::Upload => "concurrent_uploads",
             Self::V1UploadMemory => "v1_upload_memory",
             Self::Connection => "connections",
+            Self::Download => "concurrent_downloads",
         }
     }
 
@@ -102,6 +105,7 @@ impl SlotKind {
             Self::Upload => ("uploads", 1),
             Self::V1UploadMemory => ("v1_upload_memory_bytes", 1 << 10),
             Self::Connection => ("connections", 1),
+            Self::Download => ("downloads", 1),
         }
     }
 
@@ -111,6 +115,7 @@ impl SlotKind {
             Self::Upload => "uploads",
             Self::V1UploadMemory => "KiB of v1 upload bodies",
             Self::Connection => "connections",
+            Self::Download => "downloads",
         }
     }
 }

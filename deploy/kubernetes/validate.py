@@ -164,6 +164,9 @@ def drain_budget(where, pod, cms):
 # against the same figures.
 IDLE_MIB = 40
 STREAM_BUFFERS_MIB = 2
+# A download streams with backpressure: one whose reader stopped holds about
+# a MiB (8 such downloads added 5-10 MiB in the same test); 2 are counted.
+DOWNLOAD_MIB = 2
 
 
 def upload_mib(part_bytes):
@@ -184,8 +187,8 @@ def memory_budget(where, pod, cms):
     """The worst case of what the service may hold at once fits the
     container's memory limit, with 5 % to spare: idle +
     AMO_MAX_CONCURRENT_UPLOADS uploads of two AMO_S3_PART_SIZE_BYTES parts
-    each + AMO_V1_UPLOAD_MEMORY_BYTES of v1 bodies. Either cap at 0 (none)
-    does not fit any limit. The memory request equals the limit, so the
+    each + AMO_MAX_CONCURRENT_DOWNLOADS downloads + AMO_V1_UPLOAD_MEMORY_BYTES
+    of v1 bodies. A cap at 0 (none) does not fit any limit. The memory request equals the limit, so the
     scheduler reserves the plan and the pod is never the first evicted under
     node memory pressure."""
     for c in pod["containers"]:
@@ -200,14 +203,16 @@ def memory_budget(where, pod, cms):
                     "not have the memory the plan counts on (docs/operations.md#memory-plan)")
         uploads = setting(c, cms, "AMO_MAX_CONCURRENT_UPLOADS")
         part = setting(c, cms, "AMO_S3_PART_SIZE_BYTES")
+        downloads = setting(c, cms, "AMO_MAX_CONCURRENT_DOWNLOADS")
         v1_mib = setting(c, cms, "AMO_V1_UPLOAD_MEMORY_BYTES") / (1 << 20)
         per_upload = upload_mib(part)
-        need = IDLE_MIB + uploads * per_upload + v1_mib
-        if uploads == 0 or v1_mib == 0 or need > 0.95 * mebibytes(limit):
+        need = IDLE_MIB + uploads * per_upload + downloads * DOWNLOAD_MIB + v1_mib
+        if 0 in (uploads, downloads, v1_mib) or need > 0.95 * mebibytes(limit):
             problem(where, f"memory limit {limit} does not hold the worst case, {need:.0f} MiB: idle "
                     f"{IDLE_MIB} MiB + AMO_MAX_CONCURRENT_UPLOADS {uploads or 'unbounded'} x "
                     f"{per_upload:.0f} MiB (two AMO_S3_PART_SIZE_BYTES parts of {part} + "
-                    f"{STREAM_BUFFERS_MIB} MiB) + AMO_V1_UPLOAD_MEMORY_BYTES {v1_mib or 'unbounded'} MiB, "
+                    f"{STREAM_BUFFERS_MIB} MiB) + AMO_MAX_CONCURRENT_DOWNLOADS {downloads or 'unbounded'} x "
+                    f"{DOWNLOAD_MIB} MiB + AMO_V1_UPLOAD_MEMORY_BYTES {v1_mib or 'unbounded'} MiB, "
                     "with 5 % to spare")
 
 

@@ -122,8 +122,8 @@ bash "$HERE/gateway-api/check.sh" "$render_out"
 "$VENV/bin/python" "$HERE/../image/check.py"
 
 # The memory plan refuses caps raised past the limit: the same manifests
-# with config.env's upload cap, then its part size, raised must fail.
-for raised in AMO_MAX_CONCURRENT_UPLOADS=48 AMO_S3_PART_SIZE_BYTES=16777216; do
+# with config.env's upload cap, download cap or part size raised must fail.
+for raised in AMO_MAX_CONCURRENT_UPLOADS=36 AMO_MAX_CONCURRENT_DOWNLOADS=256 AMO_S3_PART_SIZE_BYTES=16777216; do
   rm -rf "$digest_dir/raised" && cp -r "$HERE" "$digest_dir/raised"
   grep -v "^${raised%%=*}=" "$HERE/config.env" >"$digest_dir/raised/config.env"
   echo "$raised" >>"$digest_dir/raised/config.env"

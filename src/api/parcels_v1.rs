@@ -254,6 +254,7 @@ impl ParcelsV1Api {
         id: Path<ParcelId>,
         /// `metadata` or `owner` to inspect without a token.
         key: Query<Option<V1Key>>,
+        client: Client,
         /// The one-time JWT from `/auth`, for operation `download`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -268,11 +269,12 @@ impl ParcelsV1Api {
                 owner: self.parcels.inspect(&id).await?.owner,
             })),
             None => {
+                let slot = self.parcels.download_slot(client.0)?;
                 let auth = self
                     .authorizer
                     .authorize(proof.headers(), OperationKind::Download, Some(&id))
                     .await?;
-                let download = self.parcels.download_whole(auth, &id).await?;
+                let download = self.parcels.download_whole(auth, slot, &id).await?;
                 V1Answer::Whole {
                     head: metadata_view(&id, &download.parcel),
                     size: download.parcel.size,

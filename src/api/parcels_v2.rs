@@ -210,16 +210,21 @@ impl ParcelsV2Api {
         /// An optional single byte range.
         #[oai(name = "Range")]
         range: Header<Option<String>>,
+        client: Client,
         /// The one-time JWT from `/auth`, for operation `download`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
     ) -> ApiResult<V2DownloadResponse> {
         let id = id.0;
+        let slot = self.parcels.download_slot(client.0)?;
         let auth = self
             .authorizer
             .authorize(proof.headers(), OperationKind::Download, Some(&id))
             .await?;
-        let download = self.parcels.download_stream(auth, &id, range.0).await?;
+        let download = self
+            .parcels
+            .download_stream(auth, slot, &id, range.0)
+            .await?;
         let etag = format!("\"{}\"", download.hash);
         let body = Binary(Body::from_bytes_stream(download.body));
         let accept = "bytes".to_owned();

@@ -315,6 +315,11 @@ settings! {
     max_outstanding_tokens: u64 = 1_000u64,
     /// uploads in flight per replica (503 `busy` past it); `0`: no limit
     max_concurrent_uploads: usize = 64usize,
+    /// downloads in flight per replica, v1 and v2 (503 `busy` past it,
+    /// before the token is spent); each streams, holding a few buffers
+    /// (the [memory plan](operations.md#memory-plan) counts them); `0`: no
+    /// limit
+    max_concurrent_downloads: usize = 256usize,
     /// the origins a browser page may call the service from (CORS): empty
     /// for none (no CORS header is sent), `*` for any, or a comma-separated
     /// list such as `https://market.example,http://127.0.0.1:8000` (see
@@ -358,8 +363,8 @@ settings! {
     /// which the rate is judged, long enough to ride out a stall of a
     /// mobile link
     min_transfer_window_secs: u64 = 30u64,
-    /// the share of a replica's upload slots, v1 upload memory and
-    /// connections one client may hold, in percent (a client holding none
+    /// the share of a replica's upload slots, download slots, v1 upload
+    /// memory and connections one client may hold, in percent (a client holding none
     /// may always take one upload, one largest v1 body and one
     /// connection); past it the client gets 429 `client_share` while
     /// others are served; `100`: no share

@@ -179,6 +179,8 @@ pub struct AbuseLimits {
     pub max_outstanding_tokens: u64,
     /// Uploads (v1 and v2) one replica takes at once; more answer 503.
     pub max_concurrent_uploads: usize,
+    /// Downloads (v1 and v2) one replica serves at once; more answer 503.
+    pub max_concurrent_downloads: usize,
     /// Bytes the bodies of v1 uploads in flight on one replica may hold
     /// together (each is held whole); more answer 503. 0: no limit.
     pub v1_upload_memory_bytes: u64,
@@ -311,6 +313,7 @@ fn abuse_limits(values: &Values) -> AbuseLimits {
         auth_per_ip_per_minute: values.auth_rate_per_ip,
         max_outstanding_tokens: values.max_outstanding_tokens,
         max_concurrent_uploads: values.max_concurrent_uploads,
+        max_concurrent_downloads: values.max_concurrent_downloads,
         v1_upload_memory_bytes: values.v1_upload_memory_bytes,
         trust_forwarded_for: values.trust_forwarded_for,
         client_share_percent: values.client_share_percent,

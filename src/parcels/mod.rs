@@ -65,6 +65,8 @@ pub struct Limits {
     pub body_idle_timeout: std::time::Duration,
     /// Uploads this replica takes at once (0: no cap).
     pub max_concurrent_uploads: usize,
+    /// Downloads this replica serves at once (0: no cap).
+    pub max_concurrent_downloads: usize,
     /// Bytes the bodies of v1 uploads in flight may hold together (0: no
     /// cap).
     pub v1_upload_memory_bytes: u64,
@@ -113,6 +115,18 @@ pub struct Download {
     pub body: BodyStream,
 }
 
+impl Download {
+    /// The download, holding `slot` (and with it its place in the
+    /// replica's downloads in flight) until its body is dropped.
+    fn holding(mut self, slot: Slot) -> Self {
+        let body = self.body;
+        self.body = Box::pin(futures_util::StreamExt::inspect(body, move |_| {
+            let _held_while_it_streams = &slot;
+        }));
+        self
+    }
+}
+
 /// `bytes` in the unit of the v1 upload memory slots, KiB, rounded up.
 fn kibibytes(bytes: u64) -> usize {
     usize::try_from(bytes.div_ceil(1 << 10)).unwrap_or(usize::MAX)
@@ -146,6 +160,7 @@ pub struct Parcels {
     storage_id: StorageId,
     limits: Limits,
     upload_slots: Slots,
+    download_slots: Slots,
     v1_upload_memory: Slots,
 }
 
@@ -172,6 +187,12 @@ impl Parcels {
                 limits.client_share_percent,
                 1,
             ),
+            download_slots: Slots::new(
+                SlotKind::Download,
+                limits.max_concurrent_downloads,
+                limits.client_share_percent,
+                1,
+            ),
             v1_upload_memory: Slots::new(
                 SlotKind::V1UploadMemory,
                 kibibytes(limits.v1_upload_memory_bytes),
@@ -187,6 +208,13 @@ impl Parcels {
     /// upload.
     pub fn upload_slot(&self, client: ClientAddress) -> Result<Slot, Error> {
         self.upload_slots.take(client)
+    }
+
+    /// A slot for one download of `client` on this replica, held while its
+    /// body streams: 429 `client_share` past the client's share, 503
+    /// `busy` when all are taken. Take it before the token is claimed.
+    pub fn download_slot(&self, client: ClientAddress) -> Result<Slot, Error> {
+        self.download_slots.take(client)
     }
 
     /// The memory of a v1 upload body of `client` from this replica's
@@ -324,13 +352,19 @@ impl Parcels {
     /// a parcel over the v1 limit is refused (413) before a byte of it is
     /// read, and the token stays usable. Who may read it is decided first,
     /// as for any download. The body streams: nothing of it is held whole.
-    pub async fn download_whole(&self, auth: Authorized, id: &ParcelId) -> Result<Download, Error> {
+    pub async fn download_whole(
+        &self,
+        auth: Authorized,
+        slot: Slot,
+        id: &ParcelId,
+    ) -> Result<Download, Error> {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
             let outcome = this.open_whole(auth.caller(), &id).await;
             auth.settle(outcome).await
         })
         .await?
+        .map(|download| download.holding(slot))
     }
 
     async fn open_whole(&self, caller: &Address, id: &ParcelId) -> Result<Download, Error> {
@@ -351,6 +385,7 @@ impl Parcels {
     pub async fn download_stream(
         &self,
         auth: Authorized,
+        slot: Slot,
         id: &ParcelId,
         range: Option<String>,
     ) -> Result<Download, Error> {
@@ -360,6 +395,7 @@ impl Parcels {
             auth.settle(outcome).await
         })
         .await?
+        .map(|download| download.holding(slot))
     }
 
     /// One `GetObject` in the common case: who may read the parcel is
@@ -433,9 +469,7 @@ impl Parcels {
         range: Option<(u64, u64)>,
         body: BodyStream,
     ) -> Download {
-        let in_flight = crate::metrics::InFlight::new("downloads", 1);
         let body = Box::pin(body.inspect_ok(move |chunk| {
-            let _counted_while_it_streams = &in_flight;
             crate::metrics::bytes_sent(chunk.len() as u64);
         }));
         Download {

@@ -120,29 +120,7 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
     let hash = content.sha256();
 
     let started = Instant::now();
-    let token = service
-        .token(&http, &owner, json!({"name": "upload", "hash": hash}))
-        .await;
-    let response = owner
-        .prove(&token)
-        .headers()
-        .into_iter()
-        .fold(
-            http.post(format!("{}/api/v2/parcels", service.base))
-                .header("content-type", "application/octet-stream")
-                .header("content-length", BIG)
-                .body(reqwest::Body::wrap_stream(
-                    content.chunks().map(Ok::<_, std::io::Error>),
-                )),
-            |request, (name, value)| request.header(name, value),
-        )
-        .send()
-        .await
-        .unwrap();
-    let id = expect_json(response, StatusCode::CREATED).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = store_content(&service, &http, &owner, &content).await;
     eprintln!(
         "client stops reading: stored {} MiB in {:?}",
         BIG / MIB,
@@ -150,19 +128,7 @@ async fn a_client_that_stops_reading_does_not_pin_memory() {
     );
 
     let idle_kib = service.reset_peak();
-    let token = service
-        .token(&http, &owner, json!({"name": "download", "id": id}))
-        .await;
-    let proof = owner.prove(&token);
-    let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let mut head = format!("GET /api/v2/parcels/{id} HTTP/1.1\r\nHost: test\r\n");
-    for (name, value) in proof.headers() {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut socket = stalled_download(&service, &http, &owner, &id).await;
 
     // Read nothing: at least 3 s, and until the service has stopped sending
     // for a second (it waits for the client).
@@ -465,11 +431,72 @@ impl Drop for Service {
 
 /// The memory plan of deploy/kubernetes/validate.py, in MiB: a replica idle,
 /// plus per upload in flight two parts of `AMO_S3_PART_SIZE_BYTES` and 2 MiB
-/// of stream buffers, plus the v1 upload budget. Keep the figures equal to
-/// validate.py's `IDLE_MIB` and `upload_mib`.
-fn planned_mib(uploads: u64, part_mib: u64, v1_budget_mib: u64) -> u64 {
+/// of stream buffers, plus per download in flight 2 MiB, plus the v1 upload
+/// budget. Keep the figures equal to validate.py's `IDLE_MIB`, `upload_mib`
+/// and `DOWNLOAD_MIB`.
+fn planned_mib(uploads: u64, part_mib: u64, downloads: u64, v1_budget_mib: u64) -> u64 {
     const IDLE_MIB: u64 = 40;
-    IDLE_MIB + uploads * (2 * part_mib + 2) + v1_budget_mib
+    const DOWNLOAD_MIB: u64 = 2;
+    IDLE_MIB + uploads * (2 * part_mib + 2) + downloads * DOWNLOAD_MIB + v1_budget_mib
+}
+
+/// Stores `content` for `owner` through a v2 upload of declared length;
+/// answers the parcel id.
+async fn store_content(
+    service: &Service,
+    http: &reqwest::Client,
+    owner: &Account,
+    content: &Content,
+) -> String {
+    let token = service
+        .token(
+            http,
+            owner,
+            json!({"name": "upload", "hash": content.sha256()}),
+        )
+        .await;
+    let response = owner
+        .prove(&token)
+        .headers()
+        .into_iter()
+        .fold(
+            http.post(format!("{}/api/v2/parcels", service.base))
+                .header("content-type", "application/octet-stream")
+                .header("content-length", content.size)
+                .body(reqwest::Body::wrap_stream(
+                    content.chunks().map(Ok::<_, std::io::Error>),
+                )),
+            |request, (name, value)| request.header(name, value),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_json(response, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Opens a download of `id` on a socket that then reads nothing.
+async fn stalled_download(
+    service: &Service,
+    http: &reqwest::Client,
+    owner: &Account,
+    id: &str,
+) -> TcpStream {
+    let token = service
+        .token(http, owner, json!({"name": "download", "id": id}))
+        .await;
+    let mut socket = TcpStream::connect(service.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut head = format!("GET /api/v2/parcels/{id} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in owner.prove(&token).headers() {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket
 }
 
 /// An upload whose body the returned sender feeds, and that never ends
@@ -500,12 +527,13 @@ fn slow_writer(
     (sender, tokio::spawn(request.send()))
 }
 
-/// One replica driven to its upload cap by slow writers, each held below
-/// completion and above the minimum rate: chunked bodies that sent one part
-/// and all but a MiB of the next (the most a chunked upload holds), and a
-/// body declared 100 GiB whose grown 11 MiB parts stream through. Its
-/// peak RSS stays under the memory plan that validate.py checks against
-/// the Deployment's limit.
+/// One replica driven to its caps: downloads by readers that stopped (the
+/// next is refused), uploads by slow writers, each held below completion
+/// and above the minimum rate: chunked bodies that sent one part and all
+/// but a MiB of the next (the most a chunked upload holds), and a body
+/// declared 100 GiB whose grown 11 MiB parts stream through. Its peak RSS
+/// stays under the memory plan that validate.py checks against the
+/// Deployment's limit.
 #[tokio::test]
 async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
     let _running = crate::shared().await;
@@ -513,8 +541,10 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
     const DECLARED: u64 = 1;
     const PART_MIB: u64 = 32;
     const V1_BUDGET_MIB: u64 = 4;
+    const DOWNLOADS: u64 = 8;
     let service = Service::start_with(&[
         ("AMO_MAX_CONCURRENT_UPLOADS", &UPLOADS.to_string()),
+        ("AMO_MAX_CONCURRENT_DOWNLOADS", &DOWNLOADS.to_string()),
         ("AMO_CLIENT_SHARE_PERCENT", "100"),
         ("AMO_S3_PART_SIZE_BYTES", &(PART_MIB * MIB).to_string()),
         ("AMO_V1_MAX_DATA_BYTES", &MIB.to_string()),
@@ -528,8 +558,18 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
     ]);
     let http = reqwest::Client::new();
     service.wait_ready(&http).await;
-    let limit_mib = planned_mib(UPLOADS, PART_MIB, V1_BUDGET_MIB);
+    let limit_mib = planned_mib(UPLOADS, PART_MIB, DOWNLOADS, V1_BUDGET_MIB);
     let owner = Account::new();
+    // Readers that stop: each download's answer waits on its client.
+    let content = Content::new(64 * MIB);
+    let id = store_content(&service, &http, &owner, &content).await;
+    let mut readers = Vec::new();
+    for _ in 0..DOWNLOADS {
+        readers.push(stalled_download(&service, &http, &owner, &id).await);
+    }
+    let mut refused = stalled_download(&service, &http, &owner, &id).await;
+    let (status, _, body) = read_response(&mut refused).await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     let piece = Bytes::from(vec![b'm'; MIB as usize]);
     let mut writers = Vec::new();
     let mut fed = 0;
@@ -549,8 +589,10 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
         fed += mibs * MIB;
         writers.push((sender, answer));
     }
-    // Measured once the replica has read all of it.
+    // Measured once the replica has read all of it, and has sent the
+    // readers all they will take (nothing more for a second).
     let deadline = Instant::now() + Duration::from_secs(40);
+    let mut sent_before = (0, Instant::now());
     loop {
         let text = service.metrics(&http).await;
         let received = text
@@ -558,7 +600,14 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
             .find_map(|line| line.strip_prefix("amo_parcel_bytes_received_total "))
             .and_then(|value| value.trim().parse::<f64>().ok())
             .unwrap_or(0.0) as u64;
-        if received >= fed {
+        let sent = service.bytes_sent(&http).await;
+        if sent != sent_before.0 {
+            sent_before = (sent, Instant::now());
+        }
+        if received >= fed + content.size
+            && sent_before.0 > 0
+            && sent_before.1.elapsed() >= Duration::from_secs(1)
+        {
             break;
         }
         assert!(
@@ -579,9 +628,11 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
     assert!(writers.iter().all(|(_, answer)| !answer.is_finished()));
     let peak_mib = service.status_kib("VmHWM:") / 1024;
     eprintln!(
-        "{UPLOADS} uploads held at the cap ({DECLARED} declared 100 GiB, the rest chunked), \
-         {PART_MIB} MiB parts: peak RSS {peak_mib} MiB, plan {limit_mib} MiB"
+        "{DOWNLOADS} stalled downloads and {UPLOADS} uploads held at the caps ({DECLARED} \
+         declared 100 GiB, the rest chunked), {PART_MIB} MiB parts: peak RSS {peak_mib} MiB, \
+         plan {limit_mib} MiB"
     );
+    drop(readers);
     assert!(
         peak_mib <= limit_mib,
         "peak RSS {peak_mib} MiB is past the plan, {limit_mib} MiB"
