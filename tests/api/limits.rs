@@ -389,3 +389,32 @@ async fn an_upload_slot_is_freed_when_its_client_goes_away() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_download_cap_answers_503_before_the_token_is_spent_and_frees_when_the_body_ends() {
+    let app = spawn_with(settings(&[
+        ("AMO_MAX_CONCURRENT_DOWNLOADS", "1"),
+        ("AMO_CLIENT_SHARE_PERCENT", "100"),
+    ]))
+    .await;
+    let owner = Account::new();
+    // Larger than the socket buffers: the first answer's body stays open
+    // while it is not read.
+    let data = random_body(16 << 20);
+    let id = app.store_v2(&owner, &data).await;
+    let first_token = app.token(&owner.address, json!({"name": "download", "id": id})).await;
+    let held = app.download_v2(Some(&owner.prove(&first_token)), &id, None).await;
+    assert_eq!(held.status(), StatusCode::OK);
+    let second_token = app.token(&owner.address, json!({"name": "download", "id": id})).await;
+    let refused = app.download_v2(Some(&owner.prove(&second_token)), &id, None).await;
+    expect_code(refused, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    assert_eq!(app.token_record(&second_token).await.as_deref(), Some("issued"));
+    // The first body read to its end frees the slot: the same token now
+    // downloads.
+    assert_eq!(held.bytes().await.unwrap().len(), data.len());
+    eventually(10, "the download slot is free", || {
+        let (app, proof, id) = (app.clone(), owner.prove(&second_token), id.clone());
+        async move { app.download_v2(Some(&proof), &id, None).await.status() == StatusCode::OK }
+    })
+    .await;
+}
