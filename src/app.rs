@@ -222,6 +222,9 @@ pub fn endpoint(
     let state = State::new(settings, backends, draining);
     let service = service(state.apis());
     let routes = Routes::from_spec(&service.spec());
+    let policy = ClientPolicy {
+        trust_forwarded_for: settings.limits.trust_forwarded_for,
+    };
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -236,9 +239,7 @@ pub fn endpoint(
             settings.v1_max_data_bytes,
             settings.metadata_max_bytes,
         )))
-        .data(ClientPolicy {
-            trust_forwarded_for: settings.limits.trust_forwarded_for,
-        })
+        .data(policy)
         .data(V1BodyTimeouts {
             idle: settings.body_idle_timeout,
             deadline: settings.body_deadline,
@@ -264,7 +265,7 @@ pub fn endpoint(
         })
         .around(move |endpoint, request| {
             let routes = routes.clone();
-            async move { Ok(crate::observe::observe(endpoint, request, &routes).await) }
+            async move { Ok(crate::observe::observe(endpoint, request, &routes, policy).await) }
         })
 }
 
