@@ -88,6 +88,9 @@ struct Known {
     upload: Option<String>,
     status: u16,
     code: Option<String>,
+    /// The answer's `Content-Length`: hyper stops polling a body once it
+    /// sent that many bytes, so its end is never seen.
+    length: Option<u64>,
 }
 
 impl Record {
@@ -145,11 +148,19 @@ impl Record {
         }))
     }
 
-    /// Records the answer's status and what its headers say of the upload
-    /// (`Location`) and the parcel (`X-Parcel-Id`).
-    pub fn answered(&self, status: u16, location: Option<&str>, parcel_id: Option<&str>) {
+    /// Records the answer's status, its length (`Content-Length`) and what
+    /// its headers say of the upload (`Location`) and the parcel
+    /// (`X-Parcel-Id`).
+    pub fn answered(
+        &self,
+        status: u16,
+        length: Option<u64>,
+        location: Option<&str>,
+        parcel_id: Option<&str>,
+    ) {
         let mut known = self.known();
         known.status = status;
+        known.length = length;
         if known.upload.is_none() {
             known.upload = location
                 .and_then(|location| location.rsplit('/').next())
@@ -172,6 +183,9 @@ impl Drop for Record {
     fn drop(&mut self) {
         let known = self.known();
         let failed = known.status >= 400 || known.status == 0;
+        let bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        let body_complete =
+            self.body_complete.load(Ordering::Relaxed) || known.length == Some(bytes_out);
         tracing::info!(
             target: TARGET,
             request_id = %self.request_id,
@@ -181,10 +195,10 @@ impl Drop for Record {
             parcel = known.parcel.as_deref(),
             upload = known.upload.as_deref(),
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
-            bytes_out = self.bytes_out.load(Ordering::Relaxed),
+            bytes_out,
             status = known.status,
             code = known.code.as_deref().filter(|_| failed),
-            body_complete = self.body_complete.load(Ordering::Relaxed),
+            body_complete,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "audit"
         );

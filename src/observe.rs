@@ -102,6 +102,8 @@ pub async fn observe<E: Endpoint>(
         };
         record.answered(
             status,
+            header(poem::http::header::CONTENT_LENGTH.as_str())
+                .and_then(|length| length.parse().ok()),
             header(poem::http::header::LOCATION.as_str()),
             header("x-parcel-id"),
         );
