@@ -397,5 +397,6 @@ async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
         {
             tracing::debug!(%err, "could not sweep expired uploads' tails; trying again later");
         }
+        tracing::debug!("sweep pass done");
     }
 }
