@@ -46,6 +46,48 @@ fn assert_fields(event: &Value, expected: Value) {
     assert_eq!(Value::Object(fields), expected, "the audit event {event}");
 }
 
+/// The fields of an event from this test's client (127.0.0.1) for
+/// `account` on `parcel`, with `bytes` in and out, and an error `code`.
+fn expected(
+    request_id: &str,
+    account: &Account,
+    operation: &str,
+    parcel: &str,
+    bytes: (usize, usize),
+    status: u16,
+    code: Option<&str>,
+) -> Value {
+    let mut fields = json!({
+        "request_id": request_id,
+        "client": "127.0.0.1",
+        "account": account.address,
+        "operation": operation,
+        "parcel": parcel,
+        "bytes_in": bytes.0,
+        "bytes_out": bytes.1,
+        "status": status,
+        "body_complete": true,
+    });
+    if let Some(code) = code {
+        fields["code"] = json!(code);
+    }
+    fields
+}
+
+/// A request of `method` on `path` with `request_id` and `proof`.
+fn proven(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    request_id: &str,
+    proof: &Proof,
+) -> reqwest::RequestBuilder {
+    app.http
+        .request(method, format!("{}{path}", app.base))
+        .header("X-Request-Id", request_id)
+        .proven(proof)
+}
+
 fn request_id(what: &str) -> String {
     format!("audit-{what}-{}", uuid::Uuid::new_v4().simple())
 }
@@ -61,12 +103,8 @@ async fn every_parcel_operation_writes_one_audit_event_when_it_ends_without_secr
     // An upload: bytes in are the body's.
     let (_, upload_proof) = app.upload_token(&owner, &data).await;
     let upload_id = request_id("upload");
-    let answer = app
-        .http
-        .post(format!("{}/api/v2/parcels", app.base))
+    let answer = proven(&app, reqwest::Method::POST, "/api/v2/parcels", &upload_id, &upload_proof)
         .header("content-type", "application/octet-stream")
-        .header("X-Request-Id", &upload_id)
-        .proven(&upload_proof)
         .body(data.clone())
         .send()
         .await
@@ -79,17 +117,7 @@ async fn every_parcel_operation_writes_one_audit_event_when_it_ends_without_secr
         .to_owned();
     assert_fields(
         &the_event(&service, &upload_id).await,
-        json!({
-            "request_id": upload_id,
-            "client": "127.0.0.1",
-            "account": owner.address,
-            "operation": "v2_upload",
-            "parcel": id,
-            "bytes_in": 3000,
-            "bytes_out": answer_text.len(),
-            "status": 201,
-            "body_complete": true,
-        }),
+        expected(&upload_id, &owner, "v2_upload", &id, (3000, answer_text.len()), 201, None),
     );
 
     // A download: bytes out are the body's.
@@ -98,11 +126,8 @@ async fn every_parcel_operation_writes_one_audit_event_when_it_ends_without_secr
         .await;
     let download_proof = owner.prove(&download_token);
     let download_id = request_id("download");
-    let answer = app
-        .http
-        .get(format!("{}/api/v2/parcels/{id}", app.base))
-        .header("X-Request-Id", &download_id)
-        .proven(&download_proof)
+    let path = format!("/api/v2/parcels/{id}");
+    let answer = proven(&app, reqwest::Method::GET, &path, &download_id, &download_proof)
         .send()
         .await
         .unwrap();
@@ -110,27 +135,13 @@ async fn every_parcel_operation_writes_one_audit_event_when_it_ends_without_secr
     assert_eq!(answer.bytes().await.unwrap(), data);
     assert_fields(
         &the_event(&service, &download_id).await,
-        json!({
-            "request_id": download_id,
-            "client": "127.0.0.1",
-            "account": owner.address,
-            "operation": "v2_download",
-            "parcel": id,
-            "bytes_in": 0,
-            "bytes_out": 3000,
-            "status": 200,
-            "body_complete": true,
-        }),
+        expected(&download_id, &owner, "v2_download", &id, (0, 3000), 200, None),
     );
 
     // A refusal after the token check: an upload token cannot remove. The
     // caller was proven, so the event names them.
     let refused_id = request_id("refused");
-    let answer = app
-        .http
-        .delete(format!("{}/api/v2/parcels/{id}", app.base))
-        .header("X-Request-Id", &refused_id)
-        .proven(&upload_proof)
+    let answer = proven(&app, reqwest::Method::DELETE, &path, &refused_id, &upload_proof)
         .send()
         .await
         .unwrap();
@@ -138,18 +149,7 @@ async fn every_parcel_operation_writes_one_audit_event_when_it_ends_without_secr
     let refusal = answer.text().await.unwrap();
     assert_fields(
         &the_event(&service, &refused_id).await,
-        json!({
-            "request_id": refused_id,
-            "client": "127.0.0.1",
-            "account": owner.address,
-            "operation": "v2_remove",
-            "parcel": id,
-            "bytes_in": 0,
-            "bytes_out": refusal.len(),
-            "status": 403,
-            "code": "forbidden",
-            "body_complete": true,
-        }),
+        expected(&refused_id, &owner, "v2_remove", &id, (0, refusal.len()), 403, Some("forbidden")),
     );
 
     // A remove.
@@ -158,28 +158,14 @@ async fn every_parcel_operation_writes_one_audit_event_when_it_ends_without_secr
         .await;
     let remove_proof = owner.prove(&remove_token);
     let remove_id = request_id("remove");
-    let answer = app
-        .http
-        .delete(format!("{}/api/v2/parcels/{id}", app.base))
-        .header("X-Request-Id", &remove_id)
-        .proven(&remove_proof)
+    let answer = proven(&app, reqwest::Method::DELETE, &path, &remove_id, &remove_proof)
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::NO_CONTENT);
     assert_fields(
         &the_event(&service, &remove_id).await,
-        json!({
-            "request_id": remove_id,
-            "client": "127.0.0.1",
-            "account": owner.address,
-            "operation": "v2_remove",
-            "parcel": id,
-            "bytes_in": 0,
-            "bytes_out": 0,
-            "status": 204,
-            "body_complete": true,
-        }),
+        expected(&remove_id, &owner, "v2_remove", &id, (0, 0), 204, None),
     );
 
     // A request outside the parcel operations writes none.
@@ -249,11 +235,8 @@ async fn a_cut_download_is_audited_when_cut_with_the_bytes_sent() {
         .token(&owner.address, json!({"name": "download", "id": id}))
         .await;
     let download_id = request_id("cut");
-    let mut answer = app
-        .http
-        .get(format!("{}/api/v2/parcels/{id}", app.base))
-        .header("X-Request-Id", &download_id)
-        .proven(&owner.prove(&token))
+    let path = format!("/api/v2/parcels/{id}");
+    let mut answer = proven(&app, reqwest::Method::GET, &path, &download_id, &owner.prove(&token))
         .send()
         .await
         .unwrap();
