@@ -269,3 +269,59 @@ async fn a_cut_download_is_audited_when_cut_with_the_bytes_sent() {
         "bytes out {sent} of {size}"
     );
 }
+
+/// The audit events of `service` for `operation` on the tus upload
+/// `upload`.
+fn upload_events(service: &ServiceProcess, operation: &str, upload: &str) -> Vec<Value> {
+    service
+        .log_lines()
+        .into_iter()
+        .filter(|line| {
+            line["target"] == "amo_storage::audit"
+                && line["operation"] == operation
+                && line["upload"] == upload
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resumable_upload_writes_one_event_per_request_with_its_upload_id() {
+    use crate::resumable::{create, head, header, location, patch_in_sequence};
+
+    let (env, backends) = process_env();
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let data = random_body(2000);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let created = create(&app, &proof, data.len(), None).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let path = location(&created);
+    let upload = path.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(head(&app, &path, &proof).await.status(), StatusCode::OK);
+    let patched = patch_in_sequence(&app, &path, &proof, 0, 0, &data).await;
+    assert_eq!(patched.status(), StatusCode::NO_CONTENT);
+    let parcel = header(&patched, "x-parcel-id");
+
+    for (operation, status, bytes_in, parcel) in [
+        ("tus_create", 201, 0, None),
+        ("tus_head", 200, 0, None),
+        ("tus_patch", 204, data.len(), Some(parcel.as_str())),
+    ] {
+        eventually(10, "the audit event is written", || async {
+            !upload_events(&service, operation, &upload).is_empty()
+        })
+        .await;
+        let events = upload_events(&service, operation, &upload);
+        assert_eq!(events.len(), 1, "one {operation} event: {events:?}");
+        let event = &events[0];
+        assert_eq!(event["account"], owner.address.as_str(), "{event}");
+        assert_eq!(event["client"], "127.0.0.1");
+        assert_eq!(event["status"], status, "{event}");
+        assert_eq!(event["bytes_in"], bytes_in, "{event}");
+        assert_eq!(event["bytes_out"], 0, "{event}");
+        assert_eq!(event["body_complete"], true, "{event}");
+        assert_eq!(event.get("parcel").and_then(Value::as_str), parcel, "{event}");
+        assert!(event["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    }
+}
