@@ -71,7 +71,7 @@ if (monitor) {
 // values of routes in its spec, settings it reads, and the job the
 // ServiceMonitor gives (the Service's name).
 const metricsSource = readFileSync(join(repo, "src/metrics.rs"), "utf8");
-const declaredMetrics = new Set([...metricsSource.matchAll(/"(amo_[a-z_]+)"/g)].map((m) => m[1]));
+const declaredMetrics = new Set([...metricsSource.matchAll(/"(amo_[a-z0-9_]+)"/g)].map((m) => m[1]));
 const settingsTable = readFileSync(join(repo, "docs/configuration.md"), "utf8");
 const settings = new Set([...settingsTable.matchAll(/^\| `(AMO_[A-Z0-9_]+)`/gm)].map((m) => m[1]));
 const routes = Object.keys(JSON.parse(readFileSync(join(repo, "openapi/openapi.json"), "utf8")).paths);
@@ -86,7 +86,7 @@ const literals = new Set(sourceFiles(join(repo, "src")).flatMap((f) => [...readF
 // _bucket (with le), _sum and _count.
 const init = metricsSource.slice(metricsSource.indexOf("static METRICS"), metricsSource.indexOf("\n});", metricsSource.indexOf("static METRICS")));
 const catalogue = new Map();
-const found = [...init.matchAll(/"(amo_[a-z_]+)"/g)];
+const found = [...init.matchAll(/"(amo_[a-z0-9_]+)"/g)];
 found.forEach((m, i) => {
   const segment = init.slice(m.index, found[i + 1]?.index ?? init.length);
   const list = /&\[([^\]]*)\]/.exec(segment);
@@ -100,7 +100,9 @@ found.forEach((m, i) => {
     catalogue.set(m[1], { labels, from: "src" });
   }
 });
-if (catalogue.size < 10) problem(`src/metrics.rs: found only ${catalogue.size} metrics; has its shape changed?`);
+for (const metric of declaredMetrics) {
+  if (!catalogue.has(metric) && !catalogue.has(`${metric}_bucket`)) problem(`src/metrics.rs: ${metric} is declared outside the METRICS initialiser, or check.mjs misread it`);
+}
 // Labels Prometheus adds to every series it scrapes from a ServiceMonitor's
 // target (the Operator's relabelling), and the job it gives.
 const targetLabels = ["job", "instance", "namespace", "pod", "service", "container", "endpoint"];
