@@ -27,6 +27,7 @@ struct Metrics {
     s3_key_reloads: IntCounterVec,
     limited: IntCounterVec,
     resumable: IntCounterVec,
+    sweeps: IntCounterVec,
     chain_probe: IntGaugeVec,
     connections_open: IntGauge,
     connections_by_state: IntGaugeVec,
@@ -192,6 +193,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
              the saturation.",
             &["resource"],
         ),
+        sweeps: counter_vec(
+            &registry,
+            "amo_sweeps_total",
+            "Passes of the sweeper, by sweep (multipart: abandoned multipart uploads; \
+             tails: the tails of expired resumable uploads) and outcome (ok, failed).",
+            &["sweep", "outcome"],
+        ),
         resumable: counter_vec(
             &registry,
             "amo_resumable_uploads_total",
@@ -316,6 +324,12 @@ pub fn token_issued() {
 /// Counts an event of a resumable upload.
 pub fn resumable(event: &'static str) {
     METRICS.resumable.with_label_values(&[event]).inc();
+}
+
+/// Counts a pass of the sweeper `sweep` (`multipart`, `tails`) that ended
+/// `ok` or `failed`.
+pub fn sweep(sweep: &'static str, outcome: &'static str) {
+    METRICS.sweeps.with_label_values(&[sweep, outcome]).inc();
 }
 
 /// Counts a consumed token.

@@ -241,12 +241,9 @@ async fn a_process_of_its_own_counts_exactly_what_it_served() {
 /// Waits until the process's sweeper has done its first pass (at start;
 /// with a lease of an hour, the next is 30 minutes away), so that only the
 /// test's own requests call the backends after.
-async fn until_swept(service: &ServiceProcess) {
+async fn until_swept(app: &TestApp) {
     eventually(30, "the first sweep is done", || async {
-        service
-            .log_lines()
-            .iter()
-            .any(|line| line["message"] == "sweep pass done")
+        sample(&scrape(app).await, "amo_sweeps_total", &[r#"sweep="tails""#]) >= 1.0
     })
     .await;
 }
@@ -286,7 +283,7 @@ async fn backend_calls_are_counted_once_each_by_backend_and_outcome() {
     let (env, backends) = process_env_with(&[("AMO_LEASE_SECS", "3600")]);
     let service = ServiceProcess::start(&env).await;
     let app = service.app(&env, backends);
-    until_swept(&service).await;
+    until_swept(&app).await;
     let owner = Account::new();
     let data = random_body(1000);
     let id = app.store_v2(&owner, &data).await;
@@ -355,7 +352,7 @@ async fn a_backend_that_does_not_answer_counts_one_error_per_call() {
     ]);
     let service = ServiceProcess::start(&env).await;
     let app = service.app(&env, backends);
-    until_swept(&service).await;
+    until_swept(&app).await;
     let id = format!("00000001{}", sha256_upper(b"anything"));
     let inspect = calls_during(&app, async {
         let answer = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
