@@ -224,6 +224,9 @@ pub fn endpoint(
     let state = State::new(settings, backends, draining);
     let service = service(state.apis());
     let routes = Routes::from_spec(&service.spec());
+    let policy = ClientPolicy {
+        trust_forwarded_for: settings.limits.trust_forwarded_for,
+    };
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -238,9 +241,7 @@ pub fn endpoint(
             settings.v1_max_data_bytes,
             settings.metadata_max_bytes,
         )))
-        .data(ClientPolicy {
-            trust_forwarded_for: settings.limits.trust_forwarded_for,
-        })
+        .data(policy)
         .data(V1BodyTimeouts {
             idle: settings.body_idle_timeout,
             deadline: settings.body_deadline,
@@ -266,7 +267,7 @@ pub fn endpoint(
         })
         .around(move |endpoint, request| {
             let routes = routes.clone();
-            async move { Ok(crate::observe::observe(endpoint, request, &routes).await) }
+            async move { Ok(crate::observe::observe(endpoint, request, &routes, policy).await) }
         })
 }
 
@@ -383,20 +384,33 @@ impl App {
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
 
 /// Aborts abandoned uploads every half `lease`, on every replica (aborting
-/// twice is harmless).
+/// twice is harmless). Each pass counts in `amo_sweeps_total`; a failed one
+/// logs at warn and is tried again at the next tick.
 async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
     let mut tick = tokio::time::interval(lease / 2);
     loop {
         tick.tick().await;
-        if let Err(err) =
-            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await
-        {
-            tracing::debug!(%err, "could not sweep abandoned uploads; trying again later");
+        let multipart =
+            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await;
+        swept("multipart", multipart.map_err(|err| err.to_string()));
+        let tails =
+            crate::parcels::sweep_expired_tails(&backends.store, &backends.state, lease).await;
+        swept("tails", tails.map_err(|err| err.to_string()));
+    }
+}
+
+/// Counts a pass of `sweep` (which swept that many), and logs a failed one.
+fn swept(sweep: &'static str, outcome: Result<usize, String>) {
+    match outcome {
+        Ok(swept) => {
+            crate::metrics::sweep(sweep, "ok");
+            if swept > 0 {
+                tracing::info!(sweep, swept, "swept");
+            }
         }
-        if let Err(err) =
-            crate::parcels::sweep_expired_tails(&backends.store, &backends.state, lease).await
-        {
-            tracing::debug!(%err, "could not sweep expired uploads' tails; trying again later");
+        Err(err) => {
+            crate::metrics::sweep(sweep, "failed");
+            tracing::warn!(sweep, %err, "a sweep pass failed; trying again at the next one");
         }
     }
 }

@@ -290,10 +290,13 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     /// A body with this message and code.
+    /// The code is noted in the request's audit record, if any.
     pub fn new(error: impl Into<String>, code: impl Into<String>) -> Json<Self> {
+        let code = code.into();
+        crate::audit::code(&code);
         Json(Self {
             error: error.into(),
-            code: code.into(),
+            code,
         })
     }
 }

@@ -20,12 +20,14 @@
 //! - [`api`]: the poem-openapi endpoints; [`error`]: how failures answer.
 //! - [`limits`]: rate limits and upload capacity; [`metrics`]: Prometheus
 //!   counters; [`observe`]: request ids, access logs and metrics per request;
+//!   [`audit`]: one audit event per parcel operation, when it ends;
 //!   [`cors`]: what browsers on other origins may call.
 //! - [`app`]: wires it all into a server; [`telemetry`]: logging;
 //!   [`tasks`]: work that outlives a dropped request.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod chain;
 pub mod cli;

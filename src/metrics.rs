@@ -23,9 +23,11 @@ struct Metrics {
     tokens_consumed: IntCounter,
     tokens_refused: IntCounterVec,
     backend_errors: IntCounterVec,
+    backend_calls: IntCounterVec,
     s3_key_reloads: IntCounterVec,
     limited: IntCounterVec,
     resumable: IntCounterVec,
+    sweeps: IntCounterVec,
     chain_probe: IntGaugeVec,
     connections_open: IntGauge,
     connections_by_state: IntGaugeVec,
@@ -75,6 +77,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry
         .register(Box::new(latency.clone()))
         .expect("registered once");
+    // Resident memory, CPU seconds, open and most file descriptors, threads
+    // and start time, as process_*: read from /proc at each scrape.
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("registered once");
     Metrics {
         requests: counter_vec(
             &registry,
@@ -111,6 +121,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Failed calls to a backend, by backend (redis, s3).",
             &["backend"],
         ),
+        backend_calls: {
+            let calls = counter_vec(
+                &registry,
+                "amo_backend_calls_total",
+                "Calls to a backend, by backend (redis: one command or script; s3: one \
+                 operation, its retries included) and outcome (ok, or error: no answer, a \
+                 timeout, a Redis error, an S3 5xx, 401 or 403).",
+                &["backend", "outcome"],
+            );
+            for backend in ["redis", "s3"] {
+                for outcome in ["ok", "error"] {
+                    calls.with_label_values(&[backend, outcome]);
+                }
+            }
+            calls
+        },
         s3_key_reloads: counter_vec(
             &registry,
             "amo_s3_key_reloads_total",
@@ -166,6 +192,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
              v1_upload_memory_bytes, connections); 0: no cap. amo_in_flight over it is \
              the saturation.",
             &["resource"],
+        ),
+        sweeps: counter_vec(
+            &registry,
+            "amo_sweeps_total",
+            "Passes of the sweeper, by sweep (multipart: abandoned multipart uploads; \
+             tails: the tails of expired resumable uploads) and outcome (ok, failed).",
+            &["sweep", "outcome"],
         ),
         resumable: counter_vec(
             &registry,
@@ -293,6 +326,12 @@ pub fn resumable(event: &'static str) {
     METRICS.resumable.with_label_values(&[event]).inc();
 }
 
+/// Counts a pass of the sweeper `sweep` (`multipart`, `tails`) that ended
+/// `ok` or `failed`.
+pub fn sweep(sweep: &'static str, outcome: &'static str) {
+    METRICS.sweeps.with_label_values(&[sweep, outcome]).inc();
+}
+
 /// Counts a consumed token.
 pub fn token_consumed() {
     METRICS.tokens_consumed.inc();
@@ -306,6 +345,15 @@ pub fn token_refused(reason: &str) {
 /// Counts a failed backend call.
 pub fn backend_error(backend: &str) {
     METRICS.backend_errors.with_label_values(&[backend]).inc();
+}
+
+/// Counts one call to `backend` (`redis` or `s3`), by whether it worked.
+pub fn backend_call(backend: &'static str, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    METRICS
+        .backend_calls
+        .with_label_values(&[backend, outcome])
+        .inc();
 }
 
 /// Counts a changed S3 key file, by `outcome`: `applied` or `refused`.
@@ -382,5 +430,26 @@ mod tests {
             text.contains(r#"amo_http_requests_total{method="GET",route="/healthz",status="200"}"#)
         );
         assert!(text.contains(r#"amo_tokens_refused_total{reason="token_used"}"#));
+    }
+
+    #[test]
+    fn the_process_and_every_backend_outcome_are_rendered() {
+        let text = render();
+        for backend in ["redis", "s3"] {
+            for outcome in ["ok", "error"] {
+                assert!(text.contains(&format!(
+                    r#"amo_backend_calls_total{{backend="{backend}",outcome="{outcome}"}}"#
+                )));
+            }
+        }
+        #[cfg(target_os = "linux")]
+        for process in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            assert!(text.contains(process), "{process} is rendered");
+        }
     }
 }

@@ -15,7 +15,7 @@ use poem::{
 };
 use tracing::Instrument;
 
-use crate::{metrics, routes::Routes};
+use crate::{api::client::ClientPolicy, audit, metrics, routes::Routes};
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,9 +32,33 @@ pub fn request_id_of(request: &Request) -> String {
 }
 
 /// Runs `request` through `endpoint` inside a span that names it, then logs
-/// and counts the answer and echoes the request id.
-pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request, routes: &Routes) -> Response {
+/// and counts the answer and echoes the request id. A parcel operation is
+/// audited ([`crate::audit`]): its event is written when its answer's body
+/// ends, with the client `policy` names.
+pub async fn observe<E: Endpoint>(
+    endpoint: Arc<E>,
+    mut request: Request,
+    routes: &Routes,
+    policy: ClientPolicy,
+) -> Response {
     let request_id = request_id_of(&request);
+    let audit = routes
+        .find(request.uri().path())
+        .and_then(|(template, _)| {
+            audit::operation(template, request.method(), request.uri().query())
+        })
+        .map(|operation| {
+            audit::Record::start(
+                operation,
+                &request_id,
+                policy.client_of(&request),
+                request.uri().path(),
+            )
+        });
+    if let Some(record) = &audit {
+        let body = request.take_body();
+        request.set_body(record.count_in(body));
+    }
     let method = metrics::method_label(request.method());
     let span = tracing::info_span!(
         "request",
@@ -43,14 +67,17 @@ pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request, routes: &R
         route = tracing::field::Empty
     );
     let started = Instant::now();
-    let mut response = async {
+    let handled = async {
         match endpoint.call(request).await {
             Ok(response) => response.into_response(),
             Err(err) => err.into_response(),
         }
     }
-    .instrument(span.clone())
-    .await;
+    .instrument(span.clone());
+    let mut response = match &audit {
+        Some(record) => audit::Record::scope(record.clone(), handled).await,
+        None => handled.await,
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = routes.label(&response);
@@ -65,6 +92,23 @@ pub async fn observe<E: Endpoint>(endpoint: Arc<E>, request: Request, routes: &R
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    if let Some(record) = audit {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value: &HeaderValue| value.to_str().ok())
+        };
+        record.answered(
+            status,
+            header(poem::http::header::CONTENT_LENGTH.as_str())
+                .and_then(|length| length.parse().ok()),
+            header(poem::http::header::LOCATION.as_str()),
+            header("x-parcel-id"),
+        );
+        let body = response.take_body();
+        response.set_body(audit::Record::count_out(record, body));
     }
     response
 }

@@ -229,6 +229,7 @@ impl ParcelsV1Api {
                 data.into(),
             )
             .await?;
+        crate::audit::parcel(&id);
         let body = Json(ParcelIdBody { id });
         Ok(match outcome {
             PutOutcome::Created => V1UploadResponse::Created(body),

@@ -177,6 +177,7 @@ impl ParcelsV2Api {
             .await?;
         match outcome {
             Ok((id, outcome)) => {
+                crate::audit::parcel(&id);
                 let body = Json(ParcelIdBody { id });
                 Ok(match outcome {
                     PutOutcome::Created => V2UploadResponse::Created(body),

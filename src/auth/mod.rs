@@ -220,6 +220,7 @@ impl Authorizer {
             ));
         }
         key.verify(&signed(jwt), &TokenSignature::parse(signature)?)?;
+        crate::audit::caller(&user);
         let operation = Operation::parse(&claims.operation).map_err(|_| {
             Error::unauthenticated("token_invalid", "the token's operation is malformed")
         })?;

@@ -375,7 +375,8 @@ settings! {
     /// on SIGTERM, after the grace, how long in-flight requests may take to
     /// finish
     drain_timeout_secs: u64 = 30u64,
-    /// log filter, as `RUST_LOG`
+    /// log filter, as `RUST_LOG`; the audit log's target is
+    /// `amo_storage::audit` ([operations](operations.md#the-audit-log))
     log: String = "info",
     /// `text` or `json` (one object per line, with the request's span
     /// fields)

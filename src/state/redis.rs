@@ -284,19 +284,23 @@ impl RedisState {
     }
 }
 
-/// `operation`, failed if it takes longer than [`TIMEOUT`] in all: the
+/// `operation` (one command or script: one call in
+/// `amo_backend_calls_total{backend="redis"}`), failed if it takes longer
+/// than [`TIMEOUT`] in all: the
 /// response timeout covers one command on a live connection, not the wait
 /// for a connection being made again.
 async fn bounded<T>(
     operation: impl Future<Output = Result<T, StateError>>,
 ) -> Result<T, StateError> {
-    tokio::time::timeout(TIMEOUT, operation)
+    let outcome = tokio::time::timeout(TIMEOUT, operation)
         .await
         .unwrap_or_else(|_| {
             Err(StateError::unavailable(format!(
                 "no answer from Redis within {TIMEOUT:?}"
             )))
-        })
+        });
+    crate::metrics::backend_call("redis", outcome.is_ok());
+    outcome
 }
 
 /// A failed command or connection: Redis's error is the cause.

@@ -10,6 +10,7 @@ mod dir;
 mod error;
 mod keys;
 mod s3;
+mod s3_calls;
 
 pub use self::{
     dir::DirStore,

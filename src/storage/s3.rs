@@ -191,6 +191,8 @@ impl S3Store {
             // Ceph RGW: path-style, and no checksums or aws-chunked bodies
             // (Ceph 16 stores aws-chunked framing inside the object).
             .force_path_style(true)
+            // Every operation counted once, in amo_backend_calls_total.
+            .interceptor(super::s3_calls::CountCalls)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .timeout_config(

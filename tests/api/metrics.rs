@@ -237,3 +237,142 @@ async fn a_process_of_its_own_counts_exactly_what_it_served() {
         29.0
     );
 }
+
+/// Waits until the process's sweeper has done its first pass (at start;
+/// with a lease of an hour, the next is 30 minutes away), so that only the
+/// test's own requests call the backends after.
+async fn until_swept(app: &TestApp) {
+    eventually(30, "the first sweep is done", || async {
+        sample(&scrape(app).await, "amo_sweeps_total", &[r#"sweep="tails""#]) >= 1.0
+    })
+    .await;
+}
+
+/// The growth of `amo_backend_calls_total{backend, outcome}` across
+/// `operation`.
+async fn calls_during<F: std::future::Future<Output = ()>>(
+    app: &TestApp,
+    operation: F,
+) -> [(&'static str, &'static str, f64); 4] {
+    let before = scrape(app).await;
+    operation.await;
+    let after = scrape(app).await;
+    [("redis", "ok"), ("redis", "error"), ("s3", "ok"), ("s3", "error")].map(
+        |(backend, outcome)| {
+            let labels = [
+                format!(r#"backend="{backend}""#),
+                format!(r#"outcome="{outcome}""#),
+            ];
+            let labels = labels.each_ref().map(String::as_str);
+            let name = "amo_backend_calls_total";
+            (
+                backend,
+                outcome,
+                sample(&after, name, &labels) - sample(&before, name, &labels),
+            )
+        },
+    )
+}
+
+/// `amo_backend_calls_total` counts each call once, where it is made: an
+/// exact number per operation on the real backends (none on the embedded
+/// ones), and one error per failed call, whatever the SDK's retries. The
+/// process collector's figures are there too.
+#[tokio::test]
+async fn backend_calls_are_counted_once_each_by_backend_and_outcome() {
+    let (env, backends) = process_env_with(&[("AMO_LEASE_SECS", "3600")]);
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    until_swept(&app).await;
+    let owner = Account::new();
+    let data = random_body(1000);
+    let id = app.store_v2(&owner, &data).await;
+
+    let real = !matches!(crate::BACKEND, Backend::Embedded);
+    let per = |redis: f64, s3: f64| {
+        if real {
+            [("redis", "ok", redis), ("redis", "error", 0.0), ("s3", "ok", s3), ("s3", "error", 0.0)]
+        } else {
+            [("redis", "ok", 0.0), ("redis", "error", 0.0), ("s3", "ok", 0.0), ("s3", "error", 0.0)]
+        }
+    };
+    // An inspect: one HEAD of the object, no Redis.
+    let inspect = calls_during(&app, async {
+        let answer = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+    })
+    .await;
+    assert_eq!(inspect, per(0.0, 1.0), "an inspect");
+    // An inspect of a parcel that is not there: S3's 404 is an answer.
+    let missing = format!("{}{}", &id[..8], sha256_upper(b"not stored"));
+    let absent = calls_during(&app, async {
+        let answer = app.get(&format!("/api/v2/parcels/{missing}/metadata")).await;
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    })
+    .await;
+    assert_eq!(absent, per(0.0, 1.0), "an inspect of a missing parcel");
+    // A token: Redis only: the per-address rate count, the account's
+    // outstanding-token count, the token's record.
+    let issue = calls_during(&app, async {
+        app.token(&owner.address, json!({"name": "remove", "id": id}))
+            .await;
+    })
+    .await;
+    assert_eq!(issue, per(3.0, 0.0), "a token");
+    let token = app
+        .token(&owner.address, json!({"name": "remove", "id": id}))
+        .await;
+    let remove = calls_during(&app, async {
+        let answer = app.remove_v2(Some(&owner.prove(&token)), &id).await;
+        assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    })
+    .await;
+    // A remove: the claim of its token, its settlement and the
+    // outstanding count in Redis; the object's HEAD and DELETE in S3.
+    assert_eq!(remove, per(3.0, 2.0), "a remove");
+
+    let text = scrape(&app).await;
+    for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {
+        assert!(sample(&text, name, &[]) > 0.0, "{name} in {text}");
+    }
+    assert!(text.contains("\nprocess_cpu_seconds_total "), "CPU seconds");
+}
+
+/// A backend that does not answer counts one error per call, the S3
+/// SDK's retries included.
+#[tokio::test]
+async fn a_backend_that_does_not_answer_counts_one_error_per_call() {
+    if matches!(crate::BACKEND, Backend::Embedded) {
+        return;
+    }
+    let (env, backends) = process_env_with(&[
+        ("AMO_LEASE_SECS", "3600"),
+        ("AMO_REDIS_URL", "redis://127.0.0.1:1"),
+        ("AMO_S3_ENDPOINT", "http://127.0.0.1:1"),
+    ]);
+    let service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    until_swept(&app).await;
+    let id = format!("00000001{}", sha256_upper(b"anything"));
+    let inspect = calls_during(&app, async {
+        let answer = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    })
+    .await;
+    assert_eq!(
+        inspect,
+        [("redis", "ok", 0.0), ("redis", "error", 0.0), ("s3", "ok", 0.0), ("s3", "error", 1.0)]
+    );
+    let owner = Account::new();
+    let issue = calls_during(&app, async {
+        let answer = app
+            .auth_raw(json!({"user": owner.address, "operation": {"name": "remove", "id": id}}))
+            .await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    })
+    .await;
+    assert_eq!(
+        issue,
+        [("redis", "ok", 0.0), ("redis", "error", 1.0), ("s3", "ok", 0.0), ("s3", "error", 0.0)]
+    );
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod adversarial;
 mod attacks;
+mod audit;
 mod auth;
 mod cli;
 mod concurrency;

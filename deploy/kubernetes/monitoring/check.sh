@@ -9,7 +9,13 @@
 #    values src/ emits, routes of openapi/openapi.json, settings of
 #    docs/configuration.md and the Service's job; every alert has a test
 #    that shows it firing and one that shows it quiet.
-# 2. promtool check rules: the rules and their annotation templates parse.
+#    Every query of the rules and of dashboard.json (Grafana) parses with
+#    the PromQL grammar and names only metrics and labels src/metrics.rs
+#    registers (or the process collector's, kube-state-metrics' and those
+#    being added, allow-listed in check.mjs), and selects this service;
+#    every alert's runbook_url is an anchor of docs/operations.md.
+# 2. promtool check rules: the rules and their annotation templates parse,
+#    and so does each dashboard query (as a recording rule).
 # 3. promtool test rules rules.test.yaml: each alert fires, with its labels,
 #    where it must, and stays quiet where it must.
 #
@@ -50,6 +56,7 @@ trap 'rm -rf "$work"' EXIT
 summary=$(node "$HERE/check.mjs" "$REPO" "$work") || die "the manifests are not valid (above)"
 
 promtool check rules "$work/rules-full.yaml" >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; die "promtool check rules failed"; }
+promtool check rules "$work/dashboard-rules.yaml" >"$work/check-dashboard.log" 2>&1 || { cat "$work/check-dashboard.log" >&2; die "promtool check rules failed on the dashboard's queries"; }
 cp "$HERE/rules.test.yaml" "$work/"
 promtool test rules "$work/rules.test.yaml" >"$work/test.log" 2>&1 || { cat "$work/test.log" >&2; die "promtool test rules failed"; }
 tests=$(grep -c '^  - name:' "$HERE/rules.test.yaml")
@@ -58,4 +65,4 @@ if command -v kubectl >/dev/null 2>&1; then
   objects=$(kubectl kustomize "$HERE" | grep -c '^kind:') || die "kubectl kustomize failed"
   summary+="; kubectl kustomize rendered $objects objects"
 fi
-echo "check.sh: OK: $summary; promtool ($(promtool --version 2>&1 | head -1 | awk '{print $3}')) checked the rules and passed $tests unit tests"
+echo "check.sh: OK: $summary; promtool ($(promtool --version 2>&1 | head -1 | awk '{print $3}')) checked the rules and the dashboard's queries and passed $tests unit tests"
