@@ -129,11 +129,21 @@ fn first_success_after(events: &[Event], at: Instant) -> Option<Duration> {
         .min()
 }
 
-/// A client's parcels still stored, and the ids of its failed uploads.
+/// A client's parcels still stored, the ids of its failed uploads, and
+/// those whose upload or remove answered 503 `outcome_unknown`: S3 got the
+/// write and did not confirm it in time, so it may have happened
+/// (docs/protocol.md): stored or not, they are checked at the end.
 struct ClientEnd {
     owner: Account,
     live: Vec<String>,
     failed: Vec<String>,
+    uncertain: Vec<String>,
+}
+
+/// The error code of an error answer.
+async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap_or_default();
+    body["code"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Downloads `id` and checks it against its id's SHA-256 and `size`:
@@ -178,6 +188,7 @@ async fn client(app: Arc<Replica>, log: Arc<Log>, stop: Arc<AtomicBool>) -> Clie
     let owner = Account::new();
     let mut live: VecDeque<(String, usize)> = VecDeque::new();
     let mut failed = Vec::new();
+    let mut uncertain = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let size = rand::rng().random_range(MIB..=MAX_PARCEL);
         let (data, hash) = tokio::task::spawn_blocking(move || {
@@ -208,7 +219,13 @@ async fn client(app: Arc<Replica>, log: Arc<Log>, stop: Arc<AtomicBool>) -> Clie
                 assert_eq!(body["id"], json!(id));
                 live.push_back((id, size));
             }
-            StatusCode::SERVICE_UNAVAILABLE => failed.push(id),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                if error_code(response).await == "outcome_unknown" {
+                    uncertain.push(id);
+                } else {
+                    failed.push(id);
+                }
+            }
             other => panic!(
                 "an upload answered {other}: {}",
                 response.text().await.unwrap_or_default()
@@ -250,6 +267,10 @@ async fn client(app: Arc<Replica>, log: Arc<Log>, stop: Arc<AtomicBool>) -> Clie
             assert!(matches!(status, 204 | 503), "a remove answered {status}");
             if status == 204 {
                 live.pop_front();
+            } else if error_code(response).await == "outcome_unknown" {
+                // It may have removed the parcel: never expect it again.
+                let (id, _) = live.pop_front().unwrap();
+                uncertain.push(id);
             }
         }
     }
@@ -257,6 +278,7 @@ async fn client(app: Arc<Replica>, log: Arc<Log>, stop: Arc<AtomicBool>) -> Clie
         owner,
         live: live.into_iter().map(|(id, _)| id).collect(),
         failed,
+        uncertain,
     }
 }
 
@@ -353,6 +375,22 @@ async fn an_osd_killed_under_load_loses_nothing_and_the_service_carries_on() {
         }
     }
     let stored: BTreeSet<String> = app.stored_keys().await.into_iter().collect();
+    // What answered `outcome_unknown` may be stored or not; stored, it is
+    // whole, and it is removed with the rest at the end.
+    let mut settled_uncertain = Vec::new();
+    for end in &mut ends {
+        for id in std::mem::take(&mut end.uncertain) {
+            if stored.contains(&id) {
+                let data = app.fetch_v2(&end.owner, &id).await;
+                if sha256_upper(&data) != id[8..] {
+                    lost += 1;
+                }
+                expected.insert(id.clone());
+                end.live.push(id.clone());
+            }
+            settled_uncertain.push(id);
+        }
+    }
     let failed: Vec<&String> = ends.iter().flat_map(|end| &end.failed).collect();
     eventually(30, "no multipart upload is left", || async {
         app.multipart_uploads().await.is_empty()
@@ -387,7 +425,8 @@ async fn an_osd_killed_under_load_loses_nothing_and_the_service_carries_on() {
          then, {across_revive_ok} succeeded; the first request begun after it succeeded \
          {any_after_revive:.1?} after it, the first upload {recovered_again:.1?}\n  \
          slowest request {slowest:.1?} (S3 timeout {S3_TIMEOUT:?}); {} parcels checked byte \
-         for byte at the end, lost {lost}",
+         for byte at the end, lost {lost}; answered outcome_unknown (stored or not, \
+         checked): {settled_uncertain:?}",
         MAX_PARCEL / MIB,
         failures
             .iter()
