@@ -28,9 +28,8 @@ import urllib.error
 import urllib.request
 import uuid
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tus"))
+from workload import Account  # noqa: E402  (the signing account of the tus checks)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -39,26 +38,6 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-class Account:
-    def __init__(self):
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.public = self.key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-        self.address = hashlib.sha256(self.public).hexdigest()[:40].upper()
-
-    def sign(self, text):
-        r, s = decode_dss_signature(self.key.sign(text.encode("ascii"), ec.ECDSA(hashes.SHA256())))
-        return (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
-
-    def proof(self, token, signed=None):
-        return {
-            "X-Auth-Token": token,
-            "X-Public-Key": self.public.hex(),
-            "X-Signature": self.sign(token if signed is None else signed),
-        }
 
 
 def call(method, url, headers=None, body=None):
