@@ -467,6 +467,27 @@ impl From<Error> for ErrorResponse {
 /// A handler's result: its own answers, or an error answer.
 pub type ApiResult<T> = Result<T, ErrorResponse>;
 
+/// The answer to a `HEAD` on a route whose `GET` spends a token: 405 with
+/// the route's methods, before any handler runs (poem would answer it with
+/// the `GET` handler, spending the token for no body).
+fn refused_head(request: &Request, routes: &Routes) -> Option<Response> {
+    if request.method() != Method::HEAD {
+        return None;
+    }
+    let (template, methods) = routes.head_would_spend_a_token(request.uri().path())?;
+    let mut refused = ErrorBody::new(
+        "HEAD is not served on a route whose GET spends a token; send GET",
+        "method_not_allowed",
+    )
+    .into_response();
+    refused.set_status(StatusCode::METHOD_NOT_ALLOWED);
+    if let Ok(methods) = header::HeaderValue::from_str(methods) {
+        refused.headers_mut().insert(header::ALLOW, methods);
+    }
+    refused.set_data(PathPattern(template.into()));
+    Some(refused)
+}
+
 /// Turns every error answer that is not JSON yet (a route that does not
 /// exist, a method the route does not take, a parameter poem could not
 /// parse, a panic) into `{"error", "code"}`; a 405 names the route's
@@ -476,20 +497,8 @@ pub async fn json_errors<E: Endpoint>(
     request: Request,
     routes: &Routes,
 ) -> Response {
-    if request.method() == Method::HEAD {
-        if let Some((template, methods)) = routes.head_would_spend_a_token(request.uri().path()) {
-            let mut refused = ErrorBody::new(
-                "HEAD is not served on a route whose GET spends a token; send GET",
-                "method_not_allowed",
-            )
-            .into_response();
-            refused.set_status(StatusCode::METHOD_NOT_ALLOWED);
-            if let Ok(methods) = header::HeaderValue::from_str(methods) {
-                refused.headers_mut().insert(header::ALLOW, methods);
-            }
-            refused.set_data(PathPattern(template.into()));
-            return refused;
-        }
+    if let Some(refused) = refused_head(&request, routes) {
+        return refused;
     }
     let mut response = match endpoint.call(request).await {
         Ok(response) => response.into_response(),
