@@ -228,6 +228,9 @@ impl From<ParseError> for Error {
     }
 }
 
+/// The `service` of an [`Error::Unavailable`] that the parcel store caused.
+pub const PARCEL_STORE: &str = "parcel store";
+
 /// A parcel store's failure as the API answers it; a failure of the backend
 /// counts in `amo_backend_errors_total` (under `s3`, whichever the store).
 impl From<StoreError> for Error {
@@ -238,7 +241,7 @@ impl From<StoreError> for Error {
         let detail = with_sources(&err);
         match err {
             StoreError::Unavailable(_) => Self::Unavailable {
-                service: "parcel store",
+                service: PARCEL_STORE,
                 detail,
             },
             StoreError::OutcomeUnknown(_) => Self::OutcomeUnknown { detail },

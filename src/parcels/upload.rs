@@ -43,9 +43,9 @@ use tokio::sync::mpsc;
 use super::Parcels;
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
-    error::{Error, with_sources},
+    error::{Error, PARCEL_STORE, with_sources},
     state::{Lease, Shared},
-    storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel, feed_of},
+    storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel},
 };
 
 /// S3 allows at most this many parts in one upload.
@@ -72,6 +72,9 @@ const COMMIT_LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Chunks in flight between the client's body and the store's request.
 pub(super) const FEED_DEPTH: usize = 4;
+
+/// The pieces a part held in memory is handed to S3 in.
+const HELD_PIECE: usize = 256 * 1024;
 
 /// The shared-state key of a parcel's write lock.
 pub fn lock_key(id: &ParcelId) -> String {
@@ -225,27 +228,37 @@ where
     }
 
     /// Hands `piece` to the store's request, which must take it within the
-    /// store's timeout. A timer is armed only when the feed is full: most
-    /// chunks find room at once.
+    /// store's timeout.
     pub(super) async fn hand(
         &mut self,
         feed: &mpsc::Sender<std::io::Result<Bytes>>,
         piece: Bytes,
     ) -> Result<(), Error> {
-        let piece = match feed.try_send(Ok(piece)) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(store_stopped()),
-            Err(mpsc::error::TrySendError::Full(piece)) => piece,
-        };
-        match tokio::time::timeout(self.store_wait, feed.send(piece)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(store_stopped()),
-            Err(_) => Err(StoreError::unavailable(format!(
-                "S3 took no byte of the body for {} s",
-                self.store_wait.as_secs()
-            ))
-            .into()),
-        }
+        hand_to(feed, piece, self.store_wait).await
+    }
+}
+
+/// Hands `piece` to the store's request, which must take it within `wait`.
+/// A timer is armed only when the feed is full: most chunks find room at
+/// once.
+async fn hand_to(
+    feed: &mpsc::Sender<std::io::Result<Bytes>>,
+    piece: Bytes,
+    wait: Duration,
+) -> Result<(), Error> {
+    let piece = match feed.try_send(Ok(piece)) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(store_stopped()),
+        Err(mpsc::error::TrySendError::Full(piece)) => piece,
+    };
+    match tokio::time::timeout(wait, feed.send(piece)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(store_stopped()),
+        Err(_) => Err(StoreError::unavailable(format!(
+            "S3 took no byte of the body for {} s",
+            wait.as_secs()
+        ))
+        .into()),
     }
 }
 
@@ -434,17 +447,7 @@ impl Parcels {
                     self.limits.store_timeout,
                 )
                 .await;
-                let pushed = pushed.unwrap_or_else(|waited| {
-                    Err(StoreError::unavailable(format!(
-                        "UploadPart got no answer within {waited:?} of its last byte"
-                    )))
-                });
-                match (fed, pushed) {
-                    (Ok(()), Ok(())) => {}
-                    (Err(err), Err(store)) if is_store_stopped(&err) => return Err(store.into()),
-                    (Err(err), _) => return Err(err),
-                    (Ok(()), Err(err)) => return Err(err.into()),
-                }
+                part_outcome(fed, pushed)?;
                 left -= this_part;
             }
             // Nothing may follow the declared length.
@@ -477,8 +480,7 @@ impl Parcels {
         let written = async {
             let mut part = first;
             loop {
-                let length = part.len() as u64;
-                upload.push_part(length, feed_of(part.freeze())).await?;
+                self.push_held(upload.as_mut(), part.freeze()).await?;
                 part = incoming.fill(part_size).await?;
                 if part.is_empty() {
                     break;
@@ -493,6 +495,30 @@ impl Parcels {
         self.finish_multipart(parcel, upload, mark, written).await
     }
 
+    /// Pushes a part held in memory, handed over in pieces of at most
+    /// [`HELD_PIECE`] bytes, each of which S3 must take within its timeout,
+    /// as a streamed part's chunks.
+    async fn push_held(&self, upload: &mut dyn PartUpload, part: Bytes) -> Result<(), Error> {
+        let (sender, feed) = mpsc::channel(FEED_DEPTH);
+        let wait = self.limits.store_timeout;
+        let length = part.len() as u64;
+        let fed = async move {
+            let mut rest = part;
+            let mut fed = Ok(());
+            while !rest.is_empty() {
+                let piece = rest.split_to(rest.len().min(HELD_PIECE));
+                fed = hand_to(&sender, piece, wait).await;
+                if fed.is_err() {
+                    break;
+                }
+            }
+            end_feed(sender, &fed);
+            fed
+        };
+        let (fed, pushed) = fed_then_answered(fed, upload.push_part(length, feed), wait).await;
+        part_outcome(fed, pushed)
+    }
+
     /// Completes a multipart upload whose parts were `written` (and
     /// matched), or aborts it; ends its live mark either way.
     async fn finish_multipart(
@@ -504,6 +530,17 @@ impl Parcels {
     ) -> Result<PutOutcome, Error> {
         let outcome = match written {
             Ok(()) => self.commit_parts(parcel, upload).await,
+            // S3 itself failed: the abort, an S3 call too, goes on in the
+            // background (the upload's drop), not before the answer.
+            Err(
+                err @ Error::Unavailable {
+                    service: PARCEL_STORE,
+                    ..
+                },
+            ) => {
+                drop(upload);
+                Err(err)
+            }
             Err(err) => {
                 upload.abort().await;
                 Err(err)
@@ -624,24 +661,51 @@ impl Parcels {
 /// Runs the feeding of a body and the store's request that reads it
 /// together. Once the body is fed, the store must answer within `within`
 /// (`Err(within)` past it); a store that answers first (a refusal, a
-/// failure) ends the feeding at its next chunk.
-pub(super) async fn fed_then_answered<F, P, T>(
+/// failure) ends the feeding at its next chunk. A feeding that failed for
+/// another reason than the store's stopping (the client's body failed, or
+/// S3 took no byte for its timeout) leaves the store's request unfinished:
+/// it is dropped unless it already answered, so that a stalled S3 is not
+/// waited for twice, and an unfinished body stores nothing.
+pub(super) async fn fed_then_answered<F, R, P, T>(
     fed: F,
     store: P,
     within: Duration,
-) -> (F::Output, Result<T, Duration>)
+) -> (Result<R, Error>, Result<T, Duration>)
 where
-    F: Future,
+    F: Future<Output = Result<R, Error>>,
     P: Future<Output = T>,
 {
     let mut store = std::pin::pin!(store);
     let mut fed = std::pin::pin!(fed);
     tokio::select! {
         fed = &mut fed => {
+            let within = match &fed {
+                Err(err) if !is_store_stopped(err) => Duration::ZERO,
+                _ => within,
+            };
             let answered = tokio::time::timeout(within, store).await.map_err(|_| within);
             (fed, answered)
         }
         answered = &mut store => (fed.await, Ok(answered)),
+    }
+}
+
+/// How a part went up, from its feeding and the store's answer: the
+/// store's error when it stopped reading, else the feeding's.
+fn part_outcome(
+    fed: Result<(), Error>,
+    pushed: Result<Result<(), StoreError>, Duration>,
+) -> Result<(), Error> {
+    let pushed = pushed.unwrap_or_else(|waited| {
+        Err(StoreError::unavailable(format!(
+            "UploadPart got no answer within {waited:?} of its last byte"
+        )))
+    });
+    match (fed, pushed) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(err), Err(store)) if is_store_stopped(&err) => Err(store.into()),
+        (Err(err), _) => Err(err),
+        (Ok(()), Err(err)) => Err(err.into()),
     }
 }
 

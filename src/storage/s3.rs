@@ -63,6 +63,9 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     keys: S3Keys,
+    /// How long a response body may send nothing before its read fails
+    /// (`None`: no bound).
+    body_idle: Option<Duration>,
 }
 
 impl S3Store {
@@ -206,6 +209,7 @@ impl S3Store {
             bucket: config.bucket.clone(),
             prefix: config.prefix.clone(),
             keys,
+            body_idle: None,
         }
     }
 
@@ -228,6 +232,7 @@ impl S3Store {
             .build();
         Self {
             client: Client::from_conf(config),
+            body_idle: Some(timeout),
             ..self
         }
     }
@@ -385,7 +390,7 @@ impl ParcelStore for S3Store {
         let Some(object) = self.get_object(id, range).await? else {
             return Ok(None);
         };
-        Ok(Some(body_stream(object.body)))
+        Ok(Some(body_stream(object.body, self.body_idle)))
     }
 
     async fn fetch(&self, id: &ParcelId, range: Option<&str>) -> Result<Fetched, StoreError> {
@@ -415,7 +420,7 @@ impl ParcelStore for S3Store {
         Ok(Fetched::Found {
             parcel,
             served: served.map(|(first, last, _)| (first, last)),
-            body: body_stream(object.body),
+            body: body_stream(object.body, self.body_idle),
         })
     }
 
@@ -840,12 +845,25 @@ impl http_body::Body for FedBody {
 /// `writev`, while merging copied every byte once more into a fresh buffer
 /// of a MiB or more (page faults on every one, with the mmap threshold
 /// pinned in `main.rs`) and held up to 64 reads at once (profiled and
-/// measured with bench/streaming.sh: docs/performance.md).
-fn body_stream(body: ByteStream) -> BodyStream {
+/// measured with bench/streaming.sh: docs/performance.md). A body that
+/// sends nothing for `idle` fails: the SDK's timeouts end with the answer's
+/// head, and a stalled RGW would otherwise hold the download open.
+fn body_stream(body: ByteStream, idle: Option<Duration>) -> BodyStream {
     Box::pin(futures_util::stream::try_unfold(
         body,
-        |mut body| async move {
-            match body.try_next().await {
+        move |mut body| async move {
+            let next = match idle {
+                Some(idle) => tokio::time::timeout(idle, body.try_next())
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("S3 sent no byte of the body for {idle:?}"),
+                        )
+                    })?,
+                None => body.try_next().await,
+            };
+            match next {
                 Ok(Some(chunk)) => Ok(Some((chunk, body))),
                 Ok(None) => Ok(None),
                 Err(err) => Err(std::io::Error::other(err)),

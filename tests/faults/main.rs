@@ -44,6 +44,7 @@ pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
 
 mod ceph_down;
 mod connections;
+mod held_mid_body;
 mod redis_down;
 mod slow_clients;
 mod stalled_backends;
