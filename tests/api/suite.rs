@@ -21,6 +21,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod process;
+mod promises;
 mod refusals;
 mod resumable;
 mod roundtrip_v1;
