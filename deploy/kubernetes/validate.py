@@ -12,7 +12,7 @@ usage: validate.py DIR [--rendered FILE --renderer NAME]
    labels, the HPA targets the Deployment, the Ingress backend is the
    Service's port, envFrom/secretKeyRef/secret volumes name objects (and
    keys) defined here, probe ports are container ports; the grace period
-   is the preStop sleep + AMO_DRAIN_TIMEOUT_SECS + a margin of 10 to 60 s;
+   is the preStop sleep + AMO_DRAIN_GRACE_SECS + AMO_DRAIN_TIMEOUT_SECS + a margin of 10 to 60 s;
    the Deployment sets no `replicas` when an HPA owns it.
 4. With --rendered: the renderer's output is validated like step 1.
 
@@ -140,16 +140,19 @@ def known_variables(where, names):
 
 
 def drain_budget(where, pod, cms):
-    """terminationGracePeriodSeconds = preStop + AMO_DRAIN_TIMEOUT_SECS +
-    margin: the drain is derived from one value, and the kubelet must not
-    SIGKILL a pod that is still draining within its own timeout."""
+    """terminationGracePeriodSeconds = preStop + AMO_DRAIN_GRACE_SECS +
+    AMO_DRAIN_TIMEOUT_SECS + margin: after SIGTERM the service stays in the
+    grace (not ready, still accepting) before it drains, and the kubelet
+    must not SIGKILL a pod that is still draining within its own timeout."""
     grace = pod.get("terminationGracePeriodSeconds", 30)
     for c in pod["containers"]:
+        readiness_grace = setting(c, cms, "AMO_DRAIN_GRACE_SECS")
         drain = setting(c, cms, "AMO_DRAIN_TIMEOUT_SECS")
-        margin = grace - prestop_seconds(c) - drain
+        margin = grace - prestop_seconds(c) - readiness_grace - drain
         if not 10 <= margin <= 60:
             problem(where, f"terminationGracePeriodSeconds {grace} = preStop {prestop_seconds(c)} + "
-                    f"AMO_DRAIN_TIMEOUT_SECS {drain} + margin {margin}: the margin must be 10 to 60 s")
+                    f"AMO_DRAIN_GRACE_SECS {readiness_grace} + AMO_DRAIN_TIMEOUT_SECS {drain} + "
+                    f"margin {margin}: the margin must be 10 to 60 s")
 
 
 # The memory plan (docs/operations.md#memory-plan), measured on a service

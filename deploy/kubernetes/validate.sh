@@ -135,4 +135,16 @@ for raised in AMO_MAX_CONCURRENT_UPLOADS=36 AMO_MAX_CONCURRENT_DOWNLOADS=256 AMO
   log "refuses config.env with $raised: $(grep -o 'memory limit .* MiB:' "$digest_dir/raised.err")"
 done
 
+# The grace period holds the readiness grace too: after SIGTERM the service
+# waits AMO_DRAIN_GRACE_SECS, then drains for AMO_DRAIN_TIMEOUT_SECS. A
+# grace of 10 s leaves 3 s of margin in 325, which must fail.
+rm -rf "$digest_dir/raised" && cp -r "$HERE" "$digest_dir/raised"
+echo "AMO_DRAIN_GRACE_SECS=10" >>"$digest_dir/raised/config.env"
+if "$VENV/bin/python" "$HERE/validate.py" "$digest_dir/raised" "${render_args[@]}" 2>"$digest_dir/raised.err"; then
+  die "validate.py accepted AMO_DRAIN_GRACE_SECS=10, which the grace period of 325 s cannot hold"
+fi
+grep -q "AMO_DRAIN_GRACE_SECS 10" "$digest_dir/raised.err" ||
+  die "validate.py refused AMO_DRAIN_GRACE_SECS=10, but not for the drain: $(cat "$digest_dir/raised.err")"
+log "refuses config.env with AMO_DRAIN_GRACE_SECS=10: the grace period leaves a margin under 10 s"
+
 exec "$VENV/bin/python" "$HERE/validate.py" "$HERE" "${render_args[@]}"

@@ -307,6 +307,67 @@ async fn a_sigterm_lets_the_upload_in_flight_finish_then_exits_0() {
     assert_eq!(app.fetch_v2(&owner, &id).await, data);
 }
 
+/// `AMO_DRAIN_GRACE_SECS` (docs/operations.md): after SIGTERM the replica
+/// keeps accepting for the grace, answering `/readyz` 503 on every new
+/// connection, then stops accepting while a request in flight drains. The
+/// listener closes no sooner than the grace, and within twice it.
+#[tokio::test]
+async fn the_drain_grace_keeps_accepting_for_its_length_then_closes() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let (env, backends) = process_env_with(&[("AMO_DRAIN_GRACE_SECS", "2")]);
+    let mut service = ServiceProcess::start(&env).await;
+    let app = service.app(&env, backends);
+    let owner = Account::new();
+    let data = random_body(2 * MIB);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let (sender, upload) = streamed_upload(&app, &proof);
+    sender.send(Ok(data[..MIB].to_vec())).await.unwrap();
+    until_received(&app, MIB).await;
+    let probe = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    service.signal(Signal::TERM);
+    let signalled = std::time::Instant::now();
+    let mut last_answer = None;
+    let closed = loop {
+        match probe.get(format!("{}/readyz", app.base)).send().await {
+            Ok(answer) => {
+                let at = signalled.elapsed();
+                // The first probe may come before the process handled the
+                // signal; every later one is 503.
+                if answer.status() != StatusCode::OK {
+                    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+                }
+                last_answer = Some(at);
+            }
+            Err(err) if err.is_connect() => break signalled.elapsed(),
+            Err(err) => panic!("a probe within the drain: {err}"),
+        }
+        assert!(
+            signalled.elapsed() < GRACE * 5,
+            "still accepting {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    eprintln!("drain grace {GRACE:?}: last /readyz answered {last_answer:?}, refused from {closed:?} after SIGTERM");
+    assert!(last_answer.is_some(), "no probe answered within the grace");
+    // The grace starts once the process handles the signal, after it was
+    // sent: a refusal sooner than the grace is a shorter grace.
+    assert!(
+        closed >= GRACE,
+        "the listener closed {closed:?} after SIGTERM (last answer {last_answer:?}), before the grace of {GRACE:?}"
+    );
+    assert!(closed <= GRACE * 2, "the listener closed {closed:?} after SIGTERM");
+    assert!(service.running(), "the process exited with an upload in flight");
+    sender.send(Ok(data[MIB..].to_vec())).await.unwrap();
+    drop(sender);
+    let answer = upload.await.unwrap().expect("the upload's answer");
+    expect_json(answer, StatusCode::CREATED).await;
+    assert_eq!(service.exit_code(30).await, Some(0), "a drained exit is 0");
+}
+
 /// Waits until the process has read `bytes` parcel bytes (its own
 /// `amo_parcel_bytes_received_total`): the upload has really started.
 async fn until_received(app: &TestApp, bytes: usize) {
