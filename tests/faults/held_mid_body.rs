@@ -348,3 +348,39 @@ async fn a_download_whose_s3_body_stalls_ends_within_the_s3_timeout() {
     rig.s3.set(Mode::Pass).await;
     remove_parcel(&rig.direct, &owner, &id).await;
 }
+
+/// docs/protocol.md, 503 `outcome_unknown`: "S3 received a write (... a
+/// remove) and did not confirm it in time: it may have happened, so the
+/// token is used up; ... a remove then answers 404". RGW carries out the
+/// `DeleteObject` and its answer is held: 503 `outcome_unknown` within the
+/// bound, the token gone, and a retry with a new token answers 404.
+#[tokio::test]
+async fn a_remove_whose_answer_rgw_holds_is_outcome_unknown_and_a_retry_finds_it_removed() {
+    let rig = held_rig(&[]).await;
+    let owner = Account::new();
+    let id = rig.direct.store_v2(&owner, &random_body(4096)).await;
+    let token = rig
+        .direct
+        .token(&owner.address, json!({"name": "remove", "id": id}))
+        .await;
+    rig.s3.set(Mode::HoldDeleteAnswers).await;
+    let (response, took) = timed(rig.app.remove_v2(Some(&owner.prove(&token)), &id)).await;
+    assert_eq!(expect_unavailable(response).await, "outcome_unknown");
+    assert_bounded("remove", took);
+    assert_eq!(
+        rig.direct.token_record(&token).await,
+        None,
+        "the token is not used up"
+    );
+    rig.s3.set(Mode::Pass).await;
+    expect_error(inspect_v2(&rig.direct, &id).await, StatusCode::NOT_FOUND).await;
+    let again = rig
+        .direct
+        .token(&owner.address, json!({"name": "remove", "id": id}))
+        .await;
+    let retry = rig.app.remove_v2(Some(&owner.prove(&again)), &id).await;
+    assert_eq!(
+        expect_error(retry, StatusCode::NOT_FOUND).await,
+        "not_found"
+    );
+}

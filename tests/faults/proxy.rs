@@ -6,12 +6,17 @@
 //! backend that died would. [`Mode::Stall`] accepts connections but relays
 //! nothing, on new and live connections alike, as a backend that hangs
 //! would; bytes already sent wait in the socket buffers, and are relayed if
-//! the mode returns to `Pass`.
+//! the mode returns to `Pass`. [`Mode::HoldDeleteAnswers`] relays every
+//! request, but holds the answer to a `DELETE` (an S3 `DeleteObject` that
+//! RGW carried out and did not confirm), until the mode changes.
 
 use std::{
     io,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -34,6 +39,9 @@ pub enum Mode {
     Down,
     /// Accepts connections and relays nothing.
     Stall,
+    /// Relays requests, and holds the answer on a connection that sent a
+    /// `DELETE` (HTTP/1.1, a request's head in one write).
+    HoldDeleteAnswers,
 }
 
 type Tasks = Arc<Mutex<Vec<JoinHandle<()>>>>;
@@ -60,7 +68,7 @@ impl FaultProxy {
         };
         match mode {
             Mode::Down => drop(listener),
-            Mode::Pass | Mode::Stall => proxy.serve(listener),
+            Mode::Pass | Mode::Stall | Mode::HoldDeleteAnswers => proxy.serve(listener),
         }
         proxy
     }
@@ -171,18 +179,55 @@ async fn relay(client: TcpStream, upstream: SocketAddr, mode: watch::Receiver<Mo
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
+    let sent_delete = Arc::new(AtomicBool::new(false));
     tokio::join!(
-        pump(client_read, server_write, mode.clone()),
-        pump(server_read, client_write, mode),
+        pump(
+            client_read,
+            server_write,
+            mode.clone(),
+            Direction::Requests(sent_delete.clone())
+        ),
+        pump(
+            server_read,
+            client_write,
+            mode,
+            Direction::Answers(sent_delete)
+        ),
     );
 }
 
-/// Copies `from` to `to` while the mode is not `Stall`, until either side
-/// closes.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>) {
+/// Which way a pump copies, with the connection's flag of a `DELETE` sent.
+enum Direction {
+    /// Client to backend: sets the flag on a `DELETE`.
+    Requests(Arc<AtomicBool>),
+    /// Backend to client: holds while the flag is set, in
+    /// [`Mode::HoldDeleteAnswers`].
+    Answers(Arc<AtomicBool>),
+}
+
+impl Direction {
+    /// Whether this pump must hold in `mode`.
+    fn holds(&self, mode: Mode) -> bool {
+        match (mode, self) {
+            (Mode::Stall, _) => true,
+            (Mode::HoldDeleteAnswers, Direction::Answers(sent_delete)) => {
+                sent_delete.load(Ordering::SeqCst)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Copies `from` to `to` while the mode lets it, until either side closes.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    direction: Direction,
+) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        if !unstalled(&mut mode).await {
+        if !unheld(&mut mode, &direction).await {
             return;
         }
         let n = tokio::select! {
@@ -197,17 +242,23 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
                 continue;
             }
         };
-        if !unstalled(&mut mode).await || to.write_all(&buffer[..n]).await.is_err() {
+        if let Direction::Requests(sent_delete) = &direction {
+            if *mode.borrow() == Mode::HoldDeleteAnswers && buffer[..n].starts_with(b"DELETE ") {
+                sent_delete.store(true, Ordering::SeqCst);
+            }
+        }
+        if !unheld(&mut mode, &direction).await || to.write_all(&buffer[..n]).await.is_err() {
             return;
         }
     }
     let _ = to.shutdown().await;
 }
 
-/// Waits while the mode is `Stall`; `false` once the proxy is gone.
-async fn unstalled(mode: &mut watch::Receiver<Mode>) -> bool {
+/// Waits while the mode holds this pump; `false` once the proxy is gone.
+async fn unheld(mode: &mut watch::Receiver<Mode>, direction: &Direction) -> bool {
     loop {
-        if *mode.borrow_and_update() != Mode::Stall {
+        let current = *mode.borrow_and_update();
+        if !direction.holds(current) {
             return true;
         }
         if mode.changed().await.is_err() {
