@@ -90,6 +90,8 @@ render_and_test() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   base=http://127.0.0.1:$port
   "$HERE/render.sh" "$prefix" "127.0.0.1:$port" "$@" >"$work/nginx.conf"
+  # read_timeout=Ns: a shorter proxy_read_timeout, for the 504 check.
+  [ -z "${read_timeout:-}" ] || sed -i "s/proxy_read_timeout [0-9]*s;/proxy_read_timeout $read_timeout;/" "$work/nginx.conf"
   if ! nginx -t -q -p "$prefix" -e "$prefix/error.log" -c "$work/nginx.conf" >"$work/t.log" 2>&1; then
     cat "$work/t.log" >&2
     die "nginx -t failed"
@@ -246,7 +248,20 @@ for method in GET DELETE; do
   nginx_json upstream_unavailable "$method with every replica down"
 done
 stop_nginx
-echo "check.sh: nginx's own 404, 414, 431 and 502 answer JSON with a code and an X-Request-Id; a replica's own 404 passes through" >&2
+# A replica that received a request and fell silent: nginx's own 504
+# upstream_timeout, as JSON, once proxy_read_timeout (1 s on this rendering,
+# 300 s shipped) passes; a POST and a DELETE each reached one replica once.
+read_timeout=1s render_and_test start "${stubs[@]}"
+grep -q 'proxy_read_timeout 1s;' "$work/nginx.conf" || die "the 504 check's rendering kept the shipped read timeout"
+for probe in "POST --data-binary x" "DELETE"; do
+  read -r -a args <<<"$probe"
+  got=$(request "${args[@]:0:1}" /silent "${args[@]:1}")
+  [ "$got" = 504 ] || die "$probe /silent answered $got through nginx"
+  nginx_json upstream_timeout "$probe /silent"
+  n=$(hits_of "${args[0]}" /silent); [ "$n" = 1 ] || die "a $probe that timed out was sent $n times"
+done
+stop_nginx
+echo "check.sh: nginx's own 404, 414, 431, 502 and 504 answer JSON with a code and an X-Request-Id; a replica's own 404 passes through" >&2
 policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes; CORS preflights pass through; nginx's own errors are JSON"
 if [ "$#" -eq 0 ]; then
   echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"

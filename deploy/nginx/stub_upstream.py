@@ -95,6 +95,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/drop":
             self.close_connection = True
             self.connection.shutdown(2)
+        elif path == "/silent":
+            # Received, and never answered: holds the connection until the
+            # proxy closes it (its read timeout).
+            self.close_connection = True
+            self.rfile.read(1)
         elif path.startswith("/undelivered/"):
             self._answer(200, {"received": received})
         elif path == "/metadata-length":
