@@ -121,3 +121,73 @@ async fn head_on_a_download_route_is_refused_and_spends_no_token() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap(), data);
 }
+
+/// docs/threat-model.md: "at most 64 concurrent streams per connection".
+/// On one HTTP/2 connection (h2c, prior knowledge) that announces a window
+/// of zero, 65 `GET /healthz` whose answers' bodies can never be sent: the
+/// server's SETTINGS say 64, the first 64 streams get their answer's
+/// headers, and the 65th is refused (RST_STREAM, REFUSED_STREAM). Frames are
+/// written and read by hand here, from RFC 9113.
+#[tokio::test]
+async fn an_http2_connection_gets_at_most_64_concurrent_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STREAMS: u32 = 65;
+    let app = spawn_app().await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS: SETTINGS_INITIAL_WINDOW_SIZE (4) = 0.
+    bytes.extend_from_slice(&[0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+    for n in 0..STREAMS {
+        let id = (2 * n + 1).to_be_bytes();
+        // HEADERS, END_STREAM | END_HEADERS: :method GET, :scheme http,
+        // :path /healthz (a literal without indexing).
+        let mut block = vec![0x82, 0x86, 0x04, 8];
+        block.extend_from_slice(b"/healthz");
+        bytes.extend_from_slice(&[0, 0, block.len() as u8, 0x1, 0x5]);
+        bytes.extend_from_slice(&id);
+        bytes.extend_from_slice(&block);
+    }
+    stream.write_all(&bytes).await.unwrap();
+
+    let last = 2 * (STREAMS - 1) + 1;
+    let mut max_streams = None;
+    let mut answered = std::collections::BTreeSet::new();
+    let mut reset = std::collections::BTreeMap::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while answered.len() + reset.len() < STREAMS as usize {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.unwrap();
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.unwrap();
+            match kind {
+                // SETTINGS, not an ACK: 6-byte parameters.
+                0x4 if flags & 0x1 == 0 => {
+                    for parameter in payload.chunks(6) {
+                        if parameter[..2] == [0, 3] {
+                            max_streams = Some(u32::from_be_bytes(parameter[2..].try_into().unwrap()));
+                        }
+                    }
+                }
+                0x1 => {
+                    answered.insert(id);
+                }
+                0x3 => {
+                    reset.insert(id, u32::from_be_bytes(payload[..4].try_into().unwrap()));
+                }
+                0x7 => panic!("GOAWAY after streams {answered:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no word on stream {last}: answered {answered:?}, reset {reset:?}");
+    assert_eq!(max_streams, Some(64), "SETTINGS_MAX_CONCURRENT_STREAMS");
+    let first: Vec<u32> = (0..STREAMS - 1).map(|n| 2 * n + 1).collect();
+    assert_eq!(answered.iter().copied().collect::<Vec<_>>(), first);
+    // RST_STREAM with REFUSED_STREAM (0x7) on the 65th, and on no other.
+    assert_eq!(reset.into_iter().collect::<Vec<_>>(), vec![(last, 0x7)]);
+}
