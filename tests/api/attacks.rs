@@ -121,7 +121,7 @@ async fn made_up_methods_add_no_metric_labels() {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_client_error());
+        expect_code(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     }
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
