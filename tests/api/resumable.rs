@@ -323,7 +323,8 @@ async fn cut_patch(app: &TestApp, path: &str, proof: &Proof, at: usize, declared
     let mut raw = raw_patch(app, path, proof, at, sequence, &framing).await;
     raw.write_all(sent).await.unwrap();
     raw.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Closed (FIN after the bytes written): the service reads them all,
+    // then the end of the connection.
     drop(raw);
 }
 
@@ -368,7 +369,11 @@ async fn a_patch_cut_mid_way_resumes_from_heads_offset() {
     let kept = 3 * 1024 * 1024 + 5;
     cut_patch(&app, &path, &proof, 0, kept + 100, &data[..kept]).await;
     // The JWT's exp passes; the binding's expiry is what counts.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let exp = claims_of(&token)["exp"].as_u64().unwrap();
+    eventually(10, "the token's exp has passed", || async {
+        amo_storage::state::unix_now() > exp
+    })
+    .await;
     eventually(15, "the cut PATCH's bytes are kept", || async {
         offset(&app, &path, &proof).await == kept as u64
     })
@@ -644,9 +649,14 @@ async fn an_expired_upload_is_refused_and_swept() {
     let owner = Account::new();
     let data = random_body(2 * PART);
     let (token, proof) = app.upload_token(&owner, &data).await;
+    let before = amo_storage::state::unix_now();
     let path = created(&app, &proof, data.len()).await;
     patched(&app, &path, &proof, 0, &data[..PART + 10]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Its lifetime (2 s from the creation, in whole seconds) has passed.
+    eventually(10, "the upload's lifetime has passed", || async {
+        amo_storage::state::unix_now() > before + 3
+    })
+    .await;
     assert_eq!(head(&app, &path, &proof).await.status(), StatusCode::NOT_FOUND);
     let response = patch(&app, &path, &proof, PART + 10, &data[PART + 10..]).await;
     expect_code(response, StatusCode::NOT_FOUND, "not_found").await;
