@@ -349,7 +349,9 @@ async fn past_the_connection_cap_new_connections_are_closed_at_once_and_open_one
             "connection {} of a cap of {CAP}: closed after {took:?}",
             CAP + 1
         );
-        assert!(took < Duration::from_secs(1), "closed after {took:?}");
+        // At once (23-103 µs here), not after the 5 s header timeout:
+        // docs/reliability.md says within 0.2 s.
+        assert!(took < Duration::from_millis(200), "closed after {took:?}");
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
         assert!(answer.contains("retry-after: 2"), "{answer:?}");
         assert!(
