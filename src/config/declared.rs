@@ -328,7 +328,9 @@ settings! {
     /// take the client address from the last `X-Forwarded-For` entry (set
     /// it only behind a proxy that writes it)
     trust_forwarded_for: bool = false,
-    /// S3 read, attempt and operation timeout (503 past it)
+    /// S3 read, attempt and operation timeout, and the longest S3 may
+    /// take no byte of a body going up or send none of one coming down
+    /// (503 past it)
     s3_timeout_secs: u64 = 30u64,
     /// an upload whose client sends nothing for this long is aborted (400),
     /// its token released
