@@ -271,7 +271,7 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
         issued.push(jti);
     }
     let record = async |jti: &str| {
-        let key = amo_storage::auth::tokens::token_key(jti);
+        let key = documented_keys::token(jti);
         recording.inner.value(&key).await.unwrap()
     };
     assert_eq!(record(&issued[3]).await, None, "revoked");
@@ -291,7 +291,7 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
     );
     let expected: Vec<String> = issued
         .iter()
-        .map(|jti| amo_storage::auth::tokens::token_key(jti))
+        .map(|jti| documented_keys::token(jti))
         .collect();
     assert_eq!(*recording.records.lock().unwrap(), expected, "token records");
     let slots = recording.slots.lock().unwrap().clone();

@@ -111,7 +111,7 @@ async fn a_token_claimed_by_another_request_answers_409_and_survives() {
 
     // Another replica holds the claim right now.
     let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
-    let key = amo_storage::auth::tokens::token_key(&jti);
+    let key = documented_keys::token(&jti);
     let state = &app.backends.state;
     assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
     let lease = Duration::from_secs(30);

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use amo_storage::{domain::ParcelId, parcels::lock_key};
+use amo_storage::domain::ParcelId;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -155,7 +155,7 @@ async fn a_commit_that_finds_the_write_lock_held_answers_upload_in_progress() {
     let state = &app.backends.state;
     assert!(
         state
-            .set_new(&lock_key(&id), "claimed:another", Duration::from_secs(60))
+            .set_new(&documented_keys::parcel_lock(id.as_str()), "claimed:another", Duration::from_secs(60))
             .await
             .unwrap()
     );
@@ -189,7 +189,7 @@ async fn a_commit_that_finds_the_write_lock_held_answers_upload_in_progress() {
         StatusCode::NOT_FOUND
     );
     // Once the other commit ends, the same token uploads.
-    assert!(state.end(&lock_key(&id), "another").await.unwrap());
+    assert!(state.end(&documented_keys::parcel_lock(id.as_str()), "another").await.unwrap());
     let response = app.upload_v2(Some(&proof), data, None).await;
     expect_json(response, StatusCode::CREATED).await;
 }

@@ -74,7 +74,7 @@ async fn a_second_patch_while_one_writes_is_refused_423_upload_locked() {
     first.send(Ok(data[..500].to_vec())).await.unwrap();
     // The first PATCH holds the lock (and spent sequence 0) once its key
     // exists.
-    let lock = format!("amo:upload-lock:{{{}}}", upload_id(&path));
+    let lock = documented_keys::upload_lock(upload_id(&path));
     eventually(10, "the first PATCH holds the upload's lock", || async {
         app.backends.state.value(&lock).await.unwrap().is_some()
     })

@@ -126,7 +126,7 @@ async fn a_replica_killed_mid_put_leaves_nothing() {
     // bytes sent past the socket buffers show it).
     if crate::BACKEND != Backend::Embedded {
         let backends = Backends::from_settings(&settings).unwrap();
-        let key = amo_storage::auth::tokens::token_key(
+        let key = documented_keys::token(
             claims_of(&token)["jti"].as_str().unwrap(),
         );
         eventually(20, "the upload is under way", || {

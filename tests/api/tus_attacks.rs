@@ -347,7 +347,7 @@ async fn the_sweep_reads_past_the_first_page_of_multipart_uploads() {
                 if number >= LIVE {
                     return None;
                 }
-                let mark = amo_storage::parcels::multipart_mark_key(created.upload_id().unwrap());
+                let mark = documented_keys::multipart(created.upload_id().unwrap());
                 let held = std::time::Duration::from_secs(600);
                 assert!(state.set_new(&mark, "live", held).await.unwrap());
                 Some(key)
