@@ -246,3 +246,49 @@ async fn a_completing_patch_that_finds_another_accounts_content_answers_409_and_
 fn resumable_settings() -> amo_storage::config::Settings {
     crate::resumable::small_parts(&[])
 }
+
+/// docs/protocol.md, "Order of checks": "answers the first failure". Pairs
+/// of failures, each answered by the earlier check: a signature by another
+/// key (5) on a token for another operation (6) is 401
+/// `invalid_signature`; another account's key (4) with a bad signature (5)
+/// is 401 `key_mismatch`; a used token (8) for another operation (6) is
+/// 403 `forbidden`; a used token (8) for another parcel (7) is 403
+/// `forbidden`. Each refusal leaves the token as it was.
+#[tokio::test]
+async fn when_two_checks_fail_the_earlier_one_answers() {
+    let app = spawn_app().await;
+    let (owner, stranger) = (Account::new(), Account::new());
+    let id = app.store_v2(&owner, &random_body(100)).await;
+    let other = app.store_v2(&owner, &random_body(101)).await;
+
+    // 5 before 6: a remove token, signed by another key but presented with
+    // the owner's, on a download.
+    let remove = app
+        .token(&owner.address, json!({"name": "remove", "id": id}))
+        .await;
+    let forged = Proof {
+        signature: stranger.prove(&remove).signature,
+        ..owner.prove(&remove)
+    };
+    let answer = app.download_v2(Some(&forged), &id, None).await;
+    expect_code(answer, StatusCode::UNAUTHORIZED, "invalid_signature").await;
+
+    // 4 before 5: the stranger's key, and a signature by neither.
+    let mismatched = Proof {
+        signature: Account::new().prove(&remove).signature,
+        ..stranger.prove(&remove)
+    };
+    let answer = app.remove_v2(Some(&mismatched), &id).await;
+    expect_code(answer, StatusCode::UNAUTHORIZED, "key_mismatch").await;
+    assert_eq!(app.token_record(&remove).await.as_deref(), Some("issued"));
+
+    // 6 and 7 before 8: the remove token, used up, then sent on a download
+    // and on another parcel.
+    let removed = app.remove_v2(Some(&owner.prove(&remove)), &id).await;
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.token_record(&remove).await, None);
+    let answer = app.download_v2(Some(&owner.prove(&remove)), &id, None).await;
+    expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
+    let answer = app.remove_v2(Some(&owner.prove(&remove)), &other).await;
+    expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
+}
