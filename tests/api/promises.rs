@@ -7,6 +7,8 @@
 //! Redis keys are written here from the protocol's table, not with the
 //! crate's functions.
 
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -291,4 +293,76 @@ async fn when_two_checks_fail_the_earlier_one_answers() {
     expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
     let answer = app.remove_v2(Some(&owner.prove(&remove)), &other).await;
     expect_code(answer, StatusCode::FORBIDDEN, "forbidden").await;
+}
+
+/// A token request body of `length` bytes: valid JSON for `user`, padded
+/// with spaces.
+fn padded_auth_body(user: &str, length: usize) -> String {
+    let mut body = json!({"user": user, "operation": "download"}).to_string();
+    assert!(body.len() <= length);
+    body.push_str(&" ".repeat(length - body.len()));
+    body
+}
+
+/// docs/protocol.md: a token request is at most 4096 bytes (413
+/// `too_large`), read within 10 s. Exactly 4096 bytes issue a token; 4097
+/// are refused, declared or chunked.
+#[tokio::test]
+async fn a_token_request_of_4096_bytes_is_served_and_one_of_4097_is_refused_413() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let post = |body: reqwest::Body| {
+        app.http
+            .post(format!("{}/api/v2/auth", app.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let edge = post(padded_auth_body(&owner.address, 4096).into()).await.unwrap();
+    let token = expect_json(edge, StatusCode::OK).await;
+    assert!(token["token"].is_string(), "{token}");
+    let over = post(padded_auth_body(&owner.address, 4097).into()).await.unwrap();
+    expect_code(over, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    let chunks: Vec<std::io::Result<Vec<u8>>> = padded_auth_body(&owner.address, 4097)
+        .into_bytes()
+        .chunks(1000)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let chunked = post(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .await
+        .unwrap();
+    expect_code(chunked, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+}
+
+/// A token request whose body has not arrived 10 s after the request began
+/// answers 400 `bad_request`: no sooner, and within twice that.
+#[tokio::test]
+async fn a_token_request_body_that_takes_longer_than_10_s_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DEADLINE: Duration = Duration::from_secs(10);
+    let app = spawn_with(settings(&[("AMO_MIN_TRANSFER_BYTES_PER_SEC", "0")])).await;
+    let owner = Account::new();
+    let body = padded_auth_body(&owner.address, 200);
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v2/auth HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..100]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE * 3, stream.read_to_end(&mut answer))
+        .await
+        .expect("no answer to a token request that never ends")
+        .unwrap();
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    eprintln!("a token request body cut at 100 of 200 bytes: answered after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains(r#""code":"bad_request""#), "{answer}");
+    assert!(took >= DEADLINE && took <= DEADLINE * 2, "answered after {took:?}");
 }
