@@ -146,6 +146,13 @@ impl ServiceProcess {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
+
+    /// Resets the process's peak RSS (`VmHWM`) to its RSS now (Linux
+    /// `clear_refs` 5), so that a later peak is one's own.
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .expect("resetting the service's peak RSS");
+    }
 }
 
 impl Drop for ServiceProcess {
