@@ -579,7 +579,12 @@ fn an_interrupted_resumable_upload_resumes_where_the_service_stands() {
         assert!(Instant::now() < deadline, "the upload never reached the cut");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The CLI's state names the upload (what a resumed run reads) before it
+    // is interrupted.
+    while entries(&state).len() != 1 {
+        assert!(Instant::now() < deadline, "the CLI wrote no state file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     kill_process(Pid::from_child(&running), Signal::INT)
         .expect("SIGINT to the CLI");
     let status = running.wait().unwrap();
