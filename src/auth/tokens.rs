@@ -120,14 +120,6 @@ impl TokenStore {
         Ok(self.state.value(&token_key(jti)).await?)
     }
 
-    /// Ends the binding of token `jti` to `upload`: the token is used up.
-    pub async fn unbind(&self, jti: &str, upload: &str) -> Result<bool, Error> {
-        Ok(self
-            .state
-            .swap(&token_key(jti), &bound_to(upload), None, Duration::ZERO)
-            .await?)
-    }
-
     /// Claims the token `jti` (expiring at `exp`, counted in the outstanding
     /// `partition` of `user`) for one request, atomically. Of concurrent
     /// claims on any replicas, at most one succeeds. The claim is taken in
