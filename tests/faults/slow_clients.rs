@@ -567,6 +567,21 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
     for _ in 0..DOWNLOADS {
         readers.push(stalled_download(&service, &http, &owner, &id).await);
     }
+    // Each holds its slot before the next one asks (else the next may take
+    // a slot first, and one of these be the one refused).
+    let holding = format!(r#"amo_in_flight{{resource="downloads"}} {DOWNLOADS}"#);
+    eventually(30, "the stalled downloads hold their slots", || async {
+        http.get(format!("{}/metrics", service.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .any(|line| line == holding)
+    })
+    .await;
     let mut refused = stalled_download(&service, &http, &owner, &id).await;
     let (status, _, body) = read_response(&mut refused).await;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
