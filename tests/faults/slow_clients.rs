@@ -571,13 +571,9 @@ async fn a_replica_at_its_upload_cap_stays_under_its_memory_plan() {
     // a slot first, and one of these be the one refused).
     let holding = format!(r#"amo_in_flight{{resource="downloads"}} {DOWNLOADS}"#);
     eventually(30, "the stalled downloads hold their slots", || async {
-        http.get(format!("{}/metrics", service.base))
-            .send()
+        service
+            .metrics(&http)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
             .lines()
             .any(|line| line == holding)
     })
