@@ -146,6 +146,7 @@ impl State {
             upload_idle: settings.upload_idle,
             max_open_uploads_per_account: settings.max_open_uploads_per_account,
             max_open_uploads_per_client: settings.max_open_uploads_per_client,
+            token_markers: settings.token_markers,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config);

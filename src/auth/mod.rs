@@ -10,6 +10,8 @@ pub mod jwt;
 pub mod proof;
 pub mod tokens;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::Value;
 
 use crate::{
@@ -42,6 +44,11 @@ pub struct Authorized {
     caller: Address,
     operation: Operation,
     claim: TokenClaim,
+    /// Set once the token's use is marked in the parcel store: the token
+    /// is spent, whatever happens next.
+    marked: AtomicBool,
+    /// This request's name in the token's use mark.
+    holder: String,
 }
 
 impl Authorized {
@@ -65,6 +72,17 @@ impl Authorized {
         self.claim.jti()
     }
 
+    /// What a commit of this request spends: the token, marked used by
+    /// this request alone, and its claim, which must still be held.
+    pub fn spend(&self) -> Spend<'_> {
+        Spend {
+            jti: self.claim.jti(),
+            holder: self.holder.clone(),
+            held: Some(self.claim.lease()),
+            marked: Some(&self.marked),
+        }
+    }
+
     /// Binds the token to the resumable upload `upload` for `lifetime`
     /// instead of consuming it: from now on it serves that upload only.
     pub async fn bind(self, upload: &str, lifetime: std::time::Duration) -> Result<(), Error> {
@@ -79,7 +97,22 @@ impl Authorized {
     /// Settles the token on `outcome`: consumed if the operation succeeded,
     /// or may have taken effect; released if it failed before anything
     /// became visible.
+    ///
+    /// Once the token's use is marked (docs/reliability.md, "Exactly once
+    /// across a failover") the token is spent whatever the outcome: a
+    /// store that failed after the mark answers `outcome_unknown`, which
+    /// tells the client to get a new token.
     pub async fn settle<T>(self, outcome: Result<T, Error>) -> Result<T, Error> {
+        if self.marked.load(Ordering::Acquire) {
+            self.succeeded().await;
+            return outcome.map_err(|err| match err {
+                Error::Unavailable {
+                    service: "parcel store",
+                    detail,
+                } => Error::OutcomeUnknown { detail },
+                other => other,
+            });
+        }
         match &outcome {
             Ok(_) => self.succeeded().await,
             Err(err) if err.may_have_taken_effect() => self.succeeded().await,
@@ -157,6 +190,8 @@ impl Authorizer {
             caller: user,
             operation,
             claim,
+            marked: AtomicBool::new(false),
+            holder: format!("request:{}", uuid::Uuid::new_v4()),
         })
     }
 
@@ -225,6 +260,31 @@ impl Authorizer {
             Error::unauthenticated("token_invalid", "the token's operation is malformed")
         })?;
         Ok((user, claims, operation))
+    }
+}
+
+/// What the commit of an operation spends: a token, in the strongly
+/// consistent mark of its use ([`crate::storage::ParcelStore::mark_token_used`]),
+/// and the lease that holds it, checked right before (fencing).
+pub struct Spend<'a> {
+    /// The token's `jti`.
+    pub jti: &'a str,
+    /// Who spends it: one request, or one resumable upload (whose
+    /// completion may be retried).
+    pub holder: String,
+    /// The lease on the token (its claim, or the resumable upload's lock)
+    /// that must still be held at the commit.
+    pub held: Option<&'a crate::state::Lease>,
+    /// Set once the mark is written.
+    pub marked: Option<&'a AtomicBool>,
+}
+
+impl Spend<'_> {
+    /// Notes that the token's use is marked.
+    pub fn mark(&self) {
+        if let Some(marked) = self.marked {
+            marked.store(true, Ordering::Release);
+        }
     }
 }
 

@@ -205,6 +205,21 @@ settings! {
     /// single server; a comma-separated list of node URLs, or
     /// `redis+cluster://host:port[,host:port…]`, for a Redis Cluster
     redis_url: Option<String> = None => "unset: embedded, in the process (one replica only)",
+    /// Redis behind Sentinel: the sentinels, `host:port` separated by
+    /// commas; the service asks them for the master of
+    /// `AMO_REDIS_SENTINEL_MASTER`, and again after a failover
+    /// ([Sentinel](operations.md#redis-behind-sentinel)). `AMO_REDIS_URL`,
+    /// if set, gives the scheme, user, password and database of the master
+    /// (its host is ignored)
+    redis_sentinels: Option<String> = None => "unset: no Sentinel",
+    /// the master name the sentinels watch (with `AMO_REDIS_SENTINELS`)
+    redis_sentinel_master: String = "mymaster",
+    /// gate each effect of a token (an upload's commit, a remove) by a
+    /// mark of its use written to the parcel store with `If-None-Match: *`
+    /// (`<AMO_S3_PREFIX>.tokens/<jti>`): a token that a Redis failover
+    /// brought back works at most once
+    /// ([exactly once](reliability.md#exactly-once-across-a-failover))
+    token_markers: bool = true,
     /// Ceph RGW / S3 endpoint URL
     s3_endpoint: Option<String> = None => "unset: the directory store under `AMO_DATA_DIR`",
     /// bucket

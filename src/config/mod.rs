@@ -90,6 +90,9 @@ pub struct Settings {
     /// How long a resumable upload lives without a `PATCH` that stores
     /// bytes (never past its lifetime).
     pub upload_idle: Duration,
+    /// Whether each effect of a token is gated by a mark of its use in the
+    /// parcel store.
+    pub token_markers: bool,
     /// Unfinished resumable uploads one account may hold (0: no cap).
     pub max_open_uploads_per_account: u64,
     /// Unfinished resumable uploads one client may hold (0: no cap).
@@ -324,12 +327,18 @@ impl Values {
     /// Checks every value and shapes the settings; reads the S3 key file.
     fn check(self) -> Result<Settings, ConfigError> {
         let limits = abuse_limits(&self);
-        let state = match self.redis_url.filter(|url| !url.trim().is_empty()) {
-            Some(url) => StateBackend::Redis(
+        let redis_url = self.redis_url.filter(|url| !url.trim().is_empty());
+        let sentinels = self.redis_sentinels.filter(|list| !list.trim().is_empty());
+        let state = match (sentinels, redis_url) {
+            (Some(sentinels), url) => StateBackend::Redis(
+                RedisTopology::sentinel(&sentinels, &self.redis_sentinel_master, url.as_deref())
+                    .map_err(|err| ConfigError(format!("AMO_REDIS_SENTINELS: {err}")))?,
+            ),
+            (None, Some(url)) => StateBackend::Redis(
                 RedisTopology::parse(&url)
                     .map_err(|err| ConfigError(format!("AMO_REDIS_URL: {err}")))?,
             ),
-            None => StateBackend::Embedded,
+            (None, None) => StateBackend::Embedded,
         };
         let store = match self.s3_endpoint.filter(|url| !url.trim().is_empty()) {
             Some(endpoint) => {
@@ -438,6 +447,7 @@ impl Values {
             upload_idle: positive_secs("AMO_UPLOAD_IDLE_SECS", self.upload_idle_secs)?,
             max_open_uploads_per_account: self.max_open_uploads_per_account,
             max_open_uploads_per_client: self.max_open_uploads_per_client,
+            token_markers: self.token_markers,
             v1_max_data_bytes: self.v1_max_data_bytes,
             metadata_max_bytes: self.metadata_max_bytes,
             max_parcel_bytes: self.max_parcel_bytes,

@@ -17,6 +17,7 @@
 //! rules apply after every check of the token and proof (docs/protocol.md,
 //! "Order of checks"), and before any byte of the parcel is sent.
 
+mod gate;
 mod open;
 mod resumable;
 mod upload;
@@ -92,6 +93,10 @@ pub struct Limits {
     pub max_open_uploads_per_account: u64,
     /// Unfinished resumable uploads one client may hold (0: no cap).
     pub max_open_uploads_per_client: u64,
+    /// Whether each effect of a token is gated by a mark of its use in the
+    /// parcel store (`AMO_TOKEN_MARKERS`; docs/reliability.md, "Exactly
+    /// once across a failover").
+    pub token_markers: bool,
 }
 
 impl Limits {
@@ -285,10 +290,12 @@ impl Parcels {
             }
         }
         let id = ParcelId::new(self.storage_id, &hash);
+        let spend = auth.spend();
         let parcel = NewParcel {
             id: &id,
             owner,
             metadata: &metadata,
+            spend: &spend,
         };
         let outcome = self.write_whole(&parcel, body).await?;
         Ok((id, outcome))
@@ -339,10 +346,12 @@ impl Parcels {
         let owner = auth.caller();
         let metadata = ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
         let id = ParcelId::new(self.storage_id, declared);
+        let spend = auth.spend();
         let parcel = NewParcel {
             id: &id,
             owner,
             metadata: &metadata,
+            spend: &spend,
         };
         let outcome = self.write_stream(parcel, body, length).await?;
         Ok((id, outcome))
@@ -484,19 +493,20 @@ impl Parcels {
     pub async fn remove(&self, auth: Authorized, id: &ParcelId) -> Result<(), Error> {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
-            let outcome = this.remove_as(auth.caller(), &id).await;
+            let outcome = this.remove_as(&auth, &id).await;
             auth.settle(outcome).await
         })
         .await?
     }
 
-    async fn remove_as(&self, caller: &Address, id: &ParcelId) -> Result<(), Error> {
+    async fn remove_as(&self, auth: &Authorized, id: &ParcelId) -> Result<(), Error> {
         let parcel = self.inspect(id).await?;
-        if parcel.owner != *caller {
+        if parcel.owner != *auth.caller() {
             return Err(Error::Forbidden(format!(
                 "only the owner may remove parcel {id}"
             )));
         }
+        self.pass_gate(&auth.spend(), None).await?;
         self.store.delete(id).await?;
         if let Some(chain) = &self.chain {
             chain.forget_parcel(id);

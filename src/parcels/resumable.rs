@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     auth::{
-        Authorized, Bound,
+        Authorized, Bound, Spend,
         tokens::{bound_to, token_key},
     },
     domain::{Address, ClientAddress, ParcelId, ParcelMetadata, Sha256Hex},
@@ -256,10 +256,12 @@ impl Parcels {
                 finished: false,
             };
             if length == 0 {
+                let spend = auth.spend();
                 let parcel = NewParcel {
                     id: &id,
                     owner: &owner,
                     metadata: &metadata,
+                    spend: &spend,
                 };
                 let written = this.write_whole(&parcel, Bytes::new()).await;
                 let written = match written {
@@ -473,7 +475,14 @@ impl Parcels {
                 let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
                 let expires = stored.record.expires;
                 let outcome = this
-                    .patch_locked(&upload, &mut stored, offset, sequence, &mut body, length)
+                    .patch_locked(
+                        (&upload, &lock),
+                        &mut stored,
+                        offset,
+                        sequence,
+                        &mut body,
+                        length,
+                    )
                     .await;
                 if stored.record.expires != expires && !stored.record.finished {
                     this.kept_alive(&upload, &stored.record).await;
@@ -489,7 +498,7 @@ impl Parcels {
 
     async fn patch_locked<S>(
         &self,
-        upload: &str,
+        (upload, lock): (&str, &Lease),
         stored: &mut Stored,
         offset: u64,
         sequence: u64,
@@ -540,7 +549,7 @@ impl Parcels {
             // connection dropped before a chunked body's last terminator, a
             // client that sent more): the parcel is completed now, so that
             // an offset equal to the length always means a stored parcel.
-            self.complete(upload, stored).await?;
+            self.complete(upload, lock, stored).await?;
         }
         written
     }
@@ -555,7 +564,7 @@ impl Parcels {
             let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
             let outcome = if stored.record.offset == stored.record.length && !stored.record.finished
             {
-                this.complete(&upload, &mut stored).await
+                this.complete(&upload, &lock, &mut stored).await
             } else {
                 Ok(())
             };
@@ -804,7 +813,12 @@ impl Parcels {
 
     /// The upload has all its bytes: checks the SHA-256, and stores the
     /// parcel under its write lock, or discards everything.
-    async fn complete(&self, upload: &str, stored: &mut Stored) -> Result<(), Error> {
+    async fn complete(
+        &self,
+        upload: &str,
+        upload_lock: &Lease,
+        stored: &mut Stored,
+    ) -> Result<(), Error> {
         let id = ParcelId::parse(&stored.record.parcel)?;
         let actual = Sha256Hex::from_digest(&load_hash(&stored.record.sha256)?.finalize());
         if actual != id.content_hash() {
@@ -817,12 +831,29 @@ impl Parcels {
         }
         let owner = Address::parse(&stored.record.owner)?;
         let metadata = ParcelMetadata::from_stored(&stored.record.metadata)?;
+        // The upload is the holder: a completion retried after a failure
+        // finds its own mark.
+        let spend = Spend {
+            jti: &stored.record.jti,
+            holder: format!("tus:{upload}"),
+            held: Some(upload_lock),
+            marked: None,
+        };
         let parcel = NewParcel {
             id: &id,
             owner: &owner,
             metadata: &metadata,
+            spend: &spend,
         };
         let lock = self.lock_for_commit(&id).await?;
+        if let Err(err) = self.pass_gate(&spend, Some(&lock)).await {
+            unlock(lock).await;
+            if matches!(err, Error::Unauthenticated { .. }) {
+                // The token was spent elsewhere: this upload never stores.
+                self.discard(upload, stored).await;
+            }
+            return Err(err);
+        }
         let outcome = match self.store.head(&id).await {
             Ok(None) => {
                 self.store

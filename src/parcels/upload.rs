@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 
 use super::Parcels;
 use crate::{
+    auth::Spend,
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::{Error, with_sources},
     state::{Lease, Shared},
@@ -116,6 +117,8 @@ pub(super) struct NewParcel<'a> {
     pub id: &'a ParcelId,
     pub owner: &'a Address,
     pub metadata: &'a ParcelMetadata,
+    /// What its commit spends (the gate, `parcels/gate.rs`).
+    pub spend: &'a Spend<'a>,
 }
 
 /// A client's body as it arrives: counted and bounded as it is read,
@@ -257,6 +260,10 @@ impl Parcels {
         body: Bytes,
     ) -> Result<PutOutcome, Error> {
         let lock = self.lock_for_commit(parcel.id).await?;
+        if let Err(err) = self.pass_gate(parcel.spend, Some(&lock)).await {
+            unlock(lock).await;
+            return Err(err);
+        }
         let outcome = self
             .store
             .put_new(parcel.id, body, parcel.owner, parcel.metadata)
@@ -355,6 +362,10 @@ impl Parcels {
                 }
                 incoming.check(&parcel.id.content_hash())?;
                 let lock = self.lock_for_commit(parcel.id).await?;
+                if let Err(err) = self.pass_gate(parcel.spend, Some(&lock)).await {
+                    unlock(lock).await;
+                    return Err(err);
+                }
                 if let Some(last) = held {
                     if let Err(err) = incoming.hand(&sender, last).await {
                         unlock(lock).await;
@@ -560,6 +571,11 @@ impl Parcels {
                 return Err(err);
             }
         };
+        if let Err(err) = self.pass_gate(parcel.spend, Some(&lock)).await {
+            upload.abort().await;
+            unlock(lock).await;
+            return Err(err);
+        }
         let outcome = match self.store.head(parcel.id).await {
             Ok(None) => upload.complete().await,
             Ok(Some(_)) => {

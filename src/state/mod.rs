@@ -11,6 +11,7 @@ mod error;
 mod lease;
 mod memory;
 mod redis;
+mod sentinel;
 
 pub use self::{
     error::StateError,

@@ -15,7 +15,7 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use super::{SharedState, StateError, Taken, unix_now_micros};
+use super::{SharedState, StateError, Taken, sentinel::SentinelConnection, unix_now_micros};
 
 /// How long to wait for Redis to connect or answer; also the most one
 /// operation may take in all, reconnecting included, before it fails (503).
@@ -144,6 +144,16 @@ pub enum RedisTopology {
     Single(String),
     /// A Redis Cluster, found from these nodes.
     Cluster(Vec<String>),
+    /// A master (and its replicas) watched by Sentinel.
+    Sentinel {
+        /// The sentinels, `host:port`.
+        sentinels: Vec<String>,
+        /// The master's name there.
+        master: String,
+        /// A URL whose scheme, user, password and database the master
+        /// takes (its host is the sentinels' to say).
+        node: String,
+    },
 }
 
 impl RedisTopology {
@@ -174,6 +184,42 @@ impl RedisTopology {
             _ => Ok(Self::Cluster(urls)),
         }
     }
+
+    /// Redis behind the sentinels `sentinels` (`host:port`, separated by
+    /// commas) that watch the master `master`; `url` (`AMO_REDIS_URL`, if
+    /// any) gives the master's scheme, user, password and database.
+    pub fn sentinel(sentinels: &str, master: &str, url: Option<&str>) -> Result<Self, String> {
+        let sentinels: Vec<String> = sentinels
+            .split(',')
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if sentinels.is_empty() {
+            return Err("no sentinel given".into());
+        }
+        for address in &sentinels {
+            let port = address
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) || address.contains('/') {
+                return Err(format!("{address:?} is not host:port"));
+            }
+        }
+        if master.trim().is_empty() {
+            return Err("the master name is empty".into());
+        }
+        let node = url.unwrap_or("redis://127.0.0.1").to_owned();
+        let single = match Self::parse(&node)? {
+            Self::Single(url) => url,
+            _ => return Err("with Sentinel, AMO_REDIS_URL names one server".into()),
+        };
+        Ok(Self::Sentinel {
+            sentinels,
+            master: master.trim().to_owned(),
+            node: single,
+        })
+    }
 }
 
 /// One connection, to a server or a cluster; the scripts run on either.
@@ -181,6 +227,7 @@ impl RedisTopology {
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -188,6 +235,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -200,6 +248,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -207,6 +256,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel(conn) => conn.get_db(),
         }
     }
 }
@@ -308,14 +358,29 @@ fn failed(err: redis::RedisError) -> StateError {
     StateError::Unavailable(Box::new(err))
 }
 
+/// How a connection to one server (re)connects.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
 async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
     match topology {
+        RedisTopology::Sentinel {
+            sentinels,
+            master,
+            node,
+        } => {
+            let node = redis::IntoConnectionInfo::into_connection_info(node.as_str())?;
+            Ok(Connection::Sentinel(
+                SentinelConnection::connect(sentinels, master, &node, manager_config()).await?,
+            ))
+        }
         RedisTopology::Single(url) => {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT))
-                .set_number_of_retries(RECONNECT_RETRIES)
-                .set_max_delay(RECONNECT_MAX_DELAY);
+            let config = manager_config();
             let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
                 .set_tcp_settings(tcp_settings());
             let client = redis::Client::open(info)?;
@@ -337,7 +402,7 @@ async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
 /// `TCP_NODELAY`: commands of concurrent requests share one multiplexed
 /// connection, and with Nagle's algorithm a command written while an
 /// earlier one is unacknowledged waits for that ACK.
-fn tcp_settings() -> redis::io::tcp::TcpSettings {
+pub(super) fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
@@ -351,6 +416,7 @@ impl SharedState for RedisState {
         match self.topology {
             RedisTopology::Single(_) => "redis",
             RedisTopology::Cluster(_) => "redis cluster",
+            RedisTopology::Sentinel { .. } => "redis sentinel",
         }
     }
 

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::{
     BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoreError,
-    StoredParcel,
+    StoredParcel, TokenMark,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest},
@@ -44,6 +44,8 @@ const UPLOAD_PREFIX: &str = ".upload-";
 const STAGED_PREFIX: &str = ".upload-tus-";
 /// A resumable upload's tail: `.upload-tail-<upload>-<name>`.
 const TAIL_PREFIX: &str = ".upload-tail-";
+/// The mark of a used token: `.token-<jti>`, holding its holder.
+const TOKEN_PREFIX: &str = ".token-";
 /// Bytes read from disk at a time when streaming a body.
 const READ_CHUNK: usize = 256 * 1024;
 /// The largest header accepted when reading a file back.
@@ -70,17 +72,16 @@ impl DirStore {
         let mut removed = 0;
         for entry in std::fs::read_dir(&root)? {
             let entry = entry?;
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(UPLOAD_PREFIX)
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // No token outlives the process that recorded it (its records
+            // live in that process): the marks of used tokens go too.
+            if name.starts_with(UPLOAD_PREFIX) || name.starts_with(TOKEN_PREFIX) {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }
         }
         if removed > 0 {
-            tracing::info!(removed, dir = %root.display(), "removed unfinished uploads");
+            tracing::info!(removed, dir = %root.display(), "removed unfinished uploads and the marks of used tokens");
         }
         Ok(Self {
             root: Arc::new(root),
@@ -349,6 +350,28 @@ impl ParcelStore for DirStore {
             target,
             parts: 0,
         }))
+    }
+
+    async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError> {
+        let path = self.root.join(format!("{TOKEN_PREFIX}{}", file_safe(jti)));
+        let holder = holder.to_owned();
+        self.blocking(move |root| match File::create_new(&path) {
+            Ok(mut file) => {
+                file.write_all(holder.as_bytes())?;
+                file.sync_all()?;
+                File::open(root)?.sync_all()?;
+                Ok(TokenMark::New)
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                Ok(if std::fs::read(&path)? == holder.as_bytes() {
+                    TokenMark::Ours
+                } else {
+                    TokenMark::Spent
+                })
+            }
+            Err(err) => Err(err),
+        })
+        .await
     }
 
     async fn delete(&self, id: &ParcelId) -> Result<(), StoreError> {

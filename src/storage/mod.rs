@@ -80,6 +80,19 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// How an attempt to mark a token used went
+/// ([`ParcelStore::mark_token_used`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMark {
+    /// The mark is new: this holder spent the token.
+    New,
+    /// The mark was there already, written by this same holder (a retried
+    /// commit of the same operation).
+    Ours,
+    /// Another holder spent the token: its effect must not happen again.
+    Spent,
+}
+
 /// A parcel store. Writes are conditional (a parcel is never replaced) and
 /// atomic (a parcel is visible whole or not at all).
 #[async_trait]
@@ -138,6 +151,15 @@ pub trait ParcelStore: Send + Sync {
         owner: &Address,
         metadata: &ParcelMetadata,
     ) -> Result<Box<dyn PartUpload>, StoreError>;
+
+    /// Marks the token `jti` used by `holder`, in one write that fails if
+    /// the mark exists (S3: `PutObject` with `If-None-Match: *` of
+    /// `<prefix>.tokens/<jti>`; a directory: a file created new). The
+    /// mark is the strongly consistent gate of a token's effect
+    /// (docs/reliability.md, "Exactly once across a failover"): written
+    /// right before the effect, it makes a token that a Redis failover
+    /// brought back work at most once.
+    async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError>;
 
     /// Deletes a parcel (deleting one that is not there is no error).
     async fn delete(&self, id: &ParcelId) -> Result<(), StoreError>;

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::{
     BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, S3Keys, StaleUpload,
-    StoreError, StoredParcel,
+    StoreError, StoredParcel, TokenMark,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
@@ -33,6 +33,9 @@ const OWNER_FIELD: &str = "owner";
 /// The folder, under the prefix, of resumable uploads' tails.
 const TAILS_DIR: &str = ".tus/";
 const METADATA_FIELD: &str = "metadata";
+/// The folder, under the prefix, of the marks of used tokens
+/// ([`ParcelStore::mark_token_used`]); a bucket lifecycle rule expires them.
+pub const TOKENS_DIR: &str = ".tokens/";
 
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
@@ -147,6 +150,11 @@ impl S3Store {
     /// The object key of a tail of `upload`, or the prefix of them all.
     fn tail_key(&self, upload: &str, name: &str) -> String {
         format!("{}{upload}/{name}", self.tails_prefix())
+    }
+
+    /// The object key of the mark of the used token `jti`.
+    pub fn token_mark_key(&self, jti: &str) -> String {
+        format!("{}{TOKENS_DIR}{jti}", self.prefix)
     }
 
     /// Every object under `prefix`: key and last modified.
@@ -444,13 +452,51 @@ impl ParcelStore for S3Store {
             .map_err(write_failure)
     }
 
+    async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError> {
+        let key = self.token_mark_key(jti);
+        let answer = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .content_type("text/plain")
+            .body(ByteStream::from(holder.as_bytes().to_vec()))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => return Ok(TokenMark::New),
+            Err(err) if status_of(&err) == Some(412) => {}
+            Err(err) => return Err(failure(err)),
+        }
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(failure)?;
+        let written = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| StoreError::Unavailable(Box::new(S3Error::Body(Box::new(err)))))?;
+        Ok(if written.into_bytes() == holder.as_bytes() {
+            TokenMark::Ours
+        } else {
+            TokenMark::Spent
+        })
+    }
+
     async fn list(&self) -> Result<Vec<String>, StoreError> {
         let tails = self.tails_prefix();
+        let marks = self.token_mark_key("");
         Ok(self
             .objects(&self.prefix)
             .await?
             .into_iter()
-            .filter(|(key, _)| !key.starts_with(&tails))
+            .filter(|(key, _)| !key.starts_with(&tails) && !key.starts_with(&marks))
             .filter_map(|(key, _)| key.strip_prefix(&self.prefix).map(str::to_owned))
             .collect())
     }
