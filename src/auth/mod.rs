@@ -116,6 +116,14 @@ impl Authorized {
         match &outcome {
             Ok(_) => self.succeeded().await,
             Err(err) if err.may_have_taken_effect() => self.succeeded().await,
+            // Redis failed: its release would most likely wait for Redis's
+            // timeout too, and fail. It runs on, and the answer goes now.
+            Err(Error::Unavailable {
+                service: "token store",
+                ..
+            }) => {
+                tokio::spawn(self.failed());
+            }
             Err(_) => self.failed().await,
         }
         outcome

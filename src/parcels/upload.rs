@@ -45,7 +45,7 @@ use crate::{
     auth::Spend,
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::{Error, with_sources},
-    state::{Lease, Shared},
+    state::{Lease, Shared, StateError},
     storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel, feed_of},
 };
 
@@ -67,6 +67,14 @@ pub fn part_size_for(length: u64, base: usize, max: u64) -> u64 {
 /// before it answers 409 `upload_in_progress`. A commit is the last chunk
 /// of a `PutObject`, or one `CompleteMultipartUpload`: seconds at most.
 const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a commit waits for the shared state to answer again once it
+/// failed: as long as one Redis operation may take. A blip passes within
+/// it; a failover (seconds) does not, and the request answers 503 rather
+/// than hold its client (issue 26: one upload waited 6 s for its 503, as
+/// this wait was the whole [`COMMIT_LOCK_WAIT`] and its last attempt and
+/// the token's release each added a Redis timeout).
+const STATE_FAILURE_WAIT: Duration = Duration::from_secs(2);
 
 /// The pause between two attempts to take a commit lock.
 const COMMIT_LOCK_POLL: Duration = Duration::from_millis(50);
@@ -593,19 +601,37 @@ impl Parcels {
 
     /// Takes the parcel's write lock, waiting up to [`COMMIT_LOCK_WAIT`]
     /// for another commit to end (409 `upload_in_progress` past that, with
-    /// the lock's remaining time), or for the shared state to answer again
-    /// (503 past that): a whole body is not thrown away for a short blip.
+    /// the lock's remaining time), or up to [`STATE_FAILURE_WAIT`] after the
+    /// shared state first failed for it to answer again (503 past that): a
+    /// whole body is not thrown away for a short blip, and a failover does
+    /// not hold the client for long. No attempt runs past the deadline.
     pub(super) async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
-        let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
+        let mut give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
+        let mut state_failed = false;
         loop {
+            let started = tokio::time::Instant::now();
+            let attempt = tokio::time::timeout_at(
+                give_up,
+                Lease::try_take(&self.state, lock_key(id), self.limits.lease),
+            )
+            .await;
             // `None`: another commit holds the lock.
-            let failure = match Lease::try_take(&self.state, lock_key(id), self.limits.lease).await
-            {
-                Ok(Some(lock)) => return Ok(lock),
-                Ok(None) => None,
-                Err(err) => Some(err),
+            let failure = match attempt {
+                Ok(Ok(Some(lock))) => return Ok(lock),
+                Ok(Ok(None)) => None,
+                Ok(Err(err)) => Some(err),
+                Err(_) => Some(StateError::unavailable(
+                    "no answer from the shared state within the commit's wait",
+                )),
             };
-            if tokio::time::Instant::now() >= give_up {
+            let now = tokio::time::Instant::now();
+            if failure.is_some() && !state_failed {
+                // Counted from the start of the attempt that failed: one
+                // that timed out used the whole wait already.
+                state_failed = true;
+                give_up = give_up.min(started + STATE_FAILURE_WAIT);
+            }
+            if now >= give_up {
                 return Err(match failure {
                     None => {
                         let left = self.state.remaining(&lock_key(id)).await?;
@@ -614,7 +640,7 @@ impl Parcels {
                     Some(err) => err.into(),
                 });
             }
-            tokio::time::sleep(COMMIT_LOCK_POLL).await;
+            tokio::time::sleep_until(give_up.min(now + COMMIT_LOCK_POLL)).await;
         }
     }
 

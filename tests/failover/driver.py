@@ -46,6 +46,10 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature  # noqa: E402
 
+# How long a token waits before its first use, in seconds (random in this
+# range): a token issued before the replica's lag and used within it comes
+# back `issued` when the master dies.
+FIRST_USE = (0.2, 1.5)
 # When the resends of a token go out, in seconds after its first pair.
 RESENDS = (1.5, 4.0)
 # The answers a request of this workload may get, besides 201 and 200.
@@ -245,13 +249,23 @@ def wait_for(what, predicate, timeout):
 
 def killer(nodes, wanted, stop, stats):
     """SIGKILLs the master, waits for Sentinel to promote the other node,
-    brings the old master back as its replica; `wanted` times."""
+    brings the old master back as its replica; `wanted` times. (Sentinel
+    may flap and promote the node just brought back: the roles are asked
+    again before each kill.)"""
     while stats["failovers"] < wanted and not stop.is_set():
-        master = nodes.master_proxy()
-        old = nodes.by_proxy(master)
-        other = next(node for node in nodes.nodes if node is not old)
-        wait_for("the replica's sync", lambda: nodes.synced(other), 60)
-        time.sleep(random.uniform(1.0, 2.5))  # load on the new master
+        roles = {}
+
+        def settled():
+            master = nodes.master_proxy()
+            if master is None:
+                return False
+            roles["old"] = nodes.by_proxy(master)
+            roles["other"] = next(node for node in nodes.nodes if node is not roles["old"])
+            return nodes.synced(roles["other"])
+
+        wait_for("a master with a synced replica", settled, 60)
+        old, other = roles["old"], roles["other"]
+        time.sleep(random.uniform(1.0, 2.5))  # load on this master
         os.kill(nodes.pid(old), signal.SIGKILL)
         killed = time.monotonic()
         wait_for("Sentinel's promotion", lambda: nodes.master_proxy() == other["proxy"], 60)
@@ -309,6 +323,7 @@ class Workload:
             self.tokens[index] = [
                 f"{self.args.storage_id}{hashlib.sha256(body).hexdigest().upper()}" for body in bodies
             ]
+        stop.wait(random.uniform(*FIRST_USE))
         sends = [(body, replica) for body, replica in ((0, self.replicas[0]), (1, self.replicas[1]))]
         # Both at once, one to each replica (the client waits for them);
         # then both again, later.
@@ -383,7 +398,7 @@ def arguments():
     parser.add_argument("--sentinels", help="the sentinels' ports, comma-separated")
     parser.add_argument("--work", help="where the nodes' configs and pid files are")
     parser.add_argument("--failovers", type=int, default=20)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--storage-id", default="00000001")
     parser.add_argument("--s3-endpoint")
     parser.add_argument("--bucket", default="amo")

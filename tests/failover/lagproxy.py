@@ -4,9 +4,10 @@
 
 Every connection to 127.0.0.1:LISTEN_PORT is relayed to 127.0.0.1:TARGET_PORT.
 A connection that sends `REPLCONF` (a replica syncing from this node) gets
-every byte the node sends it LAG_MS later than it arrived, in order: the
-replica runs LAG_MS behind, so that a failover loses the master's last
-writes by construction, not by chance. Other connections (the service,
+every byte the node sends it LAG_MS later than it arrived, in order, and
+when the node's side closes (the node was killed) the bytes not yet due are
+dropped: the replica runs LAG_MS behind, so that a failover loses the
+master's last LAG_MS of writes by construction, not by chance. Other connections (the service,
 the sentinels) are relayed without delay. Stops on SIGTERM.
 """
 
@@ -44,8 +45,14 @@ async def relay_lagged(reader, writer, state, lag):
             await queue.put((due, chunk))
     except ConnectionError:
         pass
-    await queue.put((0, None))
-    await task
+    if state["replica"]:
+        # The node is gone: what it sent within the lag never reaches the
+        # replica, as if still on the wire when the node died.
+        task.cancel()
+        writer.close()
+    else:
+        await queue.put((0, None))
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def upstream_watch(reader, writer, state):

@@ -4,7 +4,7 @@
 # Starts, on loopback: a Redis master (:7451) and its replica (:7452), each
 # behind tests/failover/lagproxy.py (:27451, :27452: the address each node
 # announces, so the replication link runs through it and lags by
-# AMO_FAILOVER_LAG_MS, default 200); three Sentinels (:27461-27463,
+# AMO_FAILOVER_LAG_MS, default 500); three Sentinels (:27461-27463,
 # down-after 1 s); two replicas of the service (:7471, :7472) that find the
 # master through the Sentinels, on the real Ceph RGW of deploy/local/up.sh
 # under a fresh AMO_S3_PREFIX. Then tests/failover/driver.py runs clients
@@ -48,8 +48,8 @@ command -v redis-sentinel >/dev/null || apt_install redis-sentinel
 command -v redis-server >/dev/null || apt_install redis-server
 python3 -c 'import cryptography' 2>/dev/null || apt_install python3-cryptography
 
-bin=${AMO_FAILOVER_BIN:-} count=${AMO_FAILOVER_COUNT:-20} lag=${AMO_FAILOVER_LAG_MS:-200}
-clients=${AMO_FAILOVER_CLIENTS:-4} keep=${AMO_FAILOVER_KEEP:-}
+bin=${AMO_FAILOVER_BIN:-} count=${AMO_FAILOVER_COUNT:-20} lag=${AMO_FAILOVER_LAG_MS:-500}
+clients=${AMO_FAILOVER_CLIENTS:-8} keep=${AMO_FAILOVER_KEEP:-}
 unset AMO_FAILOVER_BIN AMO_FAILOVER_COUNT AMO_FAILOVER_LAG_MS AMO_FAILOVER_CLIENTS AMO_FAILOVER_KEEP
 if [ -z "$bin" ]; then
   (cd "$ROOT" && cargo build --locked --quiet --bin amo-storage)
@@ -116,6 +116,7 @@ logfile $work/redis-$port.log
 dir $work/redis-$port
 save ""
 appendonly no
+repl-diskless-sync-delay 0
 maxmemory-policy noeviction
 replica-announce-ip 127.0.0.1
 replica-announce-port $(proxy_of "$port")

@@ -25,6 +25,12 @@ use crate::{helpers::*, proxy::Mode, rig::*, slow_clients::Service};
 const RECOVERY: Duration = Duration::from_millis(500);
 /// The longest any request may take while Redis is down.
 const ANSWER_BOUND: Duration = Duration::from_secs(4);
+/// The longest an upload whose body is through may take to answer 503 when
+/// Redis went away after its token was claimed: the commit's wait for Redis
+/// to answer again (2 s, `STATE_FAILURE_WAIT` in `src/parcels/upload.rs`)
+/// and a margin for the abort of its multipart upload. (Before issue 26's
+/// fix: 5 s with Redis refusing connections, up to 9 s with Redis stalled.)
+const COMMIT_ANSWER_BOUND: Duration = Duration::from_millis(3_000);
 
 /// Every token operation answers 503; inspecting answers 200; `/readyz`
 /// answers 200 and `/status/backends` 503; the tokens are untouched.
@@ -196,6 +202,17 @@ async fn redis_down_at_start_refuses_token_operations_and_recovers_by_itself() {
 /// is gone.
 #[tokio::test]
 async fn a_token_in_use_when_redis_goes_away_is_never_honoured_twice_and_nothing_is_half_stored() {
+    token_in_use_when_redis_goes(Mode::Down).await;
+}
+
+/// The same with Redis stalled (a network partition: connections accepted,
+/// nothing answered), where each Redis operation waits its whole timeout.
+#[tokio::test]
+async fn a_token_in_use_when_redis_stalls_answers_503_within_the_bound() {
+    token_in_use_when_redis_goes(Mode::Stall).await;
+}
+
+async fn token_in_use_when_redis_goes(mode: Mode) {
     let rig = rig(
         Mode::Pass,
         Mode::Pass,
@@ -225,18 +242,22 @@ async fn a_token_in_use_when_redis_goes_away_is_never_honoured_twice_and_nothing
         "{claimed:?}"
     );
 
-    rig.redis.set(Mode::Down).await;
+    rig.redis.set(mode).await;
     assert!(feed.send(&data[PART + PART / 2..]).await);
     feed.finish();
     // The whole body arrived and matched, but its commit needs the parcel's
-    // write lock, in Redis: the service waits for Redis a few seconds, then
+    // write lock, in Redis: the service waits for Redis two seconds, then
     // answers 503 and aborts the multipart upload. Nothing is visible.
     let (first, took) = timed(async { upload.await.unwrap() }).await;
     eprintln!(
-        "token in use when Redis went away: the upload answered {} {took:?} after its body ended",
+        "token in use when Redis went away ({mode:?}): the upload answered {} {took:?} after its body ended",
         first.status()
     );
     assert_eq!(expect_unavailable(first).await, "unavailable");
+    assert!(
+        took <= COMMIT_ANSWER_BOUND,
+        "the 503 came {took:?} after the body ended, past {COMMIT_ANSWER_BOUND:?}"
+    );
     eventually(10, "the multipart upload is aborted", || async {
         rig.direct.multipart_uploads().await.is_empty()
     })
