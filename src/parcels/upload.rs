@@ -528,8 +528,17 @@ impl Parcels {
                 Err(err)
             }
         };
-        if let Err(err) = mark.end().await {
-            tracing::debug!(err = %with_sources(&err), "could not end a multipart upload's live mark; it lapses");
+        let end = async move {
+            if let Err(err) = mark.end().await {
+                tracing::debug!(err = %with_sources(&err), "could not end a multipart upload's live mark; it lapses");
+            }
+        };
+        if outcome.is_ok() {
+            end.await;
+        } else {
+            // A failure may be Redis's: ending the mark would wait for its
+            // timeout too. The upload is aborted; its mark ends on its own.
+            tokio::spawn(end);
         }
         outcome
     }
@@ -604,17 +613,20 @@ impl Parcels {
     /// the lock's remaining time), or up to [`STATE_FAILURE_WAIT`] after the
     /// shared state first failed for it to answer again (503 past that): a
     /// whole body is not thrown away for a short blip, and a failover does
-    /// not hold the client for long. No attempt runs past the deadline.
+    /// not hold the client for long.
     pub(super) async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
         let mut give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
         let mut state_failed = false;
         loop {
             let started = tokio::time::Instant::now();
-            let attempt = tokio::time::timeout_at(
-                give_up,
-                Lease::try_take(&self.state, lock_key(id), self.limits.lease),
-            )
-            .await;
+            let take = Lease::try_take(&self.state, lock_key(id), self.limits.lease);
+            // Once the state failed, no attempt runs past the deadline; until
+            // then each is bounded by the state's own timeout.
+            let attempt = if state_failed {
+                tokio::time::timeout_at(give_up, take).await
+            } else {
+                Ok(take.await)
+            };
             // `None`: another commit holds the lock.
             let failure = match attempt {
                 Ok(Ok(Some(lock))) => return Ok(lock),

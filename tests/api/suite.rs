@@ -18,6 +18,7 @@ mod health;
 mod http_layer;
 mod leases;
 mod limits;
+mod marks;
 mod metrics;
 mod openapi;
 mod process;

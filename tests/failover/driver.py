@@ -377,6 +377,17 @@ class Workload:
         return stats
 
 
+def marked_refusals(replicas):
+    """The uses the marks refused, from each replica's metrics."""
+    total = 0
+    for replica in replicas:
+        with urllib.request.urlopen(f"{replica}/metrics", timeout=10) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith('amo_tokens_refused_total{reason="token_marked"}'):
+                    total += int(float(line.split()[-1]))
+    return total
+
+
 def stored_parcels(args, wanted):
     """{parcel id: whole} of the parcels of `wanted` found under the prefix."""
     with open(args.key_file) as file:
@@ -427,7 +438,8 @@ def main():
     counts.update(tokens=len(workload.tokens), failovers=stats["failovers"],
                   seconds=round(time.monotonic() - started, 1),
                   slowest_promotion_s=round(max(stats["promotion_s"], default=0), 1),
-                  auth_refused=workload.auth_refused)
+                  auth_refused=workload.auth_refused,
+                  refused_by_marks=marked_refusals(workload.replicas))
     say("counts:", json.dumps(counts, sort_keys=True))
     if args.report:
         with open(args.report, "w") as file:
