@@ -290,9 +290,23 @@ pub struct Spend<'a> {
 impl Spend<'_> {
     /// Notes that the token's use is marked.
     pub fn mark(&self) {
-        if let Some(marked) = self.marked {
-            marked.store(true, Ordering::Release);
+        self.note(true);
+    }
+
+    /// Notes that the mark is taken back: the token is not spent.
+    pub fn unmark(&self) {
+        self.note(false);
+    }
+
+    fn note(&self, marked: bool) {
+        if let Some(flag) = self.marked {
+            flag.store(marked, Ordering::Release);
         }
+    }
+
+    /// Whether the token's use is marked by this spend.
+    pub fn is_marked(&self) -> bool {
+        self.marked.is_some_and(|flag| flag.load(Ordering::Acquire))
     }
 }
 

@@ -56,6 +56,34 @@ impl Parcels {
     }
 }
 
+impl Parcels {
+    /// After an operation gated by `spend` ended in `outcome`: a failure
+    /// known to have had no effect (any but `outcome_unknown`: the parcel
+    /// was another owner's, the store refused or failed before the effect)
+    /// takes its mark back, and the token is released as for any such
+    /// failure. If that fails, the token stays spent (at most once), and
+    /// the answer says to get a new token.
+    pub(super) async fn settle_gate<T>(
+        &self,
+        spend: &Spend<'_>,
+        outcome: Result<T, Error>,
+    ) -> Result<T, Error> {
+        let no_effect = matches!(&outcome, Err(err) if !err.may_have_taken_effect());
+        if no_effect && spend.is_marked() {
+            match self.store.unmark_token(spend.jti, &spend.holder).await {
+                Ok(true) => spend.unmark(),
+                // Another holder's mark (the token was spent elsewhere).
+                Ok(false) => {}
+                Err(err) => tracing::warn!(
+                    err = %crate::error::with_sources(&err),
+                    "could not take back a token's mark; the token stays spent"
+                ),
+            }
+        }
+        outcome
+    }
+}
+
 /// A lease lost before the commit: nothing happened; the client may retry.
 fn lease_lost() -> Error {
     Error::Unavailable {

@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use self::upload::NewParcel;
 use crate::{
-    auth::Authorized,
+    auth::{Authorized, Spend},
     chain::Chain,
     domain::{
         Address, ClientAddress, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId,
@@ -297,7 +297,8 @@ impl Parcels {
             metadata: &metadata,
             spend: &spend,
         };
-        let outcome = self.write_whole(&parcel, body).await?;
+        let outcome = self.write_whole(&parcel, body).await;
+        let outcome = self.settle_gate(&spend, outcome).await?;
         Ok((id, outcome))
     }
 
@@ -353,7 +354,8 @@ impl Parcels {
             metadata: &metadata,
             spend: &spend,
         };
-        let outcome = self.write_stream(parcel, body, length).await?;
+        let outcome = self.write_stream(parcel, body, length).await;
+        let outcome = self.settle_gate(&spend, outcome).await?;
         Ok((id, outcome))
     }
 
@@ -493,20 +495,28 @@ impl Parcels {
     pub async fn remove(&self, auth: Authorized, id: &ParcelId) -> Result<(), Error> {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
-            let outcome = this.remove_as(&auth, &id).await;
+            let spend = auth.spend();
+            let outcome = this.remove_as(&auth, &spend, &id).await;
+            let outcome = this.settle_gate(&spend, outcome).await;
+            drop(spend);
             auth.settle(outcome).await
         })
         .await?
     }
 
-    async fn remove_as(&self, auth: &Authorized, id: &ParcelId) -> Result<(), Error> {
+    async fn remove_as(
+        &self,
+        auth: &Authorized,
+        spend: &Spend<'_>,
+        id: &ParcelId,
+    ) -> Result<(), Error> {
         let parcel = self.inspect(id).await?;
         if parcel.owner != *auth.caller() {
             return Err(Error::Forbidden(format!(
                 "only the owner may remove parcel {id}"
             )));
         }
-        self.pass_gate(&auth.spend(), None).await?;
+        self.pass_gate(spend, None).await?;
         self.store.delete(id).await?;
         if let Some(chain) = &self.chain {
             chain.forget_parcel(id);

@@ -92,6 +92,10 @@ impl DirStore {
         self.root.join(id.to_string())
     }
 
+    fn token_mark_path(&self, jti: &str) -> PathBuf {
+        self.root.join(format!("{TOKEN_PREFIX}{}", file_safe(jti)))
+    }
+
     fn staged_path(&self, id: &ParcelId, upload: &str) -> PathBuf {
         self.root
             .join(format!("{STAGED_PREFIX}{}-{id}", file_safe(upload)))
@@ -352,8 +356,20 @@ impl ParcelStore for DirStore {
         }))
     }
 
+    async fn unmark_token(&self, jti: &str, holder: &str) -> Result<bool, StoreError> {
+        let path = self.token_mark_path(jti);
+        let holder = holder.to_owned();
+        self.blocking(move |_| match std::fs::read(&path) {
+            Ok(written) if written == holder.as_bytes() => remove_if_there(&path).map(|()| true),
+            Ok(_) => Ok(false),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
     async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError> {
-        let path = self.root.join(format!("{TOKEN_PREFIX}{}", file_safe(jti)));
+        let path = self.token_mark_path(jti);
         let holder = holder.to_owned();
         self.blocking(move |root| match File::create_new(&path) {
             Ok(mut file) => {

@@ -161,6 +161,11 @@ pub trait ParcelStore: Send + Sync {
     /// brought back work at most once.
     async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError>;
 
+    /// Deletes the mark of token `jti` if `holder` wrote it: its operation
+    /// had no effect after all (the parcel was another owner's), and the
+    /// token is released. Answers whether it deleted it.
+    async fn unmark_token(&self, jti: &str, holder: &str) -> Result<bool, StoreError>;
+
     /// Deletes a parcel (deleting one that is not there is no error).
     async fn delete(&self, id: &ParcelId) -> Result<(), StoreError>;
 

@@ -157,6 +157,30 @@ impl S3Store {
         format!("{}{TOKENS_DIR}{jti}", self.prefix)
     }
 
+    /// Who wrote the token mark `key`, if it exists.
+    async fn token_mark_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(err) if status_of(&err) == Some(404) => return Ok(None),
+            Err(err) => return Err(failure(err)),
+        };
+        let written = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| StoreError::Unavailable(Box::new(S3Error::Body(Box::new(err)))))?;
+        Ok(Some(
+            String::from_utf8_lossy(&written.into_bytes()).into_owned(),
+        ))
+    }
+
     /// Every object under `prefix`: key and last modified.
     async fn objects(
         &self,
@@ -469,24 +493,28 @@ impl ParcelStore for S3Store {
             Err(err) if status_of(&err) == Some(412) => {}
             Err(err) => return Err(failure(err)),
         }
-        let object = self
-            .client
-            .get_object()
+        Ok(
+            if self.token_mark_holder(&key).await?.as_deref() == Some(holder) {
+                TokenMark::Ours
+            } else {
+                TokenMark::Spent
+            },
+        )
+    }
+
+    async fn unmark_token(&self, jti: &str, holder: &str) -> Result<bool, StoreError> {
+        let key = self.token_mark_key(jti);
+        if self.token_mark_holder(&key).await?.as_deref() != Some(holder) {
+            return Ok(false);
+        }
+        self.client
+            .delete_object()
             .bucket(&self.bucket)
             .key(&key)
             .send()
             .await
-            .map_err(failure)?;
-        let written = object
-            .body
-            .collect()
-            .await
-            .map_err(|err| StoreError::Unavailable(Box::new(S3Error::Body(Box::new(err)))))?;
-        Ok(if written.into_bytes() == holder.as_bytes() {
-            TokenMark::Ours
-        } else {
-            TokenMark::Spent
-        })
+            .map(|_| true)
+            .map_err(failure)
     }
 
     async fn list(&self) -> Result<Vec<String>, StoreError> {
