@@ -602,4 +602,33 @@ mod tests {
         assert!(RedisTopology::parse("").is_err());
         assert!(RedisTopology::parse("http://a:1").is_err());
     }
+
+    #[test]
+    fn sentinels_are_host_port_pairs_and_the_url_names_one_master() {
+        assert_eq!(
+            RedisTopology::sentinel("s1:26379, s2:26380", "amo", Some("redis://:pw@ignored/2")),
+            Ok(RedisTopology::Sentinel {
+                sentinels: vec!["s1:26379".into(), "s2:26380".into()],
+                master: "amo".into(),
+                node: "redis://:pw@ignored/2".into(),
+            })
+        );
+        assert!(matches!(
+            RedisTopology::sentinel("s1:26379", "amo", None),
+            Ok(RedisTopology::Sentinel { node, .. }) if node == "redis://127.0.0.1"
+        ));
+        for (sentinels, master, url) in [
+            ("", "amo", None),
+            ("s1", "amo", None),
+            ("s1:port", "amo", None),
+            ("redis://s1:26379", "amo", None),
+            ("s1:26379", " ", None),
+            ("s1:26379", "amo", Some("redis://a:1,redis://b:2")),
+        ] {
+            assert!(
+                RedisTopology::sentinel(sentinels, master, url).is_err(),
+                "{sentinels:?} {master:?} {url:?}"
+            );
+        }
+    }
 }
