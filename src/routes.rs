@@ -200,4 +200,26 @@ mod tests {
         assert_eq!(routes.allowed(&answered_on("/b")), Some("POST"));
         assert_eq!(routes.allowed(&answered_on("/c")), None);
     }
+
+    /// The published spec marks a route whose `GET` spends a token by the
+    /// token's security scheme, not by a parameter: `HEAD` is refused on
+    /// the downloads (v1 and v2) and only there.
+    #[test]
+    fn the_downloads_are_the_routes_whose_get_takes_a_token() {
+        let routes = Routes::from_spec(&crate::app::openapi_spec());
+        let id = "0".repeat(72);
+        for path in [
+            format!("/api/v2/parcels/{id}"),
+            format!("/api/v1/parcels/{id}"),
+        ] {
+            assert!(routes.head_would_spend_a_token(&path).is_some(), "{path}");
+        }
+        for path in [
+            format!("/api/v2/parcels/{id}/metadata"),
+            "/healthz".to_owned(),
+            "/api/v2/uploads/abc".to_owned(),
+        ] {
+            assert_eq!(routes.head_would_spend_a_token(&path), None, "{path}");
+        }
+    }
 }
