@@ -4,7 +4,7 @@
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, middleware::CatchPanic};
-use poem_openapi::OpenApiService;
+use poem_openapi::{LicenseObject, OpenApiService, ServerObject};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -194,6 +194,13 @@ fn service(apis: Apis) -> OpenApiService<WithProof<Apis>, ()> {
          X-Auth-Token, X-Public-Key and X-Signature to upload, download or remove a \
          parcel. Every error answers JSON {\"error\", \"code\"}.",
     )
+    // Relative: the spec describes the host that serves it.
+    .server(ServerObject::new("/").description("the service that serves this spec"))
+    // Cargo.toml's `license`; OpenAPI 3.0 names a license by URL.
+    .license(
+        LicenseObject::new(env!("CARGO_PKG_LICENSE"))
+            .url("https://www.apache.org/licenses/LICENSE-2.0"),
+    )
 }
 
 /// The OpenAPI document the code describes, as pretty JSON. Contacts nothing.
@@ -212,7 +219,9 @@ pub fn openapi_spec() -> String {
         })),
         s3_keys: None,
     };
-    service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec()
+    crate::api::spec::finish(
+        &service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec(),
+    )
 }
 
 /// The whole HTTP application for `settings` on `backends`.
@@ -223,11 +232,16 @@ pub fn endpoint(
 ) -> impl Endpoint + 'static {
     let state = State::new(settings, backends, draining);
     let service = service(state.apis());
-    let routes = Routes::from_spec(&service.spec());
+    let published = crate::api::spec::finish(&service.spec());
+    let routes = Routes::from_spec(&published);
     let policy = ClientPolicy {
         trust_forwarded_for: settings.limits.trust_forwarded_for,
     };
-    let spec = service.spec_endpoint();
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(published.clone())
+    });
     let docs = service.swagger_ui();
     Route::new()
         .nest("/", service)

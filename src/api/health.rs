@@ -43,6 +43,10 @@ pub enum LivenessResponse {
     /// The process serves requests.
     #[oai(status = 200)]
     Alive(Json<HealthStatus>),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Readiness answers.
@@ -60,6 +64,10 @@ pub enum ReadinessResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Backend check answers.
@@ -76,6 +84,10 @@ pub enum BackendsResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Set once the replica shuts down: from then on it is not ready.
@@ -136,7 +148,7 @@ impl HealthApi {
     /// Liveness
     ///
     /// Answers 200 while the process serves requests.
-    #[oai(path = "/healthz", method = "get")]
+    #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> LivenessResponse {
         LivenessResponse::Alive(ok())
     }
@@ -151,7 +163,7 @@ impl HealthApi {
     /// Redis and S3 are shared by every replica, and their outages are
     /// answered by the requests that need them (503 with `Retry-After`) and
     /// reported by `/status/backends` and the metrics.
-    #[oai(path = "/readyz", method = "get")]
+    #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> ReadinessResponse {
         if self.draining.is_draining() {
             return ReadinessResponse::NotReady(
@@ -171,7 +183,11 @@ impl HealthApi {
     /// store (the S3 bucket) answers, 503 with the reason otherwise. For
     /// operators and monitoring; not a probe: every replica shares these
     /// backends, so a failure here must not take replicas out of rotation.
-    #[oai(path = "/status/backends", method = "get")]
+    #[oai(
+        path = "/status/backends",
+        method = "get",
+        operation_id = "backends_status"
+    )]
     async fn backends(&self) -> BackendsResponse {
         let (state, store) = tokio::join!(
             probe(self.state.kind(), self.state.ping()),

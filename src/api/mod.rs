@@ -10,6 +10,7 @@ pub mod health;
 pub mod parcels_v1;
 pub mod parcels_v2;
 pub mod proof;
+pub mod spec;
 pub mod types;
 pub mod uploads;
 pub mod v1_answer;

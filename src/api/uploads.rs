@@ -14,7 +14,7 @@ use poem::{Body, Request};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Header, Path},
-    payload::Binary,
+    payload::{Binary, Json},
 };
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ use super::{ApiTags, body::drain_refused_body, client::Client, proof::Proof};
 use crate::{
     auth::{Authorizer, Bound, bound::UploadRequest},
     domain::{OperationKind, ParcelMetadata},
-    error::{ApiResult, Error},
+    error::{ApiResult, Error, ErrorBody},
     parcels::{Parcels, UploadStatus, valid_upload_id},
 };
 
@@ -52,6 +52,10 @@ pub enum TusOptionsResponse {
         #[oai(header = "Tus-Max-Size")]
         u64,
     ),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Answers of a creation.

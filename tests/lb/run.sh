@@ -33,9 +33,6 @@ if [ -z "${AMO_REDIS_URL:-}" ] || [ -z "${AMO_S3_ENDPOINT:-}" ]; then
   die "$BASE_DIR/env names no Redis or S3"
 fi
 
-# nginx-light installed if missing, and the committed config checked.
-bash "$ROOT/deploy/nginx/check.sh" >&2
-
 bin=${AMO_LB_BIN:-} clients=${AMO_LB_CLIENTS:-4} seed=${AMO_LB_SEED:-} keep=${AMO_LB_KEEP:-}
 # Another workload (tests/tus/run.sh: a tus client) and its Python.
 workload=${AMO_LB_WORKLOAD:-$HERE/workload.py} python=${AMO_LB_PYTHON:-python3}
@@ -46,6 +43,10 @@ if [ -z "$bin" ]; then
   bin=${CARGO_TARGET_DIR:-$ROOT/target}/debug/amo-storage
 fi
 [ -x "$bin" ] || die "no executable $bin"
+
+# nginx-light installed if missing, the committed config checked, and the
+# live proxy in front of one replica of $bin.
+AMO_SERVICE_BIN=$bin bash "$ROOT/deploy/nginx/check.sh" >&2
 
 mkdir -p "$BASE_DIR"
 work=$(mktemp -d "$BASE_DIR/lb.XXXXXX")
