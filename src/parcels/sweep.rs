@@ -11,8 +11,8 @@
 //!
 //! Every page of S3's listings is read. One replica sweeps per pass: a short
 //! lease in the shared state (`amo:sweeper:{<bucket and prefix>}`) elects
-//! it, and outlives the pass by the interval between passes, so that N
-//! replicas do not repeat one pass. A replica that dies mid-pass lets the
+//! it, and is kept after the pass until three quarters of the interval
+//! between passes, so that N replicas do not repeat one pass. A replica that dies mid-pass lets the
 //! lease lapse, and another takes over at its next tick.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -62,9 +62,9 @@ pub fn sweeper_lease_key(location: &str) -> String {
 
 /// One pass of the sweeper, if this replica wins the sweeper lease: both
 /// sweeps, each counted in `amo_sweeps_total`, `amo_swept_uploads_total`
-/// and `amo_sweep_duration_seconds`. The lease is kept for
-/// [`SweepTiming::interval`] after the pass. Answers whether this replica
-/// swept.
+/// and `amo_sweep_duration_seconds`. The lease is kept until three
+/// quarters of [`SweepTiming::interval`] from the pass's start. Answers
+/// whether this replica swept.
 pub async fn sweep_pass(store: &Store, state: &Shared, timing: SweepTiming) -> bool {
     const SWEEPS: [&str; 2] = ["multipart", "tails"];
     let key = sweeper_lease_key(&store.location());
@@ -84,15 +84,23 @@ pub async fn sweep_pass(store: &Store, state: &Shared, timing: SweepTiming) -> b
             return false;
         }
     };
-    let started = Instant::now();
+    let pass = Instant::now();
     let multipart = sweep_abandoned_uploads(store, state, timing).await;
-    record(SWEEPS[0], multipart, started.elapsed());
+    record(SWEEPS[0], multipart, pass.elapsed());
     let started = Instant::now();
     let tails = sweep_expired_tails(store, state, timing.lease).await;
     record(SWEEPS[1], tails, started.elapsed());
-    // Held on for the interval: no replica sweeps again before it.
-    if let Err(err) = lease.replace("swept", timing.interval()).await {
-        tracing::warn!(err = %with_sources(&err), "could not keep the sweeper lease; another replica may sweep sooner");
+    // Held on until three quarters of an interval from the pass's start:
+    // no replica sweeps again before, and the next tick of any replica,
+    // this one's included, finds it free.
+    let keep = (timing.interval() * 3 / 4).saturating_sub(pass.elapsed());
+    let kept = if keep.is_zero() {
+        lease.end().await
+    } else {
+        lease.replace("swept", keep).await
+    };
+    if let Err(err) = kept {
+        tracing::warn!(err = %with_sources(&err), "could not keep or end the sweeper lease; it lapses");
     }
     true
 }

@@ -181,6 +181,11 @@ async fn the_sweep_aborts_past_the_first_page_and_keeps_a_writer_whose_mark_was_
     stop.store(true, Ordering::SeqCst);
     let parts = writer.await.unwrap().expect("every part of the writer stored");
     assert!(parts >= 1);
+    // Aborted here before it idles past the grace (the live ones are
+    // marked for longer than the clean-up takes).
+    let abort = store.client().abort_multipart_upload().bucket(store.bucket());
+    let abort = abort.key(&writer_key).upload_id(&writer_id);
+    abort.send().await.unwrap();
     let after = scrape(&app).await;
     let counted = |text: &str, result: &str| {
         sample(
@@ -287,11 +292,13 @@ async fn a_missing_bucket_stops_the_start_or_is_created_with_its_rules() {
     }
     assert!(!exists(&store).await, "nothing created it");
 
-    let (creating, _) = on_bucket(&bucket, &[("AMO_S3_CREATE_BUCKET", "true")]).unwrap();
+    // (Each settings have a key prefix of their own: the rules are this
+    // one's.)
+    let (creating, created) = on_bucket(&bucket, &[("AMO_S3_CREATE_BUCKET", "true")]).unwrap();
     check_store_at_start(&creating).await.expect("created");
     assert!(exists(&store).await);
     assert_eq!(
-        store.missing_rules().await.unwrap(),
+        created.missing_rules().await.unwrap(),
         MissingRules {
             abort_incomplete: false,
             token_markers: false
@@ -318,6 +325,31 @@ async fn a_bucket_without_lifecycle_rules_lacks_both() {
         MissingRules {
             abort_incomplete: true,
             token_markers: true
+        }
+    );
+    // Another prefix's rules do not cover this one's.
+    let (_, other) = on_bucket(&bucket, &[]).unwrap();
+    other
+        .client()
+        .put_bucket_lifecycle_configuration()
+        .bucket(&bucket)
+        .lifecycle_configuration(other.lifecycle_rules())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.missing_rules().await.unwrap(),
+        MissingRules {
+            abort_incomplete: true,
+            token_markers: true
+        },
+        "the rules of another prefix"
+    );
+    assert_eq!(
+        other.missing_rules().await.unwrap(),
+        MissingRules {
+            abort_incomplete: false,
+            token_markers: false
         }
     );
     check_store_at_start(&settings)
