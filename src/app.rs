@@ -88,14 +88,18 @@ impl Backends {
     }
 }
 
+/// How long each S3 request of the start-up checks may take.
+pub const START_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What start-up checks of the store: an S3 bucket must exist (or is
 /// created, `AMO_S3_CREATE_BUCKET`), and should have its lifecycle rules
-/// (a warning otherwise). S3 that does not answer is logged, not an error.
+/// (a warning otherwise). S3 that does not answer is logged, not an error,
+/// and delays the start by [`START_CHECK_TIMEOUT`] at most per request.
 pub async fn check_store_at_start(settings: &Settings) -> Result<(), BucketError> {
     match &settings.store {
         StoreBackend::S3(config) => {
             S3Store::new(config)
-                .with_timeout(settings.s3_timeout)
+                .with_timeout(settings.s3_timeout.min(START_CHECK_TIMEOUT))
                 .check_bucket_at_start(settings.s3_create_bucket)
                 .await
         }

@@ -178,6 +178,7 @@ async fn an_idle_upload_expires_early_and_frees_its_place() {
         ("AMO_UPLOAD_IDLE_SECS", "4"),
         ("AMO_MAX_OPEN_UPLOADS_PER_ACCOUNT", "1"),
         ("AMO_LEASE_SECS", "1"),
+        ("AMO_SWEEP_GRACE_SECS", "1"),
     ]))
     .await;
     let owner = Account::new();
