@@ -9,13 +9,16 @@
 //!   that lost writes): its parts keep coming.
 //! - **Tails of expired resumable uploads**, whose record is gone.
 //!
-//! Every page of S3's listings is read. One replica sweeps per pass: a short
+//! Every page of S3's listings is read, and a pass works on a few uploads
+//! at once. One replica sweeps per pass: a short
 //! lease in the shared state (`amo:sweeper:{<bucket and prefix>}`) elects
 //! it, and is kept after the pass until three quarters of the interval
 //! between passes, so that N replicas do not repeat one pass. A replica that dies mid-pass lets the
 //! lease lapse, and another takes over at its next tick.
 
 use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
 
 use super::{lock_key, multipart_mark_key, upload_key};
 use crate::{
@@ -147,6 +150,37 @@ fn record(sweep: &'static str, outcome: Result<Swept, Error>, took: Duration) {
     }
 }
 
+/// How many uploads a sweep works on at once.
+const AT_ONCE: usize = 8;
+
+/// What a sweep did with one upload.
+enum Outcome {
+    Swept,
+    Kept,
+    Failed,
+}
+
+/// Runs `sweep_one` on every item, [`AT_ONCE`] at a time, and counts what
+/// it did.
+async fn sweep_each<T, F, Fut>(items: Vec<T>, sweep_one: F) -> Swept
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    futures_util::stream::iter(items)
+        .map(sweep_one)
+        .buffer_unordered(AT_ONCE)
+        .fold(Swept::default(), |mut counts, outcome| {
+            match outcome {
+                Outcome::Swept => counts.swept += 1,
+                Outcome::Kept => counts.kept += 1,
+                Outcome::Failed => counts.failed += 1,
+            }
+            std::future::ready(counts)
+        })
+        .await
+}
+
 /// Aborts the unfinished multipart uploads in `store` that no live request
 /// writes: older than the lease, whose live mark in `state` has lapsed, and
 /// that S3 saw no write to for the grace.
@@ -159,27 +193,24 @@ pub async fn sweep_abandoned_uploads(
     state: &Shared,
     timing: SweepTiming,
 ) -> Result<Swept, Error> {
-    let mut counts = Swept::default();
-    for upload in store.stale_uploads(timing.lease).await? {
-        match abandoned(store, state, &upload, timing.grace).await {
-            Ok(false) => counts.kept += 1,
+    let stale = store.stale_uploads(timing.lease).await?;
+    Ok(sweep_each(stale, |upload| async move {
+        let failed = match abandoned(store, state, &upload, timing.grace).await {
+            Ok(false) => return Outcome::Kept,
             Ok(true) => match store.abort_upload(&upload).await {
                 Ok(()) => {
                     tracing::info!(parcel = %upload.id, upload_id = upload.upload_id, "aborted an upload its replica abandoned");
-                    counts.swept += 1;
+                    return Outcome::Swept;
                 }
-                Err(err) => {
-                    tracing::warn!(parcel = %upload.id, upload_id = upload.upload_id, err = %with_sources(&err), "could not abort an abandoned upload");
-                    counts.failed += 1;
-                }
+                Err(err) => ("could not abort an abandoned upload", Error::from(err)),
             },
-            Err(err) => {
-                tracing::warn!(parcel = %upload.id, upload_id = upload.upload_id, err = %with_sources(&err), "could not tell whether an upload is abandoned");
-                counts.failed += 1;
-            }
-        }
-    }
-    Ok(counts)
+            Err(err) => ("could not tell whether an upload is abandoned", err),
+        };
+        let (what, err) = failed;
+        tracing::warn!(parcel = %upload.id, upload_id = upload.upload_id, err = %with_sources(&err), "{what}");
+        Outcome::Failed
+    })
+    .await)
 }
 
 /// Whether nothing writes `upload` any more: no live mark, no write lock,
@@ -218,26 +249,23 @@ pub async fn sweep_expired_tails(
     state: &Shared,
     lease: Duration,
 ) -> Result<Swept, Error> {
-    let mut counts = Swept::default();
-    for upload in store.tailed_uploads(lease).await? {
+    let tailed = store.tailed_uploads(lease).await?;
+    Ok(sweep_each(tailed, |upload| async move {
         let removed = match state.value(&upload_key(&upload)).await {
-            Ok(Some(_)) => {
-                counts.kept += 1;
-                continue;
-            }
+            Ok(Some(_)) => return Outcome::Kept,
             Ok(None) => store.drop_tails(&upload, None).await.map_err(Error::from),
             Err(err) => Err(err.into()),
         };
         match removed {
             Ok(()) => {
                 tracing::info!(upload, "deleted the tails of an expired upload");
-                counts.swept += 1;
+                Outcome::Swept
             }
             Err(err) => {
                 tracing::warn!(upload, err = %with_sources(&err), "could not sweep the tails of an upload");
-                counts.failed += 1;
+                Outcome::Failed
             }
         }
-    }
-    Ok(counts)
+    })
+    .await)
 }

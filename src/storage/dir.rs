@@ -235,7 +235,12 @@ fn older_files(
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
-        let modified = entry.metadata()?.modified()?;
+        // Deleted since the directory was read: not there any more.
+        let modified = match entry.metadata().and_then(|meta| meta.modified()) {
+            Ok(modified) => modified,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         if modified < cutoff {
             found.push((rest.to_owned(), modified));
         }

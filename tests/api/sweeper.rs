@@ -207,6 +207,64 @@ async fn the_sweep_aborts_past_the_first_page_and_keeps_a_writer_whose_mark_was_
     assert_eq!(multipart_keys(config).await, Vec::<String>::new());
 }
 
+/// The tails of resumable uploads past the first page of S3's listing
+/// (1,000 objects) are swept too, once their upload's record is gone; a
+/// tail whose upload lives is kept.
+#[tokio::test]
+async fn the_sweep_deletes_expired_tails_past_the_first_page() {
+    let app = spawn_with(settings(&[("AMO_LEASE_SECS", "2")])).await;
+    let (store, state) = (app.backends.store.clone(), app.backends.state.clone());
+    const EXPIRED: usize = 1_010;
+    // Upload ids of this run alone, that sort as they are numbered: the
+    // living one sorts last.
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..24];
+    let upload = |number: usize| format!("{run}{number:08x}");
+    let living = upload(EXPIRED);
+    let record = amo_storage::parcels::upload_key(&living);
+    assert!(
+        state
+            .set_new(&record, "{}", Duration::from_secs(300))
+            .await
+            .unwrap()
+    );
+    let before = scrape(&app).await;
+    futures_util::stream::iter(0..=EXPIRED)
+        .map(|number| {
+            let (store, upload) = (store.clone(), upload(number));
+            async move { store.put_tail(&upload, "t", random_body(16).into()).await }
+        })
+        .buffer_unordered(32)
+        .for_each(|stored| {
+            stored.expect("a tail stored");
+            std::future::ready(())
+        })
+        .await;
+    eventually(
+        120,
+        "only the living upload's tail is left",
+        || async {
+            store.tailed_uploads(Duration::ZERO).await.unwrap() == vec![living.clone()]
+        },
+    )
+    .await;
+    let after = scrape(&app).await;
+    let counted = |text: &str| {
+        sample(
+            text,
+            "amo_swept_uploads_total",
+            &["sweep=\"tails\"", "result=\"swept\""],
+        )
+    };
+    assert!(counted(&after) - counted(&before) >= EXPIRED as f64);
+    store.drop_tails(&living, None).await.unwrap();
+    assert!(
+        state
+            .swap(&record, "{}", None, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+}
+
 /// Of the replicas that share a store, one sweeps per pass: the sweeper
 /// lease elects it, and holds the others off for the interval after the
 /// pass. A store elsewhere (another prefix) has a sweeper of its own.
