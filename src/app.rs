@@ -23,11 +23,11 @@ use crate::{
     chain::Chain,
     config::{Settings, StateBackend, StoreBackend},
     limits::RateLimiter,
-    parcels::{Limits, Parcels},
+    parcels::{Limits, Parcels, SweepTiming},
     routes::Routes,
     serve::ConnectionLimits,
     state::{MemoryState, RedisState, Shared},
-    storage::{DirStore, S3Keys, S3Store, Store},
+    storage::{BucketError, DirStore, S3Keys, S3Store, Store},
 };
 
 /// Where the spec is served.
@@ -85,6 +85,25 @@ impl Backends {
             store,
             s3_keys,
         })
+    }
+}
+
+/// How long each S3 request of the start-up checks may take.
+pub const START_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What start-up checks of the store: an S3 bucket must exist (or is
+/// created, `AMO_S3_CREATE_BUCKET`), and should have its lifecycle rules
+/// (a warning otherwise). S3 that does not answer is logged, not an error,
+/// and delays the start by [`START_CHECK_TIMEOUT`] at most per request.
+pub async fn check_store_at_start(settings: &Settings) -> Result<(), BucketError> {
+    match &settings.store {
+        StoreBackend::S3(config) => {
+            S3Store::new(config)
+                .with_timeout(settings.s3_timeout.min(START_CHECK_TIMEOUT))
+                .check_bucket_at_start(settings.s3_create_bucket)
+                .await
+        }
+        StoreBackend::Directory(_) => Ok(()),
     }
 }
 
@@ -343,7 +362,10 @@ impl App {
         let draining = self.draining.clone();
         let janitor = tokio::spawn(sweep_periodically(
             self.backends.clone(),
-            self.settings.lease,
+            SweepTiming {
+                lease: self.settings.lease,
+                grace: self.settings.sweep_grace,
+            },
         ));
         let key_watch = match (&self.backends.s3_keys, &self.settings.store) {
             (Some(keys), StoreBackend::S3(config)) if keys.path().is_some() => Some(tokio::spawn(
@@ -397,34 +419,13 @@ impl App {
 /// hold.
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
 
-/// Aborts abandoned uploads every half `lease`, on every replica (aborting
-/// twice is harmless). Each pass counts in `amo_sweeps_total`; a failed one
-/// logs at warn and is tried again at the next tick.
-async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
-    let mut tick = tokio::time::interval(lease / 2);
+/// Runs a pass of the sweeper every half lease; of the replicas that share
+/// a store, the one that wins the sweeper lease sweeps
+/// ([`crate::parcels::sweep_pass`]).
+async fn sweep_periodically(backends: Backends, timing: SweepTiming) {
+    let mut tick = tokio::time::interval(timing.interval());
     loop {
         tick.tick().await;
-        let multipart =
-            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await;
-        swept("multipart", multipart.map_err(|err| err.to_string()));
-        let tails =
-            crate::parcels::sweep_expired_tails(&backends.store, &backends.state, lease).await;
-        swept("tails", tails.map_err(|err| err.to_string()));
-    }
-}
-
-/// Counts a pass of `sweep` (which swept that many), and logs a failed one.
-fn swept(sweep: &'static str, outcome: Result<usize, String>) {
-    match outcome {
-        Ok(swept) => {
-            crate::metrics::sweep(sweep, "ok");
-            if swept > 0 {
-                tracing::info!(sweep, swept, "swept");
-            }
-        }
-        Err(err) => {
-            crate::metrics::sweep(sweep, "failed");
-            tracing::warn!(sweep, %err, "a sweep pass failed; trying again at the next one");
-        }
+        crate::parcels::sweep_pass(&backends.store, &backends.state, timing).await;
     }
 }

@@ -108,6 +108,10 @@ async fn run() -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    if let Err(err) = app::check_store_at_start(&settings).await {
+        tracing::error!(%err, "amo-storage cannot start");
+        return ExitCode::from(1);
+    }
     let app = match app::App::bind(settings, &args.addr).await {
         Ok(app) => app,
         Err(err) => {

@@ -213,6 +213,10 @@ settings! {
     s3_region: String = "us-east-1",
     /// prefix of every object key
     s3_prefix: String = "",
+    /// create the bucket at start when it does not exist, with the
+    /// [lifecycle rules](operations.md#the-bucket-lifecycle-rules); `false`:
+    /// a missing bucket stops the start with an error
+    s3_create_bucket: bool = false,
     /// `key.json` with `access_key`, `secret_key` for S3 (see `key.json.example`)
     key_file: PathBuf = "key.json",
     /// how often the key file is read again: new valid keys are used for
@@ -340,6 +344,13 @@ settings! {
     /// write lock, the live mark of a multipart upload (renewed every third
     /// of it; a dead replica's leases lapse)
     lease_secs: u64 = 30u64,
+    /// an unfinished multipart upload whose live mark lapsed (its replica
+    /// died, or Redis lost the mark in a failover) is aborted by the sweep
+    /// only once S3 has seen no write to it (its start, its last part) for
+    /// this long: a writer still streaming keeps it. Keep it above the time
+    /// one part takes to arrive; clocks of the replicas and of S3 must
+    /// agree within it
+    sweep_grace_secs: u64 = 60 * 60u64 => "1 h",
     /// a request head (request line and all headers) must arrive within
     /// this of its first byte, and a new connection must send its first
     /// head within this of being accepted; else the connection is closed

@@ -130,6 +130,12 @@ pub struct Settings {
     /// live multipart upload) lives unless its holder renews it; holders
     /// renew every third of it. A replica that dies lets its leases lapse.
     pub lease: Duration,
+    /// How long S3 must have seen no write to an unfinished multipart
+    /// upload whose live mark lapsed before the sweep aborts it.
+    pub sweep_grace: Duration,
+    /// Whether a missing bucket is created at start (else it stops the
+    /// start).
+    pub s3_create_bucket: bool,
     /// How this replica treats client connections: header read timeout,
     /// idle timeout, and the cap on open connections.
     pub connections: Connections,
@@ -455,6 +461,8 @@ impl Values {
             )?,
             body_deadline: positive_secs("AMO_BODY_DEADLINE_SECS", self.body_deadline_secs)?,
             lease: positive_secs("AMO_LEASE_SECS", self.lease_secs)?,
+            sweep_grace: positive_secs("AMO_SWEEP_GRACE_SECS", self.sweep_grace_secs)?,
+            s3_create_bucket: self.s3_create_bucket,
             connections,
             cors: AllowedOrigins::parse(&self.cors_allowed_origins)
                 .map_err(|problem| ConfigError(format!("AMO_CORS_ALLOWED_ORIGINS: {problem}")))?,

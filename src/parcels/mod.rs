@@ -19,13 +19,15 @@
 
 mod open;
 mod resumable;
+mod sweep;
 mod upload;
 
 pub use open::{open_by_account_key, open_by_client_key};
-pub use resumable::{
-    UploadRecord, UploadStatus, sweep_expired_tails, upload_key, upload_lock_key, valid_upload_id,
+pub use resumable::{UploadRecord, UploadStatus, upload_key, upload_lock_key, valid_upload_id};
+pub use sweep::{
+    SweepTiming, Swept, sweep_abandoned_uploads, sweep_expired_tails, sweep_pass, sweeper_lease_key,
 };
-pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for, sweep_abandoned_uploads};
+pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};

@@ -938,26 +938,6 @@ impl Parcels {
     }
 }
 
-/// Deletes the tails of resumable uploads whose record is gone (expired or
-/// ended by a replica that died before deleting them). Answers how many
-/// uploads it cleaned. Their multipart uploads are aborted by
-/// [`super::sweep_abandoned_uploads`] once their live mark lapses.
-pub async fn sweep_expired_tails(
-    store: &crate::storage::Store,
-    state: &crate::state::Shared,
-    lease: Duration,
-) -> Result<usize, Error> {
-    let mut swept = 0;
-    for upload in store.tailed_uploads(lease).await? {
-        if state.value(&upload_key(&upload)).await?.is_none() {
-            store.drop_tails(&upload, None).await?;
-            tracing::info!(upload, "deleted the tails of an expired upload");
-            swept += 1;
-        }
-    }
-    Ok(swept)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

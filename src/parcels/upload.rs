@@ -30,8 +30,8 @@
 //!
 //! A multipart upload in progress is marked live in the shared state
 //! (`amo:multipart:{<upload id>}`), a lease its writer renews while the body
-//! streams. The sweep aborts the multipart uploads whose mark lapsed: their
-//! replica died.
+//! streams. The sweep (`super::sweep`) aborts the multipart uploads whose
+//! mark lapsed and that S3 saw no part of for a grace: their replica died.
 
 use std::{future::Future, time::Duration};
 
@@ -44,8 +44,8 @@ use super::Parcels;
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::{Error, with_sources},
-    state::{Lease, Shared},
-    storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel, feed_of},
+    state::Lease,
+    storage::{PartUpload, PutOutcome, StoreError, StoredParcel, feed_of},
 };
 
 /// S3 allows at most this many parts in one upload.
@@ -81,34 +81,6 @@ pub fn lock_key(id: &ParcelId) -> String {
 /// The shared-state key that marks a multipart upload live.
 pub fn multipart_mark_key(upload_id: &str) -> String {
     format!("amo:multipart:{{{upload_id}}}")
-}
-
-/// Aborts the unfinished uploads in `store` that no live request writes:
-/// older than `lease`, and whose live mark in `state` has lapsed (the
-/// replica that wrote it died). Answers how many it aborted.
-///
-/// An upload whose parcel's write lock is held is left alone too: replicas
-/// of the version before the live marks held that lock while streaming, so
-/// a rolling upgrade does not abort their uploads.
-pub async fn sweep_abandoned_uploads(
-    store: &Store,
-    state: &Shared,
-    lease: Duration,
-) -> Result<usize, Error> {
-    let mut aborted = 0;
-    for upload in store.stale_uploads(lease).await? {
-        let live = state
-            .value(&multipart_mark_key(&upload.upload_id))
-            .await?
-            .is_some()
-            || state.value(&lock_key(&upload.id)).await?.is_some();
-        if !live {
-            store.abort_upload(&upload).await?;
-            tracing::info!(parcel = %upload.id, "aborted an upload its replica abandoned");
-            aborted += 1;
-        }
-    }
-    Ok(aborted)
 }
 
 /// What a new parcel is made of.

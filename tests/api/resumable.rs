@@ -639,6 +639,7 @@ async fn an_expired_upload_is_refused_and_swept() {
     let app = spawn_with(small_parts(&[
         ("AMO_UPLOAD_LIFETIME_SECS", "2"),
         ("AMO_LEASE_SECS", "1"),
+        ("AMO_SWEEP_GRACE_SECS", "1"),
     ]))
     .await;
     let owner = Account::new();

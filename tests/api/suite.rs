@@ -28,4 +28,5 @@ mod roundtrip_v2;
 mod s3_keys;
 mod straight_through;
 mod streaming_faults;
+mod sweeper;
 mod tus_attacks;

@@ -52,6 +52,9 @@ mkdir -p "$BASE_DIR"
 work=$(mktemp -d "$BASE_DIR/lb.XXXXXX")
 prefix="lb-test-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')/"
 export AMO_S3_PREFIX=$prefix
+# The uploads of a killed replica are swept once S3 saw no part of them for
+# this long (default 1 h): within the workload's wait for the sweep.
+export AMO_SWEEP_GRACE_SECS=${AMO_SWEEP_GRACE_SECS:-10}
 replica_pids=()
 nginx_pid=""
 finished=0
