@@ -194,13 +194,28 @@ impl RedisTopology {
             .filter(|url| !url.is_empty())
             .map(str::to_owned)
             .collect();
-        let (cluster_scheme, urls): (Vec<bool>, Vec<String>) = urls
+        let (cluster_scheme, mut urls): (Vec<bool>, Vec<String>) = urls
             .into_iter()
             .map(|url| match url.split_once("+cluster://") {
                 Some((scheme, rest)) => (true, format!("{scheme}://{rest}")),
                 None => (false, url),
             })
             .unzip();
+        // `redis+cluster://a:1,b:2`: the nodes after the first take its
+        // scheme (and credentials).
+        if cluster_scheme.first() == Some(&true)
+            && let Some((prefix, _)) = urls[0].split_once("://")
+        {
+            let prefix = prefix.to_owned();
+            let user = urls[0]
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(user, _)| format!("{user}@"))
+                .unwrap_or_default();
+            for url in urls.iter_mut().skip(1).filter(|url| !url.contains("://")) {
+                *url = format!("{prefix}://{user}{url}");
+            }
+        }
         for url in &urls {
             redis::Client::open(url.as_str())
                 .map_err(|err| format!("{} is not a valid Redis URL: {err}", redacted_url(url)))?;
@@ -657,6 +672,13 @@ mod tests {
         assert_eq!(
             RedisTopology::parse("redis+cluster://a:1"),
             Ok(RedisTopology::Cluster(vec!["redis://a:1".into()]))
+        );
+        assert_eq!(
+            RedisTopology::parse("rediss+cluster://a:1,b:2"),
+            Ok(RedisTopology::Cluster(vec![
+                "rediss://a:1".into(),
+                "rediss://b:2".into()
+            ]))
         );
         assert!(RedisTopology::parse("").is_err());
         assert!(RedisTopology::parse("http://a:1").is_err());
