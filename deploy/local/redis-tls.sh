@@ -35,21 +35,11 @@ ACL_RULES='~amo:* resetchannels -@all +@read +@write +@scripting +@connection -@
 log() { echo "redis-tls.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-is_alive() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [ "${stat%% *}" != Z ]
-}
+# shellcheck source=deploy/local/proc.sh
+. "$HERE/proc.sh"
 
 # The pid of port $1's pid file, if it is a live redis-server; else empty.
-live_pid() {
-  local pid file=$DIR/$1/redis.pid
-  [ -r "$file" ] || return 0
-  pid=$(tr -dc '0-9' <"$file")
-  [ -n "$pid" ] && is_alive "$pid" || return 0
-  if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ]; then echo "$pid"; fi
-}
+live_pid() { live_redis_pid "$DIR/$1/redis.pid"; }
 
 # redis-cli over TLS as user $1 (`amo` or `admin`), with the other arguments.
 cli_as() {
