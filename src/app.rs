@@ -54,7 +54,7 @@ impl Backends {
     /// uploads).
     pub fn from_settings(settings: &Settings) -> io::Result<Self> {
         let state: Shared = match &settings.state {
-            StateBackend::Redis(topology) => Arc::new(RedisState::new(topology.clone())),
+            StateBackend::Redis(config) => Arc::new(RedisState::new(config.clone())),
             StateBackend::Embedded => Arc::new(MemoryState::new()),
         };
         let mut s3_keys = None;
@@ -343,6 +343,45 @@ impl App {
             draining: Draining::default(),
             hangup,
         })
+    }
+
+    /// The start-up check of the shared state: logs what Redis says of its
+    /// eviction policy, persistence and replicas, and answers why the
+    /// service must not run on it, if it must not (a `maxmemory-policy`
+    /// other than `noeviction`, unless `AMO_REDIS_ALLOW_EVICTION`). A Redis
+    /// that cannot be reached now, or refuses `CONFIG`, is logged and not
+    /// refused: the service starts while Redis is down.
+    pub async fn check_state(&self) -> Result<(), String> {
+        let report = match self.backends.state.redis_report().await {
+            Ok(Some(report)) => report,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(
+                    err = %crate::error::with_sources(&err),
+                    "cannot check Redis at start (maxmemory-policy, persistence, replicas); \
+                     starting anyway: /status/backends checks it while the service runs"
+                );
+                return Ok(());
+            }
+        };
+        for node in &report.nodes {
+            tracing::info!("Redis {}", node.summary());
+            if let Some(refused) = &node.config_refused {
+                tracing::warn!(
+                    node = %node.node,
+                    %refused,
+                    "Redis refuses CONFIG (a managed service?): its maxmemory-policy cannot be \
+                     checked; it must be noeviction (docs/operations.md, What Redis must be)"
+                );
+            }
+            if let Some(risk) = node.restart_risk() {
+                tracing::warn!(node = %node.node, "{risk}");
+            }
+        }
+        match report.refusal() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     /// The backends it serves from.

@@ -119,6 +119,10 @@ async fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(refusal) = app.check_state().await {
+        tracing::error!("refusing to start: {refusal}");
+        return ExitCode::from(2);
+    }
     tracing::info!(addr = %app.local_addr(), "amo-storage listening");
     match app.run_until(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

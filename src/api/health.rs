@@ -23,7 +23,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use super::ApiTags;
 use crate::{
     error::{ErrorBody, RETRY_AFTER_UNAVAILABLE, with_sources},
-    state::Shared,
+    state::{RedisNodeReport, Shared},
     storage::Store,
 };
 
@@ -70,13 +70,27 @@ pub enum ReadinessResponse {
     HeadersTooLarge(Json<ErrorBody>),
 }
 
+/// `/status/backends` when the backends answer.
+#[derive(Debug, Clone, Object)]
+pub struct BackendsStatus {
+    /// Always `ok`.
+    pub status: String,
+    /// What each Redis primary says of its eviction policy, persistence and
+    /// replicas (one entry for a single server); absent for the embedded
+    /// state.
+    #[oai(skip_serializing_if_is_none)]
+    pub redis: Option<Vec<RedisNodeReport>>,
+}
+
 /// Backend check answers.
 #[derive(ApiResponse)]
 pub enum BackendsResponse {
-    /// Redis and S3 both answer.
+    /// Redis and S3 both answer, and Redis keeps its keys
+    /// (`maxmemory-policy` `noeviction`, or `AMO_REDIS_ALLOW_EVICTION`).
     #[oai(status = 200)]
-    Up(Json<HealthStatus>),
-    /// Redis or S3 does not answer; `error` says which, and why.
+    Up(Json<BackendsStatus>),
+    /// Redis or S3 does not answer, or Redis may evict keys; `error` says
+    /// which, and why.
     #[oai(status = 503)]
     Down(
         Json<ErrorBody>,
@@ -180,7 +194,10 @@ impl HealthApi {
     /// Backend status
     ///
     /// Answers 200 when the shared state (Redis) answers PING and the parcel
-    /// store (the S3 bucket) answers, 503 with the reason otherwise. For
+    /// store (the S3 bucket) answers, 503 with the reason otherwise. With
+    /// Redis, the answer gives each primary's `maxmemory-policy`,
+    /// persistence (AOF, RDB snapshots) and connected replicas, and is 503
+    /// when a primary may evict keys (unless `AMO_REDIS_ALLOW_EVICTION`). For
     /// operators and monitoring; not a probe: every replica shares these
     /// backends, so a failure here must not take replicas out of rotation.
     #[oai(
@@ -189,13 +206,32 @@ impl HealthApi {
         operation_id = "backends_status"
     )]
     async fn backends(&self) -> BackendsResponse {
-        let (state, store) = tokio::join!(
-            probe(self.state.kind(), self.state.ping()),
-            probe(self.store.kind(), self.store.check())
-        );
+        let kind = self.state.kind();
+        let state = async {
+            if let Some(problem) = probe(kind, self.state.ping()).await {
+                return (Some(problem), None);
+            }
+            match tokio::time::timeout(PROBE_TIMEOUT, self.state.redis_report()).await {
+                Ok(Ok(Some(report))) => (
+                    report.refusal().map(|refusal| format!("{kind}: {refusal}")),
+                    Some(report.nodes),
+                ),
+                Ok(Ok(None)) => (None, None),
+                Ok(Err(err)) => (Some(format!("{kind}: {}", with_sources(&err))), None),
+                Err(_) => (
+                    Some(format!("{kind}: no report within {PROBE_TIMEOUT:?}")),
+                    None,
+                ),
+            }
+        };
+        let ((state, redis), store) =
+            tokio::join!(state, probe(self.store.kind(), self.store.check()));
         let problems: Vec<String> = state.into_iter().chain(store).collect();
         if problems.is_empty() {
-            BackendsResponse::Up(ok())
+            BackendsResponse::Up(Json(BackendsStatus {
+                status: "ok".into(),
+                redis,
+            }))
         } else {
             BackendsResponse::Down(
                 ErrorBody::new(problems.join("; "), "unavailable"),

@@ -205,6 +205,25 @@ settings! {
     /// single server; a comma-separated list of node URLs, or
     /// `redis+cluster://host:port[,host:port…]`, for a Redis Cluster
     redis_url: Option<String> = None => "unset: embedded, in the process (one replica only)",
+    /// the Redis ACL user (with `AMO_REDIS_PASSWORD_FILE`; overrides a user
+    /// in `AMO_REDIS_URL`)
+    redis_username: Option<String> = None => "none: the URL's, or `default`",
+    /// a file holding the Redis password (a mounted Secret; one trailing
+    /// newline is ignored, an empty file means none); overrides a password
+    /// in `AMO_REDIS_URL`, which would sit in the ConfigMap
+    redis_password_file: Option<PathBuf> = None => "none: the URL's, or no password",
+    /// CA certificates (PEM) that sign the Redis server's certificate, for
+    /// `rediss://` URLs
+    redis_ca_file: Option<PathBuf> = None => "none: the system's CA certificates",
+    /// a client certificate (PEM) for mutual TLS with Redis, with
+    /// `AMO_REDIS_CLIENT_KEY_FILE`
+    redis_client_cert_file: Option<PathBuf> = None => "none",
+    /// the client certificate's private key (PEM)
+    redis_client_key_file: Option<PathBuf> = None => "none",
+    /// start even when Redis's `maxmemory-policy` is not `noeviction` (an
+    /// evicted token record lets a used token work again; see
+    /// [What Redis must be](operations.md#what-redis-must-be))
+    redis_allow_eviction: bool = false,
     /// Ceph RGW / S3 endpoint URL
     s3_endpoint: Option<String> = None => "unset: the directory store under `AMO_DATA_DIR`",
     /// bucket

@@ -23,7 +23,7 @@ use crate::{
     chain::{ChainConfig, UsageKey, redacted_text},
     cors::AllowedOrigins,
     domain::StorageId,
-    state::RedisTopology,
+    state::{RedisAccess, RedisAccessFiles, RedisConfig, RedisTopology, has_password},
     storage::{KeyFile, S3Config},
     transfer_rate::MinTransferRate,
 };
@@ -47,10 +47,10 @@ const MAX_CHAIN_TIMEOUT_MS: u64 = 60_000;
 pub struct ConfigError(String);
 
 /// Where the shared state (tokens, locks, limits) is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StateBackend {
     /// Redis or a Redis Cluster (`AMO_REDIS_URL` set): any number of replicas.
-    Redis(RedisTopology),
+    Redis(RedisConfig),
     /// In this process (`AMO_REDIS_URL` unset): one replica only.
     Embedded,
 }
@@ -246,7 +246,18 @@ impl Settings {
         raw.overlay(&env)?;
         let (values, retired) = raw.resolve();
         warnings.extend(retired);
-        Ok((values.check()?, warnings))
+        let settings = values.check()?;
+        if let StateBackend::Redis(redis) = &settings.state
+            && redis.topology.urls().iter().any(|url| has_password(url))
+        {
+            warnings.push(
+                "AMO_REDIS_URL holds a password, which then sits wherever the URL does (a \
+                 ConfigMap, a process listing): put it in a file, AMO_REDIS_PASSWORD_FILE \
+                 (a mounted Secret)"
+                    .into(),
+            );
+        }
+        Ok((settings, warnings))
     }
 }
 
@@ -330,11 +341,12 @@ impl Values {
     /// Checks every value and shapes the settings; reads the S3 key file.
     fn check(self) -> Result<Settings, ConfigError> {
         let limits = abuse_limits(&self);
-        let state = match self.redis_url.filter(|url| !url.trim().is_empty()) {
-            Some(url) => StateBackend::Redis(
-                RedisTopology::parse(&url)
-                    .map_err(|err| ConfigError(format!("AMO_REDIS_URL: {err}")))?,
-            ),
+        let state = match self
+            .redis_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+        {
+            Some(url) => StateBackend::Redis(redis_config(&self, url)?),
             None => StateBackend::Embedded,
         };
         let store = match self.s3_endpoint.filter(|url| !url.trim().is_empty()) {
@@ -480,6 +492,29 @@ impl Values {
     }
 }
 
+/// The Redis of `url` with the access settings of `values`: the password
+/// and certificates are read from their files now.
+fn redis_config(values: &Values, url: &str) -> Result<RedisConfig, ConfigError> {
+    let topology =
+        RedisTopology::parse(url).map_err(|err| ConfigError(format!("AMO_REDIS_URL: {err}")))?;
+    let access = RedisAccess::read(
+        &RedisAccessFiles {
+            username: values.redis_username.as_deref(),
+            password_file: values.redis_password_file.as_deref(),
+            ca_file: values.redis_ca_file.as_deref(),
+            client_cert_file: values.redis_client_cert_file.as_deref(),
+            client_key_file: values.redis_client_key_file.as_deref(),
+        },
+        topology.is_tls(),
+    )
+    .map_err(ConfigError)?;
+    Ok(RedisConfig {
+        topology,
+        access,
+        allow_eviction: values.redis_allow_eviction,
+    })
+}
+
 /// A duration in whole seconds that must be at least 1.
 fn positive_secs(name: &str, secs: u64) -> Result<Duration, ConfigError> {
     match secs {
@@ -620,7 +655,7 @@ mod tests {
         };
         let (settings, warnings) = only(&[("AMO_DATA_DIR", "/srv/amo")]).unwrap();
         assert!(warnings.is_empty());
-        assert_eq!(settings.state, StateBackend::Embedded);
+        assert!(matches!(settings.state, StateBackend::Embedded));
         assert!(
             matches!(&settings.store, StoreBackend::Directory(dir) if dir == Path::new("/srv/amo"))
         );
@@ -642,7 +677,8 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cluster.state,
-            StateBackend::Redis(RedisTopology::Cluster(nodes)) if nodes.len() == 2
+            StateBackend::Redis(RedisConfig { topology: RedisTopology::Cluster(nodes), .. })
+                if nodes.len() == 2
         ));
     }
 
@@ -658,10 +694,11 @@ mod tests {
         assert_eq!(settings.token_ttl, Duration::from_secs(300));
         assert_eq!(settings.jwt_issuer, "amo-storage-service");
         assert_eq!(s3.access_key, "ak");
-        assert_eq!(
-            settings.state,
-            StateBackend::Redis(RedisTopology::Single("redis://127.0.0.1:6379".into()))
-        );
+        assert!(matches!(
+            &settings.state,
+            StateBackend::Redis(RedisConfig { topology: RedisTopology::Single(url), allow_eviction: false, .. })
+                if url == "redis://127.0.0.1:6379"
+        ));
         assert!(!format!("{settings:?}").contains(&"x".repeat(32)));
         assert!(
             !format!("{settings:?}").contains("\"sk\""),
