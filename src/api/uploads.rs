@@ -18,7 +18,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, body::drain_refused_body, client::Client, proof::Proof};
+use super::{ApiTags, body::drain_refused_body, client::Client, headers::sent_once, proof::Proof};
 use crate::{
     auth::{Authorizer, Bound, bound::UploadRequest},
     domain::{OperationKind, ParcelMetadata},
@@ -167,6 +167,9 @@ impl UploadsApi {
         proof: &Proof,
         request: UploadRequest,
     ) -> Result<(String, Bound), Error> {
+        // Check 1 of the order of checks comes first: without the proof
+        // headers, 401, whatever the path names.
+        proof.headers().present()?;
         let upload = upload_id(id)?;
         let bound = self
             .authorizer
@@ -216,24 +219,27 @@ impl UploadsApi {
         /// key `metadata` carries the base64 of the parcel's metadata JSON
         /// object, with the rules of `X-Parcel-Metadata`; other keys are
         /// ignored.
+        /// Sent at most once, in ASCII (else 400).
         #[oai(name = "Upload-Metadata")]
-        upload_metadata: Header<Option<String>>,
-        /// `1.0.0`.
+        _upload_metadata: Header<Option<String>>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
         #[oai(name = "Tus-Resumable")]
         _tus: Header<Option<String>>,
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
         client: Client,
+        request: &Request,
     ) -> ApiResult<TusCreateResponse> {
         let auth = self
             .authorizer
             .authorize(proof.headers(), OperationKind::Upload, None)
             .await?;
         let parsed = parse_length(length.0.as_deref()).and_then(|length| {
-            let metadata = upload_metadata
-                .0
-                .as_deref()
+            // The raw header: one sent twice or not in ASCII is refused,
+            // never dropped (poem's `Header` would read it as absent).
+            let refusal = "Upload-Metadata must be sent once, in ASCII (tus 1.0.0)";
+            let metadata = sent_once(request, "upload-metadata", refusal)?
                 .map(parse_upload_metadata)
                 .transpose()?
                 .flatten();
@@ -276,6 +282,9 @@ impl UploadsApi {
         &self,
         /// The upload id (from `Location`).
         id: Path<String>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<Option<String>>,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -314,6 +323,9 @@ impl UploadsApi {
         method = "patch",
         operation_id = "tus_patch"
     )]
+    // Each header tus and the proof need is a parameter of its own, so
+    // that the spec names it.
+    #[allow(clippy::too_many_arguments)]
     async fn patch(
         &self,
         /// The upload id (from `Location`).
@@ -325,6 +337,9 @@ impl UploadsApi {
         /// The upload's sequence, as `HEAD` or the last answer gave it.
         #[oai(name = "X-Upload-Sequence")]
         sequence: Header<Option<String>>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<Option<String>>,
         request: &Request,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
@@ -332,6 +347,7 @@ impl UploadsApi {
     ) -> ApiResult<TusPatchResponse> {
         let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
         let admitted = async {
+            proof.headers().present()?;
             upload_id(&id.0)?;
             let offset = number(
                 offset.0.as_deref(),
@@ -384,6 +400,9 @@ impl UploadsApi {
         &self,
         /// The upload id (from `Location`).
         id: Path<String>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<Option<String>>,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,

@@ -154,7 +154,10 @@ fn patch_ok_offset(response: Response, expected: usize) -> Response {
 
 /// `DELETE`, signed over the request.
 pub async fn delete(app: &TestApp, path: &str, proof: &Proof) -> Response {
-    let request = app.http.delete(format!("{}{path}", app.base));
+    let request = app
+        .http
+        .delete(format!("{}{path}", app.base))
+        .header("Tus-Resumable", "1.0.0");
     let proof = proof.for_upload(path, TusRequest::Delete);
     proof.apply(request).send().await.unwrap()
 }
@@ -572,6 +575,7 @@ async fn each_abuse_is_refused_and_stores_nothing() {
         .apply(
             app.http
                 .patch(format!("{}{path}", app.base))
+                .header("Tus-Resumable", "1.0.0")
                 .header("Content-Type", "application/offset+octet-stream")
                 .body(data[100..].to_vec()),
         )
