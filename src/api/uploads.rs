@@ -312,8 +312,10 @@ impl UploadsApi {
     /// signs `PATCH\n<upload id>\n<Upload-Offset>\n<X-Upload-Sequence>\n<token>`.
     /// The sequence is spent before any byte is read, so the same request
     /// is never served twice. A body past `Upload-Length` answers
-    /// 413. A body cut short keeps the parts it completed (and, within
-    /// its last part, what arrived): `HEAD` says how much. The
+    /// 413. A body cut short keeps the parts stored whole and, when it is
+    /// chunked or within the last part it declares, the bytes that arrived
+    /// past them: `HEAD` says how much. Another `Content-Type` answers 415
+    /// (nothing spent). The
     /// `PATCH` that reaches `Upload-Length` checks the SHA-256 and stores
     /// the parcel (`X-Parcel-Id`), using up the token; on a mismatch it
     /// answers 422 and everything staged is deleted. 423 `upload_locked`:

@@ -20,6 +20,7 @@ mod leases;
 mod limits;
 mod metadata_precision;
 mod metrics;
+mod missing_bucket;
 mod openapi;
 mod process;
 mod refusals;
