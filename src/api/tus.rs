@@ -7,8 +7,13 @@
 
 use futures_util::{TryStreamExt, future::BoxFuture};
 use poem::{
-    IntoResponse, Request, Response,
+    Body, FromRequest, IntoResponse, Request, RequestBody, Response,
     http::{HeaderValue, Method, header},
+};
+use poem_openapi::{
+    impl_apirequest_for_payload,
+    payload::{ParsePayload, Payload},
+    registry::{MetaSchema, MetaSchemaRef},
 };
 
 use super::{
@@ -32,8 +37,12 @@ fn is_tus_path(path: &str) -> bool {
 fn refusal(request: &Request) -> Option<Error> {
     // OPTIONS (discovery, a CORS preflight) needs no version; a method
     // the route does not take is the router's 405.
-    let tus_method = [Method::POST, Method::HEAD, Method::PATCH, Method::DELETE];
-    if !tus_method.contains(request.method()) {
+    let tus_methods: &[Method] = if request.uri().path() == UPLOADS_PATH {
+        &[Method::POST]
+    } else {
+        &[Method::HEAD, Method::PATCH, Method::DELETE]
+    };
+    if !tus_methods.contains(request.method()) {
         return None;
     }
     let version = request.headers().get("Tus-Resumable");
@@ -83,6 +92,45 @@ where
         .insert("Tus-Resumable", HeaderValue::from_static(TUS_VERSION));
     response
 }
+
+/// `Tus-Resumable` as the spec names it: required, `1.0.0` only. (The
+/// check is [`tus_protocol`]'s, before any handler; this is its
+/// description.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+pub enum TusResumable {
+    /// tus 1.0.0.
+    #[oai(rename = "1.0.0")]
+    V1_0_0,
+}
+
+/// A tus `PATCH` body: `application/offset+octet-stream`, streamed. (The
+/// media type is checked by [`tus_protocol`], before any handler: 415.)
+pub struct OffsetOctetStream(pub Body);
+
+impl Payload for OffsetOctetStream {
+    const CONTENT_TYPE: &'static str = PATCH_CONTENT_TYPE;
+
+    fn check_content_type(_content_type: &str) -> bool {
+        true
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            format: Some("binary"),
+            ..MetaSchema::new("string")
+        }))
+    }
+}
+
+impl ParsePayload for OffsetOctetStream {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(Self(Body::from_request(request, body).await?))
+    }
+}
+
+impl_apirequest_for_payload!(OffsetOctetStream);
 
 #[cfg(test)]
 mod tests {

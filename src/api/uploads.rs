@@ -10,15 +10,21 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use futures_util::TryStreamExt;
-use poem::{Body, Request};
+use poem::Request;
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Header, Path},
-    payload::Binary,
 };
 use serde_json::Value;
 
-use super::{ApiTags, body::drain_refused_body, client::Client, headers::sent_once, proof::Proof};
+use super::{
+    ApiTags,
+    body::drain_refused_body,
+    client::Client,
+    headers::sent_once,
+    proof::Proof,
+    tus::{OffsetOctetStream, TusResumable},
+};
 use crate::{
     auth::{Authorizer, Bound, bound::UploadRequest},
     domain::{OperationKind, ParcelMetadata},
@@ -224,7 +230,7 @@ impl UploadsApi {
         _upload_metadata: Header<Option<String>>,
         /// `1.0.0`: required (else 412, with `Tus-Version`).
         #[oai(name = "Tus-Resumable")]
-        _tus: Header<Option<String>>,
+        _tus: Header<TusResumable>,
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -284,7 +290,7 @@ impl UploadsApi {
         id: Path<String>,
         /// `1.0.0`: required (else 412, with `Tus-Version`).
         #[oai(name = "Tus-Resumable")]
-        _tus: Header<Option<String>>,
+        _tus: Header<TusResumable>,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -332,7 +338,7 @@ impl UploadsApi {
         &self,
         /// The upload id (from `Location`).
         id: Path<String>,
-        body: Binary<Body>,
+        body: OffsetOctetStream,
         /// Where this body starts in the upload.
         #[oai(name = "Upload-Offset")]
         offset: Header<Option<String>>,
@@ -341,7 +347,7 @@ impl UploadsApi {
         sequence: Header<Option<String>>,
         /// `1.0.0`: required (else 412, with `Tus-Version`).
         #[oai(name = "Tus-Resumable")]
-        _tus: Header<Option<String>>,
+        _tus: Header<TusResumable>,
         request: &Request,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
@@ -404,7 +410,7 @@ impl UploadsApi {
         id: Path<String>,
         /// `1.0.0`: required (else 412, with `Tus-Version`).
         #[oai(name = "Tus-Resumable")]
-        _tus: Header<Option<String>>,
+        _tus: Header<TusResumable>,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
