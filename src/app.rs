@@ -284,7 +284,14 @@ pub fn endpoint(
             let routes = routes.clone();
             move |endpoint, request| {
                 let routes = routes.clone();
-                async move { Ok(crate::error::json_errors(endpoint, request, &routes).await) }
+                // tus's rules outside the JSON errors: every tus answer,
+                // a JSON error included, carries Tus-Resumable.
+                async move {
+                    let served = crate::api::tus::tus_protocol(request, |request| {
+                        Box::pin(crate::error::json_errors(endpoint, request, &routes))
+                    });
+                    Ok(served.await)
+                }
             }
         })
         .around({

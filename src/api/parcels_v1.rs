@@ -293,7 +293,9 @@ impl ParcelsV1Api {
 
     /// Remove a parcel
     ///
-    /// Deletes a parcel of the caller, with a remove token.
+    /// Deletes a parcel of the caller, with a remove token, under the
+    /// parcel's write lock (as a commit holds it): the owner checked is the
+    /// owner deleted. 409 `upload_in_progress` when the lock stays held.
     #[oai(
         path = "/api/v1/parcels/:id",
         method = "delete",

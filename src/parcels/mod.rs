@@ -492,14 +492,24 @@ impl Parcels {
         .await?
     }
 
+    /// Removes `id` if `caller` owns it, under the parcel's write lock: the
+    /// owner checked is the owner deleted. (Without it, two removes that
+    /// both checked the owner could straddle another account's commit of
+    /// the same content, and the second would delete that parcel.)
     async fn remove_as(&self, caller: &Address, id: &ParcelId) -> Result<(), Error> {
-        let parcel = self.inspect(id).await?;
-        if parcel.owner != *caller {
-            return Err(Error::Forbidden(format!(
-                "only the owner may remove parcel {id}"
-            )));
+        let lock = self.lock_for_commit(id).await?;
+        let removed = async {
+            let parcel = self.inspect(id).await?;
+            if parcel.owner != *caller {
+                return Err(Error::Forbidden(format!(
+                    "only the owner may remove parcel {id}"
+                )));
+            }
+            Ok(self.store.delete(id).await?)
         }
-        self.store.delete(id).await?;
+        .await;
+        upload::unlock(lock).await;
+        removed?;
         if let Some(chain) = &self.chain {
             chain.forget_parcel(id);
         }

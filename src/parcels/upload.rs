@@ -142,7 +142,7 @@ where
             if chunk.is_empty() {
                 continue;
             }
-            self.received += chunk.len() as u64;
+            self.received = self.received.saturating_add(chunk.len() as u64);
             crate::metrics::bytes_received(chunk.len() as u64);
             if self.received > self.max {
                 return Err(too_large(self.received, self.max));
@@ -421,7 +421,7 @@ impl Parcels {
             }
             // Nothing may follow the declared length.
             if incoming.next(1).await?.is_some() {
-                return Err(too_large(length + 1, length));
+                return Err(too_large(length.saturating_add(1), length));
             }
             incoming.check(&parcel.id.content_hash())
         }

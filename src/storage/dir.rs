@@ -292,7 +292,7 @@ impl ParcelStore for DirStore {
                     return Ok(None);
                 };
                 let (first, length) = match range {
-                    Some((first, last)) => (first, last.saturating_sub(first) + 1),
+                    Some((first, last)) => (first, last.saturating_sub(first).saturating_add(1)),
                     None => (0, parcel.size),
                 };
                 file.seek(SeekFrom::Start(body_start + first))?;

@@ -327,9 +327,10 @@ async fn backend_calls_are_counted_once_each_by_backend_and_outcome() {
         assert_eq!(answer.status(), StatusCode::NO_CONTENT);
     })
     .await;
-    // A remove: the claim of its token, its settlement and the
-    // outstanding count in Redis; the object's HEAD and DELETE in S3.
-    assert_eq!(remove, per(3.0, 2.0), "a remove");
+    // A remove: the claim of its token, the parcel's write lock taken and
+    // let go, its settlement and the outstanding count in Redis; the
+    // object's HEAD and DELETE in S3.
+    assert_eq!(remove, per(5.0, 2.0), "a remove");
 
     let text = scrape(&app).await;
     for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {

@@ -231,7 +231,10 @@ fn captured(proof: &Proof, path: &str, request: TusRequest) -> Proof {
 
 /// A request with captured headers, as they are.
 async fn replayed(app: &TestApp, method: reqwest::Method, path: &str, headers: &Proof) -> Response {
-    let request = app.http.request(method, format!("{}{path}", app.base));
+    let request = app
+        .http
+        .request(method, format!("{}{path}", app.base))
+        .header("Tus-Resumable", "1.0.0");
     headers.apply(request).send().await.unwrap()
 }
 

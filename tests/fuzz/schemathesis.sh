@@ -79,6 +79,8 @@ mkdir -p "$report_dir"
 status=0
 (
     cd "$work"
+    # hooks.py: the tus PATCH body's media type, sent as raw bytes.
+    PYTHONPATH=$(dirname "$config") SCHEMATHESIS_HOOKS=hooks \
     timeout --signal=INT --kill-after=15 "$budget_secs" \
         "$venv/bin/schemathesis" --config-file "$config" run "$AMO_ENDPOINT/api/openapi.json" \
         --url "$AMO_ENDPOINT" \
