@@ -302,7 +302,7 @@ async fn a_wrong_redis_password_never_shows_in_logs_answers_or_debug_output() {
         .post(format!("{}/api/v2/auth", service.base))
         .json(&serde_json::json!({
             "user": Account::new().address,
-            "operation": {"name": "download"},
+            "operation": "download",
         }))
         .send()
         .await

@@ -87,6 +87,15 @@ impl ParcelStore for GatedDeletes {
     async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError> {
         self.inner.abort_upload(upload).await
     }
+    async fn last_activity(
+        &self,
+        upload: &StaleUpload,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        self.inner.last_activity(upload).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
     async fn staged_start(
         &self,
         upload: &str,
