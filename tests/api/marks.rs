@@ -33,7 +33,7 @@ async fn forget_use(app: &TestApp, token: &str) {
 async fn second_upload(app: &TestApp) -> (reqwest::Response, bool) {
     let owner = Account::new();
     let token = app
-        .token(&owner.address, json!({ "name": "upload" }))
+        .token(&owner.address, json!("upload"))
         .await;
     let (first, second) = (random_body(300), random_body(300));
     let response = app

@@ -308,7 +308,7 @@ class Workload:
         account = random.choice(self.accounts)
         status, parsed, text, _ = call(
             f"{random.choice(self.replicas)}/api/v1/auth",
-            {"user": account.address, "operation": {"name": "upload"}},
+            {"user": account.address, "operation": "upload"},
         )
         if status != 200:
             with self.lock:

@@ -47,3 +47,4 @@ mod connections;
 mod redis_down;
 mod slow_clients;
 mod stalled_backends;
+mod tus_commit;
