@@ -11,7 +11,10 @@ its access lines). Settings come from the environment (deploy/local/up.sh's
 env file): the S3 endpoint, bucket and key file; Redis is started here, on
 a free port, so that nothing else counts in its statistics. Each kind runs
 N times (default 200) one after another; the figures are per operation.
-Prints a markdown table, then the Redis bytes of each key kind.
+Prints a markdown table, then the Redis bytes of each key kind: of the keys
+the runs leave, and of those that live only while a request works (a
+commit's write lock, a claimed token), caught live through keyspace
+notifications.
 """
 
 import hashlib
@@ -23,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,6 +85,42 @@ class Redis:
             if match:
                 counts[match.group(1)] = int(match.group(2))
         return counts
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
+class LeaseWatch:
+    """Keys that live only while a request works (a commit's write lock, a
+    claimed token, a live multipart mark), caught as the service sets them:
+    Redis's keyspace notifications name each key set, and `MEMORY USAGE`
+    measures it at once, before the request deletes it. Keeps the first
+    sample of each kind."""
+
+    KINDS = (("amo:lock:", "amo:lock:{…} (write lock, during a commit)"),
+             ("amo:multipart:", "amo:multipart:{…} (live multipart mark)"),
+             ("amo:upload-lock:", "amo:upload-lock:{…} (during a PATCH)"))
+
+    def __init__(self, redis):
+        self.redis, self.samples = redis, {}
+        redis.cli("CONFIG", "SET", "notify-keyspace-events", "E$")
+        self.process = subprocess.Popen(
+            ["redis-cli", "-p", str(redis.port), "--csv", "SUBSCRIBE", "__keyevent@0__:set"],
+            stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self):
+        for line in self.process.stdout:
+            key = line.strip().rsplit(",", 1)[-1].strip('"')
+            kind = next((name for prefix, name in self.KINDS if key.startswith(prefix)), None)
+            if key.startswith("amo:token:") and self.redis.cli("GET", key).startswith("claimed:"):
+                kind = "amo:token:{…} (claimed by a request)"
+            if kind and kind not in self.samples:
+                size = self.redis.cli("MEMORY", "USAGE", key).strip()
+                if size.isdigit():
+                    self.samples[kind] = size
 
     def stop(self):
         self.process.terminate()
@@ -171,6 +211,7 @@ def main():
     work = tempfile.mkdtemp(prefix="amo-capacity-")
     prefix = f"capacity-{uuid.uuid4().hex[:12]}/"
     redis = Redis(work)
+    leases = None
     service = Service(binary, redis.port, prefix, work)
     log = RgwLog(rgw_log, prefix)
     base = service.base
@@ -356,7 +397,20 @@ def main():
             samples["amo:token:{…} (issued)"] = key
         for kind, key in sorted(samples.items()):
             print(f"| `{kind}` | {redis.cli('MEMORY', 'USAGE', key).strip()} |")
+        # Keys that live only while a request works, caught live: after the
+        # counted runs, as the watch's own commands would count in them.
+        leases = LeaseWatch(redis)
+        stock["tus"] = []
+        for i in range(5):
+            upload_v2(i, bodies(i))
+            tus_create(i, bodies(i))
+            tus_patch("first")(i, None)
+            tus_patch("second")(i, None)
+        for kind, size in sorted(leases.samples.items()):
+            print(f"| `{kind}`, caught live | {size} |")
     finally:
+        if leases:
+            leases.stop()
         service.stop()
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)

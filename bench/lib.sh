@@ -51,17 +51,24 @@ bench_build_service() {
   [ -x "$BENCH_BIN" ] || bench_die "no service binary at $BENCH_BIN"
 }
 
+# Builds benches/NAME.rs; prints its executable's path.
+bench_build_bench() {
+  local name=$1 path
+  path=$(cd "$BENCH_ROOT" && cargo bench -q --bench "$name" --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$name")
+  [ -x "$path" ] || bench_die "could not build benches/$name.rs"
+  echo "$path"
+}
+
 # Builds the service binary (bench_build_service) and the load generator
 # (benches/load.rs); sets BENCH_BIN and BENCH_LOAD to their executables.
 bench_build() {
   bench_build_service
-  BENCH_LOAD=$(cd "$BENCH_ROOT" && cargo bench -q --bench load --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "load":
-        print(m["executable"])')
-  [ -x "$BENCH_LOAD" ] || bench_die "could not build benches/load.rs"
+  BENCH_LOAD=$(bench_build_bench load)
 }
 
 # bench_proof BASE_URL OPERATION_JSON FILE: a token for OPERATION_JSON from

@@ -18,6 +18,10 @@
 # one parcel of that size (upload + download, each round) and for 8
 # concurrent uploads of AMO_BENCH_CONCURRENT_MIB (128) MiB each.
 #
+# AMO_BENCH_BASE_BIN: another build of the service (e.g. main's, before a
+# change) run as a fourth path, "baseline", in the same rotation, so that a
+# change is compared with what it replaces in one run (issue 30).
+#
 # Targets (issue 12): upload >= 0.95 x nginx and >= 0.75 x direct; download
 # >= 0.9 x direct; RSS growth <= 16 MiB (one 1 GiB parcel) and <= 48 MiB
 # (8 x 128 MiB). It prints MET/MISSED for each and exits 0 either way; 1 on
@@ -53,6 +57,8 @@ bench_backends
 # AMO_BENCH_RGW_PID (its pid, for CPU) and AMO_BENCH_RGW_LOG (its log).
 export AMO_S3_ENDPOINT=${AMO_BENCH_S3_ENDPOINT:-$AMO_S3_ENDPOINT}
 bench_build_service
+# The upload CPU floor's hash: a plain SHA-256 pass with the service's sha2.
+SHA_PASS=$(bench_build_bench sha256_pass)
 python3 -c 'import cryptography' 2>/dev/null || bench_die "python3-cryptography is missing (apt-get install python3-cryptography)"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -79,6 +85,14 @@ done
 # The service.
 bench_start_replica
 SVC=$REPLICA_ADDR SVC_PID=$REPLICA_PID
+MAIN_SVC=$SVC MAIN_PID=$SVC_PID
+PATHS=(service direct nginx)
+if [ -n "${AMO_BENCH_BASE_BIN:-}" ]; then
+  [ -x "$AMO_BENCH_BASE_BIN" ] || bench_die "no baseline binary at $AMO_BENCH_BASE_BIN"
+  BENCH_BIN=$AMO_BENCH_BASE_BIN bench_start_replica
+  BASE_SVC=$REPLICA_ADDR BASE_PID=$REPLICA_PID
+  PATHS+=(baseline)
+fi
 
 # nginx: pass-through to RGW, no buffering either way, loopback only.
 NGINX_PREFIX=$BENCH_WORK/nginx-pass
@@ -199,12 +213,13 @@ check() {
 # proof OPERATION_JSON FILE: a signed v2 token's headers, as a curl config.
 proof() { bench_proof "http://$SVC" "$1" "$2"; }
 
-UP_S=() DOWN_S=() UP_D=() DOWN_D=() UP_N=() DOWN_N=() RSS_LARGE=() RSS_UP=() RSS_DOWN=() SAMPLES=()
+UP_S=() DOWN_S=() UP_D=() DOWN_D=() UP_N=() DOWN_N=() UP_B=() DOWN_B=() RSS_LARGE=() RSS_UP=() RSS_DOWN=() SAMPLES=()
 CPU_ROWS=() # "path|direction|service nginx rgw osd curl (s/GiB)"
 
-# One upload + download of FILE through the service; removes it after.
+# One upload + download of FILE through the service at SVC (pid SVC_PID),
+# as path LABEL (service, or baseline); removes it after.
 run_service() {
-  local round=$1 out code time idle
+  local round=$1 label=$2 out code time idle up down
   proof "{\"name\":\"upload\",\"hash\":\"$HASH\"}" "$BENCH_WORK/up.cfg"
   idle=$(reset_peak)
   cpu_mark
@@ -212,9 +227,10 @@ run_service() {
     -X POST -T "$FILE" -o "$BENCH_WORK/up.json" -w '%{http_code} %{time_total}' "http://$SVC/api/v2/parcels")
   read -r code time <<<"$out"
   check "$code" 200 201 "service upload"
-  CPU_ROWS+=("service|upload|$(cpu_since) $(curl_cpu)")
-  UP_S+=("$(mib_s "$SIZE" "$time")")
-  RSS_UP+=("$(peak_growth "$idle")")
+  CPU_ROWS+=("$label|upload|$(cpu_since) $(curl_cpu)")
+  up=$(mib_s "$SIZE" "$time")
+  local rss_up
+  rss_up=$(peak_growth "$idle")
   local idle_down
   idle_down=$(reset_peak)
   local id
@@ -227,16 +243,22 @@ run_service() {
   read -r code time size <<<"$out"
   check "$code" 200 "service download"
   [ "$size" = "$SIZE" ] || bench_die "service download: $size bytes, not $SIZE"
-  CPU_ROWS+=("service|download|$(cpu_since) $(curl_cpu)")
-  DOWN_S+=("$(mib_s "$SIZE" "$time")")
-  RSS_DOWN+=("$(peak_growth "$idle_down")")
+  CPU_ROWS+=("$label|download|$(cpu_since) $(curl_cpu)")
+  down=$(mib_s "$SIZE" "$time")
+  local rss_down rss_large
+  rss_down=$(peak_growth "$idle_down")
   # Both peaks are measured from the same idle RSS of the upload's start.
-  RSS_LARGE+=("$(awk -v u="${RSS_UP[-1]}" -v d="$(peak_growth "$idle")" 'BEGIN { print (u > d ? u : d) }')")
+  rss_large=$(awk -v u="$rss_up" -v d="$(peak_growth "$idle")" 'BEGIN { print (u > d ? u : d) }')
   proof "{\"name\":\"remove\",\"id\":\"$id\"}" "$BENCH_WORK/rm.cfg"
   code=$("${CURL[@]}" -K "$BENCH_WORK/rm.cfg" -X DELETE -o /dev/null -w '%{http_code}' "http://$SVC/api/v2/parcels/$id")
   check "$code" 200 204 "service remove"
   rgw_gc
-  SAMPLES+=("round $round service: upload ${UP_S[-1]} MiB/s, download ${DOWN_S[-1]} MiB/s, peak RSS +${RSS_LARGE[-1]} MiB (upload +${RSS_UP[-1]}, download +${RSS_DOWN[-1]})")
+  if [ "$label" = service ]; then
+    UP_S+=("$up") DOWN_S+=("$down") RSS_UP+=("$rss_up") RSS_DOWN+=("$rss_down") RSS_LARGE+=("$rss_large")
+  else
+    UP_B+=("$up") DOWN_B+=("$down")
+  fi
+  SAMPLES+=("round $round $label: upload $up MiB/s, download $down MiB/s, peak RSS +$rss_large MiB (upload +$rss_up, download +$rss_down)")
 }
 
 # run_s3 NAME HOSTPORT: one signed PUT + GET of FILE at HOSTPORT; DELETE after.
@@ -265,6 +287,18 @@ run_s3() {
   rgw_gc
   if [ "$name" = direct ]; then UP_D+=("$up") DOWN_D+=("$down"); else UP_N+=("$up") DOWN_N+=("$down"); fi
   SAMPLES+=("round $round $name: upload $up MiB/s, download $down MiB/s")
+}
+
+# A plain SHA-256 pass over FILE (benches/sha256_pass.rs): its CPU-s per
+# GiB, user and user + system (the system part is reading the page cache).
+SHA_USER=() SHA_ALL=()
+run_sha() {
+  local digest user sys
+  digest=$(timed_curl "$SHA_PASS" "$FILE" | tr 'a-f' 'A-F')
+  [ "$digest" = "$HASH" ] || bench_die "sha256_pass answered $digest, not $HASH"
+  read -r user sys <"$CURL_CPU_FILE"
+  SHA_USER+=("$(awk -v u="$user" -v s="$SIZE" 'BEGIN { printf "%.2f", u / (s / 1073741824) }')")
+  SHA_ALL+=("$(awk -v u="$user" -v y="$sys" -v s="$SIZE" 'BEGIN { printf "%.2f", (u + y) / (s / 1073741824) }')")
 }
 
 # CONCURRENT uploads of CONCURRENT_MIB at once through the service.
@@ -308,18 +342,19 @@ check "$("${CURL[@]}" "${SIGV4[@]}" -X DELETE -o /dev/null -w '%{http_code}' \
   "http://$RGW_HOSTPORT/$AMO_S3_BUCKET/$RUN_ID/warm")" 204 "warm-up DELETE"
 cat "$FILE" "${SMALL[@]}" >/dev/null
 
-PATHS=(service direct nginx)
 for round in $(seq 1 "$ROUNDS"); do
-  for k in 0 1 2; do
-    path=${PATHS[$(((round - 1 + k) % 3))]}
+  for k in $(seq 0 $((${#PATHS[@]} - 1))); do
+    path=${PATHS[$(((round - 1 + k) % ${#PATHS[@]}))]}
     bench_log "round $round: $path"
     mem_guard
     case $path in
-      service) run_service "$round" ;;
+      service) run_service "$round" service ;;
+      baseline) SVC=$BASE_SVC SVC_PID=$BASE_PID run_service "$round" baseline ;;
       direct) run_s3 direct "$RGW_HOSTPORT" "$round" ;;
       nginx) run_s3 nginx "$NGINX" "$round" ;;
     esac
   done
+  run_sha
   mem_guard
   run_concurrent
 done
@@ -345,6 +380,9 @@ echo "|---|---|---|---|---|"
 echo "| (b) direct to RGW, one PUT / GET | $ud | $dd | ${UP_D[*]} | ${DOWN_D[*]} |"
 echo "| (c) nginx pass-through, buffering off | $un | $dn | ${UP_N[*]} | ${DOWN_N[*]} |"
 echo "| (a) the service, v2 | $us | $ds | ${UP_S[*]} | ${DOWN_S[*]} |"
+if [ "${#UP_B[@]}" -gt 0 ]; then
+  echo "| (a0) the baseline service (AMO_BENCH_BASE_BIN) | $(median "${UP_B[@]}") | $(median "${DOWN_B[@]}") | ${UP_B[*]} | ${DOWN_B[*]} |"
+fi
 echo
 up_nginx=$(ratio "$us" "$un") up_direct=$(ratio "$us" "$ud") down_direct=$(ratio "$ds" "$dd")
 echo "| ratio (medians) | value | target | |"
@@ -352,12 +390,16 @@ echo "|---|---|---|---|"
 echo "| service ÷ nginx, upload | $up_nginx | ≥ 0.95 | $(verdict "$up_nginx" '>=' 0.95) |"
 echo "| service ÷ direct, upload | $up_direct | ≥ 0.75 | $(verdict "$up_direct" '>=' 0.75) |"
 echo "| service ÷ direct, download | $down_direct | ≥ 0.90 | $(verdict "$down_direct" '>=' 0.90) |"
+echo "| service ÷ nginx, download | $(ratio "$ds" "$dn") | ≥ 0.90 | $(verdict "$(ratio "$ds" "$dn")" '>=' 0.90) |"
 echo "| nginx ÷ direct, upload / download | $(ratio "$un" "$ud") / $(ratio "$dn" "$dd") | | |"
+if [ "${#UP_B[@]}" -gt 0 ]; then
+  echo "| service ÷ baseline, upload / download | $(ratio "$us" "$(median "${UP_B[@]}")") / $(ratio "$ds" "$(median "${DOWN_B[@]}")") | | |"
+fi
 echo
 echo "CPU seconds per GiB moved, median of $ROUNDS (user + system, from /proc/PID/stat; curl from /usr/bin/time):"
 echo "| path | direction | service | nginx | radosgw | ceph-osd | curl | sum |"
 echo "|---|---|---|---|---|---|---|---|"
-for path in direct nginx service; do
+for path in direct nginx service ${UP_B[0]:+baseline}; do
   for dir in upload download; do
     line="| $path | $dir |" sum=0
     for field in service nginx rgw osd curl; do
@@ -375,3 +417,22 @@ echo "|---|---|---|---|---|"
 echo "| one $SIZE_MIB MiB parcel, upload + download | $rss_large | ${RSS_LARGE[*]} | ≤ 16 | $(verdict "$rss_large" '<=' 16) |"
 echo "| (its upload alone / its download alone) | $(printf '%s\n' "${RSS_UP[@]}" | sort -n | tail -1) / $(printf '%s\n' "${RSS_DOWN[@]}" | sort -n | tail -1) | ${RSS_UP[*]} / ${RSS_DOWN[*]} | | |"
 echo "| $CONCURRENT concurrent $CONCURRENT_MIB MiB uploads ($(median "${RATE_MANY[@]}") MiB/s together, median) | $rss_many | ${RSS_MANY[*]} | ≤ 48 | $(verdict "$rss_many" '<=' 48) |"
+# Upload CPU floor (issue 30): what a proxy's copies cost (nginx's own
+# CPU on its upload path) plus the SHA-256 the protocol requires (the
+# plain pass's user CPU; its system CPU is reading the file, which the
+# proxy's copies already count).
+cpu_median() { median $(printf '%s\n' "${CPU_ROWS[@]}" | awk -F'|' -v p="$1" -v d="$2" '$1 == p && $2 == d { print $3 }' | tr ' ' '\n' | awk -F= -v f="$3" '$1 == f { print $2 }'); }
+nginx_up=$(cpu_median nginx upload nginx) service_up=$(cpu_median service upload service)
+sha_user=$(median "${SHA_USER[@]}") sha_all=$(median "${SHA_ALL[@]}")
+floor=$(awk -v a="$nginx_up" -v b="$sha_user" 'BEGIN { printf "%.2f", a + b }')
+over_floor=$(ratio "$service_up" "$floor")
+echo
+echo "Upload CPU floor, CPU-s per GiB, medians of $ROUNDS:"
+echo "| nginx's upload | SHA-256 pass, user (user + system) | floor | the service's upload | service ÷ floor | target | |"
+echo "|---|---|---|---|---|---|---|"
+echo "| $nginx_up | $sha_user ($sha_all) | $floor | $service_up | $over_floor | ≤ 1.10 | $(verdict "$over_floor" '<=' 1.10) |"
+if [ "${#UP_B[@]}" -gt 0 ]; then
+  base_up=$(cpu_median baseline upload service)
+  echo "| (baseline) | | | $base_up | $(ratio "$base_up" "$floor") | | |"
+fi
+echo "(SHA-256 pass samples, user: ${SHA_USER[*]})"

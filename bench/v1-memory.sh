@@ -68,7 +68,7 @@ phase() {
 }
 
 for i in $(seq "$PARALLEL"); do
-  proof '{"name": "upload"}' "$BENCH_WORK/v1-up-$i.proof"
+  proof '"upload"' "$BENCH_WORK/v1-up-$i.proof"
   echo "curl -s -o $BENCH_WORK/v1-up-$i.out -w '%{http_code}\n' -K $BENCH_WORK/v1-up-$i.proof -H 'Content-Type: application/json' --data-binary @$BENCH_WORK/v1-$i.json $SVC/api/v1/parcels" >"$BENCH_WORK/v1-upload-$i.cmd"
   hash=$(sha256sum "$BENCH_WORK/v2-$i.bin" | cut -d' ' -f1)
   proof "{\"name\": \"upload\", \"hash\": \"$hash\"}" "$BENCH_WORK/v2-up-$i.proof"

@@ -4,7 +4,7 @@
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, middleware::CatchPanic};
-use poem_openapi::OpenApiService;
+use poem_openapi::{LicenseObject, OpenApiService, ServerObject};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -23,11 +23,11 @@ use crate::{
     chain::Chain,
     config::{Settings, StateBackend, StoreBackend},
     limits::RateLimiter,
-    parcels::{Limits, Parcels},
+    parcels::{Limits, Parcels, SweepTiming},
     routes::Routes,
     serve::ConnectionLimits,
     state::{MemoryState, RedisState, Shared},
-    storage::{DirStore, S3Keys, S3Store, Store},
+    storage::{BucketError, DirStore, S3Keys, S3Store, Store},
 };
 
 /// Where the spec is served.
@@ -54,7 +54,7 @@ impl Backends {
     /// uploads).
     pub fn from_settings(settings: &Settings) -> io::Result<Self> {
         let state: Shared = match &settings.state {
-            StateBackend::Redis(topology) => Arc::new(RedisState::new(topology.clone())),
+            StateBackend::Redis(config) => Arc::new(RedisState::new(config.clone())),
             StateBackend::Embedded => Arc::new(MemoryState::new()),
         };
         let mut s3_keys = None;
@@ -85,6 +85,25 @@ impl Backends {
             store,
             s3_keys,
         })
+    }
+}
+
+/// How long each S3 request of the start-up checks may take.
+pub const START_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What start-up checks of the store: an S3 bucket must exist (or is
+/// created, `AMO_S3_CREATE_BUCKET`), and should have its lifecycle rules
+/// (a warning otherwise). S3 that does not answer is logged, not an error,
+/// and delays the start by [`START_CHECK_TIMEOUT`] at most per request.
+pub async fn check_store_at_start(settings: &Settings) -> Result<(), BucketError> {
+    match &settings.store {
+        StoreBackend::S3(config) => {
+            S3Store::new(config)
+                .with_timeout(settings.s3_timeout.min(START_CHECK_TIMEOUT))
+                .check_bucket_at_start(settings.s3_create_bucket)
+                .await
+        }
+        StoreBackend::Directory(_) => Ok(()),
     }
 }
 
@@ -146,6 +165,7 @@ impl State {
             upload_idle: settings.upload_idle,
             max_open_uploads_per_account: settings.max_open_uploads_per_account,
             max_open_uploads_per_client: settings.max_open_uploads_per_client,
+            token_markers: settings.token_markers,
         };
         let chain = settings.chain.as_ref().map(|config| {
             let chain = Chain::new(config);
@@ -194,6 +214,13 @@ fn service(apis: Apis) -> OpenApiService<WithProof<Apis>, ()> {
          X-Auth-Token, X-Public-Key and X-Signature to upload, download or remove a \
          parcel. Every error answers JSON {\"error\", \"code\"}.",
     )
+    // Relative: the spec describes the host that serves it.
+    .server(ServerObject::new("/").description("the service that serves this spec"))
+    // Cargo.toml's `license`; OpenAPI 3.0 names a license by URL.
+    .license(
+        LicenseObject::new(env!("CARGO_PKG_LICENSE"))
+            .url("https://www.apache.org/licenses/LICENSE-2.0"),
+    )
 }
 
 /// The OpenAPI document the code describes, as pretty JSON. Contacts nothing.
@@ -212,7 +239,9 @@ pub fn openapi_spec() -> String {
         })),
         s3_keys: None,
     };
-    service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec()
+    crate::api::spec::finish(
+        &service(State::new(&Settings::offline(), &backends, Draining::default()).apis()).spec(),
+    )
 }
 
 /// The whole HTTP application for `settings` on `backends`.
@@ -223,11 +252,16 @@ pub fn endpoint(
 ) -> impl Endpoint + 'static {
     let state = State::new(settings, backends, draining);
     let service = service(state.apis());
-    let routes = Routes::from_spec(&service.spec());
+    let published = crate::api::spec::finish(&service.spec());
+    let routes = Routes::from_spec(&published);
     let policy = ClientPolicy {
         trust_forwarded_for: settings.limits.trust_forwarded_for,
     };
-    let spec = service.spec_endpoint();
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(published.clone())
+    });
     let docs = service.swagger_ui();
     Route::new()
         .nest("/", service)
@@ -251,7 +285,14 @@ pub fn endpoint(
             let routes = routes.clone();
             move |endpoint, request| {
                 let routes = routes.clone();
-                async move { Ok(crate::error::json_errors(endpoint, request, &routes).await) }
+                // tus's rules outside the JSON errors: every tus answer,
+                // a JSON error included, carries Tus-Resumable.
+                async move {
+                    let served = crate::api::tus::tus_protocol(request, |request| {
+                        Box::pin(crate::error::json_errors(endpoint, request, &routes))
+                    });
+                    Ok(served.await)
+                }
             }
         })
         .around({
@@ -312,6 +353,45 @@ impl App {
         })
     }
 
+    /// The start-up check of the shared state: logs what Redis says of its
+    /// eviction policy, persistence and replicas, and answers why the
+    /// service must not run on it, if it must not (a `maxmemory-policy`
+    /// other than `noeviction`, unless `AMO_REDIS_ALLOW_EVICTION`). A Redis
+    /// that cannot be reached now, or refuses `CONFIG`, is logged and not
+    /// refused: the service starts while Redis is down.
+    pub async fn check_state(&self) -> Result<(), String> {
+        let report = match self.backends.state.redis_report().await {
+            Ok(Some(report)) => report,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(
+                    err = %crate::error::with_sources(&err),
+                    "cannot check Redis at start (maxmemory-policy, persistence, replicas); \
+                     starting anyway: /status/backends checks it while the service runs"
+                );
+                return Ok(());
+            }
+        };
+        for node in &report.nodes {
+            tracing::info!("Redis {}", node.summary());
+            if let Some(refused) = &node.config_refused {
+                tracing::warn!(
+                    node = %node.node,
+                    %refused,
+                    "Redis refuses CONFIG (a managed service?): its maxmemory-policy cannot be \
+                     checked; it must be noeviction (docs/operations.md, What Redis must be)"
+                );
+            }
+            if let Some(risk) = node.restart_risk() {
+                tracing::warn!(node = %node.node, "{risk}");
+            }
+        }
+        match report.refusal() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
     /// The backends it serves from.
     pub fn backends(&self) -> &Backends {
         &self.backends
@@ -329,7 +409,10 @@ impl App {
         let draining = self.draining.clone();
         let janitor = tokio::spawn(sweep_periodically(
             self.backends.clone(),
-            self.settings.lease,
+            SweepTiming {
+                lease: self.settings.lease,
+                grace: self.settings.sweep_grace,
+            },
         ));
         let key_watch = match (&self.backends.s3_keys, &self.settings.store) {
             (Some(keys), StoreBackend::S3(config)) if keys.path().is_some() => Some(tokio::spawn(
@@ -383,34 +466,13 @@ impl App {
 /// hold.
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
 
-/// Aborts abandoned uploads every half `lease`, on every replica (aborting
-/// twice is harmless). Each pass counts in `amo_sweeps_total`; a failed one
-/// logs at warn and is tried again at the next tick.
-async fn sweep_periodically(backends: Backends, lease: std::time::Duration) {
-    let mut tick = tokio::time::interval(lease / 2);
+/// Runs a pass of the sweeper every half lease; of the replicas that share
+/// a store, the one that wins the sweeper lease sweeps
+/// ([`crate::parcels::sweep_pass`]).
+async fn sweep_periodically(backends: Backends, timing: SweepTiming) {
+    let mut tick = tokio::time::interval(timing.interval());
     loop {
         tick.tick().await;
-        let multipart =
-            crate::parcels::sweep_abandoned_uploads(&backends.store, &backends.state, lease).await;
-        swept("multipart", multipart.map_err(|err| err.to_string()));
-        let tails =
-            crate::parcels::sweep_expired_tails(&backends.store, &backends.state, lease).await;
-        swept("tails", tails.map_err(|err| err.to_string()));
-    }
-}
-
-/// Counts a pass of `sweep` (which swept that many), and logs a failed one.
-fn swept(sweep: &'static str, outcome: Result<usize, String>) {
-    match outcome {
-        Ok(swept) => {
-            crate::metrics::sweep(sweep, "ok");
-            if swept > 0 {
-                tracing::info!(sweep, swept, "swept");
-            }
-        }
-        Err(err) => {
-            crate::metrics::sweep(sweep, "failed");
-            tracing::warn!(sweep, %err, "a sweep pass failed; trying again at the next one");
-        }
+        crate::parcels::sweep_pass(&backends.store, &backends.state, timing).await;
     }
 }

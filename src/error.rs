@@ -173,9 +173,31 @@ pub enum Error {
     /// A body moved more slowly than the minimum transfer rate and was cut.
     #[error("{0}")]
     TooSlow(#[from] TooSlow),
+    /// A tus request without `Tus-Resumable: 1.0.0`, the only tus version
+    /// served (`sent`: what it sent instead, if anything).
+    #[error("{}", tus_version_message(.sent.as_deref()))]
+    TusVersion {
+        /// The `Tus-Resumable` sent, if any.
+        sent: Option<String>,
+    },
+    /// A request body of a `Content-Type` this operation does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A defect of this service. The detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
+}
+
+/// The message of [`Error::TusVersion`].
+fn tus_version_message(sent: Option<&str>) -> String {
+    match sent {
+        None => "a tus request needs Tus-Resumable: 1.0.0 (Tus-Version lists the versions served)"
+            .into(),
+        Some(sent) => format!(
+            "tus version {sent:?} is not served; send Tus-Resumable: 1.0.0 (Tus-Version lists \
+             the versions served)"
+        ),
+    }
 }
 
 /// How long a client should wait after a 503, in seconds.
@@ -353,9 +375,19 @@ pub enum ErrorResponse {
     #[oai(status = 422)]
     UnprocessableEntity(Json<ErrorBody>),
     /// The body's `Content-Type` is missing or not the one this operation
-    /// takes.
+    /// takes (a tus `PATCH`: `application/offset+octet-stream`).
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
+    /// A tus request (`/api/v2/uploads`, but for `OPTIONS`) without
+    /// `Tus-Resumable: 1.0.0`, the only tus version served (tus 1.0.0's
+    /// answer to an unsupported version).
+    #[oai(status = 412)]
+    PreconditionFailed(
+        Json<ErrorBody>,
+        /// The tus versions served: `1.0.0`.
+        #[oai(header = "Tus-Version")]
+        String,
+    ),
     /// The request body moved more slowly than the minimum transfer rate
     /// (`AMO_MIN_TRANSFER_BYTES_PER_SEC`) and was cut; nothing was stored
     /// and the token stays usable.
@@ -458,6 +490,13 @@ impl From<Error> for ErrorResponse {
             Error::ChainUnavailable { detail } => {
                 tracing::warn!(%detail, "blockchain node unavailable");
                 Self::BadGateway(ErrorBody::new(message, "chain_unavailable"))
+            }
+            Error::TusVersion { .. } => Self::PreconditionFailed(
+                ErrorBody::new(message, "tus_version"),
+                crate::api::uploads::TUS_VERSION.into(),
+            ),
+            Error::UnsupportedMediaType(_) => {
+                Self::UnsupportedMediaType(ErrorBody::new(message, "unsupported_media_type"))
             }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -46,6 +46,13 @@ enum Command {
 /// Measured by benches/streaming.rs: 1 GiB parcel 76 → 20 MiB, 8 concurrent
 /// 128 MiB uploads 253 → 143 MiB.
 ///
+/// Fixing the mmap threshold also fixes the trim threshold at its default,
+/// 128 KiB: every free that leaves more than that at the top of an arena
+/// gives it back to the kernel, and the next socket read faults it in again
+/// (page faults and page zeroing were ~10 % of a streamed upload's CPU).
+/// [`TRIM_THRESHOLD`] keeps that much: measured with `perf` and
+/// bench/streaming.sh (docs/performance.md, issue 30).
+///
 /// The crate's one `unsafe` (`unsafe_code` is denied in Cargo.toml): no safe
 /// crate wraps `mallopt`.
 #[allow(unsafe_code)]
@@ -56,8 +63,15 @@ fn keep_large_buffers_out_of_the_heap() {
     // other thread) exists, so no allocation races with the change.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
+
+/// What glibc keeps at the top of an arena rather than give back at once:
+/// a few of the reads a streamed body moves through (hyper reads up to
+/// ~400 KiB at a time).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: libc::c_int = 4 << 20;
 
 fn main() -> ExitCode {
     keep_large_buffers_out_of_the_heap();
@@ -94,6 +108,10 @@ async fn run() -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    if let Err(err) = app::check_store_at_start(&settings).await {
+        tracing::error!(%err, "amo-storage cannot start");
+        return ExitCode::from(1);
+    }
     let app = match app::App::bind(settings, &args.addr).await {
         Ok(app) => app,
         Err(err) => {
@@ -101,6 +119,10 @@ async fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(refusal) = app.check_state().await {
+        tracing::error!("refusing to start: {refusal}");
+        return ExitCode::from(2);
+    }
     tracing::info!(addr = %app.local_addr(), "amo-storage listening");
     let served = app.run_until(shutdown_signal()).await;
     // The requests cut at the drain timeout end their detached work (a

@@ -28,6 +28,8 @@ struct Metrics {
     limited: IntCounterVec,
     resumable: IntCounterVec,
     sweeps: IntCounterVec,
+    swept_uploads: IntCounterVec,
+    sweep_duration: HistogramVec,
     chain_probe: IntGaugeVec,
     connections_open: IntGauge,
     connections_by_state: IntGaugeVec,
@@ -42,6 +44,21 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
         .register(Box::new(gauge.clone()))
         .expect("registered once");
     gauge
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("a valid metric");
+    registry
+        .register(Box::new(histogram.clone()))
+        .expect("registered once");
+    histogram
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -62,21 +79,16 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
-    let latency = HistogramVec::new(
-        HistogramOpts::new(
-            "amo_http_request_duration_seconds",
-            "Time from request to response headers, by route and method.",
-        )
-        .buckets(vec![
+    let latency = histogram_vec(
+        &registry,
+        "amo_http_request_duration_seconds",
+        "Time from request to response headers, by route and method.",
+        &["route", "method"],
+        vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             60.0,
-        ]),
-        &["route", "method"],
-    )
-    .expect("a valid metric");
-    registry
-        .register(Box::new(latency.clone()))
-        .expect("registered once");
+        ],
+    );
     // Resident memory, CPU seconds, open and most file descriptors, threads
     // and start time, as process_*: read from /proc at each scrape.
     #[cfg(target_os = "linux")]
@@ -197,8 +209,25 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "amo_sweeps_total",
             "Passes of the sweeper, by sweep (multipart: abandoned multipart uploads; \
-             tails: the tails of expired resumable uploads) and outcome (ok, failed).",
+             tails: the tails of expired resumable uploads) and outcome (ok; failed: the \
+             listing, the sweeper lease or an upload failed; elsewhere: another replica \
+             holds the sweeper lease and swept).",
             &["sweep", "outcome"],
+        ),
+        swept_uploads: counter_vec(
+            &registry,
+            "amo_swept_uploads_total",
+            "Unfinished uploads a sweeper pass looked at, by sweep and result (swept: \
+             aborted, or its tails deleted; kept: live, or written to within the grace; \
+             failed: its check or its abort failed, tried again at the next pass).",
+            &["sweep", "result"],
+        ),
+        sweep_duration: histogram_vec(
+            &registry,
+            "amo_sweep_duration_seconds",
+            "Time one sweeper pass took, by sweep.",
+            &["sweep"],
+            vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0],
         ),
         resumable: counter_vec(
             &registry,
@@ -327,9 +356,24 @@ pub fn resumable(event: &'static str) {
 }
 
 /// Counts a pass of the sweeper `sweep` (`multipart`, `tails`) that ended
-/// `ok` or `failed`.
+/// `ok`, `failed`, or was left to another replica (`elsewhere`).
 pub fn sweep(sweep: &'static str, outcome: &'static str) {
     METRICS.sweeps.with_label_values(&[sweep, outcome]).inc();
+}
+
+/// Counts what a pass of the sweeper `sweep` did with the uploads it looked
+/// at (`swept`, `kept`, `failed`), and how long it took.
+pub fn swept(sweep: &'static str, counts: [(&'static str, u64); 3], took: Duration) {
+    for (result, count) in counts {
+        METRICS
+            .swept_uploads
+            .with_label_values(&[sweep, result])
+            .inc_by(count);
+    }
+    METRICS
+        .sweep_duration
+        .with_label_values(&[sweep])
+        .observe(took.as_secs_f64());
 }
 
 /// Counts a consumed token.

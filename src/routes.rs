@@ -11,6 +11,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use poem::{PathPattern, Response};
 
+use crate::api::proof::SECURITY_SCHEMES;
+
 /// The label of a request that matched no route.
 pub const UNMATCHED: &str = "other";
 
@@ -25,10 +27,13 @@ struct SpecPath {
     template: String,
     /// Its methods, as `Allow` lists them.
     methods: String,
-    /// Whether its `GET` takes a token (`X-Auth-Token`): a download, which
-    /// spends it.
+    /// Whether its `GET` takes a token (the `X-Auth-Token` security
+    /// scheme): a download, which spends it.
     get_takes_token: bool,
 }
+
+/// The security scheme of the token, in an operation's `security`.
+const TOKEN_SCHEME: &str = SECURITY_SCHEMES[0].0;
 
 /// The order methods are listed in `Allow`.
 const METHOD_ORDER: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -45,12 +50,12 @@ impl Routes {
                     .filter(|method| operations.get(method.to_ascii_lowercase()).is_some())
                     .collect();
                 let get_takes_token = operations
-                    .pointer("/get/parameters")
-                    .and_then(|parameters| parameters.as_array())
-                    .is_some_and(|parameters| {
-                        parameters
+                    .pointer("/get/security")
+                    .and_then(|security| security.as_array())
+                    .is_some_and(|requirements| {
+                        requirements
                             .iter()
-                            .any(|parameter| parameter["name"] == "X-Auth-Token")
+                            .any(|requirement| requirement.get(TOKEN_SCHEME).is_some())
                     });
                 paths.insert(
                     shape(template),
@@ -194,5 +199,27 @@ mod tests {
         );
         assert_eq!(routes.allowed(&answered_on("/b")), Some("POST"));
         assert_eq!(routes.allowed(&answered_on("/c")), None);
+    }
+
+    /// The published spec marks a route whose `GET` spends a token by the
+    /// token's security scheme, not by a parameter: `HEAD` is refused on
+    /// the downloads (v1 and v2) and only there.
+    #[test]
+    fn the_downloads_are_the_routes_whose_get_takes_a_token() {
+        let routes = Routes::from_spec(&crate::app::openapi_spec());
+        let id = "0".repeat(72);
+        for path in [
+            format!("/api/v2/parcels/{id}"),
+            format!("/api/v1/parcels/{id}"),
+        ] {
+            assert!(routes.head_would_spend_a_token(&path).is_some(), "{path}");
+        }
+        for path in [
+            format!("/api/v2/parcels/{id}/metadata"),
+            "/healthz".to_owned(),
+            "/api/v2/uploads/abc".to_owned(),
+        ] {
+            assert_eq!(routes.head_would_spend_a_token(&path), None, "{path}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Property tests of every parser of untrusted input: parcel ids, addresses
 //! and hashes, public keys and signatures in every encoding, operations, the
-//! `Range` header, parcel metadata and the one-time JWT.
+//! `Range` header, parcel metadata and the one-time JWT; and the checked
+//! sum of an offset and a declared length against an upload's length.
 //!
 //! Four kinds of property run here: no parser panics on any input (Unicode,
 //! control characters, lossy bytes), a valid value rendered then parsed gives
@@ -24,7 +25,7 @@ use amo_storage::{
     },
     domain::{
         Address, MetadataError, Operation, OperationKind, ParcelId, ParcelMetadata, RangeRequest,
-        Sha256Hex, StorageId,
+        Sha256Hex, StorageId, overrun,
     },
     error::Error,
 };
@@ -614,8 +615,9 @@ proptest! {
     #![proptest_config(cheap())]
 
     /// Both forms round-trip: a bare name is the unscoped operation, and an
-    /// object with its scope (any case), a null scope or none gives the
-    /// same kind and the upper-case scope.
+    /// object with its scope (any case) gives the same kind and the
+    /// upper-case scope. An object without its scope, or with a null one,
+    /// is refused: the bare name is the unscoped form.
     #[test]
     fn operations_round_trip_in_both_forms(
         kind in select(&KINDS[..]),
@@ -626,8 +628,14 @@ proptest! {
         let digits = hex::encode_upper(&bytes[..scope_digits(kind) / 2]);
         let (value, scope) = match form {
             0 => (json!(kind.name()), None),
-            1 => (json!({"name": kind.name()}), None),
-            2 => (json!({"name": kind.name(), scope_key(kind): null}), None),
+            1 | 2 => {
+                let value = match form {
+                    1 => json!({"name": kind.name()}),
+                    _ => json!({"name": kind.name(), scope_key(kind): null}),
+                };
+                prop_assert!(Operation::parse(&value).is_err(), "{}", value);
+                return Ok(());
+            }
             _ => (
                 json!({scope_key(kind): recase(&digits, mask), "name": kind.name()}),
                 Some(digits),
@@ -664,7 +672,7 @@ proptest! {
         let wrong_key = if key == "id" { "hash" } else { "id" };
         let value = json!({"name": kind.name(), wrong_key: junk.clone()});
         prop_assert!(Operation::parse(&value).is_err(), "{}", value);
-        if !junk.is_string() && !junk.is_null() {
+        if !junk.is_string() {
             let value = json!({"name": kind.name(), key: junk.clone()});
             prop_assert!(Operation::parse(&value).is_err(), "{}", value);
         }
@@ -1253,5 +1261,64 @@ proptest! {
             let token = raw_jwt(&hs256_header(), &claims, SECRET);
             prop_assert!(CODEC.verify(&token).is_err(), "{}", claims);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Offsets and lengths: checked sums
+// ---------------------------------------------------------------------------
+
+/// A byte count from the edges (0, 1, `u64::MAX`, near the wrap) or
+/// anywhere.
+fn byte_count() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1u64),
+        Just(u64::MAX),
+        Just(u64::MAX - 1),
+        Just(1u64 << 63),
+        (0u64..16).prop_map(|n| u64::MAX - n),
+        0u64..1 << 20,
+        any::<u64>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cheap())]
+
+    /// A body of `length` bytes at `offset` overruns a `total` by exactly
+    /// the bytes past it, as the integers (not the 64-bit wrap) say: never
+    /// 0 when the sum wraps past 2^64, never a panic.
+    #[test]
+    fn an_offset_and_a_length_overrun_by_the_true_sum(
+        offset in byte_count(),
+        length in byte_count(),
+        total in byte_count(),
+    ) {
+        let end = u128::from(offset) + u128::from(length);
+        let over = overrun(offset, length, total);
+        if end <= u128::from(total) {
+            prop_assert_eq!(over, 0);
+        } else {
+            prop_assert!(over > 0);
+            let exact = end - u128::from(total);
+            prop_assert_eq!(u128::from(over), exact.min(u128::from(u64::MAX)));
+        }
+    }
+
+    /// The wrap itself: from any offset within the total (1 or more), a
+    /// declared length that brings the sum to 2^64 or just past it, which
+    /// 64-bit addition would wrap to a small number that fits, overruns.
+    #[test]
+    fn a_length_that_wraps_the_sum_overruns(
+        total in 1u64..=u64::MAX,
+        offset_at in any::<Index>(),
+        past in 0u64..16,
+    ) {
+        let offset = 1 + offset_at.index(usize::try_from(total.min(1 << 40)).unwrap()) as u64;
+        // 2^64 - offset + past: the sum is 2^64 + past.
+        let length = (u64::MAX - offset + 1).saturating_add(past);
+        prop_assert!(offset.checked_add(length).is_none(), "the 64-bit sum wraps");
+        prop_assert!(overrun(offset, length, total) > 0, "{} + {} vs {}", offset, length, total);
     }
 }

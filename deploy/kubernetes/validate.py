@@ -13,7 +13,9 @@ usage: validate.py DIR [--rendered FILE --renderer NAME]
    Service's port, envFrom/secretKeyRef/secret volumes name objects (and
    keys) defined here, probe ports are container ports; the grace period
    is the preStop sleep + AMO_DRAIN_GRACE_SECS + AMO_DRAIN_TIMEOUT_SECS + a margin of 10 to 60 s;
-   the Deployment sets no `replicas` when an HPA owns it.
+   the Deployment sets no `replicas` when an HPA owns it; the Redis
+   password comes from a mounted Secret (AMO_REDIS_PASSWORD_FILE), never
+   from a ConfigMap's AMO_REDIS_URL.
 4. With --rendered: the renderer's output is validated like step 1.
 
 Prints one summary line on success; every problem, then exit 1, otherwise.
@@ -130,6 +132,55 @@ def setting(container, cms, variable):
         if e["name"] == variable and "value" in e:
             value = int(e["value"])
     return declared_default_int(variable) if value is None else value
+
+
+def text_setting(container, cms, variable):
+    """The text a container gets for `variable` (its env, else a ConfigMap
+    of its envFrom), and where it comes from; (None, None) when unset."""
+    value, source = None, None
+    for ef in container.get("envFrom", []):
+        name = (ef.get("configMapRef") or {}).get("name")
+        found = (cms.get(name) or {}).get("data", {}).get(variable)
+        if found is not None:
+            value, source = found, f"ConfigMap/{name}"
+    for e in container.get("env", []):
+        if e["name"] == variable:
+            value, source = e.get("value"), "env"
+            if "valueFrom" in e:
+                source = "valueFrom"
+    return value, source
+
+
+def redis_password_from_secret(where, pod, cms, secrets):
+    """The Redis password never sits in a ConfigMap or in the pod spec: no
+    password in AMO_REDIS_URL, and AMO_REDIS_PASSWORD_FILE names a file of
+    a mounted Secret volume that holds it (docs/operations.md, What Redis
+    must be)."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in pod["containers"]:
+        url, source = text_setting(c, cms, "AMO_REDIS_URL")
+        if url and re.search(r"://[^/@]*:[^/@]+@", url):
+            problem(where, f"AMO_REDIS_URL in {source} holds a password: mount it from a Secret "
+                           "and name the file in AMO_REDIS_PASSWORD_FILE")
+        path, source = text_setting(c, cms, "AMO_REDIS_PASSWORD_FILE")
+        if url and not path:
+            problem(where, "no AMO_REDIS_PASSWORD_FILE: the Redis password comes from a Secret")
+        if not path:
+            continue
+        found = False
+        for m in c.get("volumeMounts", []):
+            prefix = m["mountPath"].rstrip("/") + "/"
+            secret = (volumes.get(m["name"]) or {}).get("secret")
+            if not path.startswith(prefix) or not secret:
+                continue
+            file = path[len(prefix):]
+            items = secret.get("items")
+            keys = [i["key"] for i in items if i["path"] == file] if items else [file]
+            stored = secrets.get(secret["secretName"])
+            held = {**stored.get("stringData", {}), **stored.get("data", {})} if stored else {}
+            found = any(key in held for key in keys)
+        if not found:
+            problem(where, f"AMO_REDIS_PASSWORD_FILE={path} ({source}) is not a key of a mounted Secret volume")
 
 
 def known_variables(where, names):
@@ -302,6 +353,7 @@ def consistency(objs):
         least_egress(objs, pod_labels)
         drain_budget(f"Deployment/{name}", pod, cms)
         memory_budget(f"Deployment/{name}", pod, cms)
+        redis_password_from_secret(f"Deployment/{name}", pod, cms, secrets)
         if "replicas" in d["spec"] and any(
                 h["spec"]["scaleTargetRef"].get("name") == name for h in by_kind(objs, "HorizontalPodAutoscaler")):
             problem(f"Deployment/{name}", "sets replicas while an HPA owns the count: re-applying resets it")

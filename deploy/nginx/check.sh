@@ -21,16 +21,26 @@
 #     actual request's;
 #   - nginx's own errors (a header too large, no replica answering) are
 #     JSON with a code, like the service's.
-# With UPSTREAM arguments (HOST:PORT of running replicas; a dead one may be
-# among them to show failover), it also starts nginx on a free loopback port
-# in front of them, sends GET /healthz, /readyz and /api/openapi.json
-# through it, checks that X-Request-Id passes through (the client's own, or
-# one nginx generates) and is logged, then stops that nginx by its pid.
+# Then the live proxy: nginx on a free loopback port in front of real
+# replicas, GET /healthz, /readyz and /api/openapi.json through it, checking
+# that X-Request-Id passes through (the client's own, or one nginx
+# generates) and is logged; then that nginx is stopped by its pid. The
+# replicas are the UPSTREAM arguments (HOST:PORT of running replicas; a dead
+# one may be among them to show failover) or, without arguments, one
+# started here from AMO_SERVICE_BIN on the local Redis and Ceph RGW
+# ($AMO_LOCAL_DIR/env, deploy/local/up.sh) beside a dead port, stopped at
+# exit. With neither, the live proxy is not checked, and a SKIPPED line
+# says so (.ci/skip.sh; .ci/run's summary repeats it).
 # Prints one summary line on success; non-zero exit on any failure.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 BASE_DIR=${AMO_LOCAL_DIR:-/tmp/amo-local}
+# shellcheck source=../../.ci/skip.sh
+. "$HERE/../../.ci/skip.sh"
+# start_service/stop_service: a replica from AMO_SERVICE_BIN, for step 4.
+# shellcheck source=../../tests/lib/service.sh
+. "$HERE/../../tests/lib/service.sh"
 log() { echo "check.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -62,6 +72,7 @@ stop_nginx() {
 }
 cleanup() {
   stop_nginx
+  stop_service
   if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -263,12 +274,19 @@ done
 stop_nginx
 echo "check.sh: nginx's own 404, 414, 431, 502 and 504 answer JSON with a code and an X-Request-Id; a replica's own 404 passes through" >&2
 policy="replicas' own 502/503 not retried and not counted; DELETE, POST and PATCH not resent once sent, passed on when never delivered; 8 KiB metadata passes; CORS preflights pass through; nginx's own errors are JSON"
-if [ "$#" -eq 0 ]; then
+if [ "$#" -eq 0 ] && [ -z "${AMO_SERVICE_BIN:-}" ]; then
   echo "check.sh: OK: amo-storage.conf up to date; nginx -t passed ($(nginx -v 2>&1 | sed 's/.*: //')); $policy"
+  ci_skip "deploy/nginx/check.sh: the live proxy in front of real replicas (step 4):" \
+    "no UPSTREAM argument and no AMO_SERVICE_BIN"
   exit 0
 fi
 
-# 4. A live proxy in front of the given replicas.
+# 4. A live proxy in front of the given replicas, or of one started here
+# beside a dead port (nginx passes each GET on to the live one).
+if [ "$#" -eq 0 ]; then
+  start_service nginx-check/ >&2
+  upstreams=("127.0.0.1:$dead" "${AMO_ENDPOINT#http://}")
+fi
 render_and_test start "${upstreams[@]}"
 rid="check-$$-$RANDOM"
 for path in /healthz /readyz /api/openapi.json; do
@@ -276,6 +294,8 @@ for path in /healthz /readyz /api/openapi.json; do
     die "curl $base$path failed"
   [ "$code" = 200 ] || { cat "$work/body" >&2; die "GET $path through nginx answered $code"; }
   grep -qi "^x-request-id: $rid$path" "$work/headers" || die "GET $path: X-Request-Id not passed through"
+  n=$(grep -ci '^x-request-id:' "$work/headers" || true)
+  [ "$n" = 1 ] || die "GET $path: $n X-Request-Id headers in the answer, not 1"
   echo "check.sh: GET $path via nginx -> $code ($(wc -c <"$work/body") bytes, X-Request-Id $rid$path)" >&2
 done
 generated=$(curl -sS -o /dev/null -D - "$base/healthz" | tr -d '\r' | sed -n 's/^[Xx]-[Rr]equest-[Ii]d: //p')

@@ -13,7 +13,8 @@ pub struct AuthRequest {
     /// The operation: a bare name (`"upload"`, `"download"`, `"remove"`), or
     /// an object limiting the token: `{"name":"upload","hash":<SHA-256 hex of
     /// the body>}`, `{"name":"download","id":<parcel id>}`,
-    /// `{"name":"remove","id":<parcel id>}`. A v2 upload needs `hash`.
+    /// `{"name":"remove","id":<parcel id>}`; an object always carries its
+    /// `hash` or `id` (else 400). A v2 upload needs `hash`.
     pub operation: RequestedOperation,
 }
 

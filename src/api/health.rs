@@ -23,7 +23,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use super::ApiTags;
 use crate::{
     error::{ErrorBody, RETRY_AFTER_UNAVAILABLE, with_sources},
-    state::Shared,
+    state::{RedisNodeReport, Shared},
     storage::Store,
 };
 
@@ -43,6 +43,10 @@ pub enum LivenessResponse {
     /// The process serves requests.
     #[oai(status = 200)]
     Alive(Json<HealthStatus>),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Readiness answers.
@@ -60,15 +64,33 @@ pub enum ReadinessResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
+}
+
+/// `/status/backends` when the backends answer.
+#[derive(Debug, Clone, Object)]
+pub struct BackendsStatus {
+    /// Always `ok`.
+    pub status: String,
+    /// What each Redis primary says of its eviction policy, persistence and
+    /// replicas (one entry for a single server); absent for the embedded
+    /// state.
+    #[oai(skip_serializing_if_is_none)]
+    pub redis: Option<Vec<RedisNodeReport>>,
 }
 
 /// Backend check answers.
 #[derive(ApiResponse)]
 pub enum BackendsResponse {
-    /// Redis and S3 both answer.
+    /// Redis and S3 both answer, and Redis keeps its keys
+    /// (`maxmemory-policy` `noeviction`, or `AMO_REDIS_ALLOW_EVICTION`).
     #[oai(status = 200)]
-    Up(Json<HealthStatus>),
-    /// Redis or S3 does not answer; `error` says which, and why.
+    Up(Json<BackendsStatus>),
+    /// Redis or S3 does not answer, or Redis may evict keys; `error` says
+    /// which, and why.
     #[oai(status = 503)]
     Down(
         Json<ErrorBody>,
@@ -76,6 +98,10 @@ pub enum BackendsResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Set once the replica shuts down: from then on it is not ready.
@@ -136,7 +162,7 @@ impl HealthApi {
     /// Liveness
     ///
     /// Answers 200 while the process serves requests.
-    #[oai(path = "/healthz", method = "get")]
+    #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> LivenessResponse {
         LivenessResponse::Alive(ok())
     }
@@ -151,7 +177,7 @@ impl HealthApi {
     /// Redis and S3 are shared by every replica, and their outages are
     /// answered by the requests that need them (503 with `Retry-After`) and
     /// reported by `/status/backends` and the metrics.
-    #[oai(path = "/readyz", method = "get")]
+    #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> ReadinessResponse {
         if self.draining.is_draining() {
             return ReadinessResponse::NotReady(
@@ -168,18 +194,44 @@ impl HealthApi {
     /// Backend status
     ///
     /// Answers 200 when the shared state (Redis) answers PING and the parcel
-    /// store (the S3 bucket) answers, 503 with the reason otherwise. For
+    /// store (the S3 bucket) answers, 503 with the reason otherwise. With
+    /// Redis, the answer gives each primary's `maxmemory-policy`,
+    /// persistence (AOF, RDB snapshots) and connected replicas, and is 503
+    /// when a primary may evict keys (unless `AMO_REDIS_ALLOW_EVICTION`). For
     /// operators and monitoring; not a probe: every replica shares these
     /// backends, so a failure here must not take replicas out of rotation.
-    #[oai(path = "/status/backends", method = "get")]
+    #[oai(
+        path = "/status/backends",
+        method = "get",
+        operation_id = "backends_status"
+    )]
     async fn backends(&self) -> BackendsResponse {
-        let (state, store) = tokio::join!(
-            probe(self.state.kind(), self.state.ping()),
-            probe(self.store.kind(), self.store.check())
-        );
+        let kind = self.state.kind();
+        let state = async {
+            if let Some(problem) = probe(kind, self.state.ping()).await {
+                return (Some(problem), None);
+            }
+            match tokio::time::timeout(PROBE_TIMEOUT, self.state.redis_report()).await {
+                Ok(Ok(Some(report))) => (
+                    report.refusal().map(|refusal| format!("{kind}: {refusal}")),
+                    Some(report.nodes),
+                ),
+                Ok(Ok(None)) => (None, None),
+                Ok(Err(err)) => (Some(format!("{kind}: {}", with_sources(&err))), None),
+                Err(_) => (
+                    Some(format!("{kind}: no report within {PROBE_TIMEOUT:?}")),
+                    None,
+                ),
+            }
+        };
+        let ((state, redis), store) =
+            tokio::join!(state, probe(self.store.kind(), self.store.check()));
         let problems: Vec<String> = state.into_iter().chain(store).collect();
         if problems.is_empty() {
-            BackendsResponse::Up(ok())
+            BackendsResponse::Up(Json(BackendsStatus {
+                status: "ok".into(),
+                redis,
+            }))
         } else {
             BackendsResponse::Down(
                 ErrorBody::new(problems.join("; "), "unavailable"),

@@ -11,7 +11,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    ApiTags, ParcelIdBody, body::V1UploadBody, client::Client, proof::Proof, v1_answer::V1Answer,
+    ApiTags, ParcelIdBody,
+    body::V1UploadBody,
+    client::Client,
+    proof::{OptionalProof, Proof},
+    v1_answer::V1Answer,
 };
 use crate::{
     auth::Authorizer,
@@ -256,9 +260,10 @@ impl ParcelsV1Api {
         /// `metadata` or `owner` to inspect without a token.
         key: Query<Option<V1Key>>,
         client: Client,
-        /// The one-time JWT from `/auth`, for operation `download`.
+        /// The one-time JWT from `/auth`, for operation `download`; none
+        /// with `key`.
         #[oai(name = "X-Auth-Token")]
-        proof: Proof,
+        proof: OptionalProof,
     ) -> ApiResult<V1GetResponse> {
         let id = id.0;
         let answer = match key.0 {
@@ -288,7 +293,9 @@ impl ParcelsV1Api {
 
     /// Remove a parcel
     ///
-    /// Deletes a parcel of the caller, with a remove token.
+    /// Deletes a parcel of the caller, with a remove token, under the
+    /// parcel's write lock (as a commit holds it): the owner checked is the
+    /// owner deleted. 409 `upload_in_progress` when the lock stays held.
     #[oai(
         path = "/api/v1/parcels/:id",
         method = "delete",

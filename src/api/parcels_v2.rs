@@ -9,7 +9,10 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{ApiTags, ParcelIdBody, body::drain_refused_body, client::Client, proof::Proof};
+use super::{
+    ApiTags, ParcelIdBody, body::drain_refused_body, client::Client, headers::sent_once,
+    proof::Proof,
+};
 use crate::{
     auth::Authorizer,
     domain::{Address, OperationKind, ParcelId, ParcelMetadata},
@@ -132,7 +135,7 @@ impl ParcelsV2Api {
         /// Optional metadata: a JSON object in ASCII (other characters as
         /// `\u` escapes). Absent, the metadata is `{"owner": <user>}`.
         #[oai(name = "X-Parcel-Metadata")]
-        metadata: Header<Option<String>>,
+        _metadata: Header<Option<String>>,
         request: &Request,
         client: Client,
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
@@ -151,7 +154,7 @@ impl ParcelsV2Api {
             // token usable, as every refusal after the claim does. poem reads a
             // header value that is not visible ASCII as absent, so the raw
             // header is checked first: sent metadata is never dropped.
-            match offered_metadata(request, metadata.0.as_deref()) {
+            match offered_metadata(request) {
                 Ok(metadata) => Ok((slot, auth, metadata)),
                 Err(err) => {
                     auth.failed().await;
@@ -266,7 +269,9 @@ impl ParcelsV2Api {
 
     /// Remove a parcel
     ///
-    /// Deletes a parcel of the caller, with a remove token.
+    /// Deletes a parcel of the caller, with a remove token, under the
+    /// parcel's write lock (as a commit holds it): the owner checked is the
+    /// owner deleted. 409 `upload_in_progress` when the lock stays held.
     #[oai(
         path = "/api/v2/parcels/:id",
         method = "delete",
@@ -292,16 +297,10 @@ impl ParcelsV2Api {
 
 /// The metadata an upload offers in `X-Parcel-Metadata`, if any. A header
 /// sent twice, or not in ASCII, is refused rather than dropped.
-fn offered_metadata(request: &Request, parsed: Option<&str>) -> Result<Option<Value>, Error> {
-    let sent = request.headers().get_all("x-parcel-metadata");
-    if sent.iter().count() > 1 || sent.iter().any(|value| value.to_str().is_err()) {
-        return Err(Error::BadRequest(
-            "X-Parcel-Metadata must be sent once, as ASCII JSON (other characters as \\u \
-             escapes)"
-                .into(),
-        ));
-    }
-    parsed
+fn offered_metadata(request: &Request) -> Result<Option<Value>, Error> {
+    let refusal = "X-Parcel-Metadata must be sent once, as ASCII JSON (other characters as \\u \
+                   escapes)";
+    sent_once(request, "x-parcel-metadata", refusal)?
         .map(ParcelMetadata::parse_offered)
         .transpose()
         .map_err(Error::from)

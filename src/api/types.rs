@@ -164,8 +164,8 @@ impl Type for RequestedOperation {
                 "upload",
                 "hash",
                 Sha256Hex::string_schema(),
-                "An upload token, limited to a body with this SHA-256 when `hash` \
-                 is given. A v2 upload needs `hash`.",
+                "An upload token, limited to the body with this SHA-256 (the public \
+                 clients' form; v2 and resumable uploads need it).",
             )
         });
         registry.create_schema::<Self, _>("DownloadOperation".into(), |_| {
@@ -173,7 +173,7 @@ impl Type for RequestedOperation {
                 "download",
                 "id",
                 ParcelId::string_schema(),
-                "A download token, limited to this parcel when `id` is given.",
+                "A download token, limited to this parcel.",
             )
         });
         registry.create_schema::<Self, _>("RemoveOperation".into(), |_| {
@@ -181,7 +181,7 @@ impl Type for RequestedOperation {
                 "remove",
                 "id",
                 ParcelId::string_schema(),
-                "A remove token, limited to this parcel when `id` is given.",
+                "A remove token, limited to this parcel.",
             )
         });
     }
@@ -198,8 +198,8 @@ impl Type for RequestedOperation {
 }
 
 /// The schema of an operation object: `{"name": <name>, <scope>: <scope type>}`,
-/// `name` required and nothing else allowed; a `null` scope reads as absent,
-/// as from the clients that send it.
+/// both required (amolabs' storage protocol; the bare name is the unscoped
+/// form) and nothing else allowed.
 fn scoped_operation(
     name: &'static str,
     scope: &'static str,
@@ -216,15 +216,9 @@ fn scoped_operation(
                     ..MetaSchema::new("string")
                 })),
             ),
-            (
-                scope,
-                MetaSchemaRef::Inline(Box::new(MetaSchema {
-                    nullable: true,
-                    ..scope_schema
-                })),
-            ),
+            (scope, MetaSchemaRef::Inline(Box::new(scope_schema))),
         ],
-        required: vec!["name"],
+        required: vec!["name", scope],
         // No other field: poem-openapi cannot write `additionalProperties:
         // false`, so this is a schema no value satisfies (a string at least
         // one and at most zero characters long), which means the same.

@@ -10,19 +10,26 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use futures_util::TryStreamExt;
-use poem::{Body, Request};
+use poem::Request;
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Header, Path},
-    payload::Binary,
+    payload::Json,
 };
 use serde_json::Value;
 
-use super::{ApiTags, body::drain_refused_body, client::Client, proof::Proof};
+use super::{
+    ApiTags,
+    body::drain_refused_body,
+    client::Client,
+    headers::sent_once,
+    proof::Proof,
+    tus::{OffsetOctetStream, TusResumable},
+};
 use crate::{
     auth::{Authorizer, Bound, bound::UploadRequest},
     domain::{OperationKind, ParcelMetadata},
-    error::{ApiResult, Error},
+    error::{ApiResult, Error, ErrorBody},
     parcels::{Parcels, UploadStatus, valid_upload_id},
 };
 
@@ -52,6 +59,10 @@ pub enum TusOptionsResponse {
         #[oai(header = "Tus-Max-Size")]
         u64,
     ),
+    /// The request head is too large (`headers_too_large`): the HTTP layer
+    /// answers it before this operation runs, as on every route.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
 }
 
 /// Answers of a creation.
@@ -167,6 +178,9 @@ impl UploadsApi {
         proof: &Proof,
         request: UploadRequest,
     ) -> Result<(String, Bound), Error> {
+        // Check 1 of the order of checks comes first: without the proof
+        // headers, 401, whatever the path names.
+        proof.headers().present()?;
         let upload = upload_id(id)?;
         let bound = self
             .authorizer
@@ -216,24 +230,27 @@ impl UploadsApi {
         /// key `metadata` carries the base64 of the parcel's metadata JSON
         /// object, with the rules of `X-Parcel-Metadata`; other keys are
         /// ignored.
+        /// Sent at most once, in ASCII (else 400).
         #[oai(name = "Upload-Metadata")]
-        upload_metadata: Header<Option<String>>,
-        /// `1.0.0`.
+        _upload_metadata: Header<Option<String>>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
         #[oai(name = "Tus-Resumable")]
-        _tus: Header<Option<String>>,
+        _tus: Header<TusResumable>,
         /// The one-time JWT from `/auth`, for operation `upload` with `hash`.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
         client: Client,
+        request: &Request,
     ) -> ApiResult<TusCreateResponse> {
         let auth = self
             .authorizer
             .authorize(proof.headers(), OperationKind::Upload, None)
             .await?;
         let parsed = parse_length(length.0.as_deref()).and_then(|length| {
-            let metadata = upload_metadata
-                .0
-                .as_deref()
+            // The raw header: one sent twice or not in ASCII is refused,
+            // never dropped (poem's `Header` would read it as absent).
+            let refusal = "Upload-Metadata must be sent once, in ASCII (tus 1.0.0)";
+            let metadata = sent_once(request, "upload-metadata", refusal)?
                 .map(parse_upload_metadata)
                 .transpose()?
                 .flatten();
@@ -276,6 +293,9 @@ impl UploadsApi {
         &self,
         /// The upload id (from `Location`).
         id: Path<String>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<TusResumable>,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,
@@ -303,8 +323,10 @@ impl UploadsApi {
     /// signs `PATCH\n<upload id>\n<Upload-Offset>\n<X-Upload-Sequence>\n<token>`.
     /// The sequence is spent before any byte is read, so the same request
     /// is never served twice. A body past `Upload-Length` answers
-    /// 413. A body cut short keeps the parts it completed (and, within
-    /// its last part, what arrived): `HEAD` says how much. The
+    /// 413. A body cut short keeps the parts stored whole and, when it is
+    /// chunked or within the last part it declares, the bytes that arrived
+    /// past them: `HEAD` says how much. Another `Content-Type` answers 415
+    /// (nothing spent). The
     /// `PATCH` that reaches `Upload-Length` checks the SHA-256 and stores
     /// the parcel (`X-Parcel-Id`), using up the token; on a mismatch it
     /// answers 422 and everything staged is deleted. 423 `upload_locked`:
@@ -314,17 +336,23 @@ impl UploadsApi {
         method = "patch",
         operation_id = "tus_patch"
     )]
+    // Each header tus and the proof need is a parameter of its own, so
+    // that the spec names it.
+    #[allow(clippy::too_many_arguments)]
     async fn patch(
         &self,
         /// The upload id (from `Location`).
         id: Path<String>,
-        body: Binary<Body>,
+        body: OffsetOctetStream,
         /// Where this body starts in the upload.
         #[oai(name = "Upload-Offset")]
         offset: Header<Option<String>>,
         /// The upload's sequence, as `HEAD` or the last answer gave it.
         #[oai(name = "X-Upload-Sequence")]
         sequence: Header<Option<String>>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<TusResumable>,
         request: &Request,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
@@ -332,6 +360,7 @@ impl UploadsApi {
     ) -> ApiResult<TusPatchResponse> {
         let stream = Box::pin(body.0.into_bytes_stream().map_err(std::io::Error::other));
         let admitted = async {
+            proof.headers().present()?;
             upload_id(&id.0)?;
             let offset = number(
                 offset.0.as_deref(),
@@ -384,6 +413,9 @@ impl UploadsApi {
         &self,
         /// The upload id (from `Location`).
         id: Path<String>,
+        /// `1.0.0`: required (else 412, with `Tus-Version`).
+        #[oai(name = "Tus-Resumable")]
+        _tus: Header<TusResumable>,
         /// The JWT bound to this upload.
         #[oai(name = "X-Auth-Token")]
         proof: Proof,

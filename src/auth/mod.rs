@@ -10,6 +10,8 @@ pub mod jwt;
 pub mod proof;
 pub mod tokens;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::Value;
 
 use crate::{
@@ -36,12 +38,31 @@ pub struct ProofHeaders<'a> {
     pub signature: Option<&'a str>,
 }
 
+impl<'a> ProofHeaders<'a> {
+    /// Check 1 of the order of checks: the three headers, each present
+    /// (else 401 `missing_credentials`).
+    pub fn present(&self) -> Result<(&'a str, &'a str, &'a str), Error> {
+        match (self.token, self.public_key, self.signature) {
+            (Some(token), Some(key), Some(signature)) => Ok((token, key, signature)),
+            _ => Err(Error::unauthenticated(
+                "missing_credentials",
+                "this request needs the X-Auth-Token, X-Public-Key and X-Signature headers",
+            )),
+        }
+    }
+}
+
 /// A request whose token, key and signature passed every check, and whose
 /// token is now claimed by this request.
 pub struct Authorized {
     caller: Address,
     operation: Operation,
     claim: TokenClaim,
+    /// Set once the token's use is marked in the parcel store: the token
+    /// is spent, whatever happens next.
+    marked: AtomicBool,
+    /// This request's name in the token's use mark.
+    holder: String,
 }
 
 impl Authorized {
@@ -65,6 +86,17 @@ impl Authorized {
         self.claim.jti()
     }
 
+    /// What a commit of this request spends: the token, marked used by
+    /// this request alone, and its claim, which must still be held.
+    pub fn spend(&self) -> Spend<'_> {
+        Spend {
+            jti: self.claim.jti(),
+            holder: self.holder.clone(),
+            held: Some(self.claim.lease()),
+            marked: Some(&self.marked),
+        }
+    }
+
     /// Binds the token to the resumable upload `upload` for `lifetime`
     /// instead of consuming it: from now on it serves that upload only.
     pub async fn bind(self, upload: &str, lifetime: std::time::Duration) -> Result<(), Error> {
@@ -79,10 +111,33 @@ impl Authorized {
     /// Settles the token on `outcome`: consumed if the operation succeeded,
     /// or may have taken effect; released if it failed before anything
     /// became visible.
+    ///
+    /// Once the token's use is marked (docs/reliability.md, "Exactly once
+    /// across a failover") the token is spent whatever the outcome: a
+    /// store that failed after the mark answers `outcome_unknown`, which
+    /// tells the client to get a new token.
     pub async fn settle<T>(self, outcome: Result<T, Error>) -> Result<T, Error> {
+        if self.marked.load(Ordering::Acquire) {
+            self.succeeded().await;
+            return outcome.map_err(|err| match err {
+                Error::Unavailable {
+                    service: "parcel store",
+                    detail,
+                } => Error::OutcomeUnknown { detail },
+                other => other,
+            });
+        }
         match &outcome {
             Ok(_) => self.succeeded().await,
             Err(err) if err.may_have_taken_effect() => self.succeeded().await,
+            // Redis failed: its release would most likely wait for Redis's
+            // timeout too, and fail. It runs on, and the answer goes now.
+            Err(Error::Unavailable {
+                service: "token store",
+                ..
+            }) => {
+                tokio::spawn(self.failed());
+            }
             Err(_) => self.failed().await,
         }
         outcome
@@ -157,6 +212,8 @@ impl Authorizer {
             caller: user,
             operation,
             claim,
+            marked: AtomicBool::new(false),
+            holder: format!("request:{}", uuid::Uuid::new_v4()),
         })
     }
 
@@ -196,14 +253,7 @@ impl Authorizer {
         check_exp: bool,
         signed: impl FnOnce(&str) -> String,
     ) -> Result<(Address, jwt::TokenClaims, Operation), Error> {
-        let (Some(jwt), Some(key), Some(signature)) =
-            (headers.token, headers.public_key, headers.signature)
-        else {
-            return Err(Error::unauthenticated(
-                "missing_credentials",
-                "this request needs the X-Auth-Token, X-Public-Key and X-Signature headers",
-            ));
-        };
+        let (jwt, key, signature) = headers.present()?;
         let claims = if check_exp {
             self.codec.verify(jwt)?
         } else {
@@ -225,6 +275,45 @@ impl Authorizer {
             Error::unauthenticated("token_invalid", "the token's operation is malformed")
         })?;
         Ok((user, claims, operation))
+    }
+}
+
+/// What the commit of an operation spends: a token, in the strongly
+/// consistent mark of its use ([`crate::storage::ParcelStore::mark_token_used`]),
+/// and the lease that holds it, checked right before (fencing).
+pub struct Spend<'a> {
+    /// The token's `jti`.
+    pub jti: &'a str,
+    /// Who spends it: one request, or one resumable upload (whose
+    /// completion may be retried).
+    pub holder: String,
+    /// The lease on the token (its claim, or the resumable upload's lock)
+    /// that must still be held at the commit.
+    pub held: Option<&'a crate::state::Lease>,
+    /// Set once the mark is written.
+    pub marked: Option<&'a AtomicBool>,
+}
+
+impl Spend<'_> {
+    /// Notes that the token's use is marked.
+    pub fn mark(&self) {
+        self.note(true);
+    }
+
+    /// Notes that the mark is taken back: the token is not spent.
+    pub fn unmark(&self) {
+        self.note(false);
+    }
+
+    fn note(&self, marked: bool) {
+        if let Some(flag) = self.marked {
+            flag.store(marked, Ordering::Release);
+        }
+    }
+
+    /// Whether the token's use is marked by this spend.
+    pub fn is_marked(&self) -> bool {
+        self.marked.is_some_and(|flag| flag.load(Ordering::Acquire))
     }
 }
 

@@ -48,6 +48,14 @@ pub fn partition_of(client: ClientAddress) -> String {
     hex::encode(&digest[..8])
 }
 
+/// The answer to a token that is expired, unknown or used.
+pub fn token_used() -> Error {
+    Error::unauthenticated(
+        "token_used",
+        "the token is expired, unknown or already used; get a new token",
+    )
+}
+
 /// The shared token store.
 #[derive(Clone)]
 pub struct TokenStore {
@@ -152,10 +160,7 @@ impl TokenStore {
                 }),
             }),
             Err(TakeOutcome::Held) => Err(Error::TokenInUse),
-            Err(TakeOutcome::Absent) => Err(Error::unauthenticated(
-                "token_used",
-                "the token is expired, unknown or already used; get a new token",
-            )),
+            Err(TakeOutcome::Absent) => Err(token_used()),
         }
     }
 }
@@ -175,6 +180,11 @@ impl TokenClaim {
     /// The token's `jti`.
     pub fn jti(&self) -> &str {
         &self.jti
+    }
+
+    /// The claim's lease, for fencing before a commit.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// Binds the token to the resumable upload `upload` for `lifetime`: it

@@ -205,6 +205,40 @@ settings! {
     /// single server; a comma-separated list of node URLs, or
     /// `redis+cluster://host:port[,host:port…]`, for a Redis Cluster
     redis_url: Option<String> = None => "unset: embedded, in the process (one replica only)",
+    /// Redis behind Sentinel: the sentinels, `host:port` separated by
+    /// commas; the service asks them for the master of
+    /// `AMO_REDIS_SENTINEL_MASTER`, and again after a failover
+    /// ([Sentinel](operations.md#redis-behind-sentinel)). `AMO_REDIS_URL`,
+    /// if set, gives the scheme, user, password and database of the master
+    /// (its host is ignored)
+    redis_sentinels: Option<String> = None => "unset: no Sentinel",
+    /// the master name the sentinels watch (with `AMO_REDIS_SENTINELS`)
+    redis_sentinel_master: String = "mymaster",
+    /// gate each effect of a token (an upload's commit, a remove) by a
+    /// mark of its use written to the parcel store with `If-None-Match: *`
+    /// (`<AMO_S3_PREFIX>.tokens/<jti>`): a token that a Redis failover
+    /// brought back works at most once
+    /// ([exactly once](reliability.md#exactly-once-across-a-failover))
+    token_markers: bool = true,
+    /// the Redis ACL user (with `AMO_REDIS_PASSWORD_FILE`; overrides a user
+    /// in `AMO_REDIS_URL`)
+    redis_username: Option<String> = None => "none: the URL's, or `default`",
+    /// a file holding the Redis password (a mounted Secret; one trailing
+    /// newline is ignored, an empty file means none); overrides a password
+    /// in `AMO_REDIS_URL`, which would sit in the ConfigMap
+    redis_password_file: Option<PathBuf> = None => "none: the URL's, or no password",
+    /// CA certificates (PEM) that sign the Redis server's certificate, for
+    /// `rediss://` URLs
+    redis_ca_file: Option<PathBuf> = None => "none: the system's CA certificates",
+    /// a client certificate (PEM) for mutual TLS with Redis, with
+    /// `AMO_REDIS_CLIENT_KEY_FILE`
+    redis_client_cert_file: Option<PathBuf> = None => "none",
+    /// the client certificate's private key (PEM)
+    redis_client_key_file: Option<PathBuf> = None => "none",
+    /// start even when Redis's `maxmemory-policy` is not `noeviction` (an
+    /// evicted token record lets a used token work again; see
+    /// [What Redis must be](operations.md#what-redis-must-be))
+    redis_allow_eviction: bool = false,
     /// Ceph RGW / S3 endpoint URL
     s3_endpoint: Option<String> = None => "unset: the directory store under `AMO_DATA_DIR`",
     /// bucket
@@ -213,6 +247,10 @@ settings! {
     s3_region: String = "us-east-1",
     /// prefix of every object key
     s3_prefix: String = "",
+    /// create the bucket at start when it does not exist, with the
+    /// [lifecycle rules](operations.md#the-bucket-lifecycle-rules); `false`:
+    /// a missing bucket stops the start with an error
+    s3_create_bucket: bool = false,
     /// `key.json` with `access_key`, `secret_key` for S3 (see `key.json.example`)
     key_file: PathBuf = "key.json",
     /// how often the key file is read again: new valid keys are used for
@@ -342,6 +380,13 @@ settings! {
     /// write lock, the live mark of a multipart upload (renewed every third
     /// of it; a dead replica's leases lapse)
     lease_secs: u64 = 30u64,
+    /// an unfinished multipart upload whose live mark lapsed (its replica
+    /// died, or Redis lost the mark in a failover) is aborted by the sweep
+    /// only once S3 has seen no write to it (its start, its last part) for
+    /// this long: a writer still streaming keeps it. Keep it above the time
+    /// one part takes to arrive; clocks of the replicas and of S3 must
+    /// agree within it
+    sweep_grace_secs: u64 = 60 * 60u64 => "1 h",
     /// a request head (request line and all headers) must arrive within
     /// this of its first byte, and a new connection must send its first
     /// head within this of being accepted; else the connection is closed

@@ -23,7 +23,7 @@ use crate::{
     chain::{ChainConfig, UsageKey, redacted_text},
     cors::AllowedOrigins,
     domain::StorageId,
-    state::RedisTopology,
+    state::{RedisAccess, RedisAccessFiles, RedisConfig, RedisTopology, has_password},
     storage::{KeyFile, S3Config},
     transfer_rate::MinTransferRate,
 };
@@ -47,10 +47,10 @@ const MAX_CHAIN_TIMEOUT_MS: u64 = 60_000;
 pub struct ConfigError(String);
 
 /// Where the shared state (tokens, locks, limits) is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StateBackend {
     /// Redis or a Redis Cluster (`AMO_REDIS_URL` set): any number of replicas.
-    Redis(RedisTopology),
+    Redis(RedisConfig),
     /// In this process (`AMO_REDIS_URL` unset): one replica only.
     Embedded,
 }
@@ -90,6 +90,9 @@ pub struct Settings {
     /// How long a resumable upload lives without a `PATCH` that stores
     /// bytes (never past its lifetime).
     pub upload_idle: Duration,
+    /// Whether each effect of a token is gated by a mark of its use in the
+    /// parcel store.
+    pub token_markers: bool,
     /// Unfinished resumable uploads one account may hold (0: no cap).
     pub max_open_uploads_per_account: u64,
     /// Unfinished resumable uploads one client may hold (0: no cap).
@@ -130,6 +133,12 @@ pub struct Settings {
     /// live multipart upload) lives unless its holder renews it; holders
     /// renew every third of it. A replica that dies lets its leases lapse.
     pub lease: Duration,
+    /// How long S3 must have seen no write to an unfinished multipart
+    /// upload whose live mark lapsed before the sweep aborts it.
+    pub sweep_grace: Duration,
+    /// Whether a missing bucket is created at start (else it stops the
+    /// start).
+    pub s3_create_bucket: bool,
     /// How this replica treats client connections: header read timeout,
     /// idle timeout, and the cap on open connections.
     pub connections: Connections,
@@ -240,7 +249,18 @@ impl Settings {
         raw.overlay(&env)?;
         let (values, retired) = raw.resolve();
         warnings.extend(retired);
-        Ok((values.check()?, warnings))
+        let settings = values.check()?;
+        if let StateBackend::Redis(redis) = &settings.state
+            && redis.topology.urls().iter().any(|url| has_password(url))
+        {
+            warnings.push(
+                "AMO_REDIS_URL holds a password, which then sits wherever the URL does (a \
+                 ConfigMap, a process listing): put it in a file, AMO_REDIS_PASSWORD_FILE \
+                 (a mounted Secret)"
+                    .into(),
+            );
+        }
+        Ok((settings, warnings))
     }
 }
 
@@ -324,12 +344,17 @@ impl Values {
     /// Checks every value and shapes the settings; reads the S3 key file.
     fn check(self) -> Result<Settings, ConfigError> {
         let limits = abuse_limits(&self);
-        let state = match self.redis_url.filter(|url| !url.trim().is_empty()) {
-            Some(url) => StateBackend::Redis(
-                RedisTopology::parse(&url)
-                    .map_err(|err| ConfigError(format!("AMO_REDIS_URL: {err}")))?,
-            ),
-            None => StateBackend::Embedded,
+        let redis_url = self
+            .redis_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty());
+        let sentinels = self
+            .redis_sentinels
+            .as_deref()
+            .filter(|list| !list.trim().is_empty());
+        let state = match (sentinels, redis_url) {
+            (None, None) => StateBackend::Embedded,
+            (sentinels, url) => StateBackend::Redis(redis_config(&self, sentinels, url)?),
         };
         let store = match self.s3_endpoint.filter(|url| !url.trim().is_empty()) {
             Some(endpoint) => {
@@ -438,6 +463,7 @@ impl Values {
             upload_idle: positive_secs("AMO_UPLOAD_IDLE_SECS", self.upload_idle_secs)?,
             max_open_uploads_per_account: self.max_open_uploads_per_account,
             max_open_uploads_per_client: self.max_open_uploads_per_client,
+            token_markers: self.token_markers,
             v1_max_data_bytes: self.v1_max_data_bytes,
             metadata_max_bytes: self.metadata_max_bytes,
             max_parcel_bytes: self.max_parcel_bytes,
@@ -455,6 +481,8 @@ impl Values {
             )?,
             body_deadline: positive_secs("AMO_BODY_DEADLINE_SECS", self.body_deadline_secs)?,
             lease: positive_secs("AMO_LEASE_SECS", self.lease_secs)?,
+            sweep_grace: positive_secs("AMO_SWEEP_GRACE_SECS", self.sweep_grace_secs)?,
+            s3_create_bucket: self.s3_create_bucket,
             connections,
             cors: AllowedOrigins::parse(&self.cors_allowed_origins)
                 .map_err(|problem| ConfigError(format!("AMO_CORS_ALLOWED_ORIGINS: {problem}")))?,
@@ -470,6 +498,39 @@ impl Values {
             },
         })
     }
+}
+
+/// The Redis of `url` with the access settings of `values`: the password
+/// and certificates are read from their files now.
+fn redis_config(
+    values: &Values,
+    sentinels: Option<&str>,
+    url: Option<&str>,
+) -> Result<RedisConfig, ConfigError> {
+    let topology = match (sentinels, url) {
+        (Some(sentinels), url) => {
+            RedisTopology::sentinel(sentinels, &values.redis_sentinel_master, url)
+                .map_err(|err| ConfigError(format!("AMO_REDIS_SENTINELS: {err}")))?
+        }
+        (None, url) => RedisTopology::parse(url.unwrap_or_default())
+            .map_err(|err| ConfigError(format!("AMO_REDIS_URL: {err}")))?,
+    };
+    let access = RedisAccess::read(
+        &RedisAccessFiles {
+            username: values.redis_username.as_deref(),
+            password_file: values.redis_password_file.as_deref(),
+            ca_file: values.redis_ca_file.as_deref(),
+            client_cert_file: values.redis_client_cert_file.as_deref(),
+            client_key_file: values.redis_client_key_file.as_deref(),
+        },
+        topology.is_tls(),
+    )
+    .map_err(ConfigError)?;
+    Ok(RedisConfig {
+        topology,
+        access,
+        allow_eviction: values.redis_allow_eviction,
+    })
 }
 
 /// A duration in whole seconds that must be at least 1.
@@ -612,7 +673,7 @@ mod tests {
         };
         let (settings, warnings) = only(&[("AMO_DATA_DIR", "/srv/amo")]).unwrap();
         assert!(warnings.is_empty());
-        assert_eq!(settings.state, StateBackend::Embedded);
+        assert!(matches!(settings.state, StateBackend::Embedded));
         assert!(
             matches!(&settings.store, StoreBackend::Directory(dir) if dir == Path::new("/srv/amo"))
         );
@@ -634,7 +695,8 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cluster.state,
-            StateBackend::Redis(RedisTopology::Cluster(nodes)) if nodes.len() == 2
+            StateBackend::Redis(RedisConfig { topology: RedisTopology::Cluster(nodes), .. })
+                if nodes.len() == 2
         ));
     }
 
@@ -650,10 +712,11 @@ mod tests {
         assert_eq!(settings.token_ttl, Duration::from_secs(300));
         assert_eq!(settings.jwt_issuer, "amo-storage-service");
         assert_eq!(s3.access_key, "ak");
-        assert_eq!(
-            settings.state,
-            StateBackend::Redis(RedisTopology::Single("redis://127.0.0.1:6379".into()))
-        );
+        assert!(matches!(
+            &settings.state,
+            StateBackend::Redis(RedisConfig { topology: RedisTopology::Single(url), allow_eviction: false, .. })
+                if url == "redis://127.0.0.1:6379"
+        ));
         assert!(!format!("{settings:?}").contains(&"x".repeat(32)));
         assert!(
             !format!("{settings:?}").contains("\"sk\""),

@@ -8,6 +8,7 @@ mod hex_digest;
 mod metadata;
 mod operation;
 mod parcel_id;
+mod span;
 
 pub use address::Address;
 pub use byte_range::RangeRequest;
@@ -16,6 +17,7 @@ pub use hex_digest::Sha256Hex;
 pub use metadata::{MetadataError, ParcelMetadata};
 pub use operation::{Operation, OperationKind};
 pub use parcel_id::{ParcelId, StorageId};
+pub use span::overrun;
 
 /// Why a piece of untrusted input was refused by a domain parser.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

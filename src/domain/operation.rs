@@ -87,9 +87,18 @@ impl Operation {
                         "operation \"{kind}\" takes \"name\" and \"{allowed}\" only, not \"{extra}\""
                     )));
                 }
+                // The object form is the public clients' (amolabs' storage
+                // protocol): it always carries its hash or id. The bare name
+                // is the unscoped form.
                 let scope = match fields.get(allowed) {
-                    None | Some(Value::Null) => None,
                     Some(Value::String(text)) => Some(text.as_str()),
+                    None | Some(Value::Null) => {
+                        return Err(ParseError(format!(
+                            "operation object \"{kind}\" needs \"{allowed}\"; send the bare \
+                             name \"{kind}\" for a token not limited to one {}",
+                            if allowed == "hash" { "body" } else { "parcel" }
+                        )));
+                    }
                     Some(_) => {
                         return Err(ParseError(format!(
                             "operation \"{allowed}\" must be a string"
@@ -185,5 +194,9 @@ mod tests {
         assert!(Operation::parse(&json!({"hash": "00"})).is_err());
         assert!(Operation::parse(&json!({"name": "upload", "hash": 5})).is_err());
         assert!(Operation::parse(&json!(7)).is_err());
+        for name in ["upload", "download", "remove"] {
+            assert!(Operation::parse(&json!({"name": name})).is_err(), "{name}");
+        }
+        assert!(Operation::parse(&json!({"name": "upload", "hash": null})).is_err());
     }
 }

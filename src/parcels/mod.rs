@@ -17,15 +17,18 @@
 //! rules apply after every check of the token and proof (docs/protocol.md,
 //! "Order of checks"), and before any byte of the parcel is sent.
 
+mod gate;
 mod open;
 mod resumable;
+mod sweep;
 mod upload;
 
 pub use open::{open_by_account_key, open_by_client_key};
-pub use resumable::{
-    UploadRecord, UploadStatus, sweep_expired_tails, upload_key, upload_lock_key, valid_upload_id,
+pub use resumable::{UploadRecord, UploadStatus, upload_key, upload_lock_key, valid_upload_id};
+pub use sweep::{
+    SweepTiming, Swept, sweep_abandoned_uploads, sweep_expired_tails, sweep_pass, sweeper_lease_key,
 };
-pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for, sweep_abandoned_uploads};
+pub use upload::{MAX_PARTS, lock_key, multipart_mark_key, part_size_for};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -33,7 +36,7 @@ use serde_json::Value;
 
 use self::upload::NewParcel;
 use crate::{
-    auth::Authorized,
+    auth::{Authorized, Spend},
     chain::Chain,
     domain::{
         Address, ClientAddress, ParcelId, ParcelMetadata, RangeRequest, Sha256Hex, StorageId,
@@ -92,6 +95,10 @@ pub struct Limits {
     pub max_open_uploads_per_account: u64,
     /// Unfinished resumable uploads one client may hold (0: no cap).
     pub max_open_uploads_per_client: u64,
+    /// Whether each effect of a token is gated by a mark of its use in the
+    /// parcel store (`AMO_TOKEN_MARKERS`; docs/reliability.md, "Exactly
+    /// once across a failover").
+    pub token_markers: bool,
 }
 
 impl Limits {
@@ -285,12 +292,15 @@ impl Parcels {
             }
         }
         let id = ParcelId::new(self.storage_id, &hash);
+        let spend = auth.spend();
         let parcel = NewParcel {
             id: &id,
             owner,
             metadata: &metadata,
+            spend: &spend,
         };
-        let outcome = self.write_whole(&parcel, body).await?;
+        let outcome = self.write_whole(&parcel, body).await;
+        let outcome = self.settle_gate(&spend, outcome).await?;
         Ok((id, outcome))
     }
 
@@ -339,12 +349,15 @@ impl Parcels {
         let owner = auth.caller();
         let metadata = ParcelMetadata::for_owner(metadata, owner, self.limits.metadata_max_bytes)?;
         let id = ParcelId::new(self.storage_id, declared);
+        let spend = auth.spend();
         let parcel = NewParcel {
             id: &id,
             owner,
             metadata: &metadata,
+            spend: &spend,
         };
-        let outcome = self.write_stream(parcel, body, length).await?;
+        let outcome = self.write_stream(parcel, body, length).await;
+        let outcome = self.settle_gate(&spend, outcome).await?;
         Ok((id, outcome))
     }
 
@@ -484,20 +497,40 @@ impl Parcels {
     pub async fn remove(&self, auth: Authorized, id: &ParcelId) -> Result<(), Error> {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
-            let outcome = this.remove_as(auth.caller(), &id).await;
+            let spend = auth.spend();
+            let outcome = this.remove_as(&auth, &spend, &id).await;
+            let outcome = this.settle_gate(&spend, outcome).await;
+            drop(spend);
             auth.settle(outcome).await
         })
         .await?
     }
 
-    async fn remove_as(&self, caller: &Address, id: &ParcelId) -> Result<(), Error> {
-        let parcel = self.inspect(id).await?;
-        if parcel.owner != *caller {
-            return Err(Error::Forbidden(format!(
-                "only the owner may remove parcel {id}"
-            )));
+    /// Removes `id` if the caller owns it, under the parcel's write lock:
+    /// the owner checked is the owner deleted. (Without it, two removes that
+    /// both checked the owner could straddle another account's commit of
+    /// the same content, and the second would delete that parcel.) The
+    /// delete passes the token's gate (fencing and its use mark) first.
+    async fn remove_as(
+        &self,
+        auth: &Authorized,
+        spend: &Spend<'_>,
+        id: &ParcelId,
+    ) -> Result<(), Error> {
+        let lock = self.lock_for_commit(id).await?;
+        let removed = async {
+            let parcel = self.inspect(id).await?;
+            if parcel.owner != *auth.caller() {
+                return Err(Error::Forbidden(format!(
+                    "only the owner may remove parcel {id}"
+                )));
+            }
+            self.pass_gate(spend, Some(&lock)).await?;
+            Ok(self.store.delete(id).await?)
         }
-        self.store.delete(id).await?;
+        .await;
+        upload::unlock(lock).await;
+        removed?;
         if let Some(chain) = &self.chain {
             chain.forget_parcel(id);
         }

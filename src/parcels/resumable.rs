@@ -40,10 +40,10 @@ use super::{
 };
 use crate::{
     auth::{
-        Authorized, Bound,
+        Authorized, Bound, Spend,
         tokens::{bound_to, token_key},
     },
-    domain::{Address, ClientAddress, ParcelId, ParcelMetadata, Sha256Hex},
+    domain::{Address, ClientAddress, ParcelId, ParcelMetadata, Sha256Hex, overrun},
     error::{Error, with_sources},
     state::{Lease, unix_now},
     storage::{PutOutcome, StoreError},
@@ -245,8 +245,8 @@ impl Parcels {
                 metadata: metadata.as_stored().to_owned(),
                 length,
                 offset: 0,
-                expires: now + lifetime.min(this.limits.upload_idle).as_secs(),
-                deadline: Some(now + lifetime.as_secs()),
+                expires: now.saturating_add(lifetime.min(this.limits.upload_idle).as_secs()),
+                deadline: Some(now.saturating_add(lifetime.as_secs())),
                 sequence: 0,
                 client: client.key(),
                 store_id: String::new(),
@@ -256,10 +256,12 @@ impl Parcels {
                 finished: false,
             };
             if length == 0 {
+                let spend = auth.spend();
                 let parcel = NewParcel {
                     id: &id,
                     owner: &owner,
                     metadata: &metadata,
+                    spend: &spend,
                 };
                 let written = this.write_whole(&parcel, Bytes::new()).await;
                 let written = match written {
@@ -473,7 +475,14 @@ impl Parcels {
                 let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
                 let expires = stored.record.expires;
                 let outcome = this
-                    .patch_locked(&upload, &mut stored, offset, sequence, &mut body, length)
+                    .patch_locked(
+                        (&upload, &lock),
+                        &mut stored,
+                        offset,
+                        sequence,
+                        &mut body,
+                        length,
+                    )
                     .await;
                 if stored.record.expires != expires && !stored.record.finished {
                     this.kept_alive(&upload, &stored.record).await;
@@ -489,7 +498,7 @@ impl Parcels {
 
     async fn patch_locked<S>(
         &self,
-        upload: &str,
+        (upload, lock): (&str, &Lease),
         stored: &mut Stored,
         offset: u64,
         sequence: u64,
@@ -523,13 +532,11 @@ impl Parcels {
             };
         }
         if let Some(length) = length {
-            // `offset` is the record's, at most its length: no overflow,
-            // whatever length the client declares.
-            let room = record.length - offset;
-            if length > room {
+            // Checked: a declared length near 2^64 overruns, never wraps.
+            let over = overrun(offset, length, record.length);
+            if over > 0 {
                 return Err(Error::TooLarge(format!(
-                    "the body runs {} bytes past the upload's length of {}",
-                    length - room,
+                    "the body runs {over} bytes past the upload's length of {}",
                     record.length
                 )));
             }
@@ -540,7 +547,7 @@ impl Parcels {
             // connection dropped before a chunked body's last terminator, a
             // client that sent more): the parcel is completed now, so that
             // an offset equal to the length always means a stored parcel.
-            self.complete(upload, stored).await?;
+            self.complete(upload, lock, stored).await?;
         }
         written
     }
@@ -555,7 +562,7 @@ impl Parcels {
             let (lock, mut stored) = this.lock_upload(&bound, &upload).await?;
             let outcome = if stored.record.offset == stored.record.length && !stored.record.finished
             {
-                this.complete(&upload, &mut stored).await
+                this.complete(&upload, &lock, &mut stored).await
             } else {
                 Ok(())
             };
@@ -592,7 +599,7 @@ impl Parcels {
             carry: None,
             hasher: load_hash(&stored.record.sha256)?,
             received: 0,
-            max: stored.record.length - stored.record.offset,
+            max: stored.record.length.saturating_sub(stored.record.offset),
             idle: self.limits.body_idle_timeout,
             store_wait: self.limits.store_timeout,
         };
@@ -616,7 +623,7 @@ impl Parcels {
         let mut in_flight: Option<InFlight> = None;
         loop {
             let written = stored.record.parts.len() + usize::from(in_flight.is_some());
-            let at = written as u64 * part_size;
+            let at = (written as u64).saturating_mul(part_size);
             if at >= stored.record.length {
                 break;
             }
@@ -626,8 +633,12 @@ impl Parcels {
                 .carry
                 .as_ref()
                 .map_or(0, |carry| carry.len() as u64);
-            let coming = declared.map(|declared| declared - incoming.received + held);
-            if coming.is_none_or(|coming| pending_len + coming < target) {
+            let coming = declared.map(|declared| {
+                declared
+                    .saturating_sub(incoming.received)
+                    .saturating_add(held)
+            });
+            if coming.is_none_or(|coming| pending_len.saturating_add(coming) < target) {
                 // This body may end within the part: hold it until the part
                 // is whole.
                 self.settle(upload, stored, in_flight.take()).await?;
@@ -687,7 +698,7 @@ impl Parcels {
             pending_len = 0;
             let this = InFlight {
                 put,
-                end: at + target,
+                end: at.saturating_add(target),
                 hasher: incoming.hasher.clone(),
             };
             match (fed, settled) {
@@ -706,8 +717,8 @@ impl Parcels {
             }
         }
         self.settle(upload, stored, in_flight.take()).await?;
-        let at = stored.record.parts.len() as u64 * part_size;
-        if pending_len > 0 && at + pending_len > stored.record.offset {
+        let at = (stored.record.parts.len() as u64).saturating_mul(part_size);
+        if pending_len > 0 && at.saturating_add(pending_len) > stored.record.offset {
             // New bytes past the last whole part: the new tail.
             let name = Uuid::new_v4().simple().to_string();
             let mut tail = BytesMut::with_capacity(pending_len as usize);
@@ -719,7 +730,7 @@ impl Parcels {
                 name,
                 length: pending_len,
             });
-            stored.record.offset = at + pending_len;
+            stored.record.offset = at.saturating_add(pending_len);
             stored.record.sha256 = save_hash(&incoming.hasher);
             self.progressed(&mut stored.record);
             self.save(upload, stored).await?;
@@ -730,7 +741,10 @@ impl Parcels {
         }
         // Nothing may follow the upload's length.
         match incoming.next(1).await? {
-            Some(_) => Err(too_large(stored.record.offset + 1, stored.record.length)),
+            Some(_) => Err(too_large(
+                stored.record.offset.saturating_add(1),
+                stored.record.length,
+            )),
             None => Ok(()),
         }
     }
@@ -804,7 +818,12 @@ impl Parcels {
 
     /// The upload has all its bytes: checks the SHA-256, and stores the
     /// parcel under its write lock, or discards everything.
-    async fn complete(&self, upload: &str, stored: &mut Stored) -> Result<(), Error> {
+    async fn complete(
+        &self,
+        upload: &str,
+        upload_lock: &Lease,
+        stored: &mut Stored,
+    ) -> Result<(), Error> {
         let id = ParcelId::parse(&stored.record.parcel)?;
         let actual = Sha256Hex::from_digest(&load_hash(&stored.record.sha256)?.finalize());
         if actual != id.content_hash() {
@@ -817,12 +836,29 @@ impl Parcels {
         }
         let owner = Address::parse(&stored.record.owner)?;
         let metadata = ParcelMetadata::from_stored(&stored.record.metadata)?;
+        // The upload is the holder: a completion retried after a failure
+        // finds its own mark.
+        let spend = Spend {
+            jti: &stored.record.jti,
+            holder: format!("tus:{upload}"),
+            held: Some(upload_lock),
+            marked: None,
+        };
         let parcel = NewParcel {
             id: &id,
             owner: &owner,
             metadata: &metadata,
+            spend: &spend,
         };
         let lock = self.lock_for_commit(&id).await?;
+        if let Err(err) = self.pass_gate(&spend, Some(&lock)).await {
+            unlock(lock).await;
+            if matches!(err, Error::Unauthenticated { .. }) {
+                // The token was spent elsewhere: this upload never stores.
+                self.discard(upload, stored).await;
+            }
+            return Err(err);
+        }
         let outcome = match self.store.head(&id).await {
             Ok(None) => {
                 self.store
@@ -936,26 +972,6 @@ impl Parcels {
             tracing::warn!(err = %with_sources(&err), upload, "could not end a token's binding; it expires");
         }
     }
-}
-
-/// Deletes the tails of resumable uploads whose record is gone (expired or
-/// ended by a replica that died before deleting them). Answers how many
-/// uploads it cleaned. Their multipart uploads are aborted by
-/// [`super::sweep_abandoned_uploads`] once their live mark lapses.
-pub async fn sweep_expired_tails(
-    store: &crate::storage::Store,
-    state: &crate::state::Shared,
-    lease: Duration,
-) -> Result<usize, Error> {
-    let mut swept = 0;
-    for upload in store.tailed_uploads(lease).await? {
-        if state.value(&upload_key(&upload)).await?.is_none() {
-            store.drop_tails(&upload, None).await?;
-            tracing::info!(upload, "deleted the tails of an expired upload");
-            swept += 1;
-        }
-    }
-    Ok(swept)
 }
 
 #[cfg(test)]

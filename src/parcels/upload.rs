@@ -30,8 +30,8 @@
 //!
 //! A multipart upload in progress is marked live in the shared state
 //! (`amo:multipart:{<upload id>}`), a lease its writer renews while the body
-//! streams. The sweep aborts the multipart uploads whose mark lapsed: their
-//! replica died.
+//! streams. The sweep (`super::sweep`) aborts the multipart uploads whose
+//! mark lapsed and that S3 saw no part of for a grace: their replica died.
 
 use std::{future::Future, time::Duration};
 
@@ -42,10 +42,11 @@ use tokio::sync::mpsc;
 
 use super::Parcels;
 use crate::{
+    auth::Spend,
     domain::{Address, ParcelId, ParcelMetadata, Sha256Hex},
     error::{Error, PARCEL_STORE, with_sources},
-    state::{Lease, Shared},
-    storage::{PartUpload, PutOutcome, Store, StoreError, StoredParcel},
+    state::{Lease, StateError},
+    storage::{PartUpload, PutOutcome, StoreError, StoredParcel},
 };
 
 /// S3 allows at most this many parts in one upload.
@@ -67,6 +68,14 @@ pub fn part_size_for(length: u64, base: usize, max: u64) -> u64 {
 /// of a `PutObject`, or one `CompleteMultipartUpload`: seconds at most.
 const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a commit waits for the shared state to answer again once it
+/// failed: as long as one Redis operation may take. A blip passes within
+/// it; a failover (seconds) does not, and the request answers 503 rather
+/// than hold its client (issue 26: one upload waited 6 s for its 503, as
+/// this wait was the whole [`COMMIT_LOCK_WAIT`] and its last attempt and
+/// the token's release each added a Redis timeout).
+const STATE_FAILURE_WAIT: Duration = Duration::from_secs(2);
+
 /// The pause between two attempts to take a commit lock.
 const COMMIT_LOCK_POLL: Duration = Duration::from_millis(50);
 
@@ -86,39 +95,13 @@ pub fn multipart_mark_key(upload_id: &str) -> String {
     format!("amo:multipart:{{{upload_id}}}")
 }
 
-/// Aborts the unfinished uploads in `store` that no live request writes:
-/// older than `lease`, and whose live mark in `state` has lapsed (the
-/// replica that wrote it died). Answers how many it aborted.
-///
-/// An upload whose parcel's write lock is held is left alone too: replicas
-/// of the version before the live marks held that lock while streaming, so
-/// a rolling upgrade does not abort their uploads.
-pub async fn sweep_abandoned_uploads(
-    store: &Store,
-    state: &Shared,
-    lease: Duration,
-) -> Result<usize, Error> {
-    let mut aborted = 0;
-    for upload in store.stale_uploads(lease).await? {
-        let live = state
-            .value(&multipart_mark_key(&upload.upload_id))
-            .await?
-            .is_some()
-            || state.value(&lock_key(&upload.id)).await?.is_some();
-        if !live {
-            store.abort_upload(&upload).await?;
-            tracing::info!(parcel = %upload.id, "aborted an upload its replica abandoned");
-            aborted += 1;
-        }
-    }
-    Ok(aborted)
-}
-
 /// What a new parcel is made of.
 pub(super) struct NewParcel<'a> {
     pub id: &'a ParcelId,
     pub owner: &'a Address,
     pub metadata: &'a ParcelMetadata,
+    /// What its commit spends (the gate, `parcels/gate.rs`).
+    pub spend: &'a Spend<'a>,
 }
 
 /// A client's body as it arrives: counted and bounded as it is read,
@@ -173,7 +156,7 @@ where
             if chunk.is_empty() {
                 continue;
             }
-            self.received += chunk.len() as u64;
+            self.received = self.received.saturating_add(chunk.len() as u64);
             crate::metrics::bytes_received(chunk.len() as u64);
             if self.received > self.max {
                 return Err(too_large(self.received, self.max));
@@ -270,6 +253,10 @@ impl Parcels {
         body: Bytes,
     ) -> Result<PutOutcome, Error> {
         let lock = self.lock_for_commit(parcel.id).await?;
+        if let Err(err) = self.pass_gate(parcel.spend, Some(&lock)).await {
+            unlock(lock).await;
+            return Err(err);
+        }
         let outcome = self
             .store
             .put_new(parcel.id, body, parcel.owner, parcel.metadata)
@@ -368,6 +355,10 @@ impl Parcels {
                 }
                 incoming.check(&parcel.id.content_hash())?;
                 let lock = self.lock_for_commit(parcel.id).await?;
+                if let Err(err) = self.pass_gate(parcel.spend, Some(&lock)).await {
+                    unlock(lock).await;
+                    return Err(err);
+                }
                 if let Some(last) = held {
                     if let Err(err) = incoming.hand(&sender, last).await {
                         unlock(lock).await;
@@ -452,7 +443,7 @@ impl Parcels {
             }
             // Nothing may follow the declared length.
             if incoming.next(1).await?.is_some() {
-                return Err(too_large(length + 1, length));
+                return Err(too_large(length.saturating_add(1), length));
             }
             incoming.check(&parcel.id.content_hash())
         }
@@ -546,8 +537,17 @@ impl Parcels {
                 Err(err)
             }
         };
-        if let Err(err) = mark.end().await {
-            tracing::debug!(err = %with_sources(&err), "could not end a multipart upload's live mark; it lapses");
+        let end = async move {
+            if let Err(err) = mark.end().await {
+                tracing::debug!(err = %with_sources(&err), "could not end a multipart upload's live mark; it lapses");
+            }
+        };
+        if outcome.is_ok() {
+            end.await;
+        } else {
+            // A failure may be Redis's: ending the mark would wait for its
+            // timeout too. The upload is aborted; its mark ends on its own.
+            tokio::spawn(end);
         }
         outcome
     }
@@ -597,6 +597,11 @@ impl Parcels {
                 return Err(err);
             }
         };
+        if let Err(err) = self.pass_gate(parcel.spend, Some(&lock)).await {
+            upload.abort().await;
+            unlock(lock).await;
+            return Err(err);
+        }
         let outcome = match self.store.head(parcel.id).await {
             Ok(None) => upload.complete().await,
             Ok(Some(_)) => {
@@ -614,19 +619,40 @@ impl Parcels {
 
     /// Takes the parcel's write lock, waiting up to [`COMMIT_LOCK_WAIT`]
     /// for another commit to end (409 `upload_in_progress` past that, with
-    /// the lock's remaining time), or for the shared state to answer again
-    /// (503 past that): a whole body is not thrown away for a short blip.
+    /// the lock's remaining time), or up to [`STATE_FAILURE_WAIT`] after the
+    /// shared state first failed for it to answer again (503 past that): a
+    /// whole body is not thrown away for a short blip, and a failover does
+    /// not hold the client for long.
     pub(super) async fn lock_for_commit(&self, id: &ParcelId) -> Result<Lease, Error> {
-        let give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
+        let mut give_up = tokio::time::Instant::now() + COMMIT_LOCK_WAIT;
+        let mut state_failed = false;
         loop {
-            // `None`: another commit holds the lock.
-            let failure = match Lease::try_take(&self.state, lock_key(id), self.limits.lease).await
-            {
-                Ok(Some(lock)) => return Ok(lock),
-                Ok(None) => None,
-                Err(err) => Some(err),
+            let started = tokio::time::Instant::now();
+            let take = Lease::try_take(&self.state, lock_key(id), self.limits.lease);
+            // Once the state failed, no attempt runs past the deadline; until
+            // then each is bounded by the state's own timeout.
+            let attempt = if state_failed {
+                tokio::time::timeout_at(give_up, take).await
+            } else {
+                Ok(take.await)
             };
-            if tokio::time::Instant::now() >= give_up {
+            // `None`: another commit holds the lock.
+            let failure = match attempt {
+                Ok(Ok(Some(lock))) => return Ok(lock),
+                Ok(Ok(None)) => None,
+                Ok(Err(err)) => Some(err),
+                Err(_) => Some(StateError::unavailable(
+                    "no answer from the shared state within the commit's wait",
+                )),
+            };
+            let now = tokio::time::Instant::now();
+            if failure.is_some() && !state_failed {
+                // Counted from the start of the attempt that failed: one
+                // that timed out used the whole wait already.
+                state_failed = true;
+                give_up = give_up.min(started + STATE_FAILURE_WAIT);
+            }
+            if now >= give_up {
                 return Err(match failure {
                     None => {
                         let left = self.state.remaining(&lock_key(id)).await?;
@@ -635,7 +661,7 @@ impl Parcels {
                     Some(err) => err.into(),
                 });
             }
-            tokio::time::sleep(COMMIT_LOCK_POLL).await;
+            tokio::time::sleep_until(give_up.min(now + COMMIT_LOCK_POLL)).await;
         }
     }
 

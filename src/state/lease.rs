@@ -29,6 +29,7 @@ pub struct Lease {
     key: String,
     holder: String,
     restore_until: Option<u64>,
+    term: Duration,
     renewal: Option<JoinHandle<()>>,
 }
 
@@ -93,8 +94,17 @@ impl Lease {
             key,
             holder,
             restore_until,
+            term,
             renewal: Some(renewal),
         }
+    }
+
+    /// Fencing: renews the lease for a full term now, and answers whether
+    /// this holder still held it. A holder that lost its lease (it lapsed
+    /// while renewals failed, or a Redis failover lost the claim) must
+    /// not commit: another may hold the key now.
+    pub async fn confirm(&self) -> Result<bool, StateError> {
+        self.state.renew(&self.key, &self.holder, self.term).await
     }
 
     /// Deletes the key if this lease still holds it; answers whether it did.

@@ -11,12 +11,17 @@ mod error;
 mod lease;
 mod memory;
 mod redis;
+mod redis_access;
+mod redis_checks;
+mod sentinel;
 
 pub use self::{
     error::StateError,
     lease::{Lease, TakeOutcome},
     memory::MemoryState,
-    redis::{RedisState, RedisTopology},
+    redis::{RedisConfig, RedisState, RedisTopology},
+    redis_access::{RedisAccess, RedisAccessFiles, has_password, redacted_url},
+    redis_checks::{NO_EVICTION, RedisNodeReport, RedisReport},
 };
 
 use std::{sync::Arc, time::Duration};
@@ -51,6 +56,12 @@ pub trait SharedState: Send + Sync {
 
     /// Checks that the state answers.
     async fn ping(&self) -> Result<(), StateError>;
+
+    /// What the Redis behind the state says of its eviction policy,
+    /// persistence and replicas; `None` for state that is not Redis.
+    async fn redis_report(&self) -> Result<Option<RedisReport>, StateError> {
+        Ok(None)
+    }
 
     /// Sets `key` to `value` for `ttl` unless it exists; answers whether it
     /// was set.

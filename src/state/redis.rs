@@ -12,10 +12,17 @@ use redis::{
     Cmd, Pipeline, RedisFuture, Script, Value,
     aio::{ConnectionLike, ConnectionManager},
     cluster_async::ClusterConnection,
+    cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo},
 };
 use tokio::sync::OnceCell;
 
-use super::{SharedState, StateError, Taken, unix_now_micros};
+use super::{
+    SharedState, StateError, Taken,
+    redis_access::{RedisAccess, redacted_url},
+    redis_checks::{RedisNodeReport, RedisReport},
+    sentinel::SentinelConnection,
+    unix_now_micros,
+};
 
 /// How long to wait for Redis to connect or answer; also the most one
 /// operation may take in all, reconnecting included, before it fails (503).
@@ -137,13 +144,64 @@ end
 return 1
 ";
 
-/// Where Redis is: one server, or the seed nodes of a cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Redis is: one server, or the seed nodes of a cluster. `Debug`
+/// shows the URLs without their passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTopology {
-    /// One server (`redis://` or `rediss://`).
+    /// One server (`redis://`, or `rediss://` for TLS).
     Single(String),
     /// A Redis Cluster, found from these nodes.
     Cluster(Vec<String>),
+    /// A master (and its replicas) watched by Sentinel.
+    Sentinel {
+        /// The sentinels, `host:port`.
+        sentinels: Vec<String>,
+        /// The master's name there.
+        master: String,
+        /// A URL whose scheme, user, password and database the master
+        /// takes (its host is the sentinels' to say).
+        node: String,
+    },
+}
+
+impl std::fmt::Debug for RedisTopology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(url) => f.debug_tuple("Single").field(&redacted_url(url)).finish(),
+            Self::Cluster(nodes) => f
+                .debug_tuple("Cluster")
+                .field(
+                    &nodes
+                        .iter()
+                        .map(|url| redacted_url(url))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+            Self::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master", master)
+                .field("node", &redacted_url(node))
+                .finish(),
+        }
+    }
+}
+
+/// Everything the service needs to use Redis: where it is, how to log in,
+/// and what it accepts of it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Where Redis is.
+    pub topology: RedisTopology,
+    /// The ACL user and password, and the TLS certificates.
+    pub access: RedisAccess,
+    /// Whether a `maxmemory-policy` other than `noeviction` is accepted
+    /// (`AMO_REDIS_ALLOW_EVICTION`).
+    pub allow_eviction: bool,
 }
 
 impl RedisTopology {
@@ -157,22 +215,89 @@ impl RedisTopology {
             .filter(|url| !url.is_empty())
             .map(str::to_owned)
             .collect();
-        let (cluster_scheme, urls): (Vec<bool>, Vec<String>) = urls
+        let (cluster_scheme, mut urls): (Vec<bool>, Vec<String>) = urls
             .into_iter()
             .map(|url| match url.split_once("+cluster://") {
                 Some((scheme, rest)) => (true, format!("{scheme}://{rest}")),
                 None => (false, url),
             })
             .unzip();
+        // `redis+cluster://a:1,b:2`: the nodes after the first take its
+        // scheme (and credentials).
+        if cluster_scheme.first() == Some(&true)
+            && let Some((prefix, _)) = urls[0].split_once("://")
+        {
+            let prefix = prefix.to_owned();
+            let user = urls[0]
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(user, _)| format!("{user}@"))
+                .unwrap_or_default();
+            for url in urls.iter_mut().skip(1).filter(|url| !url.contains("://")) {
+                *url = format!("{prefix}://{user}{url}");
+            }
+        }
         for url in &urls {
             redis::Client::open(url.as_str())
-                .map_err(|err| format!("{url} is not a valid Redis URL: {err}"))?;
+                .map_err(|err| format!("{} is not a valid Redis URL: {err}", redacted_url(url)))?;
         }
         match urls.as_slice() {
             [] => Err("no Redis URL given".into()),
             [url] if !cluster_scheme[0] => Ok(Self::Single(url.clone())),
             _ => Ok(Self::Cluster(urls)),
         }
+    }
+
+    /// Redis behind the sentinels `sentinels` (`host:port`, separated by
+    /// commas) that watch the master `master`; `url` (`AMO_REDIS_URL`, if
+    /// any) gives the master's scheme, user, password and database.
+    pub fn sentinel(sentinels: &str, master: &str, url: Option<&str>) -> Result<Self, String> {
+        let sentinels: Vec<String> = sentinels
+            .split(',')
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if sentinels.is_empty() {
+            return Err("no sentinel given".into());
+        }
+        for address in &sentinels {
+            let port = address
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) || address.contains('/') {
+                return Err(format!("{address:?} is not host:port"));
+            }
+        }
+        if master.trim().is_empty() {
+            return Err("the master name is empty".into());
+        }
+        let node = url.unwrap_or("redis://127.0.0.1").to_owned();
+        if node.starts_with("rediss://") {
+            return Err("TLS to a master found through Sentinel is not supported yet".into());
+        }
+        let single = match Self::parse(&node)? {
+            Self::Single(url) => url,
+            _ => return Err("with Sentinel, AMO_REDIS_URL names one server".into()),
+        };
+        Ok(Self::Sentinel {
+            sentinels,
+            master: master.trim().to_owned(),
+            node: single,
+        })
+    }
+
+    /// The URLs it names.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            Self::Single(url) | Self::Sentinel { node: url, .. } => std::slice::from_ref(url),
+            Self::Cluster(nodes) => nodes,
+        }
+    }
+
+    /// Whether its URLs are `rediss://` (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.urls().iter().any(|url| url.starts_with("rediss://"))
     }
 }
 
@@ -181,6 +306,7 @@ impl RedisTopology {
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -188,6 +314,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -200,6 +327,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -207,6 +335,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel(conn) => conn.get_db(),
         }
     }
 }
@@ -227,16 +356,16 @@ struct Scripts {
 /// The shared state in Redis.
 #[derive(Clone)]
 pub struct RedisState {
-    topology: RedisTopology,
+    config: Arc<RedisConfig>,
     connection: Arc<OnceCell<Connection>>,
     scripts: Arc<Scripts>,
 }
 
 impl RedisState {
-    /// A handle on `topology`; nothing is contacted yet.
-    pub fn new(topology: RedisTopology) -> Self {
+    /// A handle on the Redis of `config`; nothing is contacted yet.
+    pub fn new(config: RedisConfig) -> Self {
         Self {
-            topology,
+            config: Arc::new(config),
             connection: Arc::new(OnceCell::new()),
             scripts: Arc::new(Scripts {
                 renew: Script::new(RENEW),
@@ -256,7 +385,7 @@ impl RedisState {
     /// A connection; reconnects by itself once made.
     async fn connection(&self) -> Result<Connection, StateError> {
         self.connection
-            .get_or_try_init(|| connect(&self.topology))
+            .get_or_try_init(|| connect(&self.config.topology, &self.config.access))
             .await
             .cloned()
             .map_err(failed)
@@ -281,6 +410,82 @@ impl RedisState {
             cmd.query_async(&mut conn).await.map_err(failed)
         })
         .await
+    }
+
+    /// `cmd`'s answer from every primary, by node: errors as text.
+    async fn on_primaries(
+        &self,
+        cmd: &Cmd,
+    ) -> Result<Vec<(String, Result<Value, String>)>, StateError> {
+        bounded(async {
+            match self.connection().await? {
+                Connection::Single(mut conn) => {
+                    let node = redacted_url(&self.config.topology.urls()[0]);
+                    let answer = cmd.query_async::<Value>(&mut conn).await;
+                    Ok(vec![(node, answer.map_err(|err| err.to_string()))])
+                }
+                Connection::Sentinel(mut conn) => {
+                    let node = match &self.config.topology {
+                        RedisTopology::Sentinel { master, .. } => {
+                            format!("the master {master:?} of the sentinels")
+                        }
+                        topology => redacted_url(&topology.urls()[0]),
+                    };
+                    let answer = cmd.query_async::<Value>(&mut conn).await;
+                    Ok(vec![(node, answer.map_err(|err| err.to_string()))])
+                }
+                Connection::Cluster(mut conn) => {
+                    let routing =
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                    let answers = conn
+                        .route_command(cmd.clone(), routing)
+                        .await
+                        .map_err(failed)?;
+                    let answers: Vec<(String, Value)> = redis::from_redis_value(answers)
+                        .map_err(|err| StateError::Unexpected(err.to_string()))?;
+                    Ok(answers
+                        .into_iter()
+                        .map(|(node, answer)| match answer {
+                            Value::ServerError(err) => (node, Err(err.to_string())),
+                            answer => (node, Ok(answer)),
+                        })
+                        .collect())
+                }
+            }
+        })
+        .await
+    }
+
+    /// What every primary says of its eviction policy, persistence and
+    /// replicas.
+    pub async fn report(&self) -> Result<RedisReport, StateError> {
+        let mut config = redis::cmd("CONFIG");
+        config.arg("GET").arg("maxmemory-policy").arg("save");
+        let mut persistence = redis::cmd("INFO");
+        persistence.arg("persistence");
+        let mut replication = redis::cmd("INFO");
+        replication.arg("replication");
+        let (config, persistence, replication) = tokio::try_join!(
+            self.on_primaries(&config),
+            self.on_primaries(&persistence),
+            self.on_primaries(&replication),
+        )?;
+        let mut persistence: std::collections::HashMap<_, _> = persistence.into_iter().collect();
+        let mut replication: std::collections::HashMap<_, _> = replication.into_iter().collect();
+        let missing = || Err("no answer".to_owned());
+        let mut nodes: Vec<RedisNodeReport> = config
+            .into_iter()
+            .map(|(node, config)| {
+                let persistence = persistence.remove(&node).unwrap_or_else(missing);
+                let replication = replication.remove(&node).unwrap_or_else(missing);
+                RedisNodeReport::from_answers(node, config, persistence, replication)
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(RedisReport {
+            nodes,
+            eviction_allowed: self.config.allow_eviction,
+        })
     }
 }
 
@@ -308,37 +513,57 @@ fn failed(err: redis::RedisError) -> StateError {
     StateError::Unavailable(Box::new(err))
 }
 
-async fn connect(topology: &RedisTopology) -> redis::RedisResult<Connection> {
+/// How a connection to one server (re)connects.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
+async fn connect(topology: &RedisTopology, access: &RedisAccess) -> redis::RedisResult<Connection> {
     match topology {
+        RedisTopology::Sentinel {
+            sentinels,
+            master,
+            node,
+        } => {
+            let node = access.connection_info(node)?;
+            Ok(Connection::Sentinel(
+                SentinelConnection::connect(sentinels, master, &node, manager_config()).await?,
+            ))
+        }
         RedisTopology::Single(url) => {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT))
-                .set_number_of_retries(RECONNECT_RETRIES)
-                .set_max_delay(RECONNECT_MAX_DELAY);
-            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
-                .set_tcp_settings(tcp_settings());
-            let client = redis::Client::open(info)?;
+            let config = manager_config();
+            let client = access.client(url)?;
             Ok(Connection::Single(
                 client.get_connection_manager_with_config(config).await?,
             ))
         }
         RedisTopology::Cluster(nodes) => {
-            let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+            let nodes = nodes
+                .iter()
+                .map(|url| access.connection_info(url))
+                .collect::<redis::RedisResult<Vec<_>>>()?;
+            let mut builder = redis::cluster::ClusterClient::builder(nodes)
                 .connection_timeout(TIMEOUT)
                 .response_timeout(TIMEOUT)
-                .tcp_settings(tcp_settings())
-                .build()?;
-            Ok(Connection::Cluster(client.get_async_connection().await?))
+                .tcp_settings(super::redis_access::tcp_settings());
+            if let Some(username) = access.username() {
+                builder = builder.username(username);
+            }
+            if let Some(password) = access.password() {
+                builder = builder.password(secrecy::ExposeSecret::expose_secret(password));
+            }
+            if let Some(certs) = access.tls() {
+                builder = builder.certs(certs.clone());
+            }
+            Ok(Connection::Cluster(
+                builder.build()?.get_async_connection().await?,
+            ))
         }
     }
-}
-
-/// `TCP_NODELAY`: commands of concurrent requests share one multiplexed
-/// connection, and with Nagle's algorithm a command written while an
-/// earlier one is unacknowledged waits for that ACK.
-fn tcp_settings() -> redis::io::tcp::TcpSettings {
-    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -348,14 +573,19 @@ fn millis(duration: Duration) -> u64 {
 #[async_trait]
 impl SharedState for RedisState {
     fn kind(&self) -> &'static str {
-        match self.topology {
+        match self.config.topology {
             RedisTopology::Single(_) => "redis",
             RedisTopology::Cluster(_) => "redis cluster",
+            RedisTopology::Sentinel { .. } => "redis sentinel",
         }
     }
 
     async fn ping(&self) -> Result<(), StateError> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    async fn redis_report(&self) -> Result<Option<RedisReport>, StateError> {
+        self.report().await.map(Some)
     }
 
     async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
@@ -533,7 +763,43 @@ mod tests {
             RedisTopology::parse("redis+cluster://a:1"),
             Ok(RedisTopology::Cluster(vec!["redis://a:1".into()]))
         );
+        assert_eq!(
+            RedisTopology::parse("rediss+cluster://a:1,b:2"),
+            Ok(RedisTopology::Cluster(vec![
+                "rediss://a:1".into(),
+                "rediss://b:2".into()
+            ]))
+        );
         assert!(RedisTopology::parse("").is_err());
         assert!(RedisTopology::parse("http://a:1").is_err());
+    }
+
+    #[test]
+    fn sentinels_are_host_port_pairs_and_the_url_names_one_master() {
+        assert_eq!(
+            RedisTopology::sentinel("s1:26379, s2:26380", "amo", Some("redis://:pw@ignored/2")),
+            Ok(RedisTopology::Sentinel {
+                sentinels: vec!["s1:26379".into(), "s2:26380".into()],
+                master: "amo".into(),
+                node: "redis://:pw@ignored/2".into(),
+            })
+        );
+        assert!(matches!(
+            RedisTopology::sentinel("s1:26379", "amo", None),
+            Ok(RedisTopology::Sentinel { node, .. }) if node == "redis://127.0.0.1"
+        ));
+        for (sentinels, master, url) in [
+            ("", "amo", None),
+            ("s1", "amo", None),
+            ("s1:port", "amo", None),
+            ("redis://s1:26379", "amo", None),
+            ("s1:26379", " ", None),
+            ("s1:26379", "amo", Some("redis://a:1,redis://b:2")),
+        ] {
+            assert!(
+                RedisTopology::sentinel(sentinels, master, url).is_err(),
+                "{sentinels:?} {master:?} {url:?}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::{
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::{
     BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, StaleUpload, StoreError,
-    StoredParcel,
+    StoredParcel, TokenMark,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata, RangeRequest},
@@ -44,6 +44,8 @@ const UPLOAD_PREFIX: &str = ".upload-";
 const STAGED_PREFIX: &str = ".upload-tus-";
 /// A resumable upload's tail: `.upload-tail-<upload>-<name>`.
 const TAIL_PREFIX: &str = ".upload-tail-";
+/// The mark of a used token: `.token-<jti>`, holding its holder.
+const TOKEN_PREFIX: &str = ".token-";
 /// Bytes read from disk at a time when streaming a body.
 const READ_CHUNK: usize = 256 * 1024;
 /// The largest header accepted when reading a file back.
@@ -70,17 +72,16 @@ impl DirStore {
         let mut removed = 0;
         for entry in std::fs::read_dir(&root)? {
             let entry = entry?;
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(UPLOAD_PREFIX)
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // No token outlives the process that recorded it (its records
+            // live in that process): the marks of used tokens go too.
+            if name.starts_with(UPLOAD_PREFIX) || name.starts_with(TOKEN_PREFIX) {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }
         }
         if removed > 0 {
-            tracing::info!(removed, dir = %root.display(), "removed unfinished uploads");
+            tracing::info!(removed, dir = %root.display(), "removed unfinished uploads and the marks of used tokens");
         }
         Ok(Self {
             root: Arc::new(root),
@@ -89,6 +90,10 @@ impl DirStore {
 
     fn path(&self, id: &ParcelId) -> PathBuf {
         self.root.join(id.to_string())
+    }
+
+    fn token_mark_path(&self, jti: &str) -> PathBuf {
+        self.root.join(format!("{TOKEN_PREFIX}{}", file_safe(jti)))
     }
 
     fn staged_path(&self, id: &ParcelId, upload: &str) -> PathBuf {
@@ -222,8 +227,12 @@ fn remove_if_there(path: &Path) -> io::Result<()> {
 
 /// What follows `prefix` in the names of the files that start with it and
 /// were last written more than `older_than` ago.
-fn older_files(root: &Path, prefix: &str, older_than: Duration) -> io::Result<Vec<String>> {
-    let cutoff = std::time::SystemTime::now() - older_than;
+fn older_files(
+    root: &Path,
+    prefix: &str,
+    older_than: Duration,
+) -> io::Result<Vec<(String, SystemTime)>> {
+    let cutoff = SystemTime::now() - older_than;
     let mut found = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
@@ -231,8 +240,14 @@ fn older_files(root: &Path, prefix: &str, older_than: Duration) -> io::Result<Ve
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
-        if entry.metadata()?.modified()? < cutoff {
-            found.push(rest.to_owned());
+        // Deleted since the directory was read: not there any more.
+        let modified = match entry.metadata().and_then(|meta| meta.modified()) {
+            Ok(modified) => modified,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        if modified < cutoff {
+            found.push((rest.to_owned(), modified));
         }
     }
     Ok(found)
@@ -249,6 +264,10 @@ fn corrupt(id: &ParcelId, detail: &str) -> io::Error {
 impl ParcelStore for DirStore {
     fn kind(&self) -> &'static str {
         "directory"
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -278,7 +297,7 @@ impl ParcelStore for DirStore {
                     return Ok(None);
                 };
                 let (first, length) = match range {
-                    Some((first, last)) => (first, last.saturating_sub(first) + 1),
+                    Some((first, last)) => (first, last.saturating_sub(first).saturating_add(1)),
                     None => (0, parcel.size),
                 };
                 file.seek(SeekFrom::Start(body_start + first))?;
@@ -351,6 +370,40 @@ impl ParcelStore for DirStore {
         }))
     }
 
+    async fn unmark_token(&self, jti: &str, holder: &str) -> Result<bool, StoreError> {
+        let path = self.token_mark_path(jti);
+        let holder = holder.to_owned();
+        self.blocking(move |_| match std::fs::read(&path) {
+            Ok(written) if written == holder.as_bytes() => remove_if_there(&path).map(|()| true),
+            Ok(_) => Ok(false),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
+    async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError> {
+        let path = self.token_mark_path(jti);
+        let holder = holder.to_owned();
+        self.blocking(move |root| match File::create_new(&path) {
+            Ok(mut file) => {
+                file.write_all(holder.as_bytes())?;
+                file.sync_all()?;
+                File::open(root)?.sync_all()?;
+                Ok(TokenMark::New)
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                Ok(if std::fs::read(&path)? == holder.as_bytes() {
+                    TokenMark::Ours
+                } else {
+                    TokenMark::Spent
+                })
+            }
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
     async fn delete(&self, id: &ParcelId) -> Result<(), StoreError> {
         let path = self.path(id);
         self.blocking(move |root| {
@@ -382,12 +435,13 @@ impl ParcelStore for DirStore {
             .await?;
         Ok(found
             .into_iter()
-            .filter_map(|rest| {
+            .filter_map(|(rest, modified)| {
                 let (upload, id) = rest.split_once('-')?;
                 Some(StaleUpload {
                     id: ParcelId::parse(id).ok()?,
                     key: format!("{STAGED_PREFIX}{rest}"),
                     upload_id: upload.to_owned(),
+                    active: modified,
                 })
             })
             .collect())
@@ -505,7 +559,7 @@ impl ParcelStore for DirStore {
             .blocking(move |root| older_files(root, TAIL_PREFIX, older_than))
             .await?
             .into_iter()
-            .filter_map(|rest| Some(rest.split_once('-')?.0.to_owned()))
+            .filter_map(|(rest, _)| Some(rest.split_once('-')?.0.to_owned()))
             .collect::<Vec<_>>();
         found.sort();
         found.dedup();

@@ -6,6 +6,7 @@
 //! [`DirStore`] keeps them as files in a local directory, for the embedded
 //! one-replica mode. Both make a parcel visible only whole, never partly.
 
+mod bucket;
 mod dir;
 mod error;
 mod keys;
@@ -13,6 +14,7 @@ mod s3;
 mod s3_calls;
 
 pub use self::{
+    bucket::{BucketError, MissingRules},
     dir::DirStore,
     error::StoreError,
     keys::{KeyFile, Reloads, S3Keys},
@@ -80,6 +82,19 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// How an attempt to mark a token used went
+/// ([`ParcelStore::mark_token_used`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMark {
+    /// The mark is new: this holder spent the token.
+    New,
+    /// The mark was there already, written by this same holder (a retried
+    /// commit of the same operation).
+    Ours,
+    /// Another holder spent the token: its effect must not happen again.
+    Spent,
+}
+
 /// A parcel store. Writes are conditional (a parcel is never replaced) and
 /// atomic (a parcel is visible whole or not at all).
 #[async_trait]
@@ -139,6 +154,20 @@ pub trait ParcelStore: Send + Sync {
         metadata: &ParcelMetadata,
     ) -> Result<Box<dyn PartUpload>, StoreError>;
 
+    /// Marks the token `jti` used by `holder`, in one write that fails if
+    /// the mark exists (S3: `PutObject` with `If-None-Match: *` of
+    /// `<prefix>.tokens/<jti>`; a directory: a file created new). The
+    /// mark is the strongly consistent gate of a token's effect
+    /// (docs/reliability.md, "Exactly once across a failover"): written
+    /// right before the effect, it makes a token that a Redis failover
+    /// brought back work at most once.
+    async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError>;
+
+    /// Deletes the mark of token `jti` if `holder` wrote it: its operation
+    /// had no effect after all (the parcel was another owner's), and the
+    /// token is released. Answers whether it deleted it.
+    async fn unmark_token(&self, jti: &str, holder: &str) -> Result<bool, StoreError>;
+
     /// Deletes a parcel (deleting one that is not there is no error).
     async fn delete(&self, id: &ParcelId) -> Result<(), StoreError>;
 
@@ -154,8 +183,25 @@ pub trait ParcelStore: Send + Sync {
     /// answers none.)
     async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<StaleUpload>, StoreError>;
 
-    /// Discards an unfinished upload.
+    /// When the store last saw `upload` written to: its start, or its last
+    /// part stored. `None`: the upload is gone (completed or discarded
+    /// meanwhile). A store that dates a stale upload by its last write
+    /// already answers that date.
+    async fn last_activity(
+        &self,
+        upload: &StaleUpload,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        Ok(Some(upload.active))
+    }
+
+    /// Discards an unfinished upload, in one attempt; an error says it may
+    /// still be there (the next sweep tries again).
     async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError>;
+
+    /// Where this store keeps its parcels (a bucket and key prefix, or a
+    /// directory): replicas with the same location share their parcels,
+    /// and one sweep serves them all.
+    fn location(&self) -> String;
 
     // Resumable uploads (docs/protocol.md, "Resumable uploads"): their
     // bytes stay in the store between requests, named by what the shared
@@ -220,6 +266,8 @@ pub struct StaleUpload {
     pub key: String,
     /// The store's upload id.
     pub upload_id: String,
+    /// When it was begun (S3), or last written to (the directory store).
+    pub active: std::time::SystemTime,
 }
 
 /// A parcel being written in parts.

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::{
     BodyStream, Feed, Fetched, ParcelStore, PartUpload, PutOutcome, S3Keys, StaleUpload,
-    StoreError, StoredParcel,
+    StoreError, StoredParcel, TokenMark,
 };
 use crate::{
     domain::{Address, ParcelId, ParcelMetadata},
@@ -33,6 +33,9 @@ const OWNER_FIELD: &str = "owner";
 /// The folder, under the prefix, of resumable uploads' tails.
 const TAILS_DIR: &str = ".tus/";
 const METADATA_FIELD: &str = "metadata";
+/// The folder, under the prefix, of the marks of used tokens
+/// ([`ParcelStore::mark_token_used`]); a bucket lifecycle rule expires them.
+pub const TOKENS_DIR: &str = ".tokens/";
 
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
@@ -152,6 +155,35 @@ impl S3Store {
         format!("{}{upload}/{name}", self.tails_prefix())
     }
 
+    /// The object key of the mark of the used token `jti`.
+    pub fn token_mark_key(&self, jti: &str) -> String {
+        format!("{}{TOKENS_DIR}{jti}", self.prefix)
+    }
+
+    /// Who wrote the token mark `key`, if it exists.
+    async fn token_mark_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(err) if status_of(&err) == Some(404) => return Ok(None),
+            Err(err) => return Err(failure(err)),
+        };
+        let written = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| StoreError::Unavailable(Box::new(S3Error::Body(Box::new(err)))))?;
+        Ok(Some(
+            String::from_utf8_lossy(&written.into_bytes()).into_owned(),
+        ))
+    }
+
     /// Every object under `prefix`: key and last modified.
     async fn objects(
         &self,
@@ -250,6 +282,11 @@ impl S3Store {
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The prefix of every object key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The object key of a parcel.
@@ -449,13 +486,55 @@ impl ParcelStore for S3Store {
             .map_err(write_failure)
     }
 
+    async fn mark_token_used(&self, jti: &str, holder: &str) -> Result<TokenMark, StoreError> {
+        let key = self.token_mark_key(jti);
+        let answer = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .content_type("text/plain")
+            .body(ByteStream::from(holder.as_bytes().to_vec()))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => return Ok(TokenMark::New),
+            Err(err) if status_of(&err) == Some(412) => {}
+            Err(err) => return Err(failure(err)),
+        }
+        Ok(
+            if self.token_mark_holder(&key).await?.as_deref() == Some(holder) {
+                TokenMark::Ours
+            } else {
+                TokenMark::Spent
+            },
+        )
+    }
+
+    async fn unmark_token(&self, jti: &str, holder: &str) -> Result<bool, StoreError> {
+        let key = self.token_mark_key(jti);
+        if self.token_mark_holder(&key).await?.as_deref() != Some(holder) {
+            return Ok(false);
+        }
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map(|_| true)
+            .map_err(failure)
+    }
+
     async fn list(&self) -> Result<Vec<String>, StoreError> {
         let tails = self.tails_prefix();
+        let marks = self.token_mark_key("");
         Ok(self
             .objects(&self.prefix)
             .await?
             .into_iter()
-            .filter(|(key, _)| !key.starts_with(&tails))
+            .filter(|(key, _)| !key.starts_with(&tails) && !key.starts_with(&marks))
             .filter_map(|(key, _)| key.strip_prefix(&self.prefix).map(str::to_owned))
             .collect())
     }
@@ -466,22 +545,51 @@ impl ParcelStore for S3Store {
             .multipart_uploads()
             .await?
             .iter()
-            .filter(|upload| {
-                upload
+            .filter_map(|upload| {
+                let initiated = upload
                     .initiated()
                     .and_then(|at| std::time::SystemTime::try_from(*at).ok())
-                    .is_some_and(|at| at < cutoff)
-            })
-            .filter_map(|upload| {
+                    .filter(|at| *at < cutoff)?;
                 let key = upload.key()?;
                 let id = ParcelId::parse(key.strip_prefix(&self.prefix)?).ok()?;
                 Some(StaleUpload {
                     id,
                     key: key.to_owned(),
                     upload_id: upload.upload_id()?.to_owned(),
+                    active: initiated,
                 })
             })
             .collect())
+    }
+
+    /// The latest of the upload's start and its parts' `LastModified`,
+    /// every page of `ListParts` read.
+    async fn last_activity(
+        &self,
+        upload: &StaleUpload,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let mut pages = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .into_paginator()
+            .send();
+        let mut latest = upload.active;
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(err) if status_of(&err) == Some(404) => return Ok(None),
+                Err(err) => return Err(failure(err)),
+            };
+            let modified = page.parts().iter().filter_map(|part| {
+                part.last_modified()
+                    .and_then(|at| std::time::SystemTime::try_from(*at).ok())
+            });
+            latest = modified.fold(latest, std::cmp::max);
+        }
+        Ok(Some(latest))
     }
 
     async fn abort_upload(&self, upload: &StaleUpload) -> Result<(), StoreError> {
@@ -491,9 +599,12 @@ impl ParcelStore for S3Store {
             key: upload.key.clone(),
             upload_id: upload.upload_id.clone(),
         }
-        .abort()
-        .await;
-        Ok(())
+        .try_abort()
+        .await
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
     async fn unfinished_uploads(&self) -> Result<Vec<String>, StoreError> {

@@ -88,6 +88,11 @@ async fn malformed_auth_requests_answer_400_in_json() {
         json!({"user": user, "operation": {"name": "download", "id": "00000001"}}),
         json!({"user": user, "operation": {"name": "download", "hash": "ab".repeat(32)}}),
         json!({"user": user, "operation": 5}),
+        // The object form always carries its hash or id (the bare name is
+        // the unscoped form).
+        json!({"user": user, "operation": {"name": "upload"}}),
+        json!({"user": user, "operation": {"name": "download", "id": null}}),
+        json!({"user": user, "operation": {"name": "remove"}}),
         json!({"user": user}),
         json!({"operation": "upload"}),
         json!([1, 2]),

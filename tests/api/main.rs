@@ -6,3 +6,7 @@
 const BACKEND: helpers::Backend = helpers::Backend::Real;
 
 include!("suite.rs");
+
+/// Only here: these tests start a `redis-server` of their own, or use this
+/// suite's single Redis server.
+mod redis_setup;

@@ -327,9 +327,12 @@ async fn backend_calls_are_counted_once_each_by_backend_and_outcome() {
         assert_eq!(answer.status(), StatusCode::NO_CONTENT);
     })
     .await;
-    // A remove: the claim of its token, its settlement and the
-    // outstanding count in Redis; the object's HEAD and DELETE in S3.
-    assert_eq!(remove, per(3.0, 2.0), "a remove");
+    // A remove: the claim of its token, the parcel's write lock taken,
+    // renewed right before the delete (fencing) and let go, the token's
+    // renewal (fencing), its settlement and the outstanding count in Redis;
+    // the object's HEAD, the token's use mark and the DELETE in S3 (with
+    // `AMO_TOKEN_MARKERS` on, the default).
+    assert_eq!(remove, per(7.0, 3.0), "a remove");
 
     let text = scrape(&app).await;
     for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {

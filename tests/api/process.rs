@@ -222,7 +222,9 @@ const MIB: usize = 1 << 20;
 
 #[tokio::test]
 async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
-    let (env, backends) = process_env();
+    // The dead replica's upload is aborted once S3 saw no part of it for
+    // the grace.
+    let (env, backends) = process_env_with(&[("AMO_SWEEP_GRACE_SECS", "5")]);
     let first = ServiceProcess::start(&env).await;
     let app = first.app(&env, backends.clone());
     let owner = Account::new();
@@ -263,7 +265,7 @@ async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
             Vec::<String>::new(),
             "the restart removed the temporary file and no parcel file exists"
         ),
-        // The dead replica's lock expires (30 s) and the sweeper of the new
+        // The dead replica's mark expires (30 s) and the sweeper of the new
         // one aborts its multipart upload (every 15 s).
         Backend::Real | Backend::RealCluster => {
             eventually(90, "the abandoned multipart upload is aborted", || async {

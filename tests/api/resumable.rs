@@ -154,7 +154,10 @@ fn patch_ok_offset(response: Response, expected: usize) -> Response {
 
 /// `DELETE`, signed over the request.
 pub async fn delete(app: &TestApp, path: &str, proof: &Proof) -> Response {
-    let request = app.http.delete(format!("{}{path}", app.base));
+    let request = app
+        .http
+        .delete(format!("{}{path}", app.base))
+        .header("Tus-Resumable", "1.0.0");
     let proof = proof.for_upload(path, TusRequest::Delete);
     proof.apply(request).send().await.unwrap()
 }
@@ -397,6 +400,36 @@ async fn a_patch_cut_mid_way_resumes_from_heads_offset() {
     .await;
 }
 
+/// A chunked PATCH (no `Content-Length`) cut mid-way keeps every byte that
+/// arrived: the part it filled, and the bytes of the next as the tail
+/// (docs/protocol.md: a body cut in the middle keeps, chunked, every byte
+/// that arrived).
+#[tokio::test]
+async fn a_chunked_patch_cut_mid_way_keeps_every_byte_that_arrived() {
+    let app = spawn_with(small_parts(&[])).await;
+    let owner = Account::new();
+    let data = random_body(2 * PART + 100);
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let path = created(&app, &proof, data.len()).await;
+    let sent = PART + 1024 * 1024 + 7;
+    let framing = "Transfer-Encoding: chunked";
+    let mut raw = raw_patch(&app, &path, &proof, 0, 0, framing).await;
+    raw.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+        .await
+        .unwrap();
+    raw.write_all(&data[..sent]).await.unwrap();
+    // The connection drops in the middle of the chunk.
+    raw.shutdown().await.unwrap();
+    drop(raw);
+    eventually(15, "every byte that arrived is kept", || async {
+        offset(&app, &path, &proof).await == sent as u64
+    })
+    .await;
+    let response = patched(&app, &path, &proof, sent, &data[sent..]).await;
+    let id = header(&response, "x-parcel-id");
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+}
+
 /// `HEAD` says the upload at `path` is complete and names its parcel, which
 /// holds `data`; answers the parcel id.
 async fn stored_by_head(app: &TestApp, path: &str, proof: &Proof, owner: &Account, data: &[u8]) -> String {
@@ -577,6 +610,7 @@ async fn each_abuse_is_refused_and_stores_nothing() {
         .apply(
             app.http
                 .patch(format!("{}{path}", app.base))
+                .header("Tus-Resumable", "1.0.0")
                 .header("Content-Type", "application/offset+octet-stream")
                 .body(data[100..].to_vec()),
         )
@@ -644,6 +678,7 @@ async fn an_expired_upload_is_refused_and_swept() {
     let app = spawn_with(small_parts(&[
         ("AMO_UPLOAD_LIFETIME_SECS", "2"),
         ("AMO_LEASE_SECS", "1"),
+        ("AMO_SWEEP_GRACE_SECS", "1"),
     ]))
     .await;
     let owner = Account::new();

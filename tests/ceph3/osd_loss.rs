@@ -309,7 +309,12 @@ fn seconds_between(from: Instant, to: Instant) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_osd_killed_under_load_loses_nothing_and_the_service_carries_on() {
-    let app = Arc::new(Replica::start(ceph3_settings(&[("AMO_LEASE_SECS", "5")]).await).await);
+    let app = Arc::new(
+        Replica::start(
+            ceph3_settings(&[("AMO_LEASE_SECS", "5"), ("AMO_SWEEP_GRACE_SECS", "5")]).await,
+        )
+        .await,
+    );
     let log = Arc::new(Log::default());
     let stop = Arc::new(AtomicBool::new(false));
     let began = Instant::now();

@@ -48,3 +48,4 @@ mod held_mid_body;
 mod redis_down;
 mod slow_clients;
 mod stalled_backends;
+mod tus_commit;

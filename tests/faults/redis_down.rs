@@ -26,6 +26,12 @@ use crate::{helpers::*, proxy::Mode, rig::*, slow_clients::Service};
 const RECOVERY: Duration = Duration::from_millis(400);
 /// The longest any request may take while Redis is down.
 const ANSWER_BOUND: Duration = Duration::from_secs(4);
+/// The longest an upload whose body is through may take to answer 503 when
+/// Redis went away after its token was claimed: the commit's wait for Redis
+/// to answer again (2 s, `STATE_FAILURE_WAIT` in `src/parcels/upload.rs`)
+/// and a margin for the abort of its multipart upload. (Before issue 26's
+/// fix: 5 s with Redis refusing connections, up to 9 s with Redis stalled.)
+const COMMIT_ANSWER_BOUND: Duration = Duration::from_millis(3_000);
 
 /// Every token operation answers 503; inspecting answers 200; `/readyz`
 /// answers 200 and `/status/backends` 503; the tokens are untouched.
@@ -197,10 +203,26 @@ async fn redis_down_at_start_refuses_token_operations_and_recovers_by_itself() {
 /// is gone.
 #[tokio::test]
 async fn a_token_in_use_when_redis_goes_away_is_never_honoured_twice_and_nothing_is_half_stored() {
+    token_in_use_when_redis_goes(Mode::Down).await;
+}
+
+/// The same with Redis stalled (a network partition: connections accepted,
+/// nothing answered), where each Redis operation waits its whole timeout.
+#[tokio::test]
+async fn a_token_in_use_when_redis_stalls_answers_503_within_the_bound() {
+    token_in_use_when_redis_goes(Mode::Stall).await;
+}
+
+async fn token_in_use_when_redis_goes(mode: Mode) {
+    // Short leases: a lock that a stalled attempt took once Redis came back
+    // (nobody renews it) lapses within the test.
     let rig = rig(
         Mode::Pass,
         Mode::Pass,
-        &[("AMO_S3_PART_SIZE_BYTES", &PART.to_string())],
+        &[
+            ("AMO_S3_PART_SIZE_BYTES", &PART.to_string()),
+            ("AMO_LEASE_SECS", "3"),
+        ],
     )
     .await;
     let owner = Account::new();
@@ -226,18 +248,22 @@ async fn a_token_in_use_when_redis_goes_away_is_never_honoured_twice_and_nothing
         "{claimed:?}"
     );
 
-    rig.redis.set(Mode::Down).await;
+    rig.redis.set(mode).await;
     assert!(feed.send(&data[PART + PART / 2..]).await);
     feed.finish();
     // The whole body arrived and matched, but its commit needs the parcel's
-    // write lock, in Redis: the service waits for Redis a few seconds, then
+    // write lock, in Redis: the service waits for Redis two seconds, then
     // answers 503 and aborts the multipart upload. Nothing is visible.
     let (first, took) = timed(async { upload.await.unwrap() }).await;
     eprintln!(
-        "token in use when Redis went away: the upload answered {} {took:?} after its body ended",
+        "token in use when Redis went away ({mode:?}): the upload answered {} {took:?} after its body ended",
         first.status()
     );
     assert_eq!(expect_unavailable(first).await, "unavailable");
+    assert!(
+        took <= COMMIT_ANSWER_BOUND,
+        "the 503 came {took:?} after the body ended, past {COMMIT_ANSWER_BOUND:?}"
+    );
     eventually(10, "the multipart upload is aborted", || async {
         rig.direct.multipart_uploads().await.is_empty()
     })
@@ -249,15 +275,32 @@ async fn a_token_in_use_when_redis_goes_away_is_never_honoured_twice_and_nothing
         auth_once(&rig.app)
     })
     .await;
-    // The claim could not be given back while Redis was away: it lapses by
-    // itself, and until then the token is refused as in use.
+    // The claim is given back once Redis answers again (nothing was
+    // stored), and then the token works once; or it could not be, and it
+    // lapses by itself, refused as in use until then.
     let record = rig.direct.token_record(&token).await;
     eprintln!("  record after Redis came back: {record:?}");
     match record.as_deref() {
         None => {}
+        Some("issued") => {
+            // (After a stall, a commit may find the parcel's lock held by
+            // the stalled attempt, applied once Redis came back: 409 until
+            // that lock lapses, and the token is released each time.)
+            until_status(
+                10,
+                "the released token's upload",
+                StatusCode::CREATED,
+                || rig.app.upload_v2(Some(&proof), data.clone(), None),
+            )
+            .await;
+            let again = rig.app.upload_v2(Some(&proof), data.clone(), None).await;
+            expect_token_refused(again).await;
+            let id = format!("{}{}", &rig.app.settings.storage_id, sha256_upper(&data));
+            remove_parcel(&rig.direct, &owner, &id).await;
+        }
         Some(claimed) if claimed.starts_with("claimed:") => {
             let left = rig.direct.token_lifetime(&token).await.unwrap();
-            assert!(left <= Duration::from_secs(30), "the claim lives {left:?}");
+            assert!(left <= Duration::from_secs(3), "the claim lives {left:?}");
             expect_token_refused(rig.app.upload_v2(Some(&proof), data.clone(), None).await).await;
         }
         Some(other) => panic!("the token's record is {other:?}"),

@@ -77,7 +77,8 @@ def tus_upload(endpoint, work):
     parcel = uploader.request.response_headers.get("x-parcel-id")
     if parcel is None or not parcel.endswith(sha):
         fail(f"the last PATCH answered X-Parcel-Id {parcel!r}, not …{sha}")
-    head_proof = dict(proof, **{"X-Signature": account.sign(request_text("HEAD", uploader.url, upload_token))})
+    head_proof = dict(proof, **{"X-Signature": account.sign(request_text("HEAD", uploader.url, upload_token)),
+                                "Tus-Resumable": "1.0.0"})
     status, headers, _ = call("HEAD", uploader.url, head_proof)
     lower = {k.lower(): v for k, v in headers.items()}
     if status != 200 or lower.get("upload-offset") != str(size):

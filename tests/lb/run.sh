@@ -33,9 +33,6 @@ if [ -z "${AMO_REDIS_URL:-}" ] || [ -z "${AMO_S3_ENDPOINT:-}" ]; then
   die "$BASE_DIR/env names no Redis or S3"
 fi
 
-# nginx-light installed if missing, and the committed config checked.
-bash "$ROOT/deploy/nginx/check.sh" >&2
-
 bin=${AMO_LB_BIN:-} clients=${AMO_LB_CLIENTS:-4} seed=${AMO_LB_SEED:-} keep=${AMO_LB_KEEP:-}
 # Another workload (tests/tus/run.sh: a tus client) and its Python.
 workload=${AMO_LB_WORKLOAD:-$HERE/workload.py} python=${AMO_LB_PYTHON:-python3}
@@ -47,10 +44,17 @@ if [ -z "$bin" ]; then
 fi
 [ -x "$bin" ] || die "no executable $bin"
 
+# nginx-light installed if missing, the committed config checked, and the
+# live proxy in front of one replica of $bin.
+AMO_SERVICE_BIN=$bin bash "$ROOT/deploy/nginx/check.sh" >&2
+
 mkdir -p "$BASE_DIR"
 work=$(mktemp -d "$BASE_DIR/lb.XXXXXX")
 prefix="lb-test-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')/"
 export AMO_S3_PREFIX=$prefix
+# The uploads of a killed replica are swept once S3 saw no part of them for
+# this long (default 1 h): within the workload's wait for the sweep.
+export AMO_SWEEP_GRACE_SECS=${AMO_SWEEP_GRACE_SECS:-10}
 replica_pids=()
 nginx_pid=""
 finished=0

@@ -309,7 +309,8 @@ def workload(run):
 
     def signed_head():
         url = uploader.url.replace(base, endpoint)
-        return call("HEAD", url, account.proof(upload_token, request_text("HEAD", url, upload_token)))
+        proof = account.proof(upload_token, request_text("HEAD", url, upload_token))
+        return call("HEAD", url, dict(proof, **{"Tus-Resumable": "1.0.0"}))
 
     def head():
         status, headers, _ = signed_head()

@@ -82,7 +82,8 @@ const literals = new Set(sourceFiles(join(repo, "src")).flatMap((f) => [...readF
 
 // The metrics src/metrics.rs registers, with their label names: each
 // "amo_..." literal of the METRICS initialiser, and the first label list
-// (&[...]) after it and before the next one; a histogram's also as
+// (&[...]) after it and before the next one; a histogram's (built with
+// HistogramOpts::new or histogram_vec) as
 // _bucket (with le), _sum and _count.
 const init = metricsSource.slice(metricsSource.indexOf("static METRICS"), metricsSource.indexOf("\n});", metricsSource.indexOf("static METRICS")));
 const catalogue = new Map();
@@ -91,7 +92,7 @@ found.forEach((m, i) => {
   const segment = init.slice(m.index, found[i + 1]?.index ?? init.length);
   const list = /&\[([^\]]*)\]/.exec(segment);
   const labels = list ? [...list[1].matchAll(/"([a-z_]+)"/g)].map((l) => l[1]) : [];
-  const histogram = /HistogramOpts::new\(\s*$/.test(init.slice(0, m.index));
+  const histogram = /(HistogramOpts::new\(|histogram_vec\(\s*&registry,)\s*$/.test(init.slice(0, m.index));
   if (histogram) {
     catalogue.set(`${m[1]}_bucket`, { labels: [...labels, "le"], from: "src" });
     catalogue.set(`${m[1]}_sum`, { labels, from: "src" });

@@ -108,6 +108,21 @@ pub fn env_for(backend: Backend, overrides: &[(&str, &str)]) -> HashMap<String, 
     for (name, value) in overrides {
         vars.insert((*name).into(), (*value).into());
     }
+    // An override that names a plain `redis://` URL (an unreachable one,
+    // say) drops the TLS files of a `rediss://` environment, which the
+    // settings refuse beside a plain URL.
+    if vars
+        .get("AMO_REDIS_URL")
+        .is_some_and(|url| !url.contains("rediss"))
+    {
+        for name in [
+            "AMO_REDIS_CA_FILE",
+            "AMO_REDIS_CLIENT_CERT_FILE",
+            "AMO_REDIS_CLIENT_KEY_FILE",
+        ] {
+            vars.remove(name);
+        }
+    }
     vars
 }
 

@@ -4,7 +4,9 @@
 // creation over the token, each HEAD and PATCH after it over the request,
 // with the upload's sequence, learnt in onAfterResponse. The upload is
 // aborted half-way and resumed by a new Upload on the same URL (its HEAD
-// finds the offset and the sequence). Then a captured PATCH is replayed
+// finds the offset and the sequence). Success is reported only with the
+// parcel named (X-Parcel-Id), by the completing PATCH or, when a finished
+// upload is resumed, by the HEAD that finds it complete. Then a captured PATCH is replayed
 // (refused: 409 stale_request), the parcel is downloaded through the API
 // and compared byte for byte, and removed. Exit status 0 only when all held.
 
@@ -66,7 +68,11 @@ const signing = {
 }
 
 const patches = []
+// The last X-Parcel-Id answered: tus-js-client must report success only
+// after an answer named the parcel.
+let parcelSeen = null
 function start(options) {
+  parcelSeen = null
   return new Promise((resolve, reject) => {
     const upload = new Upload(data, {
       endpoint: `${endpoint}/api/v2/uploads`,
@@ -77,12 +83,14 @@ function start(options) {
       ...signing,
       onAfterResponse(req, res) {
         signing.onAfterResponse(req, res)
+        const parcel = res.getHeader('X-Parcel-Id')
+        if (parcel) parcelSeen = parcel
         if (req.getMethod() === 'PATCH' && res.getStatus() === 204) {
           patches.push({ offset: req.getHeader('Upload-Offset'), sequence: req.getHeader('X-Upload-Sequence'), signature: req.getHeader('X-Signature'), url: req.getURL() })
         }
       },
       onError: reject,
-      onSuccess: () => resolve({ upload, done: true }),
+      onSuccess: () => resolve({ upload, done: true, parcel: parcelSeen }),
       ...options(() => upload, resolve),
     })
     upload.start()
@@ -105,8 +113,16 @@ console.log(`upload ${url}, sequence ${sequence} after ${patches.length} PATCHes
 // Resumed by a new Upload on the same URL: its HEAD learns where to go on.
 sequence = -1
 const second = await start(() => ({ uploadUrl: url }))
+const id = `00000001${sha}`
 check(second.done, 'the resumed upload completes')
+check(second.parcel === id, `success comes with X-Parcel-Id ${second.parcel}`)
 check(patches.length >= Math.ceil(SIZE / CHUNK), `${patches.length} PATCHes, each answered 204`)
+
+// The finished upload resumed again: its HEAD finds it complete, and names
+// the parcel; no PATCH is sent.
+const sent = patches.length
+const third = await start(() => ({ uploadUrl: url }))
+check(third.done && third.parcel === id && patches.length === sent, 'a finished upload resumes to success with X-Parcel-Id from HEAD')
 
 // A captured PATCH replayed with its own headers: its sequence is spent.
 const captured = patches[1]
@@ -126,7 +142,6 @@ const replay = await fetch(captured.url, {
 check(replay.status === 409 && (await replay.json()).code === 'stale_request', 'a replayed PATCH answers 409 stale_request')
 
 // The stored parcel, through the API.
-const id = `00000001${sha}`
 const downloadToken = await token({ name: 'download', id })
 const res = await fetch(`${endpoint}/api/v2/parcels/${id}`, {
   headers: { 'X-Auth-Token': downloadToken, 'X-Public-Key': publicHex, 'X-Signature': signText(downloadToken) },
