@@ -1,8 +1,9 @@
 //! `GET /healthz` (liveness), `GET /readyz` (readiness of this replica) and
 //! `GET /status/backends` (the shared backends, for operators).
 //!
-//! Readiness reports only what is particular to this replica: it answers,
-//! it is not draining, and it is not over its own upload cap. Redis and S3
+//! Readiness reports only what is particular to this replica: it answers
+//! and it is not draining. Load never makes it unready (a full replica
+//! refuses uploads one request at a time, 503 `busy`). Redis and S3
 //! are shared by every replica: an outage of theirs would take every replica
 //! out of rotation at once, and the load balancer would then answer its own
 //! error pages instead of the service's JSON 503s (with `Retry-After`), and
