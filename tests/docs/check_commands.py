@@ -67,11 +67,35 @@ def snippets(text: str) -> list[str]:
     return found
 
 
+def split_on_operators(snippet: str) -> list[str]:
+    """`snippet` cut at the shell's `&&`, `||`, `|` and `;`, except inside
+    quotes (a regex such as `--re 'a|b'` is one word)."""
+    parts, current, quote, at = [], [], None, 0
+    while at < len(snippet):
+        char = snippet[at]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif snippet.startswith(("&&", "||"), at):
+            parts.append("".join(current))
+            current, at = [], at + 2
+            continue
+        elif char in "|;":
+            parts.append("".join(current))
+            current, at = [], at + 1
+            continue
+        current.append(char)
+        at += 1
+    parts.append("".join(current))
+    return parts
+
+
 def commands(snippet: str) -> list[str]:
     """The commands of one snippet, comment and settings dropped."""
     snippet = re.sub(r"(^|\s)#.*$", "", snippet)
     found = []
-    for part in re.split(r"&&|;|\|\|?", snippet):
+    for part in split_on_operators(snippet):
         words = part.strip().split()
         while words and ASSIGNMENT.match(words[0]):
             words.pop(0)
