@@ -351,7 +351,11 @@ async fn the_drain_grace_keeps_accepting_for_its_length_then_closes() {
                 last_answer = Some(at);
             }
             Err(err) if err.is_connect() => break signalled.elapsed(),
-            Err(err) => panic!("a probe within the drain: {err}"),
+            Err(err) => panic!(
+                "a probe within the drain, {:?} after SIGTERM: {err:?}; the service's log: {:#?}",
+                signalled.elapsed(),
+                service.log_lines()
+            ),
         }
         assert!(
             signalled.elapsed() < GRACE * 5,
