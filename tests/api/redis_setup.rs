@@ -8,6 +8,9 @@
 //! a child process on a Unix socket in a temporary directory (no port, so
 //! parallel runs never collide), configured as each test needs. Only the
 //! real suite runs them (`main.rs`): they need Debian's `redis-server`.
+//! Run behind Sentinel (`deploy/local/redis-sentinel.sh`), they still use
+//! their own server: a test's `AMO_REDIS_URL` drops the sentinels
+//! (`env_for`). The third test keeps them: the master they name refuses it.
 
 use std::{
     collections::HashMap,
@@ -271,14 +274,19 @@ async fn a_wrong_redis_password_never_shows_in_logs_answers_or_debug_output() {
     let mut url = url::Url::parse(&env["AMO_REDIS_URL"]).expect("a single-server URL");
     url.set_username("amo-nobody").unwrap();
     url.set_password(Some(&url_secret)).unwrap();
-    let env = env_for(
-        crate::BACKEND,
-        &[
-            ("AMO_REDIS_URL", url.as_str()),
-            ("AMO_REDIS_USERNAME", "amo-nobody"),
-            ("AMO_REDIS_PASSWORD_FILE", file.to_str().unwrap()),
-        ],
-    );
+    let mut overrides = vec![
+        ("AMO_REDIS_URL", url.as_str()),
+        ("AMO_REDIS_USERNAME", "amo-nobody"),
+        ("AMO_REDIS_PASSWORD_FILE", file.to_str().unwrap()),
+    ];
+    // Behind Sentinel (deploy/local/redis-sentinel.sh), the URL gives only
+    // the login: the master the sentinels name refuses it.
+    for name in ["AMO_REDIS_SENTINELS", "AMO_REDIS_SENTINEL_MASTER"] {
+        if let Some(value) = env.get(name) {
+            overrides.push((name, value.as_str()));
+        }
+    }
+    let env = env_for(crate::BACKEND, &overrides);
     let secrets = [
         ("the password of the file", file_secret.as_str()),
         ("the password in the URL", url_secret.as_str()),

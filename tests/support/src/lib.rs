@@ -105,6 +105,14 @@ pub fn env_for(backend: Backend, overrides: &[(&str, &str)]) -> HashMap<String, 
             .join(unique.to_string());
         vars.insert("AMO_DATA_DIR".into(), dir.display().to_string());
     }
+    // An override that names a Redis URL (an unreachable one, a test's own
+    // server) means that server: the environment's sentinels, which would
+    // name another master, are dropped unless overridden too.
+    let named = |wanted: &str| overrides.iter().any(|(name, _)| *name == wanted);
+    if named("AMO_REDIS_URL") && !named("AMO_REDIS_SENTINELS") {
+        vars.remove("AMO_REDIS_SENTINELS");
+        vars.remove("AMO_REDIS_SENTINEL_MASTER");
+    }
     for (name, value) in overrides {
         vars.insert((*name).into(), (*value).into());
     }
