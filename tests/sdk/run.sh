@@ -46,7 +46,9 @@ fi
 
 # Generate. No post hooks: they only format the output (ruff) and would warn
 # about a missing formatter, which says nothing about the spec.
-printf 'post_hooks: []\n' >"$work/config.yml"
+# The tus PATCH body is `application/offset+octet-stream` (tus 1.0.0), a
+# type the generator does not know: it is bytes, as it is generated.
+printf 'post_hooks: []\ncontent_type_overrides:\n  application/offset+octet-stream: application/octet-stream\n' >"$work/config.yml"
 echo "generating a client from $spec"
 status=0
 (cd "$work" && "$venv/bin/openapi-python-client" generate --path "$spec" \
