@@ -118,6 +118,13 @@ class S3:
             raise S3Error(f"{method} {key or self.bucket} {query or ''}: HTTP {status}: {data[:300]!r}")
         return status, data
 
+    def list_parcels(self, prefix):
+        """{key: size} of the parcels under prefix: every object but the
+        marks of used tokens (`<prefix>.tokens/<jti>`, docs/reliability.md,
+        "Exactly once across a failover"), which a lifecycle rule expires."""
+        marks = prefix + ".tokens/"
+        return {key: size for key, size in self.list_objects(prefix).items() if not key.startswith(marks)}
+
     def list_objects(self, prefix):
         """{key: size} of every object under prefix."""
         objects, token = {}, None

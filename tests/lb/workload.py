@@ -601,7 +601,7 @@ def workload(run):
                 run.violation(f"{upload['id']} answered an id but was never downloaded byte for byte")
 
     # 7. The bucket: exactly the kept parcels; nothing of the failed uploads.
-    objects = run.s3.list_objects(run.prefix)
+    objects = run.s3.list_parcels(run.prefix)
     expected = {run.prefix + u["id"]: u["size"] for _, u in kept}
     committed_unacknowledged = 0
     for upload in failed_uploads:

@@ -355,10 +355,11 @@ def workload(run):
     else:
         say("the parcel downloads byte for byte")
 
-    # Nothing staged is left: exactly the parcel under the prefix.
+    # Nothing staged is left: exactly the parcel under the prefix (beside
+    # the marks of the tokens used, which `list_parcels` leaves out).
     deadline = time.monotonic() + 90
     while True:
-        objects = run.s3.list_objects(run.prefix)
+        objects = run.s3.list_parcels(run.prefix)
         uploads = run.s3.list_uploads(run.prefix)
         if list(objects) == [run.prefix + expected_id] and not uploads:
             break
