@@ -430,42 +430,47 @@ fn without_an_endpoint_the_parcel_commands_are_a_usage_error() {
 // ---------------------------------------------------------------------------
 // Resumable uploads
 
-/// A TCP proxy to the service. The first connection that carries more than
-/// `cut_after` bytes from the client is cut there: the service's side is
-/// closed (it sees a body cut mid-way), and the client's is closed too if
-/// `close_client`, else left open and unanswered (the client hangs, as on a
-/// dead link). Later connections pass through. Answers the proxy's URL and
-/// a flag that says the cut happened.
+/// A TCP proxy to the service. The connection that carries the client's
+/// byte number `cut_after`, counted over all connections (a client may
+/// open a new connection for each request), is cut there: the service's
+/// side is closed (it sees a body cut mid-way), and the client's is closed
+/// too if `close_client`, else left open and unanswered (the client hangs,
+/// as on a dead link). Later connections pass through. Answers the proxy's
+/// URL and a flag that says the cut happened.
 fn cutting_proxy(
     cut_after: usize,
     close_client: bool,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use std::{
         net::{Shutdown, TcpListener, TcpStream},
-        sync::{Arc, atomic::AtomicBool, atomic::Ordering},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
     };
     let target = endpoint().trim_start_matches("http://").to_owned();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let cut = Arc::new(AtomicBool::new(false));
     let flag = cut.clone();
+    let sent = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
             let mut server = TcpStream::connect(&target).unwrap();
             let (mut client_out, mut server_in) =
                 (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let cut = cut.clone();
+            let (cut, sent) = (cut.clone(), sent.clone());
             std::thread::spawn(move || {
                 let mut block = vec![0u8; 64 * 1024];
-                let mut sent = 0;
                 loop {
                     let n = match client.read(&mut block) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if sent + n > cut_after && !cut.swap(true, Ordering::SeqCst) {
-                        let _ = server.write_all(&block[..cut_after - sent]);
+                    let before = sent.fetch_add(n, Ordering::SeqCst);
+                    if before + n > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                        let _ = server.write_all(&block[..cut_after.saturating_sub(before)]);
                         std::thread::sleep(Duration::from_millis(200));
                         let _ = server.shutdown(Shutdown::Both);
                         if close_client {
@@ -478,7 +483,6 @@ fn cutting_proxy(
                     if server.write_all(&block[..n]).is_err() {
                         break;
                     }
-                    sent += n;
                 }
                 let _ = server.shutdown(Shutdown::Write);
             });
@@ -576,6 +580,11 @@ fn an_interrupted_resumable_upload_resumes_where_the_service_stands() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cut.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(status) = running.try_wait().unwrap() {
+            let mut stderr = String::new();
+            let _ = running.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!("the CLI ended ({status}) before the cut: {stderr}");
+        }
         assert!(Instant::now() < deadline, "the upload never reached the cut");
         std::thread::sleep(Duration::from_millis(50));
     }
