@@ -269,6 +269,25 @@ impl S3Store {
         }
     }
 
+    /// The same store, with `interceptor` run on each of its S3 calls as
+    /// well as the call counter (the tests count one store's calls by
+    /// request).
+    pub fn with_interceptor(
+        self,
+        interceptor: impl aws_sdk_s3::config::Intercept + 'static,
+    ) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(interceptor)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            ..self
+        }
+    }
+
     /// The S3 keys this store signs with (reloaded by [`S3Keys::watch`]).
     pub fn keys(&self) -> &S3Keys {
         &self.keys

@@ -1,6 +1,7 @@
 //! The service as a real process: what only a process can show. A SIGKILL
 //! in the middle of an upload leaves no partial parcel after a restart (and
-//! the directory store cleans its temporary files at start); a SIGTERM lets
+//! the directory store cleans its temporary files at start), and one
+//! between a token's mark and its commit leaves the token spent; a SIGTERM lets
 //! an upload in flight finish, turns readiness off at once and exits 0; the
 //! logs carry request ids and never a token, a signature or a secret.
 
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use amo_storage::app::Backends;
+use amo_storage::{app::Backends, state::ISSUED};
 use reqwest::StatusCode;
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -21,8 +22,15 @@ use tokio::sync::mpsc as channel;
 
 use crate::{
     helpers::*,
+    marks::{jti_of, request_holder, token_mark},
     metrics::{sample, scrape},
 };
+
+/// The fault proxy of tests/faults, here between a replica process and
+/// RGW, to hold a commit.
+#[path = "../faults/proxy.rs"]
+#[allow(dead_code)] // this suite uses one of its modes
+mod proxy;
 
 /// How long the drain tests keep a request in flight after SIGTERM (the
 /// drain timeout is 30 s).
@@ -219,6 +227,10 @@ pub fn streamed_upload(app: &TestApp, proof: &Proof) -> (BodySender, PendingAnsw
 }
 
 const MIB: usize = 1 << 20;
+
+/// The smallest S3 part: a declared length past it is a multipart upload
+/// when `AMO_S3_SINGLE_PUT_MAX_BYTES` is one part.
+const PART: usize = 5 * MIB;
 
 #[tokio::test]
 async fn a_sigkill_mid_upload_leaves_no_partial_parcel_after_a_restart() {
@@ -602,3 +614,71 @@ fn request_id_of(line: &Value) -> Option<&str> {
         .find_map(|span| span["request_id"].as_str())
 }
 
+/// docs/reliability.md, "Exactly once across a failover": a replica that
+/// dies between the mark and the effect leaves its token spent. RGW (behind
+/// a proxy) takes the upload's parts and its token's mark, and is never
+/// sent the `CompleteMultipartUpload`; the replica is SIGKILLed. A
+/// failover then brings the token's record back to `issued`: on a fresh
+/// replica the token answers 401 `token_used`, and nothing is stored.
+#[tokio::test]
+async fn a_replica_killed_between_the_mark_and_the_commit_leaves_its_token_spent() {
+    if crate::BACKEND == Backend::Embedded {
+        // No RGW to hold the commit.
+        return;
+    }
+    let part = PART.to_string();
+    let (env, backends) = process_env_with(&[
+        ("AMO_S3_SINGLE_PUT_MAX_BYTES", part.as_str()),
+        ("AMO_S3_PART_SIZE_BYTES", part.as_str()),
+    ]);
+    let rgw = url::Url::parse(&env["AMO_S3_ENDPOINT"]).unwrap();
+    let rgw = rgw.socket_addrs(|| None).unwrap()[0];
+    let proxy = proxy::FaultProxy::start(rgw, proxy::Mode::HoldCompletions).await;
+    let mut held_env = env.clone();
+    let endpoint = format!("http://{}", proxy.addr());
+    held_env.insert("AMO_S3_ENDPOINT".into(), endpoint);
+    let first = ServiceProcess::start(&held_env).await;
+    // Requests go to the process; the test reads RGW directly.
+    let app = first.app(&env, backends.clone());
+    let owner = Account::new();
+    let data = random_body(PART + 1024);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    let jti = jti_of(&token);
+    let upload = app
+        .http
+        .post(format!("{}/api/v2/parcels", app.base))
+        .header("content-type", "application/octet-stream")
+        .proven(&proof)
+        .body(data.clone());
+    let upload = tokio::spawn(upload.send());
+    tokio::time::timeout(Duration::from_secs(60), proxy.until_a_request_is_held())
+        .await
+        .expect("the upload's CompleteMultipartUpload reached the proxy within 60 s");
+    request_holder(token_mark(&app, &jti).await, "the upload held at its commit");
+    let record = app.token_record(&token).await.expect("the token's record");
+    assert!(record.starts_with("claimed:"), "the upload holds its token: {record}");
+    first.signal(Signal::KILL);
+    assert_eq!(first.exit_code(10).await, None, "killed by a signal");
+    assert!(upload.await.unwrap().is_err(), "the client saw the connection die");
+
+    // A failover that lost the use: the record is `issued` again, and the
+    // parcel's write lock, taken later, is lost too.
+    let key = documented_keys::token(&jti);
+    let back = backends.state.swap(&key, &record, Some(ISSUED), Duration::from_secs(60));
+    assert!(back.await.unwrap(), "the record put back to issued");
+    let id = format!("00000001{}", sha256_upper(&data));
+    let lock = documented_keys::parcel_lock(&id);
+    let locked = backends.state.value(&lock).await.unwrap();
+    let locked = locked.expect("the dead replica held the parcel's write lock");
+    let lost = backends.state.swap(&lock, &locked, None, Duration::ZERO);
+    assert!(lost.await.unwrap(), "the write lock lost");
+    let second = ServiceProcess::start(&env).await;
+    let app = second.app(&env, backends);
+    let answer = app.upload_v2(Some(&proof), data.clone(), None).await;
+    expect_code(answer, StatusCode::UNAUTHORIZED, "token_used").await;
+    let inspect = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
+    expect_code(inspect, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(app.stored_keys().await, Vec::<String>::new());
+    // The dead replica's parts (the sweep would abort them).
+    app.lose_unfinished_uploads().await;
+}

@@ -94,6 +94,46 @@ async fn a_second_patch_while_one_writes_is_refused_423_upload_locked() {
     assert_eq!(app.backends.state.value(&lock).await.unwrap(), None);
 }
 
+/// docs/reliability.md, "Exactly once across a failover", fencing on a
+/// resumable upload: a completing PATCH whose upload lock was lost while
+/// its body streamed (another request holds it now, as after a failover
+/// that lost it) is stopped at the commit with 503 `unavailable`, and
+/// nothing is done: no parcel, no mark of its token, the other holder's
+/// lock left as it is.
+#[tokio::test]
+async fn a_completing_patch_that_lost_the_upload_lock_mid_body_is_refused_503_with_nothing_done() {
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(1000);
+    let (token, proof) = app.upload_token(&owner, &data).await;
+    let path = created(&app, &proof, data.len()).await;
+    let (sender, answer) = streamed_patch(&app, &path, &proof, 0, 0, data.len());
+    sender.send(Ok(data[..500].to_vec())).await.unwrap();
+    let lock = documented_keys::upload_lock(upload_id(&path));
+    eventually(10, "the PATCH holds the upload's lock", || async {
+        app.backends.state.value(&lock).await.unwrap().is_some()
+    })
+    .await;
+    let held = app.backends.state.value(&lock).await.unwrap().unwrap();
+    let another = "claimed:another-request";
+    let handed = app
+        .backends
+        .state
+        .swap(&lock, &held, Some(another), Duration::from_secs(60));
+    assert!(handed.await.unwrap(), "the lock changed hands");
+    sender.send(Ok(data[500..].to_vec())).await.unwrap();
+    drop(sender);
+    let answer = answer.await.unwrap();
+    expect_code(answer, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let id = format!("00000001{}", sha256_upper(&data));
+    let inspect = app.get(&format!("/api/v2/parcels/{id}/metadata")).await;
+    expect_code(inspect, StatusCode::NOT_FOUND, "not_found").await;
+    let jti = crate::marks::jti_of(&token);
+    assert_eq!(crate::marks::token_mark(&app, &jti).await, None, "no mark");
+    let lock_now = app.backends.state.value(&lock).await.unwrap();
+    assert_eq!(lock_now.as_deref(), Some(another));
+}
+
 /// docs/protocol.md: "`exp` is checked when the request starts: an upload
 /// that started in time may finish after its token expired". A v2 upload
 /// whose body ends after `exp` is stored.

@@ -1,15 +1,16 @@
 //! The sweeper (issue 26): it reads every page of S3's listing of
 //! multipart uploads, aborts the abandoned ones, keeps a writer whose Redis
 //! mark was lost while its parts keep coming, and one replica sweeps per
-//! pass. And the bucket at start: a missing one stops the start, or is
-//! created with the lifecycle rules that back the sweep up.
+//! pass, at a cost of at most two Redis reads, one `ListParts` and one
+//! abort per stale upload. And the bucket at start: a missing one stops the
+//! start, or is created with the lifecycle rules that back the sweep up.
 //!
 //! Each test has a key prefix of its own (and the bucket tests buckets of
 //! their own): other tests on the shared RGW are neither slowed nor swept.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -19,7 +20,11 @@ use amo_storage::{
     app::{Backends, check_store_at_start},
     config::{Settings, StoreBackend},
     parcels::{SweepTiming, multipart_mark_key, sweep_pass, sweeper_lease_key},
-    storage::{BucketError, MissingRules, S3Store},
+    state::{Shared, SharedState, StateError, Taken},
+    storage::{BucketError, MissingRules, S3Store, Store},
+};
+use aws_sdk_s3::config::{
+    ConfigBag, Intercept, RuntimeComponents, interceptors::BeforeTransmitInterceptorContextRef,
 };
 use futures_util::StreamExt;
 
@@ -451,4 +456,306 @@ async fn the_binary_exits_on_a_missing_bucket_naming_it() {
         log.contains(&bucket) && log.contains("AMO_S3_CREATE_BUCKET"),
         "{log}"
     );
+}
+
+/// The shared state of a replica, with every call recorded as (operation,
+/// key) before it is passed on: a test counts what one pass asked of
+/// Redis.
+struct RecordedState {
+    inner: Shared,
+    calls: Mutex<Vec<(&'static str, String)>>,
+}
+
+impl RecordedState {
+    /// `inner`, recorded.
+    fn new(inner: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: Mutex::default(),
+        })
+    }
+
+    /// Records `operation` on `key`.
+    fn note(&self, operation: &'static str, key: &str) {
+        self.calls.lock().unwrap().push((operation, key.to_owned()));
+    }
+
+    /// Every call so far, in order.
+    fn calls(&self) -> Vec<(&'static str, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedState for RecordedState {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn ping(&self) -> Result<(), StateError> {
+        self.note("ping", "");
+        self.inner.ping().await
+    }
+
+    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
+        self.note("set_new", key);
+        self.inner.set_new(key, value, ttl).await
+    }
+
+    async fn take_issued(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Taken, StateError> {
+        self.note("take_issued", key);
+        self.inner.take_issued(key, holder, lease).await
+    }
+
+    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError> {
+        self.note("renew", key);
+        self.inner.renew(key, holder, lease).await
+    }
+
+    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError> {
+        self.note("end", key);
+        self.inner.end(key, holder).await
+    }
+
+    async fn restore(
+        &self,
+        key: &str,
+        holder: &str,
+        remaining: Duration,
+    ) -> Result<bool, StateError> {
+        self.note("restore", key);
+        self.inner.restore(key, holder, remaining).await
+    }
+
+    async fn value(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.note("value", key);
+        self.inner.value(key).await
+    }
+
+    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
+        self.note("remaining", key);
+        self.inner.remaining(key).await
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError> {
+        self.note("hit", key);
+        self.inner.hit(key, window).await
+    }
+
+    async fn add_evicting(
+        &self,
+        key: &str,
+        member: &str,
+        expires_us: u64,
+        cap: u64,
+    ) -> Result<Vec<String>, StateError> {
+        self.note("add_evicting", key);
+        self.inner.add_evicting(key, member, expires_us, cap).await
+    }
+
+    async fn add_capped(
+        &self,
+        key: &str,
+        member: &str,
+        expires_us: u64,
+        cap: u64,
+    ) -> Result<bool, StateError> {
+        self.note("add_capped", key);
+        self.inner.add_capped(key, member, expires_us, cap).await
+    }
+
+    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError> {
+        self.note("rescore", key);
+        self.inner.rescore(key, member, expires_us).await
+    }
+
+    async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
+        self.note("end_issued", key);
+        self.inner.end_issued(key).await
+    }
+
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError> {
+        self.note("remove_member", key);
+        self.inner.remove_member(key, member).await
+    }
+
+    async fn swap(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        self.note("swap", key);
+        self.inner.swap(key, expected, new, ttl).await
+    }
+}
+
+/// The S3 requests of one store, each named by its method and the
+/// operation its query names (S3's REST API, not the SDK's names): every
+/// attempt is one request.
+#[derive(Debug, Default, Clone)]
+struct S3Requests(Arc<Mutex<Vec<&'static str>>>);
+
+impl S3Requests {
+    /// The requests sent so far, as operation names.
+    fn sent(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// How many of the requests sent were `operation`.
+    fn count(&self, operation: &str) -> usize {
+        self.sent().iter().filter(|sent| **sent == operation).count()
+    }
+}
+
+impl Intercept for S3Requests {
+    fn name(&self) -> &'static str {
+        "S3Requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let query = request.uri().split_once('?').map_or("", |(_, query)| query);
+        let has = |name: &str| {
+            query
+                .split('&')
+                .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
+        };
+        let operation = match request.method() {
+            "GET" if has("uploadId") => "ListParts",
+            "GET" if has("uploads") => "ListMultipartUploads",
+            "GET" if has("list-type") => "ListObjectsV2",
+            "DELETE" if has("uploadId") => "AbortMultipartUpload",
+            _ => "other",
+        };
+        self.0.lock().unwrap().push(operation);
+        Ok(())
+    }
+}
+
+/// docs/threat-model.md, "Fill the bucket": a pass costs at most two Redis
+/// reads, one `ListParts` and one abort per stale upload. One pass over
+/// abandoned uploads, live ones (their mark held) and ones whose parcel's
+/// write lock is held, its calls counted one by one: each abandoned upload
+/// costs exactly two reads (its mark, its lock), one `ListParts` and one
+/// abort; a live one one read; a locked one two reads; and nothing else
+/// touches an upload's key.
+#[tokio::test]
+async fn a_pass_costs_two_redis_reads_one_list_parts_and_one_abort_per_stale_upload() {
+    const ABANDONED: usize = 6;
+    const LIVE: usize = 4;
+    const LOCKED: usize = 3;
+    let settings = settings(&[]);
+    let StoreBackend::S3(config) = &settings.store else {
+        // The directory store has no ListParts: it dates an upload by its file.
+        return;
+    };
+    let backends = Backends::from_settings(&settings).unwrap();
+    let s3 = S3Store::new(config);
+    // A short lease makes the uploads stale soon; no grace: an unmarked,
+    // unlocked upload is abandoned at once.
+    let timing = SweepTiming {
+        lease: Duration::from_secs(2),
+        grace: Duration::ZERO,
+    };
+    let mut uploads = Vec::new();
+    // Live marks and write locks held, to be let go at the end.
+    let mut held_keys = Vec::new();
+    for number in 0..ABANDONED + LIVE + LOCKED {
+        // Parcel ids of this run alone: write locks are not per prefix.
+        let key = format!("{}00000001{}", config.prefix, sha256_upper(&random_body(32)));
+        let created = s3
+            .client()
+            .create_multipart_upload()
+            .bucket(s3.bucket())
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let upload_id = created.upload_id().unwrap().to_owned();
+        let held = Duration::from_secs(300);
+        if (ABANDONED..ABANDONED + LIVE).contains(&number) {
+            let mark = documented_keys::multipart(&upload_id);
+            assert!(backends.state.set_new(&mark, "live", held).await.unwrap());
+            held_keys.push((mark, "live"));
+        } else if number >= ABANDONED + LIVE {
+            let id = key.strip_prefix(&config.prefix).unwrap();
+            let lock = documented_keys::parcel_lock(id);
+            assert!(backends.state.set_new(&lock, "claimed:another", held).await.unwrap());
+            held_keys.push((lock, "claimed:another"));
+        }
+        uploads.push((key, upload_id));
+    }
+    eventually(30, "every upload is older than the lease", || async {
+        backends.store.stale_uploads(timing.lease).await.unwrap().len() == uploads.len()
+    })
+    .await;
+
+    let requests = S3Requests::default();
+    let store: Store = Arc::new(S3Store::new(config).with_interceptor(requests.clone()));
+    let state = RecordedState::new(backends.state.clone());
+    let shared: Shared = state.clone();
+    assert!(sweep_pass(&store, &shared, timing).await, "this pass swept");
+
+    let sent = requests.sent();
+    assert_eq!(requests.count("ListMultipartUploads"), 1, "{sent:?}");
+    assert_eq!(requests.count("ListObjectsV2"), 1, "the tails' listing: {sent:?}");
+    assert_eq!(requests.count("ListParts"), ABANDONED, "{sent:?}");
+    assert_eq!(requests.count("AbortMultipartUpload"), ABANDONED, "{sent:?}");
+    assert_eq!(sent.len(), 2 + 2 * ABANDONED, "no other S3 request: {sent:?}");
+
+    let calls = state.calls();
+    let lease = sweeper_lease_key(&store.location());
+    for (number, (key, upload_id)) in uploads.iter().enumerate() {
+        let id = key.strip_prefix(&config.prefix).unwrap();
+        let touching: Vec<_> = calls
+            .iter()
+            .filter(|(_, called)| {
+                *called == documented_keys::multipart(upload_id)
+                    || *called == documented_keys::parcel_lock(id)
+            })
+            .collect();
+        let reads = if (ABANDONED..ABANDONED + LIVE).contains(&number) {
+            1
+        } else {
+            2
+        };
+        assert_eq!(touching.len(), reads, "upload {number}: {touching:?}");
+        assert!(
+            touching.iter().all(|(operation, _)| *operation == "value"),
+            "upload {number}: only reads, {touching:?}"
+        );
+    }
+    let reads = calls.iter().filter(|(operation, _)| *operation == "value");
+    assert_eq!(reads.count(), 2 * ABANDONED + LIVE + 2 * LOCKED, "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|(operation, key)| *operation == "value" || *key == lease),
+        "every other Redis call is the sweeper lease's: {calls:?}"
+    );
+
+    // The live and locked uploads are kept.
+    let mut kept: Vec<String> = uploads[ABANDONED..].iter().map(|(key, _)| key.clone()).collect();
+    kept.sort();
+    assert_eq!(multipart_keys(config).await, kept);
+    for (key, upload_id) in &uploads[ABANDONED..] {
+        let abort = s3.client().abort_multipart_upload().bucket(s3.bucket());
+        abort.key(key).upload_id(upload_id).send().await.unwrap();
+    }
+    for (key, value) in held_keys {
+        let gone = backends.state.swap(&key, value, None, Duration::ZERO);
+        assert!(gone.await.unwrap(), "{key} let go");
+    }
 }

@@ -9,6 +9,10 @@
 //! the mode returns to `Pass`. [`Mode::HoldDeleteAnswers`] relays every
 //! request, but holds the answer to a `DELETE` (an S3 `DeleteObject` that
 //! RGW carried out and did not confirm), until the mode changes.
+//! [`Mode::HoldCompletions`] relays every request but an S3
+//! `CompleteMultipartUpload` (`POST …?uploadId=…`), which it holds, and
+//! everything after it on its connection, until the mode changes (the API
+//! suite's process tests include this file for it).
 
 use std::{
     io,
@@ -42,6 +46,11 @@ pub enum Mode {
     /// Relays requests, and holds the answer on a connection that sent a
     /// `DELETE` (HTTP/1.1, a request's head in one write).
     HoldDeleteAnswers,
+    /// Relays requests, and holds a `CompleteMultipartUpload` (HTTP/1.1,
+    /// a request's head in one write) and what follows it on its
+    /// connection.
+    #[allow(dead_code)] // the fault tests do not use it; tests/api does
+    HoldCompletions,
 }
 
 type Tasks = Arc<Mutex<Vec<JoinHandle<()>>>>;
@@ -53,6 +62,7 @@ pub struct FaultProxy {
     mode: watch::Sender<Mode>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
     connections: Tasks,
+    held: watch::Sender<usize>,
 }
 
 impl FaultProxy {
@@ -65,10 +75,13 @@ impl FaultProxy {
             mode: watch::channel(mode).0,
             acceptor: Mutex::new(None),
             connections: Tasks::default(),
+            held: watch::channel(0).0,
         };
         match mode {
             Mode::Down => drop(listener),
-            Mode::Pass | Mode::Stall | Mode::HoldDeleteAnswers => proxy.serve(listener),
+            Mode::Pass | Mode::Stall | Mode::HoldDeleteAnswers | Mode::HoldCompletions => {
+                proxy.serve(listener)
+            }
         }
         proxy
     }
@@ -76,6 +89,15 @@ impl FaultProxy {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Waits until the proxy holds a request ([`Mode::HoldCompletions`]).
+    #[allow(dead_code)] // the fault tests do not use it; tests/api does
+    pub async fn until_a_request_is_held(&self) {
+        let mut held = self.held.subscribe();
+        held.wait_for(|held| *held > 0)
+            .await
+            .expect("the proxy is there");
     }
 
     /// Switches to `mode`. When it returns, a `Down` proxy refuses
@@ -129,6 +151,7 @@ impl FaultProxy {
             self.upstream,
             self.mode.subscribe(),
             self.connections.clone(),
+            self.held.clone(),
         ));
         *self.acceptor.lock().unwrap() = Some(task);
     }
@@ -158,20 +181,26 @@ async fn accept(
     upstream: SocketAddr,
     mode: watch::Receiver<Mode>,
     connections: Tasks,
+    held: watch::Sender<usize>,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let task = tokio::spawn(relay(client, upstream, mode.clone()));
+        let task = tokio::spawn(relay(client, upstream, mode.clone(), held.clone()));
         let mut live = connections.lock().unwrap();
         live.retain(|task| !task.is_finished());
         live.push(task);
     }
 }
 
-async fn relay(client: TcpStream, upstream: SocketAddr, mode: watch::Receiver<Mode>) {
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mode: watch::Receiver<Mode>,
+    held: watch::Sender<usize>,
+) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
@@ -185,7 +214,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, mode: watch::Receiver<Mo
             client_read,
             server_write,
             mode.clone(),
-            Direction::Requests(sent_delete.clone())
+            Direction::Requests(sent_delete.clone(), held)
         ),
         pump(
             server_read,
@@ -198,8 +227,9 @@ async fn relay(client: TcpStream, upstream: SocketAddr, mode: watch::Receiver<Mo
 
 /// Which way a pump copies, with the connection's flag of a `DELETE` sent.
 enum Direction {
-    /// Client to backend: sets the flag on a `DELETE`.
-    Requests(Arc<AtomicBool>),
+    /// Client to backend: sets the flag on a `DELETE`; counts the requests
+    /// it holds in [`Mode::HoldCompletions`].
+    Requests(Arc<AtomicBool>, watch::Sender<usize>),
     /// Backend to client: holds while the flag is set, in
     /// [`Mode::HoldDeleteAnswers`].
     Answers(Arc<AtomicBool>),
@@ -242,9 +272,16 @@ async fn pump(
                 continue;
             }
         };
-        if let Direction::Requests(sent_delete) = &direction {
+        if let Direction::Requests(sent_delete, held) = &direction {
             if *mode.borrow() == Mode::HoldDeleteAnswers && buffer[..n].starts_with(b"DELETE ") {
                 sent_delete.store(true, Ordering::SeqCst);
+            }
+            if *mode.borrow() == Mode::HoldCompletions && is_completion(&buffer[..n]) {
+                held.send_modify(|held| *held += 1);
+                let released = mode.wait_for(|mode| *mode != Mode::HoldCompletions).await;
+                if released.is_err() {
+                    return;
+                }
             }
         }
         if !unheld(&mut mode, &direction).await || to.write_all(&buffer[..n]).await.is_err() {
@@ -265,4 +302,14 @@ async fn unheld(mode: &mut watch::Receiver<Mode>, direction: &Direction) -> bool
             return false;
         }
     }
+}
+
+/// Whether `bytes` begin a `CompleteMultipartUpload`: `POST` with an
+/// `uploadId` in its request line (`CreateMultipartUpload` is `?uploads`).
+fn is_completion(bytes: &[u8]) -> bool {
+    let line = bytes
+        .split(|byte| *byte == b'\n')
+        .next()
+        .unwrap_or_default();
+    line.starts_with(b"POST ") && line.windows(9).any(|window| window == b"uploadId=")
 }
