@@ -26,6 +26,21 @@ use crate::{helpers::*, limits::held_upload};
 const ATTACKER: &str = "127.0.0.2";
 const VICTIM: &str = "127.0.0.3";
 
+/// The window of the minimum transfer rate in the timed tests
+/// (`AMO_MIN_TRANSFER_WINDOW_SECS`): 2 s, so that a loaded machine's
+/// scheduling noise is small against the bounds, which are whole windows.
+const WINDOW_SECS: u64 = 2;
+const WINDOW: Duration = Duration::from_secs(WINDOW_SECS);
+
+/// Asserts that `what` took at least `at_least` windows of the minimum
+/// rate (no cut comes before a window of waiting) and at most `at_most`.
+fn assert_cut_within_windows(what: &str, took: Duration, at_least: u32, at_most: u32) {
+    assert!(
+        took >= WINDOW * at_least && took <= WINDOW * at_most,
+        "{what} after {took:?}: not within [{at_least}, {at_most}] windows of {WINDOW:?}"
+    );
+}
+
 #[tokio::test]
 async fn stalled_uploads_of_one_client_leave_the_replica_ready_and_others_uploading() {
     let app = spawn_with(settings(&[
@@ -82,7 +97,7 @@ async fn an_upload_trickled_below_the_minimum_rate_is_cut_and_frees_its_slot() {
     let app = spawn_with(settings(&[
         ("AMO_MAX_CONCURRENT_UPLOADS", "1"),
         ("AMO_MIN_TRANSFER_BYTES_PER_SEC", "1000"),
-        ("AMO_MIN_TRANSFER_WINDOW_SECS", "1"),
+        ("AMO_MIN_TRANSFER_WINDOW_SECS", &WINDOW_SECS.to_string()),
         ("AMO_AUTH_RATE_PER_IP", "0"),
     ]))
     .await;
@@ -108,13 +123,13 @@ async fn an_upload_trickled_below_the_minimum_rate_is_cut_and_frees_its_slot() {
         .unwrap();
     let cut_after = started.elapsed();
     trickle.abort();
-    eprintln!("a body trickled at 100 B/s (minimum 1000 B/s over 1 s): cut after {cut_after:?}");
+    eprintln!(
+        "a body trickled at 100 B/s (minimum 1000 B/s over {WINDOW:?}): cut after {cut_after:?}"
+    );
     let body = expect_json(response, StatusCode::REQUEST_TIMEOUT).await;
     assert_eq!(body["code"], "too_slow", "{body}");
-    assert!(
-        cut_after < Duration::from_secs(10),
-        "cut after {cut_after:?}, for a window of 1 s"
-    );
+    // docs/threat-model.md: cut within one or two windows.
+    assert_cut_within_windows("a trickled upload cut", cut_after, 1, 2);
     // Nothing is stored; the token is released; the slot is free.
     assert_eq!(app.token_record(&token).await.as_deref(), Some("issued"));
     let victim = app.client_at(VICTIM);
@@ -166,7 +181,7 @@ async fn a_download_its_client_stops_taking_is_cut_below_the_minimum_rate() {
     let _turn = TOO_SLOW_COUNT.lock().await;
     let app = spawn_with(settings(&[
         ("AMO_MIN_TRANSFER_BYTES_PER_SEC", "100000"),
-        ("AMO_MIN_TRANSFER_WINDOW_SECS", "1"),
+        ("AMO_MIN_TRANSFER_WINDOW_SECS", &WINDOW_SECS.to_string()),
     ]))
     .await;
     let owner = Account::new();
@@ -208,10 +223,13 @@ async fn a_download_its_client_stops_taking_is_cut_below_the_minimum_rate() {
         received.len()
     );
     eprintln!(
-        "a download nobody takes (minimum 100 kB/s over 1 s): cut after {cut_after:?}, {} of {size} bytes sent",
+        "a download nobody takes (minimum 100 kB/s over {WINDOW:?}): cut after {cut_after:?}, {} of {size} bytes sent",
         received.len()
     );
-    assert!(cut_after < Duration::from_secs(10), "cut after {cut_after:?}");
+    // docs/reliability.md: cut after two windows: the first brings what
+    // the sockets' buffers take, the second nothing. No sooner (the second
+    // window starts once the first is judged), and within three.
+    assert_cut_within_windows("a download nobody takes cut", cut_after, 2, 3);
 }
 
 #[tokio::test]
@@ -221,44 +239,53 @@ async fn zero_window_http2_clients_hold_neither_their_connections_nor_others_out
         ("AMO_MAX_CONNECTIONS", "6"),
         ("AMO_CLIENT_SHARE_PERCENT", "50"),
         ("AMO_MIN_TRANSFER_BYTES_PER_SEC", "1000"),
-        ("AMO_MIN_TRANSFER_WINDOW_SECS", "1"),
+        ("AMO_MIN_TRANSFER_WINDOW_SECS", &WINDOW_SECS.to_string()),
     ]))
     .await;
-    // The attacker opens as many connections as the replica takes.
+    // The attacker opens as many connections as the replica takes, each
+    // timed from before it was opened: its answer cannot have waited
+    // longer.
     let mut held = Vec::new();
     for _ in 0..6 {
-        held.push(zero_window_connection(&app, ATTACKER).await);
+        let opening = Instant::now();
+        held.push((opening, zero_window_connection(&app, ATTACKER).await));
     }
     // Another client is served meanwhile.
     let victim = app.client_at(VICTIM);
     expect_json(victim.get("/healthz").await, StatusCode::OK).await;
     // Every attacker connection is closed by the service: past its share
-    // at once (a 503), the others once their answer waited a window.
-    let started = Instant::now();
-    let (mut refused, mut cut) = (0, 0);
-    for mut stream in held {
-        let mut received = Vec::new();
-        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
-            .await
-            .expect("the service closes a zero-window connection")
-            .ok();
+    // at once (a 503), the others once their answer waited a window. All
+    // are read at once, so that each close is timed when it comes.
+    let closes = futures_util::future::join_all(held.into_iter().map(
+        |(opening, mut stream)| async move {
+            let mut received = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received))
+                .await
+                .expect("the service closes a zero-window connection")
+                .ok();
+            (received, opening.elapsed())
+        },
+    ))
+    .await;
+    let (mut refused, mut cut_after) = (0, Vec::new());
+    for (received, open_for) in closes {
         if received.starts_with(b"HTTP/1.1 503") {
             refused += 1;
         } else {
             assert!(!received.is_empty(), "an HTTP/2 connection was served");
-            cut += 1;
+            cut_after.push(open_for);
         }
     }
     eprintln!(
-        "6 zero-window HTTP/2 connections: {refused} refused at once, {cut} closed after {:?}",
-        started.elapsed()
+        "6 zero-window HTTP/2 connections (window {WINDOW:?}): {refused} refused at once, \
+         {} closed after {cut_after:?}",
+        cut_after.len()
     );
-    assert_eq!((refused, cut), (3, 3));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "closed within {:?}",
-        started.elapsed()
-    );
+    assert_eq!((refused, cut_after.len()), (3, 3));
+    // docs/threat-model.md: closed once its answer waited a window.
+    for took in cut_after {
+        assert_cut_within_windows("a zero-window connection closed", took, 1, 2);
+    }
 }
 
 #[tokio::test]

@@ -220,3 +220,42 @@ async fn two_removes_straddling_anothers_commit_leave_that_parcel_stored() {
     assert_eq!(owner["owner"], serde_json::json!(b.address), "B's parcel survives");
     assert_eq!(app.fetch_v2(&b, &id).await, data);
 }
+
+/// docs/protocol.md, Access control: a remove answers 409
+/// `upload_in_progress` when the parcel's write lock stays held for 5 s.
+/// The lock is held here, under its documented key, as another replica's
+/// commit would hold it; the remove must wait the 5 s, no less, and answer
+/// within twice that.
+#[tokio::test]
+async fn a_remove_that_finds_the_write_lock_held_for_5_s_answers_409_upload_in_progress() {
+    const LOCK_WAIT: Duration = Duration::from_secs(5);
+    let app = spawn_app().await;
+    let owner = Account::new();
+    let data = random_body(1000);
+    let id = app.store_v2(&owner, &data).await;
+    let lock = documented_keys::parcel_lock(&id);
+    let state = &app.backends.state;
+    assert!(
+        state
+            .set_new(&lock, "claimed:another", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "the test holds the parcel's write lock"
+    );
+    let token = app
+        .token(&owner.address, serde_json::json!({"name": "remove", "id": id}))
+        .await;
+    let started = std::time::Instant::now();
+    let response = app.remove_v2(Some(&owner.prove(&token)), &id).await;
+    let took = started.elapsed();
+    eprintln!("a remove that found the write lock held answered after {took:?}");
+    expect_code(response, StatusCode::CONFLICT, "upload_in_progress").await;
+    assert!(
+        took >= LOCK_WAIT && took < LOCK_WAIT * 2,
+        "answered 409 after {took:?}: not within [5 s, 10 s)"
+    );
+    // Nothing was deleted; once the lock is let go, a remove goes through.
+    assert_eq!(app.fetch_v2(&owner, &id).await, data);
+    assert!(state.end(&lock, "another").await.unwrap());
+    assert_eq!(remove(&app, &owner, &id).await, StatusCode::NO_CONTENT);
+}

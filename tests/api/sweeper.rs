@@ -271,8 +271,10 @@ async fn the_sweep_deletes_expired_tails_past_the_first_page() {
 }
 
 /// Of the replicas that share a store, one sweeps per pass: the sweeper
-/// lease elects it, and holds the others off for the interval after the
-/// pass. A store elsewhere (another prefix) has a sweeper of its own.
+/// lease elects it, and holds the others off until three eighths of a
+/// lease from the pass's start (docs/protocol.md, Redis key layout), which
+/// the lease's remaining time right after the pass shows. A store
+/// elsewhere (another prefix) has a sweeper of its own.
 #[tokio::test]
 async fn one_replica_sweeps_per_pass() {
     let settings = settings(&[("AMO_LEASE_SECS", "60")]);
@@ -287,13 +289,33 @@ async fn one_replica_sweeps_per_pass() {
         lease: settings.lease,
         grace: settings.sweep_grace,
     };
+    let before_the_pass = std::time::Instant::now();
     let (a, b) = tokio::join!(
         sweep_pass(&first.store, &first.state, timing),
         sweep_pass(&second.store, &second.state, timing)
     );
     assert!(a ^ b, "exactly one replica swept: {a}, {b}");
-    // The pass is over, and the lease still holds the next one off.
+    // The pass is over, and the lease still holds the next one off until
+    // three eighths of a lease from the pass's start: the pass started
+    // after `before_the_pass`, so what is left lies between the three
+    // eighths less the time since then, and the three eighths.
     let key = sweeper_lease_key(&first.store.location());
+    let held = timing.lease * 3 / 8;
+    let left = first
+        .state
+        .remaining(&key)
+        .await
+        .unwrap()
+        .expect("the sweeper lease is held after the pass");
+    let since = before_the_pass.elapsed();
+    eprintln!("the sweeper lease has {left:?} left, {since:?} after the pass began");
+    // Redis counts the lease in milliseconds.
+    let rounding = Duration::from_millis(1);
+    assert!(
+        left <= held + rounding && left + since + rounding >= held,
+        "the sweeper lease has {left:?} left {since:?} after the pass began; it is held \
+         until {held:?} from the pass's start"
+    );
     assert!(first.state.value(&key).await.unwrap().is_some());
     assert!(!sweep_pass(&first.store, &first.state, timing).await);
     assert!(!sweep_pass(&second.store, &second.state, timing).await);
@@ -308,6 +330,59 @@ async fn one_replica_sweeps_per_pass() {
         _ => elsewhere,
     };
     assert!(sweep_pass(&elsewhere.store, &elsewhere.state, timing).await);
+}
+
+/// When the passes of the sweeper of `app`'s store begin, the first
+/// `passes` of them seen from now: after each pass the sweeper lease says
+/// `swept` and lapses three eighths of a lease from the pass's start, so
+/// each expiry read (the lease's remaining time, polled) dates its pass.
+async fn sweeper_pass_starts(app: &TestApp, passes: usize) -> Vec<std::time::Instant> {
+    let (state, lease) = (&app.backends.state, app.settings.lease);
+    let key = sweeper_lease_key(&app.backends.store.location());
+    let held = lease * 3 / 8;
+    let mut starts: Vec<std::time::Instant> = Vec::new();
+    let deadline = std::time::Instant::now() + lease * (passes as u32 + 2);
+    while starts.len() < passes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saw {} sweeper passes in {:?}, not {passes}",
+            starts.len(),
+            lease * (passes as u32 + 2)
+        );
+        if state.value(&key).await.unwrap().as_deref() == Some("swept")
+            && let Some(left) = state.remaining(&key).await.unwrap()
+        {
+            let start = std::time::Instant::now() + left - held;
+            // The same pass read again dates it to within the polls' noise.
+            let new_pass = starts
+                .last()
+                .is_none_or(|last| start > *last + lease / 4);
+            if new_pass {
+                starts.push(start);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    starts
+}
+
+/// The sweeper runs every half lease (docs/protocol.md, Redis key layout):
+/// with a 6 s lease, successive passes of one replica begin 3 s apart,
+/// never sooner than 90 % of it (a tick late by a loaded machine makes the
+/// next gap that much shorter) and well within twice it.
+#[tokio::test]
+async fn the_sweeper_runs_every_half_lease() {
+    let app = spawn_with(settings(&[("AMO_LEASE_SECS", "6")])).await;
+    let interval = app.settings.lease / 2;
+    let starts = sweeper_pass_starts(&app, 4).await;
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("sweeper passes every {interval:?}: gaps {gaps:?}");
+    for gap in gaps {
+        assert!(
+            gap >= interval * 9 / 10 && gap < interval * 2,
+            "passes {gap:?} apart, for an interval of {interval:?}"
+        );
+    }
 }
 
 /// A bucket name of this test alone.

@@ -63,12 +63,12 @@ async fn opened(app: &TestApp, proof: &Proof, length: usize, client: &str) -> St
     location(&response)
 }
 
-/// A creation past a cap: 429 `too_many_uploads`, and the token stays
-/// usable.
+/// A creation past a cap: 429 `too_many_uploads` with `Retry-After: 60`
+/// (docs/protocol.md, Errors), and the token stays usable.
 async fn refused_past_the_cap(app: &TestApp, token: &str, proof: &Proof, length: usize, client: &str) {
     let sent = amo_storage::state::unix_now();
     let response = create_from(app, proof, length, client).await;
-    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(header(&response, "retry-after"), "60");
     expect_code(response, StatusCode::TOO_MANY_REQUESTS, "too_many_uploads").await;
     assert_released(app, token, sent).await;
 }

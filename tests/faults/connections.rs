@@ -439,9 +439,11 @@ async fn idle_and_silent_connections_close_but_never_one_with_a_request_in_fligh
         timeout * 4
     );
     assert_eq!(status, 201, "{body}");
+    // No sooner than the timeout (less a margin: the service's clock
+    // starts a moment before the test's), no later than twice it.
     for took in [idle_for, silent_for] {
         assert!(
-            took + Duration::from_millis(100) >= timeout && took <= timeout + CLOSE_SLACK,
+            took + Duration::from_millis(100) >= timeout && took <= timeout * 2,
             "closed after {took:?}, timeout {timeout:?}"
         );
     }

@@ -73,10 +73,9 @@ async fn a_client_that_stops_sending_is_timed_out_and_leaves_nothing() {
         took >= idle - Duration::from_millis(100),
         "timed out early: {took:?}"
     );
-    assert!(
-        took <= idle + Duration::from_secs(3),
-        "timed out late: {took:?}"
-    );
+    // Measured from the last write the socket took: what the kernel still
+    // buffered reaches the service later, which only makes this longer.
+    assert!(took <= idle * 2, "timed out late: {took:?}, twice {idle:?}");
 
     eventually(10, "the multipart upload is aborted", || async {
         app.multipart_uploads().await.is_empty()
@@ -103,10 +102,10 @@ const BIG: u64 = 256 * MIB;
 /// kernel's socket buffers take, a few MiB, never the parcel.
 const SENT_BOUND_MIB: u64 = 64;
 /// How much the service's peak RSS may grow while a client reads nothing:
-/// the README's "a few MiB". Measured 2.0 to 6.2 MiB on the shared 2-core
-/// machine (allocator noise); twice the worst of those. A service that
-/// buffered what the client does not read would grow by up to the parcel's
-/// 256 MiB.
+/// docs/reliability.md's "at most 12 MiB". Measured 0 to 6.2 MiB on the
+/// shared 2-core machine (allocator noise); twice the worst of those. A
+/// service that buffered what the client does not read would grow by up
+/// to the parcel's 256 MiB.
 const GROWTH_BOUND_KIB: u64 = 12 * 1024;
 
 #[tokio::test]
