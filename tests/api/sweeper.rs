@@ -367,9 +367,10 @@ async fn sweeper_pass_starts(app: &TestApp, passes: usize) -> Vec<std::time::Ins
 }
 
 /// The sweeper runs every half lease (docs/protocol.md, Redis key layout):
-/// with a 6 s lease, successive passes of one replica begin 3 s apart,
-/// never sooner than 90 % of it (a tick late by a loaded machine makes the
-/// next gap that much shorter) and well within twice it.
+/// with a 6 s lease, successive passes of one replica begin 3 s apart:
+/// within twice it, and no sooner than two thirds of it (a tick late on a
+/// loaded machine makes the next gap that much shorter; two thirds still
+/// fails a sweeper that runs twice as often).
 #[tokio::test]
 async fn the_sweeper_runs_every_half_lease() {
     let app = spawn_with(settings(&[("AMO_LEASE_SECS", "6")])).await;
@@ -379,7 +380,7 @@ async fn the_sweeper_runs_every_half_lease() {
     eprintln!("sweeper passes every {interval:?}: gaps {gaps:?}");
     for gap in gaps {
         assert!(
-            gap >= interval * 9 / 10 && gap < interval * 2,
+            gap >= interval * 2 / 3 && gap < interval * 2,
             "passes {gap:?} apart, for an interval of {interval:?}"
         );
     }
