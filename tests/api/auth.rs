@@ -1,14 +1,6 @@
 //! `POST /api/v1/auth` and `/api/v2/auth`.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use amo_storage::{
-    app::Backends,
-    state::{Shared, SharedState, StateError, Taken},
-};
+use amo_storage::app::Backends;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,6 +8,7 @@ use serde_json::{Value, json};
 use crate::{
     helpers::*,
     limits::{client_from, unique_loopback},
+    recorded_state::RecordedState,
 };
 
 fn decode_part(token: &str, index: usize) -> Value {
@@ -111,92 +104,6 @@ async fn malformed_auth_requests_answer_400_in_json() {
     expect_code(not_json, StatusCode::BAD_REQUEST, "bad_request").await;
 }
 
-/// The shared state of one app, which notes the token records it creates
-/// (`set_new` of `amo:token:…`) and the outstanding-token slots it grants
-/// (`add_evicting`), and passes every call on.
-struct Recording {
-    inner: Shared,
-    records: Mutex<Vec<String>>,
-    slots: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait::async_trait]
-impl SharedState for Recording {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    async fn ping(&self) -> Result<(), StateError> {
-        self.inner.ping().await
-    }
-    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
-        let set = self.inner.set_new(key, value, ttl).await?;
-        if set && key.starts_with("amo:token:") {
-            self.records.lock().unwrap().push(key.to_owned());
-        }
-        Ok(set)
-    }
-    async fn take_issued(&self, key: &str, holder: &str, lease: Duration) -> Result<Taken, StateError> {
-        self.inner.take_issued(key, holder, lease).await
-    }
-    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError> {
-        self.inner.renew(key, holder, lease).await
-    }
-    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError> {
-        self.inner.end(key, holder).await
-    }
-    async fn restore(&self, key: &str, holder: &str, remaining: Duration) -> Result<bool, StateError> {
-        self.inner.restore(key, holder, remaining).await
-    }
-    async fn value(&self, key: &str) -> Result<Option<String>, StateError> {
-        self.inner.value(key).await
-    }
-    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
-        self.inner.remaining(key).await
-    }
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError> {
-        self.inner.hit(key, window).await
-    }
-    async fn add_evicting(
-        &self,
-        key: &str,
-        member: &str,
-        expires_us: u64,
-        cap: u64,
-    ) -> Result<Vec<String>, StateError> {
-        let evicted = self.inner.add_evicting(key, member, expires_us, cap).await?;
-        let slot = (key.to_owned(), member.to_owned());
-        self.slots.lock().unwrap().push(slot);
-        Ok(evicted)
-    }
-    async fn add_capped(
-        &self,
-        key: &str,
-        member: &str,
-        expires_us: u64,
-        cap: u64,
-    ) -> Result<bool, StateError> {
-        self.inner.add_capped(key, member, expires_us, cap).await
-    }
-    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError> {
-        self.inner.rescore(key, member, expires_us).await
-    }
-    async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
-        self.inner.end_issued(key).await
-    }
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError> {
-        self.inner.remove_member(key, member).await
-    }
-    async fn swap(
-        &self,
-        key: &str,
-        expected: &str,
-        new: Option<&str>,
-        ttl: Duration,
-    ) -> Result<bool, StateError> {
-        self.inner.swap(key, expected, new, ttl).await
-    }
-}
-
 /// `POST /api/v1/auth` from `client`; the status, and the token's `jti` if
 /// one was issued (else the error code).
 async fn ask_from(client: &reqwest::Client, app: &TestApp, body: Value) -> (StatusCode, String) {
@@ -229,11 +136,7 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
         ("AMO_AUTH_RATE_PER_IP", "3"),
     ]);
     let backends = Backends::from_settings(&settings).unwrap();
-    let recording = Arc::new(Recording {
-        inner: backends.state.clone(),
-        records: Mutex::default(),
-        slots: Mutex::default(),
-    });
+    let recording = RecordedState::new(backends.state.clone());
     let app = spawn_on(
         settings,
         Backends {
@@ -277,7 +180,7 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
     }
     let record = async |jti: &str| {
         let key = documented_keys::token(jti);
-        recording.inner.value(&key).await.unwrap()
+        recording.inner().value(&key).await.unwrap()
     };
     assert_eq!(record(&issued[3]).await, None, "revoked");
     for jti in &issued[4..] {
@@ -298,11 +201,21 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
         .iter()
         .map(|jti| documented_keys::token(jti))
         .collect();
-    assert_eq!(*recording.records.lock().unwrap(), expected, "token records");
-    let slots = recording.slots.lock().unwrap().clone();
+    let calls = recording.calls();
+    let records: Vec<&String> = calls
+        .iter()
+        .filter(|call| call.operation == "set_new" && call.yes && call.key.starts_with("amo:token:"))
+        .map(|call| &call.key)
+        .collect();
+    assert_eq!(records, expected.iter().collect::<Vec<_>>(), "token records");
+    let slots: Vec<&Option<String>> = calls
+        .iter()
+        .filter(|call| call.operation == "add_evicting")
+        .map(|call| &call.member)
+        .collect();
     assert_eq!(slots.len(), issued.len(), "outstanding slots: {slots:?}");
-    for ((_, member), jti) in slots.iter().zip(&issued) {
-        assert_eq!(member, jti, "outstanding slots: {slots:?}");
+    for (member, jti) in slots.iter().zip(&issued) {
+        assert_eq!(member.as_deref(), Some(jti.as_str()), "outstanding slots: {slots:?}");
     }
 }
 

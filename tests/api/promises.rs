@@ -61,6 +61,30 @@ fn upload_id(path: &str) -> &str {
     path.rsplit('/').next().unwrap()
 }
 
+/// A PATCH of all of `data` to a new upload of `proof`'s, in mid-body: its
+/// first half sent and the upload's lock held. Answers the body's sender,
+/// the answer to come, the upload's path and its lock's key.
+async fn patch_holding_its_lock(
+    app: &TestApp,
+    proof: &Proof,
+    data: &[u8],
+) -> (
+    mpsc::Sender<std::io::Result<Vec<u8>>>,
+    tokio::task::JoinHandle<reqwest::Response>,
+    String,
+    String,
+) {
+    let path = created(app, proof, data.len()).await;
+    let (sender, answer) = streamed_patch(app, &path, proof, 0, 0, data.len());
+    sender.send(Ok(data[..data.len() / 2].to_vec())).await.unwrap();
+    let lock = documented_keys::upload_lock(upload_id(&path));
+    eventually(10, "the PATCH holds the upload's lock", || async {
+        app.backends.state.value(&lock).await.unwrap().is_some()
+    })
+    .await;
+    (sender, answer, path, lock)
+}
+
 /// docs/protocol.md: "One request at a time writes to an upload (423
 /// `upload_locked` for another)". A second PATCH, in the right sequence and
 /// at the right offset, sent while the first streams its body, is refused
@@ -71,16 +95,8 @@ async fn a_second_patch_while_one_writes_is_refused_423_upload_locked() {
     let owner = Account::new();
     let data = random_body(1000);
     let (_, proof) = app.upload_token(&owner, &data).await;
-    let path = created(&app, &proof, data.len()).await;
-    let (first, answer) = streamed_patch(&app, &path, &proof, 0, 0, data.len());
-    first.send(Ok(data[..500].to_vec())).await.unwrap();
-    // The first PATCH holds the lock (and spent sequence 0) once its key
-    // exists.
-    let lock = documented_keys::upload_lock(upload_id(&path));
-    eventually(10, "the first PATCH holds the upload's lock", || async {
-        app.backends.state.value(&lock).await.unwrap().is_some()
-    })
-    .await;
+    // The first PATCH holds the lock (and spent sequence 0).
+    let (first, answer, path, lock) = patch_holding_its_lock(&app, &proof, &data).await;
     let second = patch_in_sequence(&app, &path, &proof, 0, 1, &data).await;
     expect_code(second, StatusCode::LOCKED, "upload_locked").await;
 
@@ -106,14 +122,7 @@ async fn a_completing_patch_that_lost_the_upload_lock_mid_body_is_refused_503_wi
     let owner = Account::new();
     let data = random_body(1000);
     let (token, proof) = app.upload_token(&owner, &data).await;
-    let path = created(&app, &proof, data.len()).await;
-    let (sender, answer) = streamed_patch(&app, &path, &proof, 0, 0, data.len());
-    sender.send(Ok(data[..500].to_vec())).await.unwrap();
-    let lock = documented_keys::upload_lock(upload_id(&path));
-    eventually(10, "the PATCH holds the upload's lock", || async {
-        app.backends.state.value(&lock).await.unwrap().is_some()
-    })
-    .await;
+    let (sender, answer, _, lock) = patch_holding_its_lock(&app, &proof, &data).await;
     let held = app.backends.state.value(&lock).await.unwrap().unwrap();
     let another = "claimed:another-request";
     let handed = app

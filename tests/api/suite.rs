@@ -3,6 +3,7 @@
 
 mod fake_chain;
 mod helpers;
+mod recorded_state;
 
 mod adversarial;
 mod attacks;

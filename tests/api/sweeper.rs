@@ -20,7 +20,7 @@ use amo_storage::{
     app::{Backends, check_store_at_start},
     config::{Settings, StoreBackend},
     parcels::{SweepTiming, multipart_mark_key, sweep_pass, sweeper_lease_key},
-    state::{Shared, SharedState, StateError, Taken},
+    state::Shared,
     storage::{BucketError, MissingRules, S3Store, Store},
 };
 use aws_sdk_s3::config::{
@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use crate::{
     helpers::*,
     metrics::{sample, scrape},
+    recorded_state::RecordedState,
 };
 
 /// The key of the parcel numbered `number` under `prefix`: keys sort as
@@ -534,144 +535,6 @@ async fn the_binary_exits_on_a_missing_bucket_naming_it() {
     );
 }
 
-/// The shared state of a replica, with every call recorded as (operation,
-/// key) before it is passed on: a test counts what one pass asked of
-/// Redis.
-struct RecordedState {
-    inner: Shared,
-    calls: Mutex<Vec<(&'static str, String)>>,
-}
-
-impl RecordedState {
-    /// `inner`, recorded.
-    fn new(inner: Shared) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            calls: Mutex::default(),
-        })
-    }
-
-    /// Records `operation` on `key`.
-    fn note(&self, operation: &'static str, key: &str) {
-        self.calls.lock().unwrap().push((operation, key.to_owned()));
-    }
-
-    /// Every call so far, in order.
-    fn calls(&self) -> Vec<(&'static str, String)> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-#[async_trait::async_trait]
-impl SharedState for RecordedState {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    async fn ping(&self) -> Result<(), StateError> {
-        self.note("ping", "");
-        self.inner.ping().await
-    }
-
-    async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StateError> {
-        self.note("set_new", key);
-        self.inner.set_new(key, value, ttl).await
-    }
-
-    async fn take_issued(
-        &self,
-        key: &str,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Taken, StateError> {
-        self.note("take_issued", key);
-        self.inner.take_issued(key, holder, lease).await
-    }
-
-    async fn renew(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StateError> {
-        self.note("renew", key);
-        self.inner.renew(key, holder, lease).await
-    }
-
-    async fn end(&self, key: &str, holder: &str) -> Result<bool, StateError> {
-        self.note("end", key);
-        self.inner.end(key, holder).await
-    }
-
-    async fn restore(
-        &self,
-        key: &str,
-        holder: &str,
-        remaining: Duration,
-    ) -> Result<bool, StateError> {
-        self.note("restore", key);
-        self.inner.restore(key, holder, remaining).await
-    }
-
-    async fn value(&self, key: &str) -> Result<Option<String>, StateError> {
-        self.note("value", key);
-        self.inner.value(key).await
-    }
-
-    async fn remaining(&self, key: &str) -> Result<Option<Duration>, StateError> {
-        self.note("remaining", key);
-        self.inner.remaining(key).await
-    }
-
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StateError> {
-        self.note("hit", key);
-        self.inner.hit(key, window).await
-    }
-
-    async fn add_evicting(
-        &self,
-        key: &str,
-        member: &str,
-        expires_us: u64,
-        cap: u64,
-    ) -> Result<Vec<String>, StateError> {
-        self.note("add_evicting", key);
-        self.inner.add_evicting(key, member, expires_us, cap).await
-    }
-
-    async fn add_capped(
-        &self,
-        key: &str,
-        member: &str,
-        expires_us: u64,
-        cap: u64,
-    ) -> Result<bool, StateError> {
-        self.note("add_capped", key);
-        self.inner.add_capped(key, member, expires_us, cap).await
-    }
-
-    async fn rescore(&self, key: &str, member: &str, expires_us: u64) -> Result<(), StateError> {
-        self.note("rescore", key);
-        self.inner.rescore(key, member, expires_us).await
-    }
-
-    async fn end_issued(&self, key: &str) -> Result<bool, StateError> {
-        self.note("end_issued", key);
-        self.inner.end_issued(key).await
-    }
-
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StateError> {
-        self.note("remove_member", key);
-        self.inner.remove_member(key, member).await
-    }
-
-    async fn swap(
-        &self,
-        key: &str,
-        expected: &str,
-        new: Option<&str>,
-        ttl: Duration,
-    ) -> Result<bool, StateError> {
-        self.note("swap", key);
-        self.inner.swap(key, expected, new, ttl).await
-    }
-}
-
 /// The S3 requests of one store, each named by its method and the
 /// operation its query names (S3's REST API, not the SDK's names): every
 /// attempt is one request.
@@ -797,9 +660,9 @@ async fn a_pass_costs_two_redis_reads_one_list_parts_and_one_abort_per_stale_upl
         let id = key.strip_prefix(&config.prefix).unwrap();
         let touching: Vec<_> = calls
             .iter()
-            .filter(|(_, called)| {
-                *called == documented_keys::multipart(upload_id)
-                    || *called == documented_keys::parcel_lock(id)
+            .filter(|call| {
+                call.key == documented_keys::multipart(upload_id)
+                    || call.key == documented_keys::parcel_lock(id)
             })
             .collect();
         let reads = if (ABANDONED..ABANDONED + LIVE).contains(&number) {
@@ -809,16 +672,16 @@ async fn a_pass_costs_two_redis_reads_one_list_parts_and_one_abort_per_stale_upl
         };
         assert_eq!(touching.len(), reads, "upload {number}: {touching:?}");
         assert!(
-            touching.iter().all(|(operation, _)| *operation == "value"),
+            touching.iter().all(|call| call.operation == "value"),
             "upload {number}: only reads, {touching:?}"
         );
     }
-    let reads = calls.iter().filter(|(operation, _)| *operation == "value");
+    let reads = calls.iter().filter(|call| call.operation == "value");
     assert_eq!(reads.count(), 2 * ABANDONED + LIVE + 2 * LOCKED, "{calls:?}");
     assert!(
         calls
             .iter()
-            .all(|(operation, key)| *operation == "value" || *key == lease),
+            .all(|call| call.operation == "value" || call.key == lease),
         "every other Redis call is the sweeper lease's: {calls:?}"
     );
 
