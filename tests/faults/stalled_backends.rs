@@ -45,6 +45,11 @@ async fn a_stalled_s3_hits_the_configured_timeout_and_answers_503() {
     assert_eq!(expect_unavailable(response).await, "outcome_unknown");
     eprintln!("  upload answered 503 after {took:?}");
     assert!(took >= floor && took <= bound, "upload took {took:?}");
+    assert_eq!(
+        rig.direct.token_record(&tokens.upload).await,
+        None,
+        "a token whose effect may have happened is used up, not given back"
+    );
     let (response, took) =
         timed(app.download_v2(Some(&owner.prove(&tokens.download)), &id, None)).await;
     assert_eq!(expect_unavailable(response).await, "unavailable");
