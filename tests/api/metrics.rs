@@ -95,10 +95,12 @@ async fn a_process_of_its_own_counts_exactly_what_it_served() {
         "token_used",
     ];
     const PER_ADDRESS: usize = 20;
+    const OUTSTANDING: usize = 10;
     let secret = "metrics-test-jwt-secret-of-32-bytes-or-more";
     let (env, backends) = process_env_with(&[
         ("AMO_JWT_SECRET", secret),
         ("AMO_AUTH_RATE_PER_IP", &PER_ADDRESS.to_string()),
+        ("AMO_MAX_OUTSTANDING_TOKENS", &OUTSTANDING.to_string()),
         ("AMO_MAX_CONCURRENT_UPLOADS", "1"),
     ]);
     let service = ServiceProcess::start(&env).await;
@@ -178,10 +180,14 @@ async fn a_process_of_its_own_counts_exactly_what_it_served() {
     expect_json(held.await.unwrap().unwrap(), StatusCode::CREATED).await;
 
     // The address limit: PER_ADDRESS token requests a minute, then two 429s.
+    // The rest of them go to one account, past its cap of OUTSTANDING unused
+    // tokens: each one past the cap revokes the account's oldest.
     let issued_so_far = 5;
+    let crowded = Account::new();
     for _ in issued_so_far..PER_ADDRESS {
-        app.token(&Account::new().address, json!("download")).await;
+        app.token(&crowded.address, json!("download")).await;
     }
+    let revoked = PER_ADDRESS - issued_so_far - OUTSTANDING;
     for _ in 0..2 {
         let answer = app
             .auth_raw(json!({"user": owner.address, "operation": "download"}))
@@ -212,7 +218,11 @@ async fn a_process_of_its_own_counts_exactly_what_it_served() {
         1.0
     );
     assert_eq!(count("amo_limited_total", &[r#"limit="auth_per_ip""#]), 2.0);
-    assert_eq!(count("amo_limited_total", &[]), 3.0);
+    assert_eq!(
+        count("amo_limited_total", &[r#"limit="outstanding_tokens""#]),
+        revoked as f64
+    );
+    assert_eq!(count("amo_limited_total", &[]), 3.0 + revoked as f64);
     assert_eq!(count("amo_backend_errors_total", &[]), 0.0);
     let requests = |route: &str, method: &str, status: &str| {
         let labels = [
