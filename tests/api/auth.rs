@@ -219,6 +219,28 @@ async fn refused_token_requests_record_no_token_and_take_no_outstanding_slot() {
     }
 }
 
+/// docs/protocol.md, the Redis key layout: a used token leaves its
+/// client's outstanding set ("members leave when used"), so it holds no
+/// slot of the cap. With a cap of two, the newer of two tokens used, a
+/// third asked for revokes none: the older one still works.
+#[tokio::test]
+async fn a_used_token_frees_its_outstanding_slot() {
+    let app = spawn_with(settings(&[("AMO_MAX_OUTSTANDING_TOKENS", "2")])).await;
+    let owner = Account::new();
+    let data = random_body(100);
+    let older = app.token(&owner.address, json!("upload")).await;
+    let (_, proof) = app.upload_token(&owner, &data).await;
+    let stored = app.upload_v2(Some(&proof), data, None).await;
+    expect_json(stored, StatusCode::CREATED).await;
+    let third = app.token(&owner.address, json!("upload")).await;
+    assert_eq!(
+        app.token_record(&older).await.as_deref(),
+        Some("issued"),
+        "the older unused token was revoked: the used one still took a slot"
+    );
+    assert_eq!(app.token_record(&third).await.as_deref(), Some("issued"));
+}
+
 /// A token signed by `secret` with these claims and this `kid`.
 fn signed(claims: &Value, kid: Option<String>, secret: &str) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
