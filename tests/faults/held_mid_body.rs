@@ -59,6 +59,32 @@ async fn assert_nothing_stored(rig: &Rig) {
     assert_eq!(rig.direct.stored_keys().await, Vec::<String>::new());
 }
 
+/// Stalls RGW, then sends `rest` of the body through `feed`: the request
+/// `answer` must answer 503 `unavailable` within the bound of
+/// [`assert_bounded`], from the stall.
+async fn answers_unavailable_once_rgw_stalls(
+    rig: &Rig,
+    mut feed: BodyFeed,
+    rest: Vec<u8>,
+    answer: tokio::task::JoinHandle<reqwest::Response>,
+    what: &str,
+) {
+    rig.s3.set(Mode::Stall).await;
+    let stalled = Instant::now();
+    let sender = tokio::spawn(async move {
+        feed.send(&rest).await;
+        feed.finish();
+    });
+    let answer = tokio::time::timeout(TIMEOUT * 10, answer)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer {:?} after RGW stalled", TIMEOUT * 10))
+        .unwrap();
+    let took = stalled.elapsed();
+    assert_eq!(expect_unavailable(answer).await, "unavailable", "{what}");
+    assert_bounded(what, took);
+    sender.abort();
+}
+
 /// A v2 upload whose body streams: `PART * 2` bytes go up, RGW stalls once
 /// `started` holds, and the rest keeps coming.
 async fn v2_held(declared: bool, extra: &[(&str, &str)], what: &str) {
@@ -66,7 +92,7 @@ async fn v2_held(declared: bool, extra: &[(&str, &str)], what: &str) {
     let owner = Account::new();
     let data = random_body(2 * PART + AFTER_STALL);
     let (_, proof) = rig.app.upload_token(&owner, &data).await;
-    let (mut feed, body) = BodyFeed::new();
+    let (feed, body) = BodyFeed::new();
     let upload = tokio::spawn({
         let (app, proof, length) = (rig.app.clone(), proof.clone(), data.len());
         async move {
@@ -97,21 +123,7 @@ async fn v2_held(declared: bool, extra: &[(&str, &str)], what: &str) {
         })
         .await;
     }
-    rig.s3.set(Mode::Stall).await;
-    let stalled = Instant::now();
-    let rest = data[2 * PART..].to_vec();
-    let sender = tokio::spawn(async move {
-        feed.send(&rest).await;
-        feed.finish();
-    });
-    let answer = tokio::time::timeout(TIMEOUT * 10, upload)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer {:?} after RGW stalled", TIMEOUT * 10))
-        .unwrap();
-    let took = stalled.elapsed();
-    assert_eq!(expect_unavailable(answer).await, "unavailable", "{what}");
-    assert_bounded(what, took);
-    sender.abort();
+    answers_unavailable_once_rgw_stalls(&rig, feed, data[2 * PART..].to_vec(), upload, what).await;
     assert_nothing_stored(&rig).await;
 }
 
@@ -217,7 +229,7 @@ async fn a_tus_patch_held_mid_part_answers_503_within_the_s3_timeout() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let path = created.headers()["location"].to_str().unwrap().to_owned();
-    let (mut feed, body) = BodyFeed::new();
+    let (feed, body) = BodyFeed::new();
     let patch = tokio::spawn({
         let (app, headers, path) = (
             app.clone(),
@@ -251,21 +263,8 @@ async fn a_tus_patch_held_mid_part_answers_503_within_the_s3_timeout() {
         offset_of(app, &proof, &path).await == 2 * PART as u64
     })
     .await;
-    rig.s3.set(Mode::Stall).await;
-    let stalled = Instant::now();
     let rest = data[2 * PART..].to_vec();
-    let sender = tokio::spawn(async move {
-        feed.send(&rest).await;
-        feed.finish();
-    });
-    let answer = tokio::time::timeout(TIMEOUT * 10, patch)
-        .await
-        .unwrap_or_else(|_| panic!("tus: no answer {:?} after RGW stalled", TIMEOUT * 10))
-        .unwrap();
-    let took = stalled.elapsed();
-    assert_eq!(expect_unavailable(answer).await, "unavailable");
-    assert_bounded("tus PATCH", took);
-    sender.abort();
+    answers_unavailable_once_rgw_stalls(&rig, feed, rest, patch, "tus PATCH").await;
     rig.s3.set(Mode::Pass).await;
     // The part in flight at the stall is lost; those stored before stay.
     assert_eq!(offset_of(app, &proof, &path).await, 2 * PART as u64);
