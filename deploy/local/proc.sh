@@ -18,3 +18,17 @@ live_redis_pid() {
   [ -n "$pid" ] && is_alive "$pid" || return 0
   if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ]; then echo "$pid"; fi
 }
+
+# await_ping PORT WHAT: waits up to $START_TIMEOUT seconds until the
+# calling script's ping_ok PORT succeeds; on time-out prints the tail of
+# $DIR/PORT/redis.log and dies naming WHAT.
+await_ping() {
+  local port=$1 what=$2 deadline=$((SECONDS + START_TIMEOUT))
+  until ping_ok "$port"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$DIR/$port/redis.log" >&2
+      die "$what did not answer PING on 127.0.0.1:$port within ${START_TIMEOUT}s"
+    fi
+    sleep 0.1
+  done
+}

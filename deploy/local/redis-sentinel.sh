@@ -161,14 +161,7 @@ EOF
   )
   "$program" "$DIR/$port/redis.conf" ||
     { tail -n 20 "$DIR/$port/redis.log" >&2; die "$program failed to start on $port"; }
-  local deadline=$((SECONDS + START_TIMEOUT))
-  until ping_ok "$port"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 20 "$DIR/$port/redis.log" >&2
-      die "$program did not answer PING on 127.0.0.1:$port within ${START_TIMEOUT}s"
-    fi
-    sleep 0.1
-  done
+  await_ping "$port" "$program"
 }
 
 # True when the replica is in sync, and every sentinel names the master,

@@ -160,14 +160,7 @@ start_port() {
     --appendonly no \
     "$@" ||
     { tail -n 20 "$DIR/$port/redis.log" >&2; die "redis-server failed to start on $port"; }
-  local deadline=$((SECONDS + START_TIMEOUT))
-  until ping_ok "$port"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 20 "$DIR/$port/redis.log" >&2
-      die "redis did not answer PING over TLS on 127.0.0.1:$port within ${START_TIMEOUT}s"
-    fi
-    sleep 0.1
-  done
+  await_ping "$port" "redis (TLS)"
 }
 
 all_up() {
