@@ -30,6 +30,31 @@ struct SpecPath {
     /// Whether its `GET` takes a token (the `X-Auth-Token` security
     /// scheme): a download, which spends it.
     get_takes_token: bool,
+    /// Its segments between `/`s: a literal, or `None` for a parameter
+    /// (split once here, not on every request).
+    segments: Vec<Option<String>>,
+}
+
+impl SpecPath {
+    /// Whether `path` is on this route: as many segments, each literal
+    /// equal and each parameter not empty.
+    fn matches(&self, path: &str) -> bool {
+        self.segments.len() == path.split('/').count()
+            && self
+                .segments
+                .iter()
+                .zip(path.split('/'))
+                .all(|(part, segment)| match part {
+                    Some(literal) => literal == segment,
+                    None => !segment.is_empty(),
+                })
+    }
+
+    /// Which segments are parameters, left to right: the router prefers the
+    /// route whose first parameter comes latest.
+    fn parameters(&self) -> impl Iterator<Item = bool> + '_ {
+        self.segments.iter().map(Option::is_none)
+    }
 }
 
 /// The security scheme of the token, in an operation's `security`.
@@ -57,12 +82,18 @@ impl Routes {
                             .iter()
                             .any(|requirement| requirement.get(TOKEN_SCHEME).is_some())
                     });
+                let shape = shape(template);
+                let segments = shape
+                    .split('/')
+                    .map(|part| (part != "{}").then(|| part.to_owned()))
+                    .collect();
                 paths.insert(
-                    shape(template),
+                    shape,
                     SpecPath {
                         template: template.clone(),
                         methods: methods.join(", "),
                         get_takes_token,
+                        segments,
                     },
                 );
             }
@@ -90,21 +121,12 @@ impl Routes {
     /// `Allow` lists them): as poem's router picks it, a literal segment
     /// before a parameter.
     pub fn find(&self, path: &str) -> Option<(&str, &str)> {
-        let segments: Vec<&str> = path.split('/').collect();
         self.0
-            .iter()
-            .filter_map(|(shape, spec)| {
-                let parts: Vec<&str> = shape.split('/').collect();
-                let matches = parts.len() == segments.len()
-                    && parts.iter().zip(&segments).all(|(part, segment)| {
-                        part == segment || (*part == "{}" && !segment.is_empty())
-                    });
-                // Literal segments first, from the left, as the router does.
-                let rank: Vec<bool> = parts.iter().map(|part| *part == "{}").collect();
-                matches.then_some((rank, spec))
-            })
-            .min_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, spec)| (spec.template.as_str(), spec.methods.as_str()))
+            .values()
+            .filter(|spec| spec.matches(path))
+            // Literal segments first, from the left, as the router does.
+            .min_by(|a, b| a.parameters().cmp(b.parameters()))
+            .map(|spec| (spec.template.as_str(), spec.methods.as_str()))
     }
 
     /// The spec's route a `HEAD` on `path` must not reach, and its methods:
