@@ -43,7 +43,7 @@ use crate::{
     },
     error::Error,
     limits::{Reservation, Slot, SlotKind, Slots},
-    state::Shared,
+    state::{Lease, Shared},
     storage::{BodyStream, Fetched, PutOutcome, Store, StoredParcel},
     tasks::detached,
 };
@@ -493,15 +493,23 @@ impl Parcels {
         }
     }
 
-    /// Removes a parcel of the authorized caller.
+    /// Removes a parcel of the authorized caller. The parcel's write lock
+    /// and the token end together (one Redis round trip, not two).
     pub async fn remove(&self, auth: Authorized, id: &ParcelId) -> Result<(), Error> {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
             let spend = auth.spend();
-            let outcome = this.remove_as(&auth, &spend, &id).await;
+            let (outcome, lock) = this.remove_as(&auth, &spend, &id).await;
             let outcome = this.settle_gate(&spend, outcome).await;
             drop(spend);
-            auth.settle(outcome).await
+            let unlocked = async {
+                if let Some(lock) = lock {
+                    upload::unlock(lock).await;
+                }
+            };
+            futures_util::future::join(unlocked, auth.settle(outcome))
+                .await
+                .1
         })
         .await?
     }
@@ -511,13 +519,17 @@ impl Parcels {
     /// both checked the owner could straddle another account's commit of
     /// the same content, and the second would delete that parcel.) The
     /// delete passes the token's gate (fencing and its use mark) first.
+    /// Answers the outcome and the lock, still held, for the caller to end.
     async fn remove_as(
         &self,
         auth: &Authorized,
         spend: &Spend<'_>,
         id: &ParcelId,
-    ) -> Result<(), Error> {
-        let lock = self.lock_for_commit(id).await?;
+    ) -> (Result<(), Error>, Option<Lease>) {
+        let lock = match self.lock_for_commit(id).await {
+            Ok(lock) => lock,
+            Err(err) => return (Err(err), None),
+        };
         let removed = async {
             let parcel = self.inspect(id).await?;
             if parcel.owner != *auth.caller() {
@@ -529,12 +541,12 @@ impl Parcels {
             Ok(self.store.delete(id).await?)
         }
         .await;
-        upload::unlock(lock).await;
-        removed?;
-        if let Some(chain) = &self.chain {
-            chain.forget_parcel(id);
+        if removed.is_ok() {
+            if let Some(chain) = &self.chain {
+                chain.forget_parcel(id);
+            }
         }
-        Ok(())
+        (removed, Some(lock))
     }
 
     /// The owner, metadata and size of a parcel; needs no token.
