@@ -34,7 +34,7 @@ use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use serde_json::Value;
 
-use self::upload::NewParcel;
+use self::upload::{LockAfter, NewParcel};
 use crate::{
     auth::{Authorized, Spend},
     chain::Chain,
@@ -258,8 +258,11 @@ impl Parcels {
         let this = self.clone();
         detached(async move {
             let _slot = slot;
-            let outcome = this.store_whole(&auth, &owner, metadata, body).await;
-            auth.settle(outcome).await
+            let lock_after = LockAfter::default();
+            let outcome = this
+                .store_whole(&auth, &owner, metadata, body, &lock_after)
+                .await;
+            lock_after.end_with(auth.settle(outcome)).await
         })
         .await?
     }
@@ -270,6 +273,7 @@ impl Parcels {
         owner: &Address,
         metadata: Option<Value>,
         body: Bytes,
+        lock_after: &LockAfter,
     ) -> Result<(ParcelId, PutOutcome), Error> {
         if owner != auth.caller() {
             return Err(Error::Forbidden(
@@ -298,6 +302,7 @@ impl Parcels {
             owner,
             metadata: &metadata,
             spend: &spend,
+            lock_after,
         };
         let outcome = self.write_whole(&parcel, body).await;
         let outcome = self.settle_gate(&spend, outcome).await?;
@@ -323,8 +328,11 @@ impl Parcels {
         let this = self.clone();
         detached(async move {
             let _slot = slot;
-            let outcome = this.store_stream(&auth, metadata, &mut body, length).await;
-            (auth.settle(outcome).await, body)
+            let lock_after = LockAfter::default();
+            let outcome = this
+                .store_stream(&auth, metadata, &mut body, length, &lock_after)
+                .await;
+            (lock_after.end_with(auth.settle(outcome)).await, body)
         })
         .await
     }
@@ -335,6 +343,7 @@ impl Parcels {
         metadata: Option<Value>,
         body: S,
         length: Option<u64>,
+        lock_after: &LockAfter,
     ) -> Result<(ParcelId, PutOutcome), Error>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
@@ -355,6 +364,7 @@ impl Parcels {
             owner,
             metadata: &metadata,
             spend: &spend,
+            lock_after,
         };
         let outcome = self.write_stream(parcel, body, length).await;
         let outcome = self.settle_gate(&spend, outcome).await?;

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use super::{
     Parcels,
     upload::{
-        FEED_DEPTH, Incoming, NewParcel, end_feed, is_store_stopped, multipart_mark_key,
+        FEED_DEPTH, Incoming, LockAfter, NewParcel, end_feed, is_store_stopped, multipart_mark_key,
         short_body, too_large, unlock,
     },
 };
@@ -257,21 +257,27 @@ impl Parcels {
             };
             if length == 0 {
                 let spend = auth.spend();
+                let lock_after = LockAfter::default();
                 let parcel = NewParcel {
                     id: &id,
                     owner: &owner,
                     metadata: &metadata,
                     spend: &spend,
+                    lock_after: &lock_after,
                 };
                 let written = this.write_whole(&parcel, Bytes::new()).await;
                 let written = match written {
                     Ok(_) => this.new_record(&upload, &record, true).await,
                     Err(err) => Err(err),
                 };
-                return auth.settle(written).await.map(|stored| {
-                    crate::metrics::resumable("completed");
-                    UploadStatus::of(&upload, &stored.record)
-                });
+                drop(spend);
+                return lock_after
+                    .end_with(auth.settle(written))
+                    .await
+                    .map(|stored| {
+                        crate::metrics::resumable("completed");
+                        UploadStatus::of(&upload, &stored.record)
+                    });
             }
             if let Err(err) = this.admit_open(&upload, &record).await {
                 auth.failed().await;
@@ -844,11 +850,14 @@ impl Parcels {
             held: Some(upload_lock),
             marked: None,
         };
+        // Its lock is ended here, not kept: `settle_put` keeps nothing.
+        let lock_after = LockAfter::default();
         let parcel = NewParcel {
             id: &id,
             owner: &owner,
             metadata: &metadata,
             spend: &spend,
+            lock_after: &lock_after,
         };
         let lock = self.lock_for_commit(&id).await?;
         if let Err(err) = self.pass_gate(&spend, Some(&lock)).await {

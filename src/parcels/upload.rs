@@ -102,6 +102,43 @@ pub(super) struct NewParcel<'a> {
     pub metadata: &'a ParcelMetadata,
     /// What its commit spends (the gate, `parcels/gate.rs`).
     pub spend: &'a Spend<'a>,
+    /// Where a commit that reached the store leaves the parcel's write
+    /// lock, for the caller to end together with the token.
+    pub lock_after: &'a LockAfter,
+}
+
+/// The parcel's write lock of a commit that reached the store, ended by
+/// the request once its token is settled too, in the same round trip
+/// ([`LockAfter::end_with`]); a commit that failed before the store ends
+/// its lock itself.
+#[derive(Default)]
+pub(super) struct LockAfter(std::sync::Mutex<Option<Lease>>);
+
+impl LockAfter {
+    /// Keeps `lock` for [`LockAfter::end_with`].
+    pub(super) fn keep(&self, lock: Lease) {
+        let previous = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(lock);
+        debug_assert!(previous.is_none(), "one commit, one lock");
+    }
+
+    /// Runs `settle` and ends the kept lock, if any, at the same time;
+    /// answers what `settle` answers.
+    pub(super) async fn end_with<T>(self, settle: impl Future<Output = T>) -> T {
+        let kept = self
+            .0
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unlocked = async {
+            if let Some(lock) = kept {
+                unlock(lock).await;
+            }
+        };
+        futures_util::future::join(unlocked, settle).await.1
+    }
 }
 
 /// A client's body as it arrives: counted and bounded as it is read,
@@ -261,7 +298,7 @@ impl Parcels {
             .store
             .put_new(parcel.id, body, parcel.owner, parcel.metadata)
             .await;
-        unlock(lock).await;
+        parcel.lock_after.keep(lock);
         self.settle_put(parcel, outcome?).await
     }
 
@@ -382,7 +419,7 @@ impl Parcels {
         });
         let failed = match fed {
             Ok(lock) => {
-                unlock(lock).await;
+                parcel.lock_after.keep(lock);
                 return self.settle_put(parcel, put?).await;
             }
             Err(failed) => failed,
@@ -613,7 +650,7 @@ impl Parcels {
                 Err(err)
             }
         };
-        unlock(lock).await;
+        parcel.lock_after.keep(lock);
         self.settle_put(parcel, outcome?).await
     }
 
