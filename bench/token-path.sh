@@ -20,7 +20,9 @@
 #
 # Knobs: AMO_BENCH_SECS (15, each measurement), AMO_BENCH_CONNECTIONS (64,
 # wrk), AMO_BENCH_WRK_THREADS (1), AMO_BENCH_CYCLE_CONCURRENCY (16),
-# AMO_BENCH_MIN_TOKENS (10000: the target for one replica; 0 checks nothing).
+# AMO_BENCH_MIN_TOKENS (10000: the target for one replica; 0 checks nothing),
+# AMO_BENCH_TOKEN_ROUNDS (3: pairs of /healthz and token runs on one
+# replica; the ratio printed is the median of the pairs').
 # Exit: 0; 1 on any error answer or failure; 3 if one replica issued fewer
 # than AMO_BENCH_MIN_TOKENS tokens/s.
 set -euo pipefail
@@ -34,6 +36,7 @@ CONNS=${AMO_BENCH_CONNECTIONS:-64}
 WRK_THREADS=${AMO_BENCH_WRK_THREADS:-1}
 CYCLE_CONCURRENCY=${AMO_BENCH_CYCLE_CONCURRENCY:-16}
 MIN_TOKENS=${AMO_BENCH_MIN_TOKENS:-10000}
+TOKEN_ROUNDS=${AMO_BENCH_TOKEN_ROUNDS:-3}
 trap bench_cleanup EXIT
 
 bench_need wrk wrk
@@ -181,11 +184,21 @@ curl -sf -X POST -H 'Content-Type: application/json' -d "$AUTH_BODY" "http://$ON
   grep -q '"token"' || bench_die "POST /api/v1/auth does not answer a token"
 # Warm-up (connections, allocator), not counted.
 wrk -t"$WRK_THREADS" -c"$CONNS" -d3s -s "$BENCH_WORK/auth.lua" "http://$ONE/api/v1/auth" >/dev/null
-run_wrk "1 replica" "GET /healthz" "http://$ONE/healthz"
-HEALTH_ONE=$LAST_RATE
-run_wrk "1 replica" "POST /api/v1/auth" "http://$ONE/api/v1/auth" "$BENCH_WORK/auth.lua"
-TOKENS_ONE=$LAST_RATE
-TOKEN_CPU_US=$CPU_TEXT TOKEN_CPU_TICKS=$CPU_TICKS
+# TOKEN_ROUNDS pairs, /healthz then tokens, each pair back to back: one
+# pair on a shared 2-core machine swung 0.40-0.57 for the same build
+# (docs/performance.md), so the ratio is the median of the pairs'.
+HEALTH_RATES=() TOKEN_RATES=() PAIR_RATIOS=()
+for round in $(seq "$TOKEN_ROUNDS"); do
+  run_wrk "1 replica" "GET /healthz, pair $round" "http://$ONE/healthz"
+  HEALTH_RATES+=("$LAST_RATE")
+  run_wrk "1 replica" "POST /api/v1/auth, pair $round" "http://$ONE/api/v1/auth" "$BENCH_WORK/auth.lua"
+  TOKEN_RATES+=("$LAST_RATE")
+  PAIR_RATIOS+=("$(awk -v a="$LAST_RATE" -v b="${HEALTH_RATES[-1]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')")
+  TOKEN_CPU_US=$CPU_TEXT TOKEN_CPU_TICKS=$CPU_TICKS
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+HEALTH_ONE=$(median "${HEALTH_RATES[@]}")
+TOKENS_ONE=$(median "${TOKEN_RATES[@]}")
 run_load "1 replica" "POST /api/v2/auth, $CONNS workers" --url "http://$ONE" --mode auth --concurrency "$CONNS" --label auth-1
 run_load "1 replica" "small-parcel cycle, $CYCLE_CONCURRENCY workers" --url "http://$ONE" --mode cycle \
   --concurrency "$CYCLE_CONCURRENCY" --size 4096 --pid "$ONE_PID" --label cycle-1
@@ -217,7 +230,7 @@ for row in "${RESULTS[@]}"; do
 done
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-echo "ratios: tokens/s ÷ /healthz/s: 1 replica $(ratio "$TOKENS_ONE" "$HEALTH_ONE"), 3 replicas + nginx $(ratio "$TOKENS_LB" "$HEALTH_LB")"
+echo "ratios: tokens/s ÷ /healthz/s: 1 replica $(median "${PAIR_RATIOS[@]}") (median of $TOKEN_ROUNDS pairs: ${PAIR_RATIOS[*]}; issue 30's target 0.6: $(awk -v r="$(median "${PAIR_RATIOS[@]}")" 'BEGIN { print (r >= 0.6 ? "MET" : "MISSED") }')), 3 replicas + nginx $(ratio "$TOKENS_LB" "$HEALTH_LB")"
 echo "ratios: tokens/s ÷ Redis SET/s: 1 replica $(ratio "$TOKENS_ONE" "$redis_rps"), 3 replicas + nginx $(ratio "$TOKENS_LB" "$redis_rps")"
 echo "ratio: 3 replicas + nginx ÷ 1 replica (tokens/s): $(ratio "$TOKENS_LB" "$TOKENS_ONE")"
 awk -v ticks="$TOKEN_CPU_TICKS" -v t="$TICK" -v secs="$SECS" -v us="$TOKEN_CPU_US" 'BEGIN {
