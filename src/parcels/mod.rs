@@ -43,7 +43,7 @@ use crate::{
     },
     error::Error,
     limits::{Reservation, Slot, SlotKind, Slots},
-    state::{Lease, Shared},
+    state::Shared,
     storage::{BodyStream, Fetched, PutOutcome, Store, StoredParcel},
     tasks::detached,
 };
@@ -509,17 +509,11 @@ impl Parcels {
         let (this, id) = (self.clone(), id.clone());
         detached(async move {
             let spend = auth.spend();
-            let (outcome, lock) = this.remove_as(&auth, &spend, &id).await;
+            let lock_after = LockAfter::default();
+            let outcome = this.remove_as(&auth, &spend, &id, &lock_after).await;
             let outcome = this.settle_gate(&spend, outcome).await;
             drop(spend);
-            let unlocked = async {
-                if let Some(lock) = lock {
-                    upload::unlock(lock).await;
-                }
-            };
-            futures_util::future::join(unlocked, auth.settle(outcome))
-                .await
-                .1
+            lock_after.end_with(auth.settle(outcome)).await
         })
         .await?
     }
@@ -529,17 +523,15 @@ impl Parcels {
     /// both checked the owner could straddle another account's commit of
     /// the same content, and the second would delete that parcel.) The
     /// delete passes the token's gate (fencing and its use mark) first.
-    /// Answers the outcome and the lock, still held, for the caller to end.
+    /// The lock is left in `lock_after`, for the caller to end.
     async fn remove_as(
         &self,
         auth: &Authorized,
         spend: &Spend<'_>,
         id: &ParcelId,
-    ) -> (Result<(), Error>, Option<Lease>) {
-        let lock = match self.lock_for_commit(id).await {
-            Ok(lock) => lock,
-            Err(err) => return (Err(err), None),
-        };
+        lock_after: &LockAfter,
+    ) -> Result<(), Error> {
+        let lock = self.lock_for_commit(id).await?;
         let removed = async {
             let parcel = self.inspect(id).await?;
             if parcel.owner != *auth.caller() {
@@ -551,12 +543,12 @@ impl Parcels {
             Ok(self.store.delete(id).await?)
         }
         .await;
-        if removed.is_ok() {
-            if let Some(chain) = &self.chain {
-                chain.forget_parcel(id);
-            }
+        lock_after.keep(lock);
+        removed?;
+        if let Some(chain) = &self.chain {
+            chain.forget_parcel(id);
         }
-        (removed, Some(lock))
+        Ok(())
     }
 
     /// The owner, metadata and size of a parcel; needs no token.

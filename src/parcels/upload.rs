@@ -107,10 +107,10 @@ pub(super) struct NewParcel<'a> {
     pub lock_after: &'a LockAfter,
 }
 
-/// The parcel's write lock of a commit that reached the store, ended by
-/// the request once its token is settled too, in the same round trip
-/// ([`LockAfter::end_with`]); a commit that failed before the store ends
-/// its lock itself.
+/// The parcel's write lock of a commit (an upload or a remove) that reached
+/// the store, ended by the request while its token is settled, in the same
+/// round trip ([`LockAfter::end_with`]); a commit that failed before the
+/// store ends its lock itself.
 #[derive(Default)]
 pub(super) struct LockAfter(std::sync::Mutex<Option<Lease>>);
 
