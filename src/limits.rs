@@ -299,10 +299,22 @@ pub struct Reservation {
 
 impl Reservation {
     /// Holds at least `units` in all, taking what is missing (refused as
-    /// [`Slots::take_many`] refuses).
+    /// [`Slots::take_many`] refuses). A refused reservation gives back all
+    /// it held at once, not when its work ends: the work it served is
+    /// refused, and two reservations growing together must not both be
+    /// refused for what the loser still held while it wound up (a v1
+    /// upload refused for memory releases its token in Redis before it
+    /// ends).
     pub fn grow_to(&mut self, units: usize) -> Result<(), Error> {
         if units > self.units {
-            let more = self.slots.take_many(self.client, units - self.units)?;
+            let more = match self.slots.take_many(self.client, units - self.units) {
+                Ok(more) => more,
+                Err(refused) => {
+                    self.slot = Slot(Vec::new());
+                    self.units = 0;
+                    return Err(refused);
+                }
+            };
             self.units = units;
             // One holding, however often it grew.
             for more in more.0 {
@@ -448,12 +460,32 @@ mod tests {
         growing.grow_to(2).unwrap();
         growing.grow_to(6).unwrap();
         assert_eq!(memory.in_use(), 6);
-        assert!(matches!(growing.grow_to(7), Err(Error::ClientShare(_))));
         let other = client("10.0.0.2");
         assert!(matches!(memory.take_many(other, 5), Err(Error::Busy(_))));
-        let held = growing.into_slot();
-        assert!(memory.take_many(other, 4).is_ok());
+        let held = memory.take_many(other, 4).unwrap();
+        drop(growing.into_slot());
         drop(held);
         assert_eq!(memory.in_use(), 0, "everything grown is freed");
+        let mut growing = memory.reserve(one);
+        growing.grow_to(6).unwrap();
+        assert!(matches!(growing.grow_to(7), Err(Error::ClientShare(_))));
+    }
+
+    #[test]
+    fn a_refused_reservation_holds_nothing_so_another_may_grow() {
+        // Two v1 bodies grow in a budget of 10: the one refused frees its
+        // memory at once, not when its upload has wound up.
+        let memory = Slots::new(SlotKind::V1UploadMemory, 10, 100, 10);
+        let (mut first, mut second) = (
+            memory.reserve(client("10.0.0.1")),
+            memory.reserve(client("10.0.0.2")),
+        );
+        first.grow_to(5).unwrap();
+        second.grow_to(4).unwrap();
+        assert!(matches!(first.grow_to(7), Err(Error::Busy(_))));
+        assert_eq!(memory.in_use(), 4, "the refused reservation holds nothing");
+        second.grow_to(9).unwrap();
+        drop((first, second));
+        assert_eq!(memory.in_use(), 0);
     }
 }

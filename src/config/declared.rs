@@ -306,9 +306,9 @@ settings! {
     v1_max_data_bytes: u64 = 64u64 << 20 => "64 MiB",
     /// memory the bodies of the v1 uploads in flight may hold together,
     /// per replica (503 `busy` past it); one upload holds one and a half
-    /// times its JSON body (`Content-Length`, or the most a v1 body may be
-    /// when it has none), so this must hold the largest v1 upload, about
-    /// three times `AMO_V1_MAX_DATA_BYTES`; `0`: no limit
+    /// times what arrived of its JSON body, grown as it arrives and given
+    /// back at once when it is refused, so this must hold the largest v1
+    /// upload, about three times `AMO_V1_MAX_DATA_BYTES`; `0`: no limit
     v1_upload_memory_bytes: u64 = 256u64 << 20 => "256 MiB",
     /// largest stored metadata JSON
     metadata_max_bytes: usize = 8usize * 1024,
