@@ -18,7 +18,10 @@ use std::{
     fs::File,
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -354,13 +357,20 @@ impl ParcelStore for DirStore {
             .join(format!("{UPLOAD_PREFIX}{}", Uuid::new_v4().simple()));
         let target = self.path(id);
         let path = temporary.clone();
+        let creating = Creating::new(temporary.clone());
+        let abandoned = creating.abandoned.clone();
         let file = self
             .blocking(move |_| {
                 let mut file = File::create_new(&path)?;
                 file.write_all(&header)?;
+                if abandoned.load(Ordering::SeqCst) {
+                    remove_if_there(&path)?;
+                    return Err(io::Error::other("the upload was abandoned"));
+                }
                 Ok(file)
             })
             .await?;
+        creating.done();
         Ok(Box::new(FileUpload {
             store: self.clone(),
             file: Some(file),
@@ -581,6 +591,45 @@ impl ParcelStore for DirStore {
     }
 }
 
+/// An upload's temporary file being created, off the async threads. A
+/// request may drop the upload meanwhile (the body failed before the store
+/// answered): the file task still runs, so whichever of the two comes
+/// second removes the file, and no unfinished upload outlives its request.
+/// The file task creates, then checks `abandoned`; the drop sets it, then
+/// removes: either the check sees it, or the file was there for
+/// the removal.
+struct Creating {
+    /// `None` once the file was created for the upload.
+    path: Option<PathBuf>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Creating {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path: Some(path),
+            abandoned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The file was created and is the upload's to remove now.
+    fn done(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        self.abandoned.store(true, Ordering::SeqCst);
+        if let Err(err) = remove_if_there(&path) {
+            tracing::warn!(%err, file = %path.display(), "could not remove an abandoned upload's temporary file");
+        }
+    }
+}
+
 /// A parcel being written to its temporary file.
 struct FileUpload {
     store: DirStore,
@@ -641,5 +690,39 @@ impl Drop for FileUpload {
                 tracing::warn!(%err, file = %self.temporary.display(), "could not remove an upload's temporary file");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that drops its upload while the file task creates the
+    /// temporary file leaves no unfinished upload behind.
+    #[test]
+    fn an_upload_dropped_while_its_file_is_created_leaves_no_file() {
+        // One blocking thread: its tasks run in the order they were queued,
+        // so the second one's end means the first one ran.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let id = ParcelId::parse(&format!("00000001{}", "A".repeat(64))).unwrap();
+        let owner = Address::parse(&"B".repeat(40)).unwrap();
+        let metadata = ParcelMetadata::from_stored("{}").unwrap();
+        runtime.block_on(async {
+            let mut starting = Box::pin(store.start_upload(&id, &owner, &metadata));
+            // Polled once: the file task is queued, and the upload dropped.
+            let polled = futures_util::poll!(starting.as_mut());
+            assert!(polled.is_pending(), "the file task already ran");
+            drop(starting);
+            store.blocking(|_| Ok(())).await.unwrap();
+            assert_eq!(
+                store.unfinished_uploads().await.unwrap(),
+                Vec::<String>::new()
+            );
+        });
     }
 }
