@@ -850,7 +850,7 @@ impl Parcels {
             held: Some(upload_lock),
             marked: None,
         };
-        // Its lock is ended here, not kept: `settle_put` keeps nothing.
+        // Its lock is ended here, not kept: the commit keeps nothing.
         let lock_after = LockAfter::default();
         let parcel = NewParcel {
             id: &id,
@@ -877,15 +877,31 @@ impl Parcels {
             Ok(Some(_)) => Ok(PutOutcome::AlreadyExists),
             Err(err) => Err(err),
         };
-        unlock(lock).await;
+        // An existing parcel's owner is read under the lock, as an
+        // upload's is; the lock then ends while the upload is settled, in
+        // the same round trips: nothing after takes or needs it.
         let settled = match outcome {
             Ok(outcome) => self.settle_put(&parcel, outcome).await,
             Err(err) => Err(err.into()),
         };
+        let settling = self.settle_completion(upload, stored, &id, settled);
+        futures_util::future::join(unlock(lock), settling).await.1
+    }
+
+    /// What follows a completion's commit, `settled`: a stored parcel ends
+    /// the upload (its tails, mark, record and token); a parcel another
+    /// account owns discards it.
+    async fn settle_completion(
+        &self,
+        upload: &str,
+        stored: &mut Stored,
+        id: &ParcelId,
+        settled: Result<PutOutcome, Error>,
+    ) -> Result<(), Error> {
         match settled {
             Ok(outcome) => {
                 if outcome == PutOutcome::AlreadyExists {
-                    self.store.staged_abort(&id, &stored.record.store_id).await;
+                    self.store.staged_abort(id, &stored.record.store_id).await;
                 }
                 // A replica that died between storing a tail and saving the
                 // record left that tail behind: no tail outlives the upload.
