@@ -701,8 +701,7 @@ mod tests {
     /// temporary file leaves no unfinished upload behind.
     #[test]
     fn an_upload_dropped_while_its_file_is_created_leaves_no_file() {
-        // One blocking thread: its tasks run in the order they were queued,
-        // so the second one's end means the first one ran.
+        // One blocking thread: its tasks run in the order they were queued.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .max_blocking_threads(1)
             .build()
@@ -713,11 +712,21 @@ mod tests {
         let owner = Address::parse(&"B".repeat(40)).unwrap();
         let metadata = ParcelMetadata::from_stored("{}").unwrap();
         runtime.block_on(async {
+            // The thread is held until the upload was dropped, so the file
+            // task queued behind it runs only then.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let holding = store.blocking(move |_| {
+                held.recv().ok();
+                Ok(())
+            });
+            let mut holding = Box::pin(holding);
+            assert!(futures_util::poll!(holding.as_mut()).is_pending());
             let mut starting = Box::pin(store.start_upload(&id, &owner, &metadata));
-            // Polled once: the file task is queued, and the upload dropped.
-            let polled = futures_util::poll!(starting.as_mut());
-            assert!(polled.is_pending(), "the file task already ran");
+            assert!(futures_util::poll!(starting.as_mut()).is_pending());
             drop(starting);
+            release.send(()).unwrap();
+            holding.await.unwrap();
+            // Queued after the file task: its end means the file task ran.
             store.blocking(|_| Ok(())).await.unwrap();
             assert_eq!(
                 store.unfinished_uploads().await.unwrap(),
